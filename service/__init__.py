@@ -1,0 +1,1 @@
+"""Ray Tune hyperparameter-tuning service package."""

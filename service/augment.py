@@ -1,0 +1,162 @@
+"""Random per-sample augmentation of image batches, on the batch's own device.
+
+Flip, rotation, shift and zoom are composed into one 2x3 affine matrix per sample and applied
+with a single ``affine_grid`` + ``grid_sample`` call. torchvision.transforms.v2 is the project's
+augmentation library, but a v2 transform draws *one* parameter set per call, so per-sample
+randomness would need a Python loop over the batch (slow on CPU, one kernel launch per image on
+the GPU); the hand-batched affine gives every sample its own parameters in one call on any
+device. TrivialAugmentWide is used from v2 as is (per-sample loop; slower but exact).
+
+Out-of-image pixels use ``padding_mode="border"`` (edge replication), which is Keras'
+``ImageDataGenerator`` default ``fill_mode="nearest"``; it avoids black corners that would give
+the network an easy cue for "this image was rotated".
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+__all__ = ["AugmentSpec", "augment_batch"]
+
+_SHIFT_RANGE = 0.1  # Keras width_shift_range / height_shift_range
+_ZOOM_RANGE = (0.9, 1.1)  # Keras zoom_range=0.1
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Which random augmentations to apply; hashable so it can sit in a Tune config or cache key.
+
+    ``trivialaugment=True`` applies torchvision's TrivialAugmentWide *instead of* the affine
+    flags (flip/rotation/shift/zoom are then ignored).
+    """
+
+    flip: bool = False  # random horizontal flip, p=0.5
+    rotation: int = 0  # max degrees, uniform in [-rotation, rotation]; EMERALD-O uses 0/10/20/30
+    shift: bool = False  # random translation up to 0.1 of width/height (Keras-style)
+    zoom: bool = False  # random zoom, x and y factors independently in [0.9, 1.1] (Keras-style)
+    trivialaugment: bool = False  # torchvision TrivialAugmentWide instead of the above
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rotation, bool) or not isinstance(self.rotation, numbers.Integral):
+            raise TypeError(f"rotation must be an int number of degrees, got {self.rotation!r}")
+        if not 0 <= self.rotation <= 180:
+            raise ValueError(f"rotation must be in [0, 180] degrees, got {self.rotation}")
+
+    @property
+    def is_identity(self) -> bool:
+        """True when no augmentation is enabled, so :func:`augment_batch` returns x as is."""
+        return not (
+            self.flip or self.rotation > 0 or self.shift or self.zoom or self.trivialaugment
+        )
+
+
+def augment_batch(
+    x: torch.Tensor, spec: AugmentSpec, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Augment a float batch (N, C, H, W) in [0, 1] with fresh random parameters per sample.
+
+    Random numbers come from ``generator`` (a CPU generator; the global RNG when None) and are
+    moved to ``x.device``, so a seeded generator reproduces the result. Returns a new tensor of
+    the same shape, dtype and device, or ``x`` itself for an identity spec or an empty batch.
+    """
+    if spec.is_identity:
+        return x
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(
+            f"augment_batch expects a float (N, C, H, W) batch, got {x.dtype} {tuple(x.shape)}"
+        )
+    if x.shape[0] == 0:
+        return x
+    if spec.trivialaugment:
+        return _trivialaugment(x, generator)
+    if spec.flip and spec.rotation == 0 and not spec.shift and not spec.zoom:
+        # Flip only: exact mirror without interpolation error, and cheaper than grid_sample.
+        mirror = _rand(x.shape[0], generator) < 0.5
+        return torch.where(mirror.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+    theta = _affine_matrices(spec, x.shape[0], x.shape[-2], x.shape[-1], generator)
+    theta = theta.to(device=x.device, dtype=x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.clamp_(0.0, 1.0)
+
+
+def _rand(n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``n`` uniform [0, 1) float32 numbers from ``generator`` (on its device) or the global RNG."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(n, generator=generator, device=device).cpu()
+
+
+def _affine_matrices(
+    spec: AugmentSpec, n: int, height: int, width: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Per-sample (n, 2, 3) ``affine_grid`` matrices mapping output to input coordinates.
+
+    The content is flipped, rotated, zoomed and shifted about the image centre. The composition
+    is done in pixel units (so rotation stays a rotation on non-square images) and converted to
+    the normalised [-1, 1] coordinates ``affine_grid`` uses.
+    """
+    ones = torch.ones(n)
+    flip = torch.where(_rand(n, generator) < 0.5, -ones, ones) if spec.flip else ones
+    angle = (
+        (2.0 * _rand(n, generator) - 1.0) * math.radians(spec.rotation)
+        if spec.rotation > 0 else torch.zeros(n)
+    )
+    lo, hi = _ZOOM_RANGE
+    if spec.zoom:
+        zoom_x = lo + (hi - lo) * _rand(n, generator)
+        zoom_y = lo + (hi - lo) * _rand(n, generator)
+    else:
+        zoom_x = zoom_y = ones
+    if spec.shift:
+        # Fraction of the side in [-0.1, 0.1]; the normalised span of a side is 2.
+        shift_x = 2.0 * _SHIFT_RANGE * (2.0 * _rand(n, generator) - 1.0)
+        shift_y = 2.0 * _SHIFT_RANGE * (2.0 * _rand(n, generator) - 1.0)
+    else:
+        shift_x = shift_y = torch.zeros(n)
+
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # Inverse map in pixel units: p_in = Flip @ Rot(-angle) @ Zoom^-1 @ (p_out - shift).
+    a = flip * cos / zoom_x
+    b = flip * sin / zoom_y
+    c = -sin / zoom_x
+    d = cos / zoom_y
+    # Pixel -> normalised units: conjugate by diag(W/2, H/2).
+    aspect = width / height
+    m00, m01 = a, b / aspect
+    m10, m11 = c * aspect, d
+    tx = -(m00 * shift_x + m01 * shift_y)
+    ty = -(m10 * shift_x + m11 * shift_y)
+    return torch.stack(
+        [torch.stack([m00, m01, tx], dim=-1), torch.stack([m10, m11, ty], dim=-1)], dim=1
+    )
+
+
+_TRIVIAL_AUGMENT = v2.TrivialAugmentWide()
+
+
+def _trivialaugment(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """TrivialAugmentWide per sample on uint8 copies; reproducible via ``generator``.
+
+    v2 draws its parameters from the global CPU RNG, so with a generator we fork that RNG and
+    seed it from the generator, leaving the caller's global RNG state untouched.
+    """
+    if x.shape[1] not in (1, 3):
+        raise ValueError(f"trivialaugment needs 1 or 3 channels, got {x.shape[1]}")
+    images = (x.clamp(0.0, 1.0) * 255.0).round_().to(torch.uint8)
+    if generator is None:
+        ctx = nullcontext()
+    else:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        ctx = torch.random.fork_rng(devices=[])
+    with ctx:
+        if generator is not None:
+            torch.manual_seed(seed)
+        out = torch.stack([_TRIVIAL_AUGMENT(img) for img in images])
+    return out.to(x.dtype).div_(255.0)

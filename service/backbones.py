@@ -1,0 +1,537 @@
+"""Image backbones for the tuning service: EfficientNetV2-B0, VGG16/VGG19 and ResNet-18.
+
+All models are built from scratch (no pretrained weights: the service runs offline), accept any
+number of input channels and classes, and take a width multiplier so that trials and tests can
+use slimmer variants.  Full width (1.0) is the reference architecture.
+
+Design choices, documented once here:
+
+* EfficientNetV2-B0 follows the Keras reference ``keras/applications/efficientnet_v2.py``
+  ("efficientnetv2-b0", width/depth coefficients 1.0/1.0) block for block: same stages,
+  SE squeeze width computed from the block *input* channels, SiLU, dropout 0.2 before the
+  classifier, stochastic depth with drop rate rising linearly from 0 to 0.2 over the blocks
+  (survival probability 1.0 -> 0.8), filter rounding to multiples of 8 (Keras ``round_filters``,
+  i.e. the reference ``_make_divisible`` without the "10 % guard").  BatchNorm uses eps=1e-3 (the
+  Keras default) and torch momentum 0.1, which *is* Keras ``momentum=0.9`` (Keras keeps 0.9 of
+  the old running statistic, torch weights the new batch by ``momentum``).  TF "same" padding is
+  asymmetric for stride 2; we use the usual symmetric ``padding=k//2`` (same output sizes, same
+  parameters; as torchvision does).  With 1000 classes the model has 7,139,704 trainable
+  parameters, plus 60,608 BatchNorm running statistics: 7,200,312 in all, exactly the
+  "Total params" Keras reports for ``EfficientNetV2B0(include_preprocessing=False)`` - Keras
+  counts moving means/variances as (non-trainable) params, hence "about 7.1M" here.
+* VGG16/VGG19 (configurations D and E) use the common CIFAR variant: BatchNorm after each conv
+  (vgg16_bn-style, because plain VGG is notoriously hard to train from scratch without it), the
+  five 2x2 max-pools (a pool is skipped when the feature map is already 1 pixel high or wide, so
+  8x8 and 16x16 inputs work), global average pooling and a single ``Linear(512*w, classes)``
+  instead of the 4096-4096 ImageNet head, which would dwarf the conv stack on small images.
+* ResNet-18 uses the CIFAR stem (3x3 conv, stride 1, no max-pool) with torchvision's
+  ``BasicBlock``; full width with 10 classes has 11,173,962 parameters.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+import os
+import pickle
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+from torchvision.ops import Conv2dNormActivation, SqueezeExcitation, StochasticDepth
+
+__all__ = [
+    "BACKBONES",
+    "VGG",
+    "BackboneError",
+    "BackboneSpec",
+    "CifarResNet18",
+    "EfficientNetV2B0",
+    "build_backbone",
+    "count_parameters",
+    "load_state_dict_file",
+    "model_size_mb",
+]
+
+BACKBONES: tuple[str, ...] = ("efficientnetv2_b0", "vgg16", "vgg19", "resnet18")
+
+MAX_WIDTH = 4.0
+
+
+class BackboneError(ValueError):
+    """Invalid backbone name, width, build argument or checkpoint; the message is one line."""
+
+
+# --------------------------------------------------------------------------------------------
+# Spec parsing
+# --------------------------------------------------------------------------------------------
+
+
+def _format_width(width: float) -> str:
+    text = repr(float(width))
+    return text.removesuffix(".0")
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise BackboneError(f"backbone: expected a string name, got {type(name).__name__}")
+    key = name.strip().lower().replace("-", "_")
+    if key in BACKBONES:
+        return key
+    accepted = ", ".join(BACKBONES)
+    close = difflib.get_close_matches(key, BACKBONES, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise BackboneError(f"backbone: unknown name {name!r}, accepted: {accepted}{hint}")
+
+
+def _check_width(width: object) -> float:
+    if isinstance(width, bool) or not isinstance(width, numbers.Real):
+        raise BackboneError(
+            f"backbone width: expected a number in (0, {MAX_WIDTH:g}], got {width!r}"
+        )
+    value = float(width)
+    if not math.isfinite(value) or not 0.0 < value <= MAX_WIDTH:
+        raise BackboneError(
+            f"backbone width: must be in (0, {MAX_WIDTH:g}], got {_format_width(value)}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A backbone name plus width multiplier, written ``name`` or ``name@width`` in configs."""
+
+    name: str
+    width: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", _check_name(self.name))
+        object.__setattr__(self, "width", _check_width(self.width))
+
+    @classmethod
+    def parse(cls, text: str) -> BackboneSpec:
+        """Parse ``"vgg16"`` or ``"vgg16@0.125"`` (width in (0, 4]); raise BackboneError."""
+        if not isinstance(text, str):
+            raise BackboneError(
+                f"backbone: expected text like 'vgg16' or 'vgg16@0.5', got {type(text).__name__}"
+            )
+        name, sep, width_text = text.strip().partition("@")
+        if not sep:
+            return cls(name)
+        width_text = width_text.strip()
+        try:
+            width = float(width_text)
+        except ValueError:
+            raise BackboneError(
+                f"backbone width: expected a number in (0, {MAX_WIDTH:g}] after '@', "
+                f"got {width_text!r} in {text!r}"
+            ) from None
+        return cls(name, width)
+
+    def __str__(self) -> str:
+        if self.width == 1.0:
+            return self.name
+        return f"{self.name}@{_format_width(self.width)}"
+
+
+# --------------------------------------------------------------------------------------------
+# EfficientNetV2-B0
+# --------------------------------------------------------------------------------------------
+
+# (fused, expand_ratio, kernel, stride, in_channels, out_channels, repeats, se_ratio), from the
+# Keras reference DEFAULT_BLOCKS_ARGS["efficientnetv2-b0"].
+_EFFNETV2_B0_STAGES: tuple[tuple[bool, int, int, int, int, int, int, float], ...] = (
+    (True, 1, 3, 1, 32, 16, 1, 0.0),
+    (True, 4, 3, 2, 16, 32, 2, 0.0),
+    (True, 4, 3, 2, 32, 48, 2, 0.0),
+    (False, 4, 3, 2, 48, 96, 3, 0.25),
+    (False, 6, 3, 1, 96, 112, 5, 0.25),
+    (False, 6, 3, 2, 112, 192, 8, 0.25),
+)
+_EFFNET_STEM = 32
+_EFFNET_HEAD = 1280
+_EFFNET_BN = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.1)
+
+
+def _make_divisible(channels: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``channels`` to the nearest multiple of ``divisor`` (Keras ``round_filters``)."""
+    min_value = min_value or divisor
+    return max(min_value, int(channels + divisor / 2) // divisor * divisor)
+
+
+class _FusedMBConv(nn.Module):
+    """Fused-MBConv: kxk expand conv (or a single kxk conv when expand_ratio is 1) + 1x1 project."""
+
+    def __init__(
+        self, cin: int, cout: int, expand: int, kernel: int, stride: int, drop: float
+    ) -> None:
+        super().__init__()
+        self.use_residual = stride == 1 and cin == cout
+        act = nn.SiLU
+        if expand != 1:
+            hidden = cin * expand
+            self.block = nn.Sequential(
+                Conv2dNormActivation(cin, hidden, kernel, stride, norm_layer=_EFFNET_BN,
+                                     activation_layer=act),
+                Conv2dNormActivation(hidden, cout, 1, norm_layer=_EFFNET_BN,
+                                     activation_layer=None),
+            )
+        else:  # the reference keeps the activation after the single conv in this case
+            self.block = nn.Sequential(
+                Conv2dNormActivation(cin, cout, kernel, stride, norm_layer=_EFFNET_BN,
+                                     activation_layer=act),
+            )
+        self.stochastic_depth = StochasticDepth(drop, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.use_residual:
+            out = self.stochastic_depth(out) + x
+        return out
+
+
+class _MBConv(nn.Module):
+    """MBConv: 1x1 expand, depthwise kxk, squeeze-excitation, 1x1 linear projection."""
+
+    def __init__(
+        self, cin: int, cout: int, expand: int, kernel: int, stride: int, se_ratio: float,
+        drop: float,
+    ) -> None:
+        super().__init__()
+        self.use_residual = stride == 1 and cin == cout
+        hidden = cin * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers.append(Conv2dNormActivation(cin, hidden, 1, norm_layer=_EFFNET_BN,
+                                               activation_layer=nn.SiLU))
+        layers.append(Conv2dNormActivation(hidden, hidden, kernel, stride, groups=hidden,
+                                           norm_layer=_EFFNET_BN, activation_layer=nn.SiLU))
+        if 0 < se_ratio <= 1:
+            squeeze = max(1, int(cin * se_ratio))  # from the block *input* width, as in Keras
+            layers.append(SqueezeExcitation(hidden, squeeze, activation=nn.SiLU))
+        layers.append(Conv2dNormActivation(hidden, cout, 1, norm_layer=_EFFNET_BN,
+                                           activation_layer=None))
+        self.block = nn.Sequential(*layers)
+        self.stochastic_depth = StochasticDepth(drop, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.use_residual:
+            out = self.stochastic_depth(out) + x
+        return out
+
+
+class EfficientNetV2B0(nn.Module):
+    """EfficientNetV2-B0 (Tan & Le 2021) as in the Keras reference; see the module docstring."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        width: float = 1.0,
+        dropout: float = 0.2,
+        stochastic_depth: float = 0.2,
+    ) -> None:
+        super().__init__()
+
+        def ch(c: int) -> int:
+            return _make_divisible(c * width)
+
+        stem = ch(_EFFNET_STEM)
+        layers: list[nn.Module] = [
+            Conv2dNormActivation(in_channels, stem, 3, 2, norm_layer=_EFFNET_BN,
+                                 activation_layer=nn.SiLU)
+        ]
+        total = sum(stage[6] for stage in _EFFNETV2_B0_STAGES)
+        index = 0
+        for fused, expand, kernel, stride, cin, cout, repeats, se_ratio in _EFFNETV2_B0_STAGES:
+            cin, cout = ch(cin), ch(cout)
+            blocks: list[nn.Module] = []
+            for j in range(repeats):
+                block_in, block_stride = (cin, stride) if j == 0 else (cout, 1)
+                drop = stochastic_depth * index / total
+                if fused:
+                    blocks.append(_FusedMBConv(block_in, cout, expand, kernel, block_stride, drop))
+                else:
+                    blocks.append(
+                        _MBConv(block_in, cout, expand, kernel, block_stride, se_ratio, drop)
+                    )
+                index += 1
+            layers.append(nn.Sequential(*blocks))
+        head = ch(_EFFNET_HEAD)
+        layers.append(Conv2dNormActivation(ch(_EFFNETV2_B0_STAGES[-1][5]), head, 1,
+                                           norm_layer=_EFFNET_BN, activation_layer=nn.SiLU))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(head, num_classes))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Keras reference: VarianceScaling(2.0, fan_out, truncated normal) for convs, where the
+        # fan-out of a depthwise kernel is k*k; VarianceScaling(1/3, fan_out, uniform) for Dense.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+                std = math.sqrt(2.0 / fan_out) / 0.87962566103423978
+                nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                limit = 1.0 / math.sqrt(m.out_features)
+                nn.init.uniform_(m.weight, -limit, limit)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# VGG16 / VGG19 (CIFAR variant with BatchNorm)
+# --------------------------------------------------------------------------------------------
+
+_VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
+              512, 512, 512, "M", 512, 512, 512, "M"),
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+              512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+}
+
+
+def _scaled(channels: int, width: float) -> int:
+    return max(4, round(channels * width))
+
+
+class _MaxPoolUnlessTiny(nn.Module):
+    """2x2 max-pool that passes the input through once a spatial side is already 1 pixel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] < 2 or x.shape[-2] < 2:
+            return x
+        return self.pool(x)
+
+
+class VGG(nn.Module):
+    """VGG16/VGG19 with BatchNorm, CIFAR head (global average pool + one Linear layer)."""
+
+    def __init__(
+        self, config: str, num_classes: int, in_channels: int = 3, width: float = 1.0
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for item in _VGG_CONFIGS[config]:
+            if item == "M":
+                layers.append(_MaxPoolUnlessTiny())
+            else:
+                out = _scaled(int(item), width)
+                layers += [
+                    nn.Conv2d(channels, out, kernel_size=3, padding=1),
+                    nn.BatchNorm2d(out),
+                    nn.ReLU(inplace=True),
+                ]
+                channels = out
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(channels, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# ResNet-18 (CIFAR stem)
+# --------------------------------------------------------------------------------------------
+
+
+class CifarResNet18(nn.Module):
+    """ResNet-18 with the CIFAR stem (3x3 stride-1 conv, no max-pool) and torchvision blocks."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0) -> None:
+        super().__init__()
+        widths = [_scaled(c, width) for c in (64, 128, 256, 512)]
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        inplanes = widths[0]
+        stages: list[nn.Module] = []
+        for i, planes in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            blocks: list[nn.Module] = []
+            for j in range(2):
+                s = stride if j == 0 else 1
+                downsample = None
+                if s != 1 or inplanes != planes:
+                    downsample = nn.Sequential(
+                        nn.Conv2d(inplanes, planes, 1, stride=s, bias=False),
+                        nn.BatchNorm2d(planes),
+                    )
+                blocks.append(BasicBlock(inplanes, planes, s, downsample))
+                inplanes = planes
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(inplanes, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.avgpool(x)
+        return self.fc(torch.flatten(x, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# Public helpers
+# --------------------------------------------------------------------------------------------
+
+_BUILDERS: dict[str, Callable[[int, int, float], nn.Module]] = {
+    "efficientnetv2_b0": lambda k, c, w: EfficientNetV2B0(k, c, w),
+    "vgg16": lambda k, c, w: VGG("vgg16", k, c, w),
+    "vgg19": lambda k, c, w: VGG("vgg19", k, c, w),
+    "resnet18": lambda k, c, w: CifarResNet18(k, c, w),
+}
+
+
+def _positive_int(field: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise BackboneError(f"{field}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def build_backbone(
+    spec: BackboneSpec | str, *, num_classes: int, in_channels: int = 3, image_size: int = 32
+) -> nn.Module:
+    """Build a freshly initialised backbone for ``in_channels`` x image_size^2 inputs.
+
+    ``image_size`` is only validated: every model ends in adaptive pooling and VGG skips pools
+    on 1-pixel maps, so any input size >= 1 works with the reference strides.
+    """
+    if not isinstance(spec, BackboneSpec):
+        spec = BackboneSpec.parse(spec)
+    num_classes = _positive_int("num_classes", num_classes)
+    in_channels = _positive_int("in_channels", in_channels)
+    _positive_int("image_size", image_size)
+    return _BUILDERS[spec.name](num_classes, in_channels, spec.width)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not; buffers such as BN statistics excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_size_mb(model: nn.Module) -> float:
+    """Memory taken by parameters plus buffers, in MiB (bytes / 2**20)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # torch wraps a weights_only refusal in generic advice; the blocked global is further down.
+    boilerplate = ("Weights only load failed", "Check the documentation of torch.load")
+    useful = [line for line in lines if not line.startswith(boilerplate)]
+    detail = (useful or lines or [""])[0]
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def _strip_prefix(state: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
+    # Checkpoints saved from DataParallel/DDP or torch.compile wrappers prefix every key.
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state) and not any(
+            k.startswith(prefix) for k in model_keys
+        ):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_state_dict_file(
+    model: nn.Module, path: str | os.PathLike[str], *, strict: bool = True
+) -> None:
+    """Load weights saved with ``torch.save`` into ``model``, never unpickling arbitrary code.
+
+    Accepts a raw state dict or ``{"state_dict": ...}`` / ``{"model": ...}``; problems raise
+    BackboneError with a one-line message.
+    """
+    file = Path(path)
+    if not file.is_file():
+        what = "is a directory, not a file" if file.is_dir() else "does not exist"
+        raise BackboneError(f"checkpoint: {str(file)!r} {what}")
+    try:
+        obj = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise BackboneError(
+            f"checkpoint: refused {str(file)!r}: it is not a plain tensor file "
+            f"(loaded with weights_only=True): {_first_line(exc)}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - corrupt/truncated files raise many types
+        raise BackboneError(
+            f"checkpoint: cannot read {str(file)!r}: {_first_line(exc)}"
+        ) from None
+
+    if isinstance(obj, Mapping):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(obj.get(wrapper), Mapping):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, Mapping):
+        raise BackboneError(
+            f"checkpoint: {str(file)!r} holds a {type(obj).__name__}, expected a state dict "
+            "or {'state_dict': ...} / {'model': ...}"
+        )
+    bad = next((k for k, v in obj.items()
+                if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise BackboneError(
+            f"checkpoint: entry {bad!r} in {str(file)!r} is not a named tensor"
+        )
+
+    expected = model.state_dict()
+    state = _strip_prefix(dict(obj), set(expected))
+    for key, tensor in expected.items():
+        if key in state and state[key].shape != tensor.shape:
+            raise BackboneError(
+                f"checkpoint: shape mismatch for {key!r}: file has {tuple(state[key].shape)}, "
+                f"model expects {tuple(tensor.shape)}"
+            )
+    if strict:
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} missing key(s), first {missing[0]!r}")
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected key(s), first {unexpected[0]!r}")
+            raise BackboneError(
+                f"checkpoint: {str(file)!r} does not match the model: {'; '.join(parts)}"
+            )
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        raise BackboneError(f"checkpoint: cannot load {str(file)!r}: {_first_line(exc)}") from None

@@ -1,0 +1,187 @@
+"""Command line: `python -m service run|bench|report|resume|validate|searchers`.
+
+The same entrypoint serves a laptop (an embedded local Ray) and a cluster
+(`ray job submit ... -- python -m service run --config x.yaml`, where Ray sets RAY_ADDRESS).
+Configuration errors print one line and exit with status 2 before Ray starts or any file is
+written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from service.config import ConfigError, ExperimentConfig, load_config, parse_set
+
+EXIT_CONFIG = 2
+
+_FLAG_PATHS: dict[str, tuple[str, Any]] = {
+    # flag attribute: (dotted config key, converter)
+    "name": ("name", str),
+    "dataset": ("dataset.name", str),
+    "data_root": ("dataset.root", str),
+    "backbones": ("backbones", lambda s: [x.strip() for x in s.split(",") if x.strip()]),
+    "searchers": ("searchers", lambda s: [x.strip() for x in s.split(",") if x.strip()]),
+    "trials": ("budget.trials", int),
+    "epochs": ("budget.epochs", int),
+    "seeds": ("seeds", lambda s: [int(x) for x in s.split(",") if x.strip()]),
+    "concurrency": ("concurrency", int),
+    "cpus_per_trial": ("resources.cpus", float),
+    "gpus_per_trial": ("resources.gpus", float),
+    "storage": ("storage", str),
+}
+
+
+def _experiment_args(p: argparse.ArgumentParser, default_preset: str | None) -> None:
+    p.add_argument("--config", help="YAML experiment file")
+    p.add_argument("--preset", default=default_preset,
+                   help="start from a named preset (see service/presets.py)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any key, e.g. --set budget.trials=4 (repeatable)")
+    p.add_argument("--name")
+    p.add_argument("--dataset")
+    p.add_argument("--data-root", dest="data_root")
+    p.add_argument("--backbones", help="comma list, e.g. vgg16@0.125,resnet18@0.25")
+    p.add_argument("--searchers", help="comma list, e.g. random,optuna,hyperband")
+    p.add_argument("--trials", help="trials per searcher")
+    p.add_argument("--epochs", help="epochs per trial")
+    p.add_argument("--seeds", help="comma list of seeds")
+    p.add_argument("--concurrency", help="max concurrent trials per searcher")
+    p.add_argument("--cpus-per-trial", dest="cpus_per_trial")
+    p.add_argument("--gpus-per-trial", dest="gpus_per_trial")
+    p.add_argument("--storage", help="folder for results (default ./results)")
+    _ray_args(p)
+
+
+def _ray_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (default: RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
+    p.add_argument("--num-gpus", type=int, default=None,
+                   help="GPUs of the embedded Ray (logical GPUs schedule without hardware)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _experiment_args(sub.add_parser("run", help="run an experiment (config or preset)"), None)
+    _experiment_args(sub.add_parser("bench", help="run a benchmark preset"), "cpu-small")
+    v = sub.add_parser("validate", help="check a config and print it resolved")
+    _experiment_args(v, None)
+    r = sub.add_parser("report", help="write tables and plots for a storage folder")
+    r.add_argument("folder", help="<storage>/<name>")
+    r.add_argument("--out", help="output folder (default <folder>/report)")
+    r.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    res = sub.add_parser("resume", help="continue an interrupted experiment")
+    res.add_argument("folder", help="<storage>/<name>")
+    _ray_args(res)
+    sub.add_parser("searchers", help="list the registry")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """Preset, then YAML, then flags, then --set; validated once."""
+    overrides: dict[str, Any] = {}
+    for attr, (key, convert) in _FLAG_PATHS.items():
+        value = getattr(args, attr, None)
+        if value is None:
+            continue
+        try:
+            overrides[key] = convert(value)
+        except ValueError:
+            raise ConfigError(f"--{attr.replace('_', '-')}: {value!r} is not valid for {key}"
+                              ) from None
+    overrides.update(parse_set(args.set))
+    return load_config(args.config, overrides, preset=args.preset)
+
+
+def init_ray(args: argparse.Namespace) -> None:
+    """Join the cluster named by --address or RAY_ADDRESS; otherwise start a local Ray that
+    never joins another instance on the machine."""
+    import ray
+
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                 include_dashboard=False)
+
+
+def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = False) -> int:
+    import ray
+
+    from service.experiment import run_all
+    from service.reports import write_report
+
+    init_ray(args)
+    start = time.time()
+    try:
+        summaries = run_all(cfg, restore=restore)
+    finally:
+        ray.shutdown()
+    written = write_report(cfg.experiment_dir)
+    failed = [s for s in summaries if "failed" in s]
+    print(f"\n{len(summaries)} experiments in {time.time() - start:.0f} s under "
+          f"{cfg.experiment_dir}")
+    print(Path(written["table9"]).read_text())
+    for name, path in written.items():
+        print(f"  {name}: {path}")
+    print(f"TensorBoard: tensorboard --logdir {cfg.experiment_dir}")
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "searchers":
+            from baselines import ENTRIES
+
+            for entry in ENTRIES.values():
+                row = f"  (Table 9: {entry.table9_row})" if entry.table9_row else ""
+                print(f"{entry.name:15s} {entry.summary}{row}")
+            return 0
+        if args.command == "report":
+            from service.reports import write_report
+
+            folder = Path(args.folder)
+            if not folder.is_dir():
+                raise ConfigError(f"folder: {str(folder)!r} is not a directory")
+            for name, path in write_report(folder, args.out, args.format).items():
+                print(f"{name}: {path}")
+            return 0
+        if args.command == "resume":
+            from service.config import build_config
+            from service.experiment import stored_config
+
+            folder = Path(args.folder)
+            if not (folder / "experiment_config.json").exists():
+                raise ConfigError(f"folder: {str(folder)!r} holds no experiment_config.json; "
+                                  "give <storage>/<name> of an earlier run")
+            cfg = build_config(stored_config(folder))
+            return _run(cfg, args, restore=True)
+        cfg = config_from_args(args)
+        if args.command == "validate":
+            import yaml
+
+            print(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+            return 0
+        from service.experiment import check_fresh
+
+        check_fresh(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as err:  # ExperimentExists and other up-front refusals
+        from service.experiment import ExperimentExists
+
+        if isinstance(err, ExperimentExists):
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+        raise
+    return _run(cfg, args)

@@ -1,0 +1,328 @@
+"""The experiment configuration: one typed, validated model for YAML, CLI flags and the Ray
+job entrypoint. Everything after `load_config` trusts it.
+
+Bad input raises `ConfigError` with one line naming the field, the bad value and what is
+accepted; nothing has been started or written at that point.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import model_validator
+
+from service.space import DEFAULT_SPACE, SearchSpace, SpaceError
+
+DATASETS: tuple[str, ...] = ("digits", "synthetic", "cifar10", "fashion_mnist")
+"""Datasets the trainable can load (see service.data)."""
+
+METRICS: dict[str, str] = {"val_acc": "max", "val_loss": "min"}
+
+
+class ConfigError(ValueError):
+    """An invalid experiment configuration; `str()` is the one-line message to print."""
+
+
+def _did_you_mean(word: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class DatasetConfig(_Strict):
+    """Which data, where it lives and how it is split."""
+
+    name: str = "digits"
+    root: str | None = None
+    download: bool = False
+    image_size: int | None = Field(default=None, ge=4, le=512)
+    val_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
+    max_train: int | None = Field(default=None, ge=10)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in DATASETS:
+            raise ValueError(
+                f"unknown dataset {value!r}{_did_you_mean(value, DATASETS)}; "
+                f"accepted: {', '.join(DATASETS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _root_for_files(self) -> DatasetConfig:
+        if self.name in ("cifar10", "fashion_mnist") and not self.root:
+            raise ValueError(
+                f"dataset {self.name!r} reads files: set dataset.root to the folder holding them"
+            )
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must stay below 0.9")
+        return self
+
+
+class Budget(_Strict):
+    """Equal budget per searcher: `trials` x `epochs`; multi-fidelity methods get the same
+    total epochs (`total_epochs`, derived when not set)."""
+
+    trials: int = Field(default=6, ge=1, le=100_000)
+    epochs: int = Field(default=3, ge=1, le=100_000)
+    total_epochs: int | None = Field(default=None, ge=1)
+
+    @property
+    def epoch_budget(self) -> int:
+        return self.total_epochs or self.trials * self.epochs
+
+
+class Resources(_Strict):
+    """Resources of one trial: whole or fractional CPUs and GPUs."""
+
+    cpus: float = Field(default=1.0, gt=0.0, le=512)
+    gpus: float = Field(default=0.0, ge=0.0, le=64)
+
+    @field_validator("gpus")
+    @classmethod
+    def _fraction_or_whole(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError("more than one GPU per trial must be a whole number")
+        return value
+
+
+class ExperimentConfig(_Strict):
+    """A comparison of searchers x backbones x seeds under one storage path."""
+
+    name: str = "emerald"
+    dataset: DatasetConfig = DatasetConfig()
+    backbones: list[str] = ["resnet18@0.25"]
+    searchers: list[str] = ["random"]
+    searcher_options: dict[str, dict[str, Any]] = {}
+    budget: Budget = Budget()
+    concurrency: int = Field(default=2, ge=1, le=10_000)
+    max_parallel_experiments: int | None = Field(default=None, ge=1)
+    resources: Resources = Resources()
+    seeds: list[int] = [0]
+    storage: str = "results"
+    space: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_SPACE))
+    metric: str = "val_acc"
+    final_test: bool = True
+    max_failures: int = Field(default=1, ge=0, le=100)
+    reuse_actors: bool = True
+    keep_checkpoints: int = Field(default=2, ge=1, le=1000)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
+            raise ValueError(
+                f"{value!r} is not a safe folder name; use letters, digits, '.', '_' or '-'"
+            )
+        return value
+
+    @field_validator("backbones")
+    @classmethod
+    def _backbones(cls, value: list[str]) -> list[str]:
+        from service.backbones import BackboneError, BackboneSpec
+
+        if not value:
+            raise ValueError("give at least one backbone, e.g. ['resnet18@0.25']")
+        try:
+            specs = [str(BackboneSpec.parse(v)) for v in value]
+        except BackboneError as err:
+            raise ValueError(str(err)) from None
+        if len(set(specs)) != len(specs):
+            raise ValueError(f"repeated backbone in {value}")
+        return specs
+
+    @field_validator("searchers")
+    @classmethod
+    def _searchers(cls, value: list[str]) -> list[str]:
+        from baselines import RegistryError, check_name
+
+        if not value:
+            raise ValueError("give at least one searcher, e.g. ['random', 'optuna']")
+        try:
+            names = [check_name(v) for v in value]
+        except RegistryError as err:
+            raise ValueError(str(err)) from None
+        if len(set(names)) != len(names):
+            raise ValueError(f"repeated searcher in {value}")
+        return names
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("give at least one seed")
+        if len(set(value)) != len(value):
+            raise ValueError(f"repeated seed in {value}")
+        if any(s < 0 for s in value):
+            raise ValueError("seeds must be >= 0")
+        return value
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            SearchSpace.from_dict(value)
+        except SpaceError as err:
+            raise ValueError(str(err).split(": ", 1)[-1]) from None
+        return value
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(
+                f"unknown metric {value!r}{_did_you_mean(value, list(METRICS))}; "
+                f"accepted: {', '.join(METRICS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _options_and_space(self) -> ExperimentConfig:
+        from baselines import RegistryError, check_options
+
+        for name, options in self.searcher_options.items():
+            if name not in self.searchers:
+                raise ValueError(
+                    f"searcher_options.{name}: {name!r} is not in searchers {self.searchers}"
+                )
+            try:
+                check_options(name, options)
+            except RegistryError as err:
+                raise ValueError(f"searcher_options.{name}: {err}") from None
+        if self.search_space.searched == () and any(s != "trivialaugment" for s in self.searchers):
+            raise ValueError("space: nothing to search; give at least one range or choice")
+        return self
+
+    @property
+    def search_space(self) -> SearchSpace:
+        return SearchSpace.from_dict(self.space)
+
+    @property
+    def mode(self) -> Literal["max", "min"]:
+        return METRICS[self.metric]  # type: ignore[return-value]
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.storage).expanduser().resolve() / self.name
+
+
+def _format_loc(loc: Sequence[Any]) -> str:
+    return ".".join(str(p) for p in loc) or "config"
+
+
+def _model_for(loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at `loc`, to suggest names for unknown keys."""
+    model: type[BaseModel] | None = ExperimentConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if model else None
+        annotation = field.annotation if field else None
+        model = annotation if isinstance(annotation, type) and issubclass(
+            annotation, BaseModel
+        ) else None
+    return model
+
+
+def _first_error(err: ValidationError) -> str:
+    """One line for the first validation problem: field, bad value, what is accepted."""
+    first = err.errors(include_url=False)[0]
+    loc, kind, msg = first["loc"], first["type"], first["msg"]
+    where = _format_loc(loc)
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        model = _model_for(loc)
+        known = list(model.model_fields) if model else []
+        hint = _did_you_mean(key, known)
+        accepted = f"; accepted keys: {', '.join(known)}" if known else ""
+        return f"{where}: unknown key{hint}{accepted}"
+    msg = msg.removeprefix("Value error, ")
+    if kind not in ("value_error", "assertion_error"):
+        value = first.get("input")
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        msg = f"{msg} (got {shown})"
+    return f"{where}: {msg}"
+
+
+def build_config(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate a mapping; raise ConfigError with one line on the first problem."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: expected a mapping of keys, got {type(raw).__name__}")
+    try:
+        return ExperimentConfig.model_validate(dict(raw))
+    except ValidationError as err:
+        raise ConfigError(_first_error(err)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file; a missing file or a syntax error is a ConfigError."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--config: file {str(file)!r} not found; give a YAML file")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"--config: {file} is not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {file} must hold a mapping of keys at the top level")
+    return data
+
+
+def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` in a nested dict (for `--set a.b.c=value`)."""
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set: {dotted!r} is not a dotted key like budget.trials")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    preset: str | None = None,
+) -> ExperimentConfig:
+    """Merge a preset, a YAML file and dotted overrides (in that order) and validate."""
+    raw: dict[str, Any] = {}
+    if preset is not None:
+        from service.presets import get_preset
+
+        raw = get_preset(preset)
+    if path is not None:
+        for key, value in read_yaml(path).items():
+            raw[key] = value
+    for dotted, value in (overrides or {}).items():
+        set_path(raw, dotted, value)
+    return build_config(raw)
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """Parse `key.path=value` strings; values are read as YAML scalars or lists."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set: {item!r} needs the form key.path=value")
+        key, text = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: value {text!r} is not valid YAML") from None
+    return out

@@ -1,0 +1,219 @@
+"""Runs experiments: one Tune experiment per (searcher, backbone, seed), all under one
+storage path, several at once in the same Ray cluster, each with the same budget.
+
+Each experiment's Tune driver runs in a Ray task (no CPUs of its own, pinned to the node of
+the storage path) so several searchers share the cluster's trial slots side by side; each
+caps its concurrent trials, so none starves the others.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.config import ExperimentConfig
+
+FINAL_TEST_FILE = "final_test.json"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "experiment_config.json"
+
+
+class ExperimentExists(RuntimeError):
+    """The storage path already holds experiments of this name."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One Tune experiment of a comparison."""
+
+    searcher: str
+    backbone: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """A unique folder name: Tune merges two runs of the same name and loses state."""
+        backbone = self.backbone.replace("@", "_w")
+        return f"{self.searcher}__{backbone}__s{self.seed}"
+
+
+def cells(cfg: ExperimentConfig) -> list[Cell]:
+    return [Cell(s, b, seed) for s in cfg.searchers for b in cfg.backbones for seed in cfg.seeds]
+
+
+def check_fresh(cfg: ExperimentConfig) -> None:
+    """Refuse to write into an experiment folder that already has results."""
+    folder = cfg.experiment_dir
+    if folder.exists() and any(folder.iterdir()):
+        raise ExperimentExists(
+            f"name: {str(folder)!r} already holds results; choose another name or storage "
+            f"(or delete the folder)"
+        )
+
+
+class EpochBudgetStopper:
+    """Ends a multi-fidelity experiment once its trials have trained `budget` epochs in all,
+    so HyperBand, ASHA and BOHB get the same total epochs as full-length searchers."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.epochs: dict[str, int] = {}
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        self.epochs[trial_id] = int(result.get("training_iteration", 0))
+        return False
+
+    def stop_all(self) -> bool:
+        return sum(self.epochs.values()) >= self.budget
+
+
+def _as_stopper(budget: int) -> Any:
+    from ray.tune import Stopper
+
+    class _Stopper(EpochBudgetStopper, Stopper):
+        pass
+
+    return _Stopper(budget)
+
+
+def build_tuner(cfg: ExperimentConfig, cell: Cell) -> Any:
+    """The Tuner of one cell: the registry's plan, the trainable with its resources, and the
+    run settings that make it resumable (checkpoints, failure retries)."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    import baselines
+    from service.trainable import RunSettings, train_trial
+
+    plan = baselines.build(
+        cell.searcher, space=cfg.search_space, metric=cfg.metric, mode=cfg.mode,
+        seed=cell.seed, budget=cfg.budget, options=cfg.searcher_options.get(cell.searcher),
+    )
+    dataset = cfg.dataset.model_dump(exclude_none=True)
+    run = RunSettings(backbone=cell.backbone, epochs=plan.max_epochs, seed=cell.seed,
+                      dataset=dataset, threads=max(1, int(cfg.resources.cpus)))
+    search_alg = plan.searcher or BasicVariantGenerator(
+        points_to_evaluate=plan.initial_configs, random_state=cell.seed
+    )
+    resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
+    stopper = _as_stopper(plan.epoch_budget) if plan.multi_fidelity else None
+    return tune.Tuner(
+        tune.with_resources(train_trial, resources),
+        param_space={**plan.param_space, "run": run.as_dict()},
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg,
+            scheduler=plan.scheduler,
+            num_samples=plan.num_samples,
+            max_concurrent_trials=cfg.concurrency,
+            reuse_actors=cfg.reuse_actors,
+        ),
+        run_config=tune.RunConfig(
+            name=cell.name,
+            storage_path=str(cfg.experiment_dir),
+            stop=stopper,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+            verbose=0,
+        ),
+    )
+
+
+def best_config(results: Any, metric: str, mode: str) -> dict[str, Any] | None:
+    """The configuration of the best finite result over all epochs of all trials."""
+    import math
+
+    best, best_value = None, None
+    for result in results:
+        df = result.metrics_dataframe
+        if df is None or metric not in df:
+            continue
+        values = [v for v in df[metric].tolist() if v is not None and math.isfinite(v)]
+        if not values:
+            continue
+        value = max(values) if mode == "max" else min(values)
+        if best_value is None or (value > best_value if mode == "max" else value < best_value):
+            best, best_value = result.config, value
+    return best
+
+
+def run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool = False) -> dict[str, Any]:
+    """Run (or resume) one cell's Tune experiment, then its final test; write a summary."""
+    import ray
+    from ray import tune
+
+    from service.config import build_config
+    from service.trainable import final_test, train_trial
+
+    cfg = build_config(cfg_dict)
+    folder = cfg.experiment_dir / cell.name
+    start = time.time()
+    if restore and tune.Tuner.can_restore(str(folder)):
+        resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
+        tuner = tune.Tuner.restore(str(folder), tune.with_resources(train_trial, resources),
+                                   resume_errored=True)
+    else:
+        tuner = build_tuner(cfg, cell)
+    results = tuner.fit()
+    summary: dict[str, Any] = {
+        "searcher": cell.searcher, "backbone": cell.backbone, "seed": cell.seed,
+        "trials": len(results), "errors": len(results.errors),
+        "wall_time_s": time.time() - start,
+    }
+    config = best_config(results, cfg.metric, cfg.mode)
+    if cfg.final_test and config is not None:
+        remote = ray.remote(num_cpus=cfg.resources.cpus, num_gpus=cfg.resources.gpus)(
+            final_test)
+        test = ray.get(remote.remote(config))
+        test["config"] = {k: v for k, v in config.items() if k != "run"}
+        (folder / FINAL_TEST_FILE).write_text(json.dumps(test, indent=1, default=str))
+        summary["test_acc"] = test["test_acc"]
+    (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = print
+            ) -> list[dict[str, Any]]:
+    """Run every cell of `cfg` in the connected Ray cluster, at most
+    `max_parallel_experiments` at once, and return their summaries."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    folder = cfg.experiment_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    stored = {**cfg.model_dump(), "storage": str(Path(cfg.storage).expanduser().resolve())}
+    (folder / CONFIG_FILE).write_text(json.dumps(stored, indent=1))
+    here = ray.get_runtime_context().get_node_id()
+    task = ray.remote(num_cpus=0, max_retries=0)(run_cell).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
+    )
+    todo = cells(cfg)
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.resources.cpus))
+    parallel = cfg.max_parallel_experiments or min(len(todo), slots)
+    cfg_dict = cfg.model_dump()
+    running: dict[Any, Cell] = {}
+    summaries: list[dict[str, Any]] = []
+    while todo or running:
+        while todo and len(running) < parallel:
+            cell = todo.pop(0)
+            running[task.remote(cfg_dict, cell, restore=restore)] = cell
+            log(f"started {cell.name}")
+        done, _ = ray.wait(list(running), num_returns=1)
+        cell = running.pop(done[0])
+        try:
+            summary = ray.get(done[0])
+        except Exception as err:  # one broken experiment must not lose the others
+            summary = {"searcher": cell.searcher, "backbone": cell.backbone,
+                       "seed": cell.seed, "failed": f"{type(err).__name__}: {err}"[:500]}
+        summaries.append(summary)
+        log(f"finished {cell.name}: " + ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in summary.items() if k not in ("searcher", "backbone", "seed")))
+    return summaries
+
+
+def stored_config(folder: Path) -> dict[str, Any]:
+    """The validated config an experiment folder was started with."""
+    return json.loads((folder / CONFIG_FILE).read_text())

@@ -1,0 +1,294 @@
+"""Reports across searchers, read back from the storage path alone (so they also work after
+a crash or on another machine): one row per trial, EMERALD-O's Table 9 and Table 8 views,
+and best-so-far plots.
+
+Table 9 (seed 000 section 6.3): rows = searchers, columns = backbones, each cell the best
+validation accuracy as mean +- 95% CI over seeds and the test accuracy of the chosen config.
+Table 8 (section 6.2): grid against Bayesian optimisation on VGG16 / VGG19.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from service.experiment import FINAL_TEST_FILE, SUMMARY_FILE
+
+BAYESIAN = ("skopt", "spearmint", "ax", "optuna", "hyperopt")
+"""Searchers that stand for 'Bayesian optimisation' in Table 8, in order of preference
+(the paper's Table 6 lists Scikit-Optimize as GP-based BO)."""
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a crash: skip it, keep the rest
+                continue
+    return rows
+
+
+def _cell_meta(cell_dir: Path) -> dict[str, Any] | None:
+    parts = cell_dir.name.split("__")
+    if len(parts) != 3 or not parts[2].startswith("s"):
+        return None
+    backbone = parts[1].replace("_w", "@")
+    return {"searcher": parts[0], "backbone": backbone, "seed": int(parts[2][1:])}
+
+
+def load_epochs(storage: str | Path) -> pd.DataFrame:
+    """Every reported epoch of every trial under `storage` (one folder per cell)."""
+    rows: list[dict[str, Any]] = []
+    for cell_dir in sorted(Path(storage).glob("*__*__s*")):
+        meta = _cell_meta(cell_dir)
+        if meta is None or not cell_dir.is_dir():
+            continue
+        for result_file in sorted(cell_dir.glob("*/result.json")):
+            trial_dir = result_file.parent
+            for r in _read_jsonl(result_file):
+                config = {k: v for k, v in (r.get("config") or {}).items() if k != "run"}
+                rows.append({
+                    **meta, "trial": trial_dir.name, "trial_id": r.get("trial_id"),
+                    "epoch": r.get("training_iteration"), "timestamp": r.get("timestamp"),
+                    "time_total_s": r.get("time_total_s"),
+                    **{k: r.get(k) for k in ("val_acc", "val_loss", "train_acc", "train_loss",
+                                             "grad_norm", "epoch_time_s", "images_per_s",
+                                             "model_size_mb", "diverged")},
+                    "config": json.dumps(config, sort_keys=True, default=str),
+                })
+    return pd.DataFrame(rows)
+
+
+def load_trials(storage: str | Path) -> pd.DataFrame:
+    """One row per trial: searcher, backbone, seed, config, best and last metrics, times."""
+    storage = Path(storage)
+    epochs = load_epochs(storage)
+    rows: list[dict[str, Any]] = []
+    if not epochs.empty:
+        for (searcher, backbone, seed, trial), df in epochs.groupby(
+            ["searcher", "backbone", "seed", "trial"], sort=False
+        ):
+            df = df.sort_values("epoch")
+            finite = df[np.isfinite(pd.to_numeric(df["val_acc"], errors="coerce"))]
+            best = finite.loc[finite["val_acc"].idxmax()] if not finite.empty else None
+            rows.append({
+                "searcher": searcher, "backbone": backbone, "seed": seed, "trial": trial,
+                "config": df["config"].iloc[-1], "epochs": int(df["epoch"].max()),
+                "best_val_acc": float(best["val_acc"]) if best is not None else math.nan,
+                "train_acc_at_best": float(best["train_acc"]) if best is not None else math.nan,
+                "last_val_acc": float(df["val_acc"].iloc[-1]),
+                "diverged": bool(df["diverged"].fillna(False).astype(bool).any()),
+                "started": float(df["timestamp"].min() - df["epoch_time_s"].iloc[0]),
+                "finished": float(df["timestamp"].max()),
+                "train_time_s": float(df["epoch_time_s"].sum()),
+                "errored": (storage / f"{searcher}__{backbone.replace('@', '_w')}__s{seed}"
+                            / trial / "error.txt").exists(),
+            })
+    return pd.DataFrame(rows)
+
+
+def load_final_tests(storage: str | Path) -> pd.DataFrame:
+    """The test-split score of each cell's chosen configuration."""
+    rows = []
+    for cell_dir in sorted(Path(storage).glob("*__*__s*")):
+        meta = _cell_meta(cell_dir)
+        test_file = cell_dir / FINAL_TEST_FILE
+        if meta and test_file.exists():
+            test = json.loads(test_file.read_text())
+            rows.append({**meta, "test_acc": test.get("test_acc"),
+                         "chosen_config": json.dumps(test.get("config"), sort_keys=True)})
+    return pd.DataFrame(rows, columns=["searcher", "backbone", "seed", "test_acc",
+                                       "chosen_config"])
+
+
+def load_summaries(storage: str | Path) -> pd.DataFrame:
+    rows = []
+    for cell_dir in sorted(Path(storage).glob("*__*__s*")):
+        if (cell_dir / SUMMARY_FILE).exists():
+            rows.append(json.loads((cell_dir / SUMMARY_FILE).read_text()))
+    return pd.DataFrame(rows)
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of a t-based 95% confidence interval (0 for a single seed)."""
+    from scipy import stats
+
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if arr.size == 0:
+        return math.nan, math.nan
+    if arr.size == 1:
+        return float(arr[0]), 0.0
+    half = stats.t.ppf(0.975, arr.size - 1) * arr.std(ddof=1) / math.sqrt(arr.size)
+    return float(arr.mean()), float(half)
+
+
+def table9(trials: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
+    """Rows = searchers, columns = backbones; per cell the best validation accuracy (%)
+    mean and CI over seeds, the test accuracy (%) of the chosen config, and the seeds."""
+    if trials.empty:
+        return pd.DataFrame()
+    best = trials.groupby(["searcher", "backbone", "seed"])["best_val_acc"].max().reset_index()
+    rows = []
+    for (searcher, backbone), df in best.groupby(["searcher", "backbone"], sort=False):
+        mean, half = mean_ci95(df["best_val_acc"].tolist())
+        test_values = tests[(tests.searcher == searcher) & (tests.backbone == backbone)]
+        test_mean, test_half = mean_ci95(test_values["test_acc"].astype(float).tolist())
+        rows.append({"searcher": searcher, "backbone": backbone, "val_acc": 100 * mean,
+                     "val_ci95": 100 * half, "test_acc": 100 * test_mean,
+                     "test_ci95": 100 * test_half, "seeds": len(df)})
+    return pd.DataFrame(rows)
+
+
+def _cell_text(row: pd.Series) -> str:
+    if not math.isfinite(row.val_acc):
+        return "n/a"
+    text = f"{row.val_acc:.2f} +- {row.val_ci95:.2f}"
+    if math.isfinite(row.test_acc):
+        text += f" (test {row.test_acc:.2f})"
+    return text
+
+
+def table9_markdown(table: pd.DataFrame) -> str:
+    """Markdown grid: searchers by backbones."""
+    if table.empty:
+        return "_no finished trials_\n"
+    backbones = list(dict.fromkeys(table.backbone))
+    searchers = list(dict.fromkeys(table.searcher))
+    lines = ["| searcher | " + " | ".join(backbones) + " |",
+             "|---|" + "---|" * len(backbones)]
+    for s in searchers:
+        cells = []
+        for b in backbones:
+            match = table[(table.searcher == s) & (table.backbone == b)]
+            cells.append(_cell_text(match.iloc[0]) if not match.empty else "")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    seeds = int(table.seeds.max())
+    lines.append("")
+    lines.append(f"Best validation accuracy (%) as mean +- 95% CI over {seeds} seed(s); in "
+                 "brackets the test accuracy (%) of the chosen configuration, retrained.")
+    return "\n".join(lines) + "\n"
+
+
+def table8(table: pd.DataFrame) -> pd.DataFrame:
+    """Grid against Bayesian optimisation on the VGG backbones (EMERALD-O Table 8)."""
+    if table.empty:
+        return pd.DataFrame()
+    bayes = next((s for s in BAYESIAN if s in set(table.searcher)), None)
+    rows = []
+    for backbone in dict.fromkeys(table.backbone):
+        if not str(backbone).startswith("vgg"):
+            continue
+        row: dict[str, Any] = {"backbone": backbone}
+        for label, searcher in (("grid_search", "grid"), ("bayesian", bayes)):
+            match = table[(table.searcher == searcher) & (table.backbone == backbone)]
+            row[label] = float(match.val_acc.iloc[0]) if not match.empty else math.nan
+        row["bayesian_searcher"] = bayes
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_so_far(trials: pd.DataFrame) -> pd.DataFrame:
+    """Best validation accuracy after each finished trial, per searcher/backbone/seed, with
+    the trial count and the wall time since that cell's first trial started."""
+    frames = []
+    for _, df in trials.groupby(["searcher", "backbone", "seed"], sort=False):
+        df = df.sort_values("finished").copy()
+        df["trial_index"] = np.arange(1, len(df) + 1)
+        df["best_so_far"] = df["best_val_acc"].fillna(-np.inf).cummax().replace(-np.inf, np.nan)
+        df["wall_s"] = df["finished"] - df["started"].min()
+        frames.append(df)
+    return pd.concat(frames) if frames else pd.DataFrame()
+
+
+def plot_best_so_far(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """PNG plots of best-so-far validation accuracy against trials and against wall time,
+    one panel per backbone, one line per searcher (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    if curves.empty:
+        return paths
+    backbones = list(dict.fromkeys(curves.backbone))
+    for x, label, fname in (("trial_index", "trials finished", "best_vs_trials.png"),
+                            ("wall_s", "wall time (s)", "best_vs_time.png")):
+        fig, axes = plt.subplots(1, len(backbones), figsize=(5 * len(backbones), 4),
+                                 squeeze=False)
+        for ax, backbone in zip(axes[0], backbones, strict=True):
+            sub = curves[curves.backbone == backbone]
+            for searcher, df in sub.groupby("searcher", sort=False):
+                if x == "trial_index":
+                    mean = df.groupby("trial_index")["best_so_far"].mean()
+                    ax.plot(mean.index, 100 * mean.values, marker="o", ms=3, label=searcher)
+                else:
+                    for seed, sdf in df.groupby("seed"):
+                        ax.step(sdf["wall_s"], 100 * sdf["best_so_far"], where="post",
+                                label=searcher if seed == df.seed.min() else None)
+            ax.set_title(backbone)
+            ax.set_xlabel(label)
+            ax.set_ylabel("best validation accuracy (%)")
+            ax.grid(alpha=0.3)
+        axes[0][-1].legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / fname
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_report(storage: str | Path, out_dir: str | Path | None = None,
+                 fmt: str = "csv") -> dict[str, Path]:
+    """Write trials.csv (or .parquet), table9.md/.csv, table8.md/.csv and plots."""
+    storage = Path(storage)
+    out = Path(out_dir) if out_dir else storage / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    trials = load_trials(storage)
+    tests = load_final_tests(storage)
+    if not trials.empty:
+        trials = trials.merge(tests[["searcher", "backbone", "seed", "test_acc"]],
+                              on=["searcher", "backbone", "seed"], how="left")
+    written: dict[str, Path] = {}
+    trials_path = out / f"trials.{fmt}"
+    if fmt == "parquet":
+        trials.to_parquet(trials_path, index=False)
+    else:
+        trials.to_csv(trials_path, index=False)
+    written["trials"] = trials_path
+    t9 = table9(trials, tests)
+    t9.to_csv(out / "table9.csv", index=False)
+    (out / "table9.md").write_text("# Table 9: searchers by backbones\n\n" +
+                                   table9_markdown(t9))
+    written["table9"] = out / "table9.md"
+    t8 = table8(t9)
+    t8.to_csv(out / "table8.csv", index=False)
+    t8_md = "_no VGG backbone in this run_\n" if t8.empty else t8.to_markdown(index=False) \
+        if _has_tabulate() else t8.to_string(index=False)
+    (out / "table8.md").write_text("# Table 8: grid vs Bayesian on VGG (val acc %)\n\n" +
+                                   t8_md + "\n")
+    written["table8"] = out / "table8.md"
+    summaries = load_summaries(storage)
+    if not summaries.empty:
+        summaries.to_csv(out / "experiments.csv", index=False)
+        written["experiments"] = out / "experiments.csv"
+    for path in plot_best_so_far(best_so_far(trials), out):
+        written[path.stem] = path
+    return written
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,376 @@
+"""The search space: one definition, converted for every searcher.
+
+A space maps hyperparameter names to dimensions. Names come from a fixed catalogue
+(`HPARAMS`) that the trainable understands, so a typo fails before Ray starts. Architecture
+hyperparameters (the backbone width, later per-layer choices of seed 001) are ordinary
+dimensions of the same space, so searchers that choose them need no special path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+Kind = Literal["choice", "loguniform", "uniform", "int", "constant"]
+KINDS: tuple[str, ...] = ("choice", "loguniform", "uniform", "int", "constant")
+
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd", "rmsprop", "adamw", "sam")
+"""EMERALD-O section 2.1: {Adam, SGD, RMSprop}; AdamW and SAM (seed 004) as options."""
+
+ROTATIONS: tuple[int, ...] = (0, 10, 20, 30)
+"""Rotation ranges in degrees, EMERALD-O Figs 10-12."""
+
+LOG10_PREFIX = "log10_"
+"""A dimension `log10_lr` in a trial config means lr = 10 ** value (used by PB2, whose
+bounds are continuous and sampled uniformly)."""
+
+
+class SpaceError(ValueError):
+    """A search space entry that the trainable or a searcher cannot use."""
+
+
+@dataclass(frozen=True)
+class HParam:
+    """One tunable name the trainable understands: its value type, default and bounds."""
+
+    type: type
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    allowed: tuple[Any, ...] | None = None
+    help: str = ""
+
+
+HPARAMS: dict[str, HParam] = {
+    "flip": HParam(bool, False, help="random horizontal flip (EMERALD-O Table 4)"),
+    "rotation": HParam(int, 0, 0, 180, help="max rotation in degrees (EMERALD-O Figs 10-12)"),
+    "shift": HParam(bool, False, help="random shift up to 10% (EMERALD-O Table 4)"),
+    "zoom": HParam(bool, False, help="random zoom in [0.9, 1.1] (EMERALD-O Table 3)"),
+    "trivialaugment": HParam(bool, False, help="TrivialAugmentWide instead of the above"),
+    "optimizer": HParam(str, "adam", allowed=OPTIMIZERS, help="optimizer name"),
+    "lr": HParam(float, 1e-3, 1e-7, 10.0, help="learning rate"),
+    "momentum": HParam(float, 0.9, 0.0, 0.999, help="momentum for SGD / RMSprop / SAM"),
+    "weight_decay": HParam(float, 0.0, 0.0, 1.0, help="L2 weight decay"),
+    "batch_size": HParam(int, 64, 1, 65536, help="mini-batch size"),
+    "width": HParam(float, 1.0, 0.01, 4.0, help="backbone width multiplier (architecture)"),
+    "label_smoothing": HParam(float, 0.0, 0.0, 0.5, help="cross-entropy label smoothing"),
+}
+
+
+def _suggest(name: str, options: Any) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def check_hparam_name(name: str) -> str:
+    """Return `name` if the trainable knows it, else raise with a suggestion."""
+    if name not in HPARAMS:
+        raise SpaceError(
+            f"space.{name}: unknown hyperparameter{_suggest(name, HPARAMS)}; "
+            f"known: {', '.join(HPARAMS)}"
+        )
+    return name
+
+
+def _check_value(name: str, value: Any) -> Any:
+    """Validate one value of hyperparameter `name` and return it in its canonical type."""
+    spec = HPARAMS[name]
+    if spec.type is bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise SpaceError(f"space.{name}: {value!r} is not a boolean; use true or false")
+        return bool(value)
+    if spec.type is str:
+        if not isinstance(value, str):
+            raise SpaceError(f"space.{name}: {value!r} is not a string")
+        text = value.lower()
+        if spec.allowed and text not in spec.allowed:
+            raise SpaceError(
+                f"space.{name}: {value!r} is not one of {', '.join(spec.allowed)}"
+                f"{_suggest(text, spec.allowed)}"
+            )
+        return text
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise SpaceError(f"space.{name}: {value!r} is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise SpaceError(f"space.{name}: {value!r} is not a finite number")
+    if spec.type is int:
+        if number != int(number):
+            raise SpaceError(f"space.{name}: {value!r} is not an integer")
+        number = int(number)
+    if (spec.low is not None and number < spec.low) or (
+        spec.high is not None and number > spec.high
+    ):
+        raise SpaceError(
+            f"space.{name}: {value!r} is outside [{spec.low:g}, {spec.high:g}]"
+        )
+    return number
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One dimension: a categorical choice, a (log-)uniform range, an integer range or a
+    constant. Bounds are inclusive."""
+
+    name: str
+    kind: Kind
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def is_constant(self) -> bool:
+        return self.kind == "constant" or (self.kind == "choice" and len(self.choices) == 1)
+
+    @property
+    def is_numeric_range(self) -> bool:
+        return self.kind in ("loguniform", "uniform", "int")
+
+    def contains(self, value: Any) -> bool:
+        """Whether `value` is a value this dimension can produce."""
+        if self.kind in ("choice", "constant"):
+            return any(value == c and type(value) is type(c) for c in self.choices)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return False
+        if self.kind == "int" and number != int(number):
+            return False
+        tol = 1e-9 * max(1.0, abs(self.high or 0.0))
+        return self.low - tol <= number <= self.high + tol  # type: ignore[operator]
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        """Draw one value uniformly (log-uniformly for `loguniform`)."""
+        if self.kind in ("choice", "constant"):
+            return self.choices[int(rng.integers(len(self.choices)))]
+        if self.kind == "loguniform":
+            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+        if self.kind == "uniform":
+            return float(rng.uniform(self.low, self.high))
+        return int(rng.integers(int(self.low), int(self.high) + 1))
+
+    def grid(self, points: int) -> tuple[Any, ...]:
+        """Values for grid search: every choice, or `points` evenly spaced (log-spaced) values."""
+        if self.kind in ("choice", "constant"):
+            return self.choices
+        if self.kind == "loguniform":
+            values = np.geomspace(self.low, self.high, points)
+            return tuple(float(f"{v:.6g}") for v in values)
+        if self.kind == "uniform":
+            return tuple(float(f"{v:.6g}") for v in np.linspace(self.low, self.high, points))
+        ints = np.unique(np.round(np.linspace(self.low, self.high, points)).astype(int))
+        return tuple(int(v) for v in ints)
+
+    def to_unit(self, value: Any) -> float:
+        """Map a value to [0, 1] (choices by index): a common scale for GP searchers."""
+        if self.kind in ("choice", "constant"):
+            index = next(i for i, c in enumerate(self.choices) if c == value)
+            return index / max(1, len(self.choices) - 1)
+        if self.kind == "loguniform":
+            return (math.log(value) - math.log(self.low)) / (
+                math.log(self.high) - math.log(self.low)
+            )
+        return (float(value) - self.low) / ((self.high - self.low) or 1.0)
+
+
+def parse_dim(name: str, raw: Any) -> Dim:
+    """Read one YAML entry: a scalar (constant), a list (choice) or a one-key mapping
+    `{loguniform: [lo, hi]}`, `{uniform: [lo, hi]}`, `{int: [lo, hi]}`, `{choice: [...]}`."""
+    check_hparam_name(name)
+    if isinstance(raw, Mapping):
+        if len(raw) != 1:
+            raise SpaceError(
+                f"space.{name}: expected one key out of {', '.join(KINDS)}, got {list(raw)}"
+            )
+        ((kind, arg),) = raw.items()
+        if kind not in KINDS:
+            raise SpaceError(
+                f"space.{name}: unknown kind '{kind}'{_suggest(str(kind), KINDS)}; "
+                f"use one of {', '.join(KINDS)}"
+            )
+    elif isinstance(raw, (list, tuple)):
+        kind, arg = "choice", list(raw)
+    else:
+        kind, arg = "constant", raw
+    if kind == "constant":
+        return Dim(name, "constant", (_check_value(name, arg),))
+    if kind == "choice":
+        if not isinstance(arg, (list, tuple)) or not arg:
+            raise SpaceError(f"space.{name}: choice needs a non-empty list of values")
+        values = tuple(_check_value(name, v) for v in arg)
+        if len(set(values)) != len(values):
+            raise SpaceError(f"space.{name}: choice has repeated values {list(values)}")
+        return Dim(name, "choice", values)
+    if not isinstance(arg, (list, tuple)) or len(arg) != 2:
+        raise SpaceError(f"space.{name}: {kind} needs [low, high], got {arg!r}")
+    low, high = (_check_value(name, v) for v in arg)
+    if HPARAMS[name].type not in (int, float):
+        raise SpaceError(f"space.{name}: {kind} needs a numeric hyperparameter; use choice")
+    if not low < high:
+        raise SpaceError(f"space.{name}: {kind} needs low < high, got [{low}, {high}]")
+    if kind == "loguniform" and low <= 0:
+        raise SpaceError(f"space.{name}: loguniform needs low > 0, got {low}")
+    if kind == "int":
+        if HPARAMS[name].type is not int:
+            raise SpaceError(f"space.{name}: int range on a real hyperparameter; use uniform")
+        return Dim(name, "int", (), int(low), int(high))
+    return Dim(name, kind, (), float(low), float(high))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """An ordered set of dimensions; constants are kept apart from what searchers see."""
+
+    dims: tuple[Dim, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> SearchSpace:
+        return cls(tuple(parse_dim(name, value) for name, value in raw.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML form, so a space round-trips through a config file."""
+        out: dict[str, Any] = {}
+        for d in self.dims:
+            if d.kind == "constant":
+                out[d.name] = d.choices[0]
+            elif d.kind == "choice":
+                out[d.name] = {"choice": list(d.choices)}
+            else:
+                out[d.name] = {d.kind: [d.low, d.high]}
+        return out
+
+    def __iter__(self) -> Iterator[Dim]:
+        return iter(self.dims)
+
+    def __getitem__(self, name: str) -> Dim:
+        for d in self.dims:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.dims)
+
+    @property
+    def searched(self) -> tuple[Dim, ...]:
+        """Dimensions a searcher decides."""
+        return tuple(d for d in self.dims if not d.is_constant)
+
+    @property
+    def constants(self) -> dict[str, Any]:
+        """Fixed values: they go into Tune's param_space, which merges them into every
+        suggestion (several Ray searchers drop constants from their own spaces)."""
+        return {d.name: d.choices[0] for d in self.dims if d.is_constant}
+
+    def with_overrides(self, **values: Any) -> SearchSpace:
+        """A copy with some names fixed to constants (e.g. a baseline's fixed optimizer)."""
+        fixed = {name: parse_dim(name, value) for name, value in values.items()}
+        dims = [fixed.pop(d.name, d) for d in self.dims]
+        return SearchSpace(tuple(dims) + tuple(fixed.values()))
+
+    def without(self, *names: str) -> SearchSpace:
+        return SearchSpace(tuple(d for d in self.dims if d.name not in names))
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One random configuration of the searched dimensions."""
+        return {d.name: d.sample(rng) for d in self.searched}
+
+    def grid(self, points: int) -> list[dict[str, Any]]:
+        """The full factorial grid over the searched dimensions, in a fixed order."""
+        dims = self.searched
+        return [
+            dict(zip([d.name for d in dims], values, strict=True))
+            for values in itertools.product(*(d.grid(points) for d in dims))
+        ]
+
+    def contains(self, config: Mapping[str, Any]) -> bool:
+        return all(d.contains(config[d.name]) for d in self.dims if d.name in config)
+
+    # Converters, one per searcher family.
+
+    def to_tune(self) -> dict[str, Any]:
+        """Tune's domain objects for the searched dimensions (Optuna, HyperOpt, Ax, BOHB)."""
+        from ray import tune
+
+        out: dict[str, Any] = {}
+        for d in self.searched:
+            if d.kind == "choice":
+                out[d.name] = tune.choice(list(d.choices))
+            elif d.kind == "loguniform":
+                out[d.name] = tune.loguniform(d.low, d.high)
+            elif d.kind == "uniform":
+                out[d.name] = tune.uniform(d.low, d.high)
+            else:
+                out[d.name] = tune.randint(int(d.low), int(d.high) + 1)
+        return out
+
+    def to_skopt(self) -> list[Any]:
+        """scikit-optimize dimensions for the searched dimensions."""
+        from skopt.space import Categorical, Integer, Real
+
+        out: list[Any] = []
+        for d in self.searched:
+            if d.kind == "choice":
+                out.append(Categorical(list(d.choices), name=d.name, transform="onehot"))
+            elif d.kind == "loguniform":
+                out.append(Real(d.low, d.high, prior="log-uniform", name=d.name))
+            elif d.kind == "uniform":
+                out.append(Real(d.low, d.high, name=d.name))
+            else:
+                out.append(Integer(int(d.low), int(d.high), name=d.name))
+        return out
+
+    def to_pb2_bounds(self) -> dict[str, list[float]]:
+        """PB2's continuous bounds: log-scaled dimensions become `log10_<name>`, because PB2
+        samples its bounds uniformly."""
+        bounds: dict[str, list[float]] = {}
+        for d in self.searched:
+            if d.kind == "loguniform":
+                bounds[LOG10_PREFIX + d.name] = [math.log10(d.low), math.log10(d.high)]
+            elif d.kind in ("uniform", "int"):
+                bounds[d.name] = [float(d.low), float(d.high)]
+        return bounds
+
+
+def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn a trial config into concrete hyperparameters: defaults for missing names,
+    `log10_x` into `x`, numpy scalars into plain Python values."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if key.startswith(LOG10_PREFIX) and key[len(LOG10_PREFIX):] in HPARAMS:
+            key, value = key[len(LOG10_PREFIX):], 10.0 ** float(value)
+        out[key] = value
+    for name, spec in HPARAMS.items():
+        value = out.get(name, spec.default)
+        if spec.type is int and isinstance(value, float):
+            value = int(round(value))
+        out[name] = value
+    return out
+
+
+DEFAULT_SPACE: dict[str, Any] = {
+    "flip": {"choice": [False, True]},
+    "rotation": {"choice": list(ROTATIONS)},
+    "shift": {"choice": [False, True]},
+    "zoom": {"choice": [False, True]},
+    "optimizer": {"choice": ["adam", "sgd", "rmsprop"]},
+    "lr": {"loguniform": [1e-5, 1e-1]},
+}
+"""EMERALD-O's space (seed 000 sections 2.1, 4.1-4.4, Figs 10-13): augmentation flags and
+rotation range for Agent 1; optimizer and log-uniform learning rate for Agent 2. Batch size
+and weight decay are optional dimensions a config may add."""
+
+
+def default_space() -> SearchSpace:
+    return SearchSpace.from_dict(DEFAULT_SPACE)

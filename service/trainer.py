@@ -1,0 +1,251 @@
+"""The training loop, plain PyTorch and independent of Ray, so the Tune trainable, the final
+test run and the throughput benchmark share one implementation.
+
+Data stay as tensors (on the GPU when there is one): batches are index slices, augmentation
+runs batched on the same device, and metrics accumulate on the device with one sync per
+epoch, which keeps the trainer at the speed of a bare PyTorch loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from service.augment import AugmentSpec, augment_batch
+from service.backbones import BackboneSpec, build_backbone, count_parameters, model_size_mb
+from service.data import Splits
+
+SAM_RHO = 0.05
+"""Neighbourhood size of SAM (Foret et al.; the SAM of seed 004)."""
+
+
+@dataclass(frozen=True)
+class HParams:
+    """Hyperparameters in force in a trial; `from_config` reads a resolved trial config."""
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    flip: bool = False
+    rotation: int = 0
+    shift: bool = False
+    zoom: bool = False
+    trivialaugment: bool = False
+    label_smoothing: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> HParams:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in config.items() if k in names})
+
+    @property
+    def augment(self) -> AugmentSpec:
+        return AugmentSpec(flip=self.flip, rotation=self.rotation, shift=self.shift,
+                           zoom=self.zoom, trivialaugment=self.trivialaugment)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class SAM(torch.optim.Optimizer):
+    """Sharpness-aware minimisation around an SGD base step: needs a closure that recomputes
+    the loss and gradients (two forward/backward passes per step)."""
+
+    def __init__(self, params: Any, lr: float, momentum: float, weight_decay: float,
+                 rho: float = SAM_RHO) -> None:
+        super().__init__(params, {"lr": lr, "momentum": momentum,
+                                  "weight_decay": weight_decay, "rho": rho})
+        self.base = torch.optim.SGD(self.param_groups, lr=lr, momentum=momentum,
+                                    weight_decay=weight_decay)
+        self.param_groups = self.base.param_groups
+        self.state = self.base.state
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        if closure is None:
+            raise RuntimeError("SAM needs a closure that recomputes the loss")
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        grad_norm = torch.norm(torch.stack([p.grad.norm(2) for p in params]), 2)
+        scale = self.param_groups[0]["rho"] / (grad_norm + 1e-12)
+        offsets = [p.grad * scale for p in params]
+        torch._foreach_add_(params, offsets)
+        with torch.enable_grad():
+            loss = closure()
+        torch._foreach_sub_(params, offsets)
+        self.base.step()
+        return loss
+
+
+def make_optimizer(hp: HParams, params: Any) -> torch.optim.Optimizer:
+    """Build the optimizer named in `hp` over `params`."""
+    name, lr, wd, mom = hp.optimizer, hp.lr, hp.weight_decay, hp.momentum
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=mom, weight_decay=wd)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=mom, weight_decay=wd)
+    if name == "sam":
+        return SAM(params, lr=lr, momentum=mom, weight_decay=wd)
+    raise ValueError(f"optimizer {name!r} is not one of adam, adamw, sgd, rmsprop, sam")
+
+
+@dataclass
+class EpochMetrics:
+    """What one epoch measured."""
+
+    train_loss: float
+    train_acc: float
+    grad_norm: float
+    epoch_time_s: float
+    images_per_s: float
+
+    @property
+    def diverged(self) -> bool:
+        return not (math.isfinite(self.train_loss) and math.isfinite(self.grad_norm))
+
+
+class Trainer:
+    """Trains one backbone on in-memory splits; hyperparameters can change between epochs
+    (optimizer rebuilt on the same weights), as PBT and in-training controllers need."""
+
+    def __init__(self, model: nn.Module, splits: Splits, hp: HParams, *,
+                 device: torch.device | str = "cpu", seed: int = 0) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.splits = splits
+        self.seed = seed
+        self.epoch = 0
+        on_device = self.device.type != "cpu"
+        self.train_x = splits.train_x.to(self.device) if on_device else splits.train_x
+        self.train_y = splits.train_y.to(self.device) if on_device else splits.train_y
+        self.hp = hp
+        self.optimizer = make_optimizer(hp, self.model.parameters())
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+        self.num_parameters = count_parameters(self.model)
+        self.model_size_mb = model_size_mb(self.model)
+
+    @classmethod
+    def build(cls, backbone: str | BackboneSpec, splits: Splits, hp: HParams, *,
+              device: torch.device | str = "cpu", seed: int = 0) -> Trainer:
+        """Seeded model init, so every config of one seed starts from the same weights."""
+        torch.manual_seed(seed)
+        model = build_backbone(backbone, num_classes=splits.num_classes,
+                               in_channels=splits.in_channels, image_size=splits.image_size)
+        return cls(model, splits, hp, device=device, seed=seed)
+
+    def apply(self, hp: HParams) -> list[str]:
+        """Switch hyperparameters in place; returns the names that changed. A new optimizer
+        type is rebuilt on the same weights; a new rate keeps the optimizer's state."""
+        changed = [k for k, v in hp.as_dict().items() if getattr(self.hp, k) != v]
+        if not changed:
+            return changed
+        if hp.optimizer != self.hp.optimizer:
+            self.optimizer = make_optimizer(hp, self.model.parameters())
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] = hp.lr
+                group["weight_decay"] = hp.weight_decay
+                if "momentum" in group:
+                    group["momentum"] = hp.momentum
+        if hp.label_smoothing != self.hp.label_smoothing:
+            self.loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+        self.hp = hp
+        return changed
+
+    def _generator(self, salt: int) -> torch.Generator:
+        # Seeded per (seed, epoch): a resumed trial draws the same batches and augmentations.
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + salt)
+
+    def train_epoch(self) -> EpochMetrics:
+        """One pass over the training split."""
+        self.model.train()
+        hp, n = self.hp, self.train_x.shape[0]
+        gen = self._generator(0)
+        order = torch.randperm(n, generator=gen).to(self.device)
+        aug = hp.augment
+        sam = isinstance(self.optimizer, SAM)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        norm_sum = torch.zeros((), device=self.device)
+        steps = 0
+        start = time.perf_counter()
+        for i in range(0, n, hp.batch_size):
+            idx = order[i:i + hp.batch_size]
+            x, y = self.train_x[idx], self.train_y[idx]
+            if not aug.is_identity:
+                x = augment_batch(x, aug, generator=gen)
+            self.optimizer.zero_grad(set_to_none=True)
+            out = self.model(x)
+            loss = self.loss_fn(out, y)
+            loss.backward()
+            norm_sum += nn.utils.clip_grad_norm_(self.model.parameters(), math.inf)
+            if sam:
+                def closure(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    second = self.loss_fn(self.model(x), y)
+                    second.backward()
+                    return second
+                self.optimizer.step(closure)
+            else:
+                self.optimizer.step()
+            loss_sum += loss.detach() * y.shape[0]
+            correct += (out.detach().argmax(1) == y).sum()
+            steps += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - start
+        self.epoch += 1
+        return EpochMetrics(
+            train_loss=float(loss_sum) / n,
+            train_acc=float(correct) / n,
+            grad_norm=float(norm_sum) / max(1, steps),
+            epoch_time_s=elapsed,
+            images_per_s=n / elapsed if elapsed > 0 else float("inf"),
+        )
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
+                 ) -> tuple[float, float]:
+        """(accuracy, mean loss) on a split, without augmentation."""
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size].to(self.device, non_blocking=True)
+            yb = y[i:i + batch_size].to(self.device, non_blocking=True)
+            out = self.model(xb)
+            loss_sum += nn.functional.cross_entropy(out, yb, reduction="sum")
+            correct += (out.argmax(1) == yb).sum()
+        n = max(1, x.shape[0])
+        return float(correct) / n, float(loss_sum) / n
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed trial needs: weights, optimizer state, epoch, hyperparameters."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "optimizer_name": self.hp.optimizer,
+            "epoch": self.epoch,
+            "hp": self.hp.as_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore weights and epoch; the optimizer state only when the same optimizer is in
+        force (PBT may hand over a checkpoint together with new hyperparameters)."""
+        self.model.load_state_dict(state["model"])
+        self.epoch = int(state["epoch"])
+        if state.get("optimizer_name") == self.hp.optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.hp.lr
+                group["weight_decay"] = self.hp.weight_decay
