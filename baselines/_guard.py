@@ -66,6 +66,16 @@ class ResultGuard(Searcher):
         else:
             self.searcher.on_trial_complete(trial_id, result=result, error=False)
 
+    def on_pause(self, trial_id: str) -> None:
+        """HyperBandForBOHB pauses trials and tells BOHB's searcher (ConcurrencyLimiter
+        forwards it here)."""
+        if hasattr(self.searcher, "on_pause"):
+            self.searcher.on_pause(trial_id)
+
+    def on_unpause(self, trial_id: str) -> None:
+        if hasattr(self.searcher, "on_unpause"):
+            self.searcher.on_unpause(trial_id)
+
     def save(self, checkpoint_path: str) -> None:
         self.searcher.save(checkpoint_path)
 
@@ -73,7 +83,9 @@ class ResultGuard(Searcher):
         self.searcher.restore(checkpoint_path)
 
     def get_state(self) -> dict:
-        return self.searcher.get_state()
+        # Tune's SearchGenerator saves each wrapper's own state and the innermost searcher's
+        # file separately; the guard holds no state of its own.
+        return {}
 
     def set_state(self, state: dict) -> None:
-        self.searcher.set_state(state)
+        pass

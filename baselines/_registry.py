@@ -169,7 +169,8 @@ def _optuna(*, space, metric, mode, seed, budget, n_startup_trials: int) -> Sear
     from ray.tune.search.optuna import OptunaSearch
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
-    searcher = OptunaSearch(space=space.to_tune(), metric=metric, mode=mode, sampler=sampler)
+    searcher = OptunaSearch(space=OptunaSearch.convert_search_space(space.to_tune()),
+                            metric=metric, mode=mode, sampler=sampler)
     return _plain_plan("optuna", searcher, budget)
 
 
@@ -177,7 +178,7 @@ def _hyperopt(*, space, metric, mode, seed, budget, n_initial_points: int) -> Se
     from ray.tune.search.hyperopt import HyperOptSearch
 
     searcher = HyperOptSearch(
-        space=space.to_tune(), metric=metric, mode=mode, random_state_seed=seed,
+        space=HyperOptSearch.convert_search_space(space.to_tune()), metric=metric, mode=mode, random_state_seed=seed,
         n_initial_points=n_initial_points,
     )
     return _plain_plan("hyperopt", searcher, budget)
@@ -197,8 +198,8 @@ def _gp(acq_func: str, name: str) -> Callable[..., SearchPlan]:
 def _ax(*, space, metric, mode, seed, budget) -> SearchPlan:
     from ray.tune.search.ax import AxSearch
 
-    searcher = AxSearch(space=space.to_tune(), metric=metric, mode=mode, random_seed=seed,
-                        verbose_logging=False)
+    searcher = AxSearch(space=AxSearch.convert_search_space(space.to_tune()), metric=metric,
+                        mode=mode, random_seed=seed, verbose_logging=False)
     return _plain_plan("ax", searcher, budget)
 
 
@@ -212,7 +213,8 @@ def _bohb(*, space, metric, mode, seed, budget, reduction_factor: int) -> Search
     from ray.tune.schedulers import HyperBandForBOHB
     from ray.tune.search.bohb import TuneBOHB
 
-    searcher = TuneBOHB(space=space.to_tune(), metric=metric, mode=mode, seed=seed)
+    searcher = TuneBOHB(space=TuneBOHB.convert_search_space(space.to_tune()), metric=metric,
+                        mode=mode, seed=seed)
     scheduler = HyperBandForBOHB(time_attr="training_iteration", max_t=budget.epochs,
                                  reduction_factor=reduction_factor, metric=metric, mode=mode)
     return SearchPlan("bohb", searcher, scheduler, _fidelity_trials(budget), budget.epochs,
@@ -259,9 +261,13 @@ def _pbt(*, space, metric, mode, seed, budget, population: int, perturbation_int
 
     population = min(population, budget.epoch_budget)
     domains = space.to_tune()
+    # PBT perturbs a Domain by multiplying it; categorical values must be given as lists,
+    # which PBT shifts to a neighbouring choice instead.
+    mutations = {d.name: list(d.choices) if d.kind == "choice" else domains[d.name]
+                 for d in space.searched}
     scheduler = PopulationBasedTraining(
         time_attr="training_iteration", metric=metric, mode=mode,
-        perturbation_interval=perturbation_interval, hyperparam_mutations=domains,
+        perturbation_interval=perturbation_interval, hyperparam_mutations=mutations,
         quantile_fraction=quantile_fraction, resample_probability=resample_probability,
         synch=False,
     )

@@ -255,7 +255,7 @@ def _stratified_pick(labels: np.ndarray, k: int, rng: np.random.Generator) -> np
         order = np.lexsort((rng.random(len(classes)), -(exact - quota)))
         quota[order[:remainder]] += 1
     picked = []
-    for cls, q in zip(classes, quota):
+    for cls, q in zip(classes, quota, strict=True):
         members = np.flatnonzero(labels == cls)
         picked.append(rng.permutation(members)[:q])
     return np.sort(np.concatenate(picked)).astype(np.int64)
@@ -313,7 +313,7 @@ def _synthetic_source(
     # Small random circular shifts (per sample) so the task needs some spatial invariance.
     shifts = torch.randint(-1, 2, (n, 2), generator=g)
     x = torch.stack([torch.roll(img, (int(s[0]), int(s[1])), dims=(1, 2)) for img, s in
-                     zip(x, shifts)])
+                     zip(x, shifts, strict=True)])
     contrast = 0.8 + 0.2 * torch.rand(n, 1, 1, 1, generator=g)
     brightness = 0.1 * (torch.rand(n, 1, 1, 1, generator=g) - 0.5)
     noise = 0.15 * torch.randn(n, channels, size, size, generator=g)

@@ -79,9 +79,14 @@ def _as_stopper(budget: int) -> Any:
     return _Stopper(budget)
 
 
-def build_tuner(cfg: ExperimentConfig, cell: Cell) -> Any:
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None) -> Any:
     """The Tuner of one cell: the registry's plan, the trainable with its resources, and the
-    run settings that make it resumable (checkpoints, failure retries)."""
+    run settings that make it resumable (checkpoints, failure retries). `trainable`
+    replaces the real one (tests drive the registry with a cheap objective)."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -101,7 +106,7 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell) -> Any:
     resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
     stopper = _as_stopper(plan.epoch_budget) if plan.multi_fidelity else None
     return tune.Tuner(
-        tune.with_resources(train_trial, resources),
+        tune.with_resources(trainable or train_trial, resources),
         param_space={**plan.param_space, "run": run.as_dict()},
         tune_config=tune.TuneConfig(
             search_alg=search_alg,
@@ -109,6 +114,7 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell) -> Any:
             num_samples=plan.num_samples,
             max_concurrent_trials=cfg.concurrency,
             reuse_actors=cfg.reuse_actors,
+            trial_dirname_creator=_trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=cell.name,

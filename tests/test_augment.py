@@ -68,9 +68,9 @@ def test_shape_dtype_device_and_range(spec: AugmentSpec, device: str) -> None:
 def test_flip_only_mirrors_exactly_per_sample() -> None:
     x = _batch(n=64)
     out = augment_batch(x, AugmentSpec(flip=True), _gen(3))
-    flipped = [torch.equal(o, xi.flip(-1)) for o, xi in zip(out, x)]
-    kept = [torch.equal(o, xi) for o, xi in zip(out, x)]
-    assert all(f or k for f, k in zip(flipped, kept))
+    flipped = [torch.equal(o, xi.flip(-1)) for o, xi in zip(out, x, strict=True)]
+    kept = [torch.equal(o, xi) for o, xi in zip(out, x, strict=True)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
     assert 10 < sum(flipped) < 54  # p=0.5 per sample, not one coin for the whole batch
 
 

@@ -220,7 +220,8 @@ def test_cifar10_reads_python_version(tmp_path: Path, nested: bool, protocol: in
     got = sorted(_rows(torch.cat([s.train_x, s.val_x])))
     assert got == sorted(_rows(torch.from_numpy(train_x).float() / 255.0))
     assert not set(_rows(s.train_x)) & set(_rows(s.val_x))
-    lookup = dict(zip(_rows(torch.from_numpy(train_x).float() / 255.0), train_y.tolist()))
+    source_rows = _rows(torch.from_numpy(train_x).float() / 255.0)
+    lookup = dict(zip(source_rows, train_y.tolist(), strict=True))
     assert [lookup[r] for r in _rows(s.val_x)] == s.val_y.tolist()
 
 
@@ -287,6 +288,18 @@ def test_cifar10_wrong_array_shape(tmp_path: Path) -> None:
     (folder / "test_batch").write_bytes(pickle.dumps(bad))
     with pytest.raises(DataError, match=r"expected uint8 array \(N, 3072\)"):
         load_splits("cifar10", root=str(tmp_path))
+
+
+def test_cifar10_reads_legacy_numpy_module_names(tmp_path: Path) -> None:
+    # Files written by numpy 1.x (the official archive) name numpy.core.multiarray.
+    folder = tmp_path / "cifar-10-batches-py"
+    _, _, test_x, _ = _write_cifar(folder, protocol=2)
+    raw = (folder / "test_batch").read_bytes()
+    assert b"cnumpy._core.multiarray\n" in raw
+    legacy = raw.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+    (folder / "test_batch").write_bytes(legacy)
+    s = load_splits("cifar10", root=str(tmp_path))
+    assert torch.equal(s.test_x, torch.from_numpy(test_x).float() / 255.0)
 
 
 class _Evil:

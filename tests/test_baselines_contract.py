@@ -1,0 +1,164 @@
+"""One contract for every registry entry: suggestions inside the space, constants kept,
+NaN / +inf / -inf / errored / metric-less results absorbed, save/restore gives the same next
+suggestions, concurrent trials, and a real Tune experiment that completes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import baselines
+from service.config import Budget, build_config
+from service.experiment import Cell, build_tuner
+from service.space import default_space, resolve_config
+from tests.objective import EPOCH_S, objective_trainable
+
+NAMES = baselines.available()
+SPACE = default_space().with_overrides(batch_size=32)
+CONSTANT = ("batch_size", 32)
+OPTIONS = {"trivialaugment": {"repeats": 4}, "grid": {"points": 2}}
+
+
+def make(name: str, seed: int = 0, trials: int = 6, epochs: int = 3) -> baselines.SearchPlan:
+    return baselines.build(name, space=SPACE, metric="val_acc", mode="max", seed=seed,
+                           budget=Budget(trials=trials, epochs=epochs),
+                           options=OPTIONS.get(name))
+
+
+def assert_in_space(config: dict) -> None:
+    hp = resolve_config(config)
+    for dim in SPACE.dims:
+        assert dim.contains(hp[dim.name]), (dim, hp[dim.name])
+    assert hp[CONSTANT[0]] == CONSTANT[1]
+
+
+def merged(plan: baselines.SearchPlan, suggestion: dict) -> dict:
+    """What Tune gives the trial: the plan's constants merged with the suggestion."""
+    return {**{k: v for k, v in plan.param_space.items() if not hasattr(v, "sample")},
+            **suggestion}
+
+
+def suggestions(plan: baselines.SearchPlan, ids: list[str], finished_ok: bool = False
+                ) -> list[dict | str]:
+    if plan.searcher is None:
+        return [dict(c) for c in plan.initial_configs]
+    out = []
+    for trial_id in ids:
+        config = plan.searcher.suggest(trial_id)
+        ok = isinstance(config, dict) or (finished_ok and config == "FINISHED")
+        assert ok, f"{plan.name} gave {config!r} for {trial_id}"
+        out.append(config)
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_suggestions_inside_space_with_constants(name: str) -> None:
+    plan = make(name)
+    for config in suggestions(plan, [f"t{i}" for i in range(4)]):
+        assert CONSTANT[0] not in config or config[CONSTANT[0]] == CONSTANT[1]
+        assert_in_space(merged(plan, config))
+        assert all(not type(v).__module__.startswith("numpy") for v in config.values())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_non_finite_errors_and_missing_metric_are_absorbed(name: str) -> None:
+    plan = make(name, trials=20)
+    if plan.searcher is None:
+        pytest.skip("population methods take results through the scheduler (Tune test)")
+    searcher = plan.searcher
+    outcomes = [
+        ({"val_acc": math.nan}, False), ({"val_acc": math.inf}, False),
+        ({"val_acc": -math.inf}, False), (None, True), ({"other": 1.0}, False),
+        ({"val_acc": 0.5, "diverged": True}, False), ({"val_acc": 0.7}, False),
+        ({"val_acc": 0.6}, False),
+    ]
+    for i, (result, error) in enumerate(outcomes):
+        config = searcher.suggest(f"a{i}")
+        if not isinstance(config, dict):  # a finite grid may run out
+            break
+        searcher.on_trial_result(f"a{i}", {**(result or {}), "training_iteration": 1})
+        searcher.on_trial_complete(f"a{i}", result=result, error=error)
+    nxt = searcher.suggest("after")
+    assert nxt is None or isinstance(nxt, (dict, str))
+    if isinstance(nxt, dict):
+        assert_in_space(merged(plan, nxt))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_restore_round_trip(name: str, tmp_path) -> None:
+    first = make(name, seed=3, trials=20)
+    if first.searcher is None:
+        again = make(name, seed=3)
+        assert first.initial_configs == again.initial_configs, "population not seeded"
+        assert first.initial_configs != make(name, seed=4).initial_configs
+        return
+    for i in range(6):
+        config = first.searcher.suggest(f"h{i}")
+        if isinstance(config, dict):
+            value = 0.1 * (i % 4)
+            first.searcher.on_trial_complete(f"h{i}", result={"val_acc": value})
+    path = str(tmp_path / "searcher.pkl")
+    first.searcher.save(path)
+    restored = make(name, seed=3, trials=20)
+    restored.searcher.restore(path)
+    ids = ["n0", "n1", "n2"]
+    assert suggestions(first, ids, True) == suggestions(restored, ids, True)
+
+
+@pytest.mark.parametrize("name", ["skopt", "spearmint", "optuna", "hyperopt", "random"])
+def test_concurrent_pending_trials_get_different_points(name: str) -> None:
+    plan = make(name)
+    configs = suggestions(plan, ["p0", "p1", "p2"])
+    keys = [tuple(sorted(c.items())) for c in configs]
+    assert len(set(keys)) == 3, configs
+
+
+def test_unknown_names_and_options_fail_loudly() -> None:
+    with pytest.raises(baselines.RegistryError, match="did you mean 'optuna'"):
+        baselines.check_name("optuma")
+    with pytest.raises(baselines.RegistryError, match="did you mean 'reduction_factor'"):
+        baselines.check_options("hyperband", {"reduction_fator": 3})
+    with pytest.raises(baselines.RegistryError, match="must be int"):
+        baselines.check_options("asha", {"grace_period": "one"})
+    with pytest.raises(baselines.RegistryError, match=">= 2"):
+        baselines.check_options("pbt", {"population": 1})
+
+
+def plan_is_multi_fidelity(name: str) -> bool:
+    return make(name).multi_fidelity
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tune_experiment_completes(name: str, ray_session, tmp_path) -> None:
+    cfg = build_config({
+        "name": "contract", "storage": str(tmp_path), "searchers": [name],
+        "backbones": ["resnet18@0.0625"], "budget": {"trials": 6, "epochs": 3},
+        "concurrency": 2, "max_failures": 0, "space": SPACE.to_dict(),
+        "searcher_options": {name: OPTIONS[name]} if name in OPTIONS else {},
+        "dataset": {"name": "synthetic"},
+    })
+    cell = Cell(name, "resnet18@0.0625", 0)
+    results = build_tuner(cfg, cell, trainable=objective_trainable).fit()
+    assert len(results) >= 1
+    intervals = []
+    epochs_run = 0
+    for result in results:
+        config = result.config
+        if config is None:  # pending when the epoch budget ran out: never started
+            assert plan_is_multi_fidelity(name)
+            continue
+        assert config["run"]["backbone"] == "resnet18@0.0625"
+        assert_in_space({k: v for k, v in config.items() if k != "run"})
+        df = result.metrics_dataframe
+        if df is not None and "started" in df and len(df):
+            intervals.append((df["started"].min() - EPOCH_S, df["started"].max()))
+            epochs_run += int(df["training_iteration"].max())
+    plan = make(name)
+    if plan.multi_fidelity:
+        assert epochs_run <= plan.epoch_budget + cfg.concurrency * plan.max_epochs
+    else:
+        assert len(results) == plan.num_samples
+    intervals.sort()
+    overlap = any(b[0] < a[1] for a, b in zip(intervals, intervals[1:], strict=False))
+    assert overlap, f"{name}: no two trials ran at the same time: {intervals}"
