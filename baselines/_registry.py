@@ -178,7 +178,8 @@ def _hyperopt(*, space, metric, mode, seed, budget, n_initial_points: int) -> Se
     from ray.tune.search.hyperopt import HyperOptSearch
 
     searcher = HyperOptSearch(
-        space=HyperOptSearch.convert_search_space(space.to_tune()), metric=metric, mode=mode, random_state_seed=seed,
+        space=HyperOptSearch.convert_search_space(space.to_tune()), metric=metric, mode=mode,
+        random_state_seed=seed,
         n_initial_points=n_initial_points,
     )
     return _plain_plan("hyperopt", searcher, budget)

@@ -96,7 +96,8 @@ def test_efficientnetv2_b0_structure() -> None:
     # Stochastic depth: drop rate 0.2 * b / 21 for block b; dropout 0.2 before the classifier.
     blocks = [b for s in stages for b in s]
     assert len(blocks) == 21
-    assert [b.stochastic_depth.p for b in blocks] == pytest.approx([0.2 * i / 21 for i in range(21)])
+    expected = [0.2 * i / 21 for i in range(21)]
+    assert [b.stochastic_depth.p for b in blocks] == pytest.approx(expected)
     assert model.classifier[0].p == 0.2
 
 
