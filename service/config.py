@@ -136,7 +136,7 @@ class ExperimentConfig(_Strict):
         try:
             specs = [str(BackboneSpec.parse(v)) for v in value]
         except BackboneError as err:
-            raise ValueError(str(err)) from None
+            raise ValueError(str(err).removeprefix("backbone: ")) from None
         if len(set(specs)) != len(specs):
             raise ValueError(f"repeated backbone in {value}")
         return specs
@@ -173,7 +173,7 @@ class ExperimentConfig(_Strict):
         try:
             SearchSpace.from_dict(value)
         except SpaceError as err:
-            raise ValueError(str(err).split(": ", 1)[-1]) from None
+            raise ValueError(str(err)) from None
         return value
 
     @field_validator("metric")
@@ -245,6 +245,8 @@ def _first_error(err: ValidationError) -> str:
         accepted = f"; accepted keys: {', '.join(known)}" if known else ""
         return f"{where}: unknown key{hint}{accepted}"
     msg = msg.removeprefix("Value error, ")
+    if msg.startswith(f"{where}."):  # the message already names the exact field
+        return msg
     if kind not in ("value_error", "assertion_error"):
         value = first.get("input")
         shown = repr(value)

@@ -218,6 +218,10 @@ def parse_dim(name: str, raw: Any) -> Dim:
         raise SpaceError(f"space.{name}: {kind} needs low < high, got [{low}, {high}]")
     if kind == "loguniform" and low <= 0:
         raise SpaceError(f"space.{name}: loguniform needs low > 0, got {low}")
+    if kind in ("uniform", "loguniform") and HPARAMS[name].type is int:
+        raise SpaceError(
+            f"space.{name}: {name} is an integer; use {{int: [{low}, {high}]}} or a choice"
+        )
     if kind == "int":
         if HPARAMS[name].type is not int:
             raise SpaceError(f"space.{name}: int range on a real hyperparameter; use uniform")

@@ -46,10 +46,8 @@ def pick_device() -> torch.device:
     """CUDA when Ray gave this trial a GPU (Ray sets CUDA_VISIBLE_DEVICES), else CPU."""
     import ray
 
-    try:
-        gpu_ids = ray.get_gpu_ids()
-    except Exception:  # not inside a Ray worker (unit tests, final run in the driver)
-        gpu_ids = []
+    # Outside Ray (unit tests, a plain driver) there is no assignment; asking would start Ray.
+    gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
     if gpu_ids and torch.cuda.is_available():
         return torch.device("cuda", 0)
     return torch.device("cpu")

@@ -1,0 +1,129 @@
+"""Configuration: defaults, merging, and one clear line for every kind of bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.config import ConfigError, build_config, load_config, parse_set
+from service.space import default_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+INVALID: list[tuple[dict, str]] = [
+    ({"epocs": 3}, "epocs: unknown key"),
+    ({"budget": {"trails": 3}}, "budget.trails: unknown key (did you mean 'trials'?)"),
+    ({"budget": {"trials": 0}}, "budget.trials: Input should be greater than or equal to 1"),
+    ({"budget": {"epochs": "many"}}, "budget.epochs: Input should be a valid integer"),
+    ({"dataset": {"name": "cifar100"}}, "did you mean 'cifar10'?"),
+    ({"dataset": {"name": "cifar10"}}, "set dataset.root"),
+    ({"dataset": {"val_fraction": 0.5, "test_fraction": 0.5}}, "must stay below 0.9"),
+    ({"dataset": {"image_size": 2}}, "dataset.image_size"),
+    ({"backbones": ["vgg166"]}, "did you mean 'vgg16'?"),
+    ({"backbones": ["vgg16@0"]}, "width"),
+    ({"backbones": []}, "at least one backbone"),
+    ({"backbones": ["vgg16", "vgg16@1"]}, "repeated backbone"),
+    ({"searchers": ["optuan"]}, "did you mean 'optuna'?"),
+    ({"searchers": []}, "at least one searcher"),
+    ({"searchers": ["random", "random"]}, "repeated searcher"),
+    ({"searcher_options": {"optuna": {"n_startup": 3}}}, "is not in searchers"),
+    ({"searchers": ["optuna"], "searcher_options": {"optuna": {"n_startup": 3}}},
+     "did you mean 'n_startup_trials'?"),
+    ({"searchers": ["asha"], "searcher_options": {"asha": {"grace_period": 0}}}, ">= 1"),
+    ({"seeds": []}, "at least one seed"),
+    ({"seeds": [1, 1]}, "repeated seed"),
+    ({"seeds": [-1]}, "seeds must be >= 0"),
+    ({"space": {"learning_rate": {"loguniform": [1e-5, 1e-1]}}}, "unknown hyperparameter"),
+    ({"space": {"lr": {"loguniform": [0, 1e-1]}}}, "space.lr: 0 is outside [1e-07, 10]"),
+    ({"space": {"lr": {"loguniform": [1e-1, 1e-5]}}}, "needs low < high"),
+    ({"space": {"lr": {"logunifrom": [1e-5, 1e-1]}}}, "did you mean 'loguniform'?"),
+    ({"space": {"optimizer": ["adam", "adamm"]}}, "did you mean 'adam'?"),
+    ({"space": {"flip": ["yes", "no"]}}, "is not a boolean"),
+    ({"space": {"rotation": {"choice": [0, 10, 400]}}}, "outside [0, 180]"),
+    ({"space": {"batch_size": {"uniform": [16, 64]}}},
+     "batch_size is an integer; use {int: [16, 64]}"),
+    ({"space": {"lr": 0.001, "optimizer": "adam"}}, "nothing to search"),
+    ({"metric": "accuracy"}, "unknown metric"),
+    ({"name": "../escape"}, "not a safe folder name"),
+    ({"resources": {"gpus": 1.5}}, "whole number"),
+    ({"resources": {"cpus": 0}}, "resources.cpus"),
+    ({"concurrency": 0}, "concurrency"),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), INVALID, ids=[str(i) for i in range(len(INVALID))])
+def test_invalid_config_gives_one_clear_line(raw: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config(raw)
+    message = str(info.value)
+    assert expected in message, message
+    assert "\n" not in message
+
+
+def test_messages_are_distinct() -> None:
+    messages = set()
+    for raw, _ in INVALID:
+        with pytest.raises(ConfigError) as info:
+            build_config(raw)
+        messages.add(str(info.value))
+    assert len(messages) >= 30
+
+
+def test_defaults_are_emerald_space() -> None:
+    cfg = build_config({})
+    space = cfg.search_space
+    assert space.names == default_space().names
+    assert space["rotation"].choices == (0, 10, 20, 30)
+    assert space["optimizer"].choices == ("adam", "sgd", "rmsprop")
+    assert (space["lr"].low, space["lr"].high) == (1e-5, 1e-1)
+    assert cfg.mode == "max"
+    assert cfg.budget.epoch_budget == cfg.budget.trials * cfg.budget.epochs
+
+
+def test_preset_yaml_and_overrides_merge(tmp_path: Path) -> None:
+    file = tmp_path / "x.yaml"
+    file.write_text("searchers: [optuna, hyperband]\nbudget: {trials: 4, epochs: 2}\n")
+    cfg = load_config(file, parse_set(["budget.trials=5", "seeds=[1, 2]"]), preset="smoke")
+    assert cfg.searchers == ["optuna", "hyperband"]
+    assert cfg.budget.trials == 5 and cfg.budget.epochs == 2
+    assert cfg.seeds == [1, 2]
+    assert cfg.dataset.name == "synthetic"  # from the preset
+
+
+def test_yaml_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("budget: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="unknown preset 'smok' \\(did you mean 'smoke'"):
+        load_config(preset="smok")
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "service", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+def test_cli_bad_input_exits_2_before_anything_is_written(tmp_path: Path) -> None:
+    proc = _cli("run", "--preset", "smoke", "--searchers", "random,optuan",
+                "--storage", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["error: searchers: unknown searcher 'optuan' (did you mean 'optuna'?); "
+                     "available: " + ", ".join(__import__("baselines").available())]
+    assert not (tmp_path / "out").exists()
+    assert "ray" not in proc.stdout.lower()
+    proc = _cli("run", "--preset", "smoke", "--trials", "two", cwd=tmp_path)
+    assert proc.returncode == 2 and "--trials" in proc.stderr
+
+
+def test_cli_validate_prints_resolved_config(tmp_path: Path) -> None:
+    proc = _cli("validate", "--preset", "smoke", "--set", "budget.trials=3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "trials: 3" in proc.stdout

@@ -1,0 +1,136 @@
+"""The Tune trainable, driven without a Ray cluster (Tune's session functions replaced by
+recorders), and once through a real Tuner with an in-training controller actor."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray import tune
+
+from service.trainable import RunSettings, final_test, split_config, train_trial
+
+RUN = RunSettings(backbone="resnet18@0.0625", epochs=2, seed=0,
+                  dataset={"name": "synthetic", "max_train": 120})
+HP = {"optimizer": "adam", "lr": 3e-3, "flip": True, "rotation": 10, "batch_size": 32}
+METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "grad_norm", "epoch_time_s",
+           "images_per_s", "model_size_mb", "hp_lr", "hp_optimizer", "hp_flip")
+
+
+class FakeSession:
+    """Records reports and keeps each reported checkpoint folder."""
+
+    def __init__(self, tmp: Path, resume_from: str | None = None) -> None:
+        self.tmp, self.reports, self.checkpoints = tmp, [], []
+        self.resume_from = resume_from
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(tune, "report", self.report)
+        monkeypatch.setattr(tune, "get_checkpoint", self.get_checkpoint)
+
+    def report(self, metrics: dict[str, Any], checkpoint: Any = None) -> None:
+        self.reports.append(dict(metrics))
+        if checkpoint is not None:
+            keep = self.tmp / f"ckpt_{len(self.checkpoints)}"
+            shutil.copytree(checkpoint.path, keep)
+            self.checkpoints.append(str(keep))
+
+    def get_checkpoint(self) -> Any:
+        return tune.Checkpoint.from_directory(self.resume_from) if self.resume_from else None
+
+
+def config(run: RunSettings = RUN, **hp: Any) -> dict[str, Any]:
+    return {**HP, **hp, "run": run.as_dict()}
+
+
+def test_reports_every_epoch_with_checkpoint(monkeypatch, tmp_path) -> None:
+    session = FakeSession(tmp_path)
+    session.install(monkeypatch)
+    train_trial(config())
+    assert [r["epoch"] for r in session.reports] == [1, 2]
+    assert len(session.checkpoints) == 2
+    for report in session.reports:
+        for key in METRICS:
+            assert key in report, key
+        assert 0.0 <= report["val_acc"] <= 1.0
+        assert report["hp_lr"] == pytest.approx(3e-3) and report["hp_optimizer"] == "adam"
+        assert report["images_per_s"] > 0 and report["diverged"] is False
+
+
+def test_resume_continues_the_epoch_count(monkeypatch, tmp_path) -> None:
+    first = FakeSession(tmp_path / "a")
+    first.install(monkeypatch)
+    train_trial(config())
+    longer = RunSettings(**{**RUN.as_dict(), "epochs": 4})
+    resumed = FakeSession(tmp_path / "b", resume_from=first.checkpoints[-1])
+    resumed.install(monkeypatch)
+    train_trial(config(longer))
+    assert [r["epoch"] for r in resumed.reports] == [3, 4]
+    straight = FakeSession(tmp_path / "c")
+    straight.install(monkeypatch)
+    train_trial(config(longer))
+    # Seeded batches and augmentation per epoch: resuming equals training straight through.
+    assert resumed.reports[0]["train_loss"] == pytest.approx(
+        straight.reports[2]["train_loss"], rel=1e-4)
+
+
+def test_divergence_ends_the_trial_with_a_marker(monkeypatch, tmp_path) -> None:
+    import dataclasses
+
+    import service.trainable as trainable
+
+    clean = trainable.load_data(RUN)
+    poisoned = dataclasses.replace(clean, train_x=clean.train_x * float("nan"))
+    monkeypatch.setattr(trainable, "load_data", lambda run: poisoned)
+    session = FakeSession(tmp_path)
+    session.install(monkeypatch)
+    train_trial(config())  # returns normally: the trial ends, it does not error
+    assert len(session.reports) == 1 and not session.checkpoints
+    last = session.reports[0]
+    assert last["diverged"] is True and math.isnan(last["val_acc"])
+
+
+def test_width_dimension_overrides_backbone_width() -> None:
+    run, hp = split_config(config(width=0.125))
+    assert run.backbone == "resnet18@0.125"
+    run, hp = split_config(config())
+    assert run.backbone == "resnet18@0.0625"
+
+
+def test_final_test_scores_the_test_split() -> None:
+    result = final_test(config())
+    assert 0.0 <= result["test_acc"] <= 1.0 and result["diverged"] is False
+
+
+def test_controller_switches_hyperparameters_inside_a_running_trial(ray_session, tmp_path):
+    """A named actor changes optimizer and rate every epoch; the trial applies them in
+    place and reports what is in force."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Schedule:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, int]] = []
+
+        def decide(self, trial_id, epoch, last, hp):
+            self.calls.append((trial_id, epoch))
+            return {1: {"optimizer": "sgd", "lr": 0.05}, 2: {"lr": 0.01}}.get(epoch)
+
+        def seen(self):
+            return self.calls
+
+    actor = Schedule.options(name="test-schedule").remote()
+    run = RunSettings(**{**RUN.as_dict(), "epochs": 3, "controller": "test-schedule"})
+    results = tune.Tuner(
+        tune.with_resources(train_trial, {"cpu": 1}), param_space=config(run),
+        tune_config=tune.TuneConfig(num_samples=1),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="ctl", verbose=0),
+    ).fit()
+    df = results[0].metrics_dataframe
+    assert list(df["hp_optimizer"]) == ["adam", "sgd", "sgd"]
+    assert list(df["hp_lr"]) == pytest.approx([3e-3, 0.05, 0.01])
+    assert [epoch for _, epoch in ray.get(actor.seen.remote())] == [0, 1, 2]
+    ray.kill(actor)
