@@ -9,6 +9,7 @@ caps its concurrent trials, so none starves the others.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,9 @@ def run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool = False) -> 
     from service.config import build_config
     from service.trainable import final_test, train_trial
 
+    # This process is a Tune driver: keep its console output to our own progress lines.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     cfg = build_config(cfg_dict)
     folder = cfg.experiment_dir / cell.name
     start = time.time()

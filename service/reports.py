@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service.experiment import FINAL_TEST_FILE, SUMMARY_FILE
+from service.experiment import CONFIG_FILE, FINAL_TEST_FILE, SUMMARY_FILE
 
 BAYESIAN = ("skopt", "spearmint", "ax", "optuna", "hyperopt")
 """Searchers that stand for 'Bayesian optimisation' in Table 8, in order of preference
@@ -265,7 +265,7 @@ def write_report(storage: str | Path, out_dir: str | Path | None = None,
     else:
         trials.to_csv(trials_path, index=False)
     written["trials"] = trials_path
-    t9 = table9(trials, tests)
+    t9 = _in_config_order(table9(trials, tests), storage)
     t9.to_csv(out / "table9.csv", index=False)
     (out / "table9.md").write_text("# Table 9: searchers by backbones\n\n" +
                                    table9_markdown(t9))
@@ -284,6 +284,19 @@ def write_report(storage: str | Path, out_dir: str | Path | None = None,
     for path in plot_best_so_far(best_so_far(trials), out):
         written[path.stem] = path
     return written
+
+
+def _in_config_order(table: pd.DataFrame, storage: Path) -> pd.DataFrame:
+    """Rows in the order the experiment listed searchers and backbones (else as found)."""
+    config_file = storage / CONFIG_FILE
+    if table.empty or not config_file.exists():
+        return table
+    config = json.loads(config_file.read_text())
+    rank = {"searcher": config.get("searchers", []), "backbone": config.get("backbones", [])}
+    keys = [table[col].map(lambda v, order=order: order.index(v) if v in order else len(order))
+            for col, order in rank.items()]
+    order = sorted(range(len(table)), key=lambda i: (keys[0].iloc[i], keys[1].iloc[i]))
+    return table.iloc[order].reset_index(drop=True)
 
 
 def _has_tabulate() -> bool:

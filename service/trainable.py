@@ -10,6 +10,7 @@ episodic schedule, seed 004's per-epoch optimizer choice).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -130,6 +131,7 @@ def train_trial(config: dict[str, Any]) -> None:
     """Tune function trainable (see module docstring)."""
     from ray import tune
 
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint
     run, hp_config = split_config(config)
     torch.set_num_threads(max(1, run.threads))
     device = pick_device()

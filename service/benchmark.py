@@ -1,0 +1,135 @@
+"""Benchmarks that print figures with a reference measured in the same run.
+
+    python -m service.benchmark throughput   # trainer images/s vs a bare PyTorch loop
+    python -m service.benchmark overhead     # Tune per-trial overhead with a no-op trainable
+
+Not tests: timings depend on the machine. Each prints its ratio to the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def plain_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+                y: torch.Tensor, batch_size: int, seed: int) -> float:
+    """The reference: the shortest correct PyTorch training epoch on in-memory tensors."""
+    model.train()
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    loss_fn = nn.CrossEntropyLoss()
+    start = time.perf_counter()
+    for i in range(0, x.shape[0], batch_size):
+        idx = order[i:i + batch_size]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+    return x.shape[0] / (time.perf_counter() - start)
+
+
+def throughput(backbone: str, dataset: str, epochs: int, batch_size: int, device: str,
+               threads: int) -> dict[str, Any]:
+    """Median images/s of `Trainer.train_epoch` and of `plain_epoch`, alternating epochs so
+    both see the same machine state."""
+    from service.data import load_splits
+    from service.trainer import HParams, Trainer
+
+    torch.set_num_threads(threads)
+    splits = load_splits(dataset, seed=0)
+    hp = HParams(optimizer="adam", lr=1e-3, batch_size=batch_size)
+    trainer = Trainer.build(backbone, splits, hp, device=device, seed=0)
+    ref = Trainer.build(backbone, splits, hp, device=device, seed=0)
+    ref_opt = torch.optim.Adam(ref.model.parameters(), lr=1e-3)
+    x, y = ref.train_x, ref.train_y
+    ours, plain = [], []
+    trainer.train_epoch()  # warm-up both (allocator, kernels)
+    plain_epoch(ref.model, ref_opt, x, y, batch_size, 0)
+    for epoch in range(epochs):
+        ours.append(trainer.train_epoch().images_per_s)
+        plain.append(plain_epoch(ref.model, ref_opt, x, y, batch_size, epoch))
+    return {"backbone": backbone, "dataset": dataset, "device": device, "threads": threads,
+            "images": x.shape[0], "trainer_images_per_s": statistics.median(ours),
+            "plain_images_per_s": statistics.median(plain),
+            "ratio": statistics.median(ours) / statistics.median(plain)}
+
+
+def _noop(config: dict[str, Any]) -> None:
+    from ray import tune
+
+    tune.report({"val_acc": 0.0})
+
+
+def overhead(trials: int, reuse: bool) -> dict[str, Any]:
+    """Seconds per trial of a Tune experiment whose trainable reports once, against a Ray
+    task round trip as the reference."""
+    import tempfile
+
+    import ray
+    from ray import tune
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        @ray.remote(num_cpus=1)
+        def task() -> None:
+            return None
+
+        ray.get([task.remote() for _ in range(4)])
+        start = time.perf_counter()
+        ray.get([task.remote() for _ in range(trials)])
+        task_s = (time.perf_counter() - start) / trials
+        with tempfile.TemporaryDirectory() as storage:
+            tuner = tune.Tuner(
+                tune.with_resources(_noop, {"cpu": 1}),
+                tune_config=tune.TuneConfig(num_samples=trials, reuse_actors=reuse,
+                                            max_concurrent_trials=2),
+                run_config=tune.RunConfig(storage_path=storage, name="noop", verbose=0),
+            )
+            start = time.perf_counter()
+            tuner.fit()
+            tune_s = (time.perf_counter() - start) / trials
+    finally:
+        ray.shutdown()
+    return {"trials": trials, "reuse_actors": reuse, "tune_s_per_trial": tune_s,
+            "ray_task_s": task_s, "ratio_to_task": tune_s / task_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--backbone", default="resnet18@0.25")
+    t.add_argument("--dataset", default="digits")
+    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    t.add_argument("--threads", type=int, default=1)
+    o = sub.add_parser("overhead")
+    o.add_argument("--trials", type=int, default=40)
+    args = parser.parse_args()
+    if args.what == "throughput":
+        r = throughput(args.backbone, args.dataset, args.epochs, args.batch_size, args.device,
+                       args.threads)
+        print(f"{r['backbone']} on {r['dataset']} ({r['images']} images, {r['device']}, "
+              f"{r['threads']} thread(s)):")
+        print(f"  trainer     {r['trainer_images_per_s']:9.1f} images/s")
+        print(f"  plain loop  {r['plain_images_per_s']:9.1f} images/s")
+        print(f"  ratio       {r['ratio']:9.3f}")
+    else:
+        for reuse in (True, False):
+            r = overhead(args.trials, reuse)
+            print(f"reuse_actors={reuse}: Tune {r['tune_s_per_trial'] * 1000:.0f} ms/trial "
+                  f"(no-op trainable, {r['trials']} trials, 2 slots); Ray task round trip "
+                  f"{r['ray_task_s'] * 1000:.1f} ms; ratio {r['ratio_to_task']:.0f}x")
+
+
+if __name__ == "__main__":
+    main()
