@@ -113,7 +113,7 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None) -> Any
             search_alg=search_alg,
             scheduler=plan.scheduler,
             num_samples=plan.num_samples,
-            max_concurrent_trials=cfg.concurrency,
+            max_concurrent_trials=plan.concurrency(cfg.concurrency),
             reuse_actors=cfg.reuse_actors,
             trial_dirname_creator=_trial_dirname,
         ),

@@ -11,7 +11,7 @@ import time
 from service.space import resolve_config
 
 OPTIMUM_LR = 1e-3
-EPOCH_S = 0.3
+EPOCH_S = 0.6
 
 
 def score(config: dict, epoch: int) -> float:
