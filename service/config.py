@@ -113,6 +113,7 @@ class ExperimentConfig(_Strict):
     space: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_SPACE))
     metric: str = "val_acc"
     final_test: bool = True
+    weights: dict[str, str] = {}
     max_failures: int = Field(default=1, ge=0, le=100)
     reuse_actors: bool = True
     keep_checkpoints: int = Field(default=2, ge=1, le=1000)
@@ -155,6 +156,19 @@ class ExperimentConfig(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"repeated searcher in {value}")
         return names
+
+    @model_validator(mode="after")
+    def _weights(self) -> ExperimentConfig:
+        for backbone, path in self.weights.items():
+            if backbone not in self.backbones:
+                raise ValueError(
+                    f"weights.{backbone}: not one of backbones {self.backbones}"
+                    f"{_did_you_mean(backbone, self.backbones)}"
+                )
+            if not Path(path).expanduser().is_file():
+                raise ValueError(f"weights.{backbone}: file {path!r} not found; give a "
+                                 "state dict saved with torch.save(model.state_dict(), path)")
+        return self
 
     @field_validator("seeds")
     @classmethod

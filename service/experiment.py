@@ -99,8 +99,10 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None) -> Any
         seed=cell.seed, budget=cfg.budget, options=cfg.searcher_options.get(cell.searcher),
     )
     dataset = cfg.dataset.model_dump(exclude_none=True)
+    weights = cfg.weights.get(cell.backbone)
     run = RunSettings(backbone=cell.backbone, epochs=plan.max_epochs, seed=cell.seed,
-                      dataset=dataset, threads=max(1, int(cfg.resources.cpus)))
+                      dataset=dataset, threads=max(1, int(cfg.resources.cpus)),
+                      weights=str(Path(weights).expanduser().resolve()) if weights else None)
     search_alg = plan.searcher or BasicVariantGenerator(
         points_to_evaluate=plan.initial_configs, random_state=cell.seed
     )

@@ -138,6 +138,8 @@ class Dim:
         """Whether `value` is a value this dimension can produce."""
         if self.kind in ("choice", "constant"):
             return any(value == c and type(value) is type(c) for c in self.choices)
+        if isinstance(value, (bool, np.bool_, str)):
+            return False
         try:
             number = float(value)
         except (TypeError, ValueError):

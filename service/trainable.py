@@ -38,18 +38,23 @@ class RunSettings:
     threads: int = 1
     controller: str | None = None
     controller_every: int = 1
+    weights: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def pick_device() -> torch.device:
-    """CUDA when Ray gave this trial a GPU (Ray sets CUDA_VISIBLE_DEVICES), else CPU."""
+def assigned_gpus() -> list[str]:
+    """The GPU ids Ray assigned to this worker (logical ones included)."""
     import ray
 
     # Outside Ray (unit tests, a plain driver) there is no assignment; asking would start Ray.
-    gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
-    if gpu_ids and torch.cuda.is_available():
+    return [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
+
+
+def pick_device() -> torch.device:
+    """CUDA when Ray gave this trial a GPU (Ray sets CUDA_VISIBLE_DEVICES), else CPU."""
+    if assigned_gpus() and torch.cuda.is_available():
         return torch.device("cuda", 0)
     return torch.device("cpu")
 
@@ -96,6 +101,7 @@ def epoch_report(trainer: Trainer, metrics: Any, splits: Splits) -> dict[str, An
         "num_parameters": trainer.num_parameters,
         "epoch": trainer.epoch,
         "diverged": False,
+        "device": str(trainer.device),
     }
     report.update(hp_metrics(trainer.hp))
     return report
@@ -135,9 +141,11 @@ def train_trial(config: dict[str, Any]) -> None:
     run, hp_config = split_config(config)
     torch.set_num_threads(max(1, run.threads))
     device = pick_device()
+    gpu_ids = ",".join(assigned_gpus())  # where Ray placed this trial
     splits = load_data(run)
     hp = HParams.from_config(hp_config)
-    trainer = Trainer.build(run.backbone, splits, hp, device=device, seed=run.seed)
+    trainer = Trainer.build(run.backbone, splits, hp, device=device, seed=run.seed,
+                            weights=run.weights)
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -158,6 +166,7 @@ def train_trial(config: dict[str, Any]) -> None:
             tune.report(diverged_report(trainer, metrics))
             return
         last = epoch_report(trainer, metrics, splits)
+        last["gpu_ids"] = gpu_ids
         if not math.isfinite(last["val_loss"]):
             last.update(val_acc=float("nan"), diverged=True)
             tune.report(last)
@@ -175,7 +184,7 @@ def final_test(config: dict[str, Any]) -> dict[str, Any]:
     device = pick_device()
     splits = load_data(run)
     trainer = Trainer.build(run.backbone, splits, HParams.from_config(hp_config),
-                            device=device, seed=run.seed)
+                            device=device, seed=run.seed, weights=run.weights)
     metrics = None
     while trainer.epoch < run.epochs:
         metrics = trainer.train_epoch()

@@ -17,7 +17,13 @@ import torch
 from torch import nn
 
 from service.augment import AugmentSpec, augment_batch
-from service.backbones import BackboneSpec, build_backbone, count_parameters, model_size_mb
+from service.backbones import (
+    BackboneSpec,
+    build_backbone,
+    count_parameters,
+    load_state_dict_file,
+    model_size_mb,
+)
 from service.data import Splits
 
 SAM_RHO = 0.05
@@ -66,6 +72,12 @@ class SAM(torch.optim.Optimizer):
                                     weight_decay=weight_decay)
         self.param_groups = self.base.param_groups
         self.state = self.base.state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        # Optimizer.load_state_dict rebinds param_groups/state; keep the SGD base on them.
+        self.base.param_groups = self.param_groups
+        self.base.state = self.state
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
@@ -136,11 +148,15 @@ class Trainer:
 
     @classmethod
     def build(cls, backbone: str | BackboneSpec, splits: Splits, hp: HParams, *,
-              device: torch.device | str = "cpu", seed: int = 0) -> Trainer:
-        """Seeded model init, so every config of one seed starts from the same weights."""
+              device: torch.device | str = "cpu", seed: int = 0,
+              weights: str | None = None) -> Trainer:
+        """Seeded model init, so every config of one seed starts from the same weights;
+        `weights` is a local state dict file (loaded with weights_only, never unpickled)."""
         torch.manual_seed(seed)
         model = build_backbone(backbone, num_classes=splits.num_classes,
                                in_channels=splits.in_channels, image_size=splits.image_size)
+        if weights:
+            load_state_dict_file(model, weights)
         return cls(model, splits, hp, device=device, seed=seed)
 
     def apply(self, hp: HParams) -> list[str]:
@@ -249,3 +265,5 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.hp.lr
                 group["weight_decay"] = self.hp.weight_decay
+                if "momentum" in group:
+                    group["momentum"] = self.hp.momentum

@@ -12,11 +12,12 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """`address="local"` never joins another Ray instance running on the machine."""
+    """`address="local"` never joins another Ray instance running on the machine. Two
+    logical GPUs let tests check GPU scheduling without hardware."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
     try:
         yield ray
     finally:

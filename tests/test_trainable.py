@@ -134,3 +134,19 @@ def test_controller_switches_hyperparameters_inside_a_running_trial(ray_session,
     assert list(df["hp_lr"]) == pytest.approx([3e-3, 0.05, 0.01])
     assert [epoch for _, epoch in ray.get(actor.seen.remote())] == [0, 1, 2]
     ray.kill(actor)
+
+
+def test_fractional_gpus_pack_two_trials_per_logical_gpu(ray_session, tmp_path) -> None:
+    """0.5 GPU per trial on 2 logical GPUs: 4 trials run at once, two per GPU id; without
+    CUDA hardware the trial falls back to the CPU."""
+    run = RunSettings(**{**RUN.as_dict(), "epochs": 1})
+    results = tune.Tuner(
+        tune.with_resources(train_trial, {"cpu": 0.5, "gpu": 0.5}),
+        param_space={**config(run), "lr": tune.grid_search([1e-3, 2e-3, 3e-3, 4e-3])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=4, reuse_actors=False),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="gpu", verbose=0),
+    ).fit()
+    assert not results.errors
+    ids = sorted(r.metrics["gpu_ids"] for r in results)
+    assert ids == ["0", "0", "1", "1"]
+    assert {r.metrics["device"] for r in results} == {"cpu"}
