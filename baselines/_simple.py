@@ -27,6 +27,9 @@ class StateSearcher(Searcher):
         self._mode = self._mode or mode
         return True
 
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        """Searchers that do not learn from results ignore them."""
+
     def get_state(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -52,9 +55,6 @@ class RandomSearch(StateSearcher):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         return self._space.sample(self._rng)
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        pass
 
     def get_state(self) -> dict[str, Any]:
         return {"rng": self._rng.bit_generator.state}
@@ -89,9 +89,6 @@ class GridSearch(StateSearcher):
         self._next += 1
         return config
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        pass
-
     def get_state(self) -> dict[str, Any]:
         return {"next": self._next, "grid": self._grid}
 
@@ -112,9 +109,6 @@ class FixedSearch(StateSearcher):
             return Searcher.FINISHED
         self._left -= 1
         return dict(self._config)
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        pass
 
     def get_state(self) -> dict[str, Any]:
         return {"left": self._left, "config": self._config}

@@ -164,7 +164,23 @@ def _make_divisible(channels: float, divisor: int = 8, min_value: int | None = N
     return max(min_value, int(channels + divisor / 2) // divisor * divisor)
 
 
-class _FusedMBConv(nn.Module):
+
+class _ResidualBlock(nn.Module):
+    """An EfficientNet block: `self.block`, plus a stochastic-depth residual when the shape
+    allows (stride 1, same width)."""
+
+    block: nn.Module
+    use_residual: bool
+    stochastic_depth: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.use_residual:
+            out = self.stochastic_depth(out) + x
+        return out
+
+
+class _FusedMBConv(_ResidualBlock):
     """Fused-MBConv: kxk expand conv (or a single kxk conv when expand_ratio is 1) + 1x1 project."""
 
     def __init__(
@@ -188,14 +204,9 @@ class _FusedMBConv(nn.Module):
             )
         self.stochastic_depth = StochasticDepth(drop, "row")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        if self.use_residual:
-            out = self.stochastic_depth(out) + x
-        return out
 
 
-class _MBConv(nn.Module):
+class _MBConv(_ResidualBlock):
     """MBConv: 1x1 expand, depthwise kxk, squeeze-excitation, 1x1 linear projection."""
 
     def __init__(
@@ -219,11 +230,6 @@ class _MBConv(nn.Module):
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = StochasticDepth(drop, "row")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        if self.use_residual:
-            out = self.stochastic_depth(out) + x
-        return out
 
 
 class EfficientNetV2B0(nn.Module):
