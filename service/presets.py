@@ -16,7 +16,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "searchers": ["random", "grid", "optuna", "hyperopt", "skopt", "hyperband"],
         "budget": {"trials": 6, "epochs": 3},
         "concurrency": 1,
-        "seeds": [0],
+        "seeds": [0, 1],
         "resources": {"cpus": 1},
     },
     # A tiny run for smoke tests and CI: seconds, not minutes.
