@@ -1,0 +1,1 @@
+"""EMERALD-O's RL agents (RLlib) and their Tune adapters."""

@@ -1,0 +1,231 @@
+"""EMERALD-O's state encoding, action decoding, rewards and exploration schedule as pure
+functions on plain values and arrays (seed 000, sections 4.1-4.6 and 5.1), so they are tested
+without Ray or RLlib.
+
+State (Tables 3 and 5), 10 numbers per agent:
+- `aug` (Agent 1): [lr, optimizer one-hot (adam, sgd, rmsprop), moving-average validation
+  accuracy, moving-average training loss, augmentation multi-hot (flip, rotation, zoom, shift)]
+- `opt` (Agent 2): [lr, optimizer one-hot, moving-average validation accuracy, moving-average
+  training loss, previous lr, previous optimizer one-hot]
+
+The paper normalises the learning rate linearly (0.001 -> 0.1, i.e. lr x 100); on a range of
+1e-5..1e-1 that squeezes four of the five decades into [0, 0.1] and puts 0.1 at 10. The
+default here is the position on the log range ((log10 lr - log10 low) / decades), which keeps
+every decade equally distinguishable; `lr_scale="paper"` reproduces the paper's vector.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from service.space import SearchSpace
+
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd", "rmsprop")
+"""Agent 2's optimizers, EMERALD-O section 2.1 (one-hot order of Table 3)."""
+
+AUG_FLAGS: tuple[str, ...] = ("flip", "rotation", "zoom", "shift")
+"""Multi-hot order of the augmentation settings in Table 3."""
+
+EPSILON_DECAY = 0.01
+"""Decay rate of the exploration parameter, EMERALD-O section 5.1.1."""
+
+FAILURE_REWARD = -1.0
+"""Reward of a failed, diverged or pruned step (seed 001: -1 on early termination)."""
+
+LR_BINS_PER_DECADE = 2
+"""Agent 2's learning-rate head is discretised on the log range (DQN needs a Discrete
+action space): two bins per decade, 9 rates on 1e-5..1e-1."""
+
+Combine = Literal["weighted", "product", "min"]
+
+
+@dataclass(frozen=True)
+class ActionSet:
+    """Discrete actions of both agents, derived from the search space so EMERALD-O explores
+    the same space as every other searcher."""
+
+    aug: tuple[dict[str, Any], ...]
+    opt: tuple[dict[str, Any], ...]
+    lr_range: tuple[float, float]
+    optimizers: tuple[str, ...]
+
+    @classmethod
+    def from_space(cls, space: SearchSpace, lr_bins_per_decade: int = LR_BINS_PER_DECADE
+                   ) -> ActionSet:
+        """`aug`: every combination of the searched augmentation dimensions (Table 4's none /
+        flip / rotation / shift are among them); `opt`: optimizer x log-spaced rate bins."""
+        searched = {d.name: d for d in space.searched}
+        aug_dims = [searched[n] for n in AUG_FLAGS if n in searched]
+        aug = tuple(
+            dict(zip([d.name for d in aug_dims], values, strict=True))
+            for values in itertools.product(*(d.choices for d in aug_dims))
+        ) or ({},)
+        if "optimizer" in searched:
+            optimizers = tuple(searched["optimizer"].choices)
+        else:
+            optimizers = (space.constants.get("optimizer", "adam"),)
+        lr_dim = searched.get("lr")
+        if lr_dim is not None and lr_dim.kind in ("loguniform", "uniform"):
+            low, high = float(lr_dim.low), float(lr_dim.high)
+            decades = max(math.log10(high / low), 1e-9)
+            n = max(2, int(round(decades * lr_bins_per_decade)) + 1)
+            rates = tuple(float(f"{v:.6g}") for v in np.geomspace(low, high, n))
+        elif lr_dim is not None:
+            rates = tuple(float(v) for v in lr_dim.choices)
+            low, high = min(rates), max(rates)
+        else:
+            rate = float(space.constants.get("lr", 1e-3))
+            rates, low, high = (rate,), rate / 10, rate * 10
+        opt = tuple({"optimizer": o, "lr": r} for o in optimizers for r in rates)
+        return cls(aug, opt, (low, high), optimizers)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"aug": len(self.aug), "opt": len(self.opt)}
+
+    def decode(self, actions: Mapping[str, int]) -> dict[str, Any]:
+        """The trial configuration of a joint action."""
+        return {**self.aug[int(actions["aug"])], **self.opt[int(actions["opt"])]}
+
+
+def normalize_lr(lr: float, lr_range: tuple[float, float], scale: str = "log") -> float:
+    """Learning rate as a state feature (see module docstring)."""
+    if scale == "paper":
+        return lr * 100.0
+    low, high = lr_range
+    value = (math.log10(lr) - math.log10(low)) / max(math.log10(high / low), 1e-9)
+    return float(min(1.0, max(0.0, value)))
+
+
+def one_hot(value: str, options: Sequence[str]) -> list[float]:
+    return [1.0 if value == o else 0.0 for o in options]
+
+
+def aug_multi_hot(config: Mapping[str, Any]) -> list[float]:
+    """Table 3's [flip, rotation, zoom, shift]; rotation counts when its range is > 0."""
+    return [1.0 if config.get(name) else 0.0 for name in AUG_FLAGS]
+
+
+@dataclass
+class TrainingState:
+    """What the agents observe: the settings in force (and before), moving averages of
+    validation accuracy and training loss over completed steps."""
+
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    prev_lr: float = 1e-3
+    prev_optimizer: str = "adam"
+    augment: dict[str, Any] = field(default_factory=dict)
+    ma_val_acc: float = 0.0
+    ma_train_loss: float = 0.0
+    steps: int = 0
+
+    def advance(self, config: Mapping[str, Any], val_acc: float | None,
+                train_loss: float | None, alpha: float) -> TrainingState:
+        """The state after a completed step ran `config`: exponential moving averages with
+        weight `alpha` on the new value (the first value is taken as is)."""
+        ma_val, ma_loss = self.ma_val_acc, self.ma_train_loss
+        if val_acc is not None and math.isfinite(val_acc):
+            ma_val = val_acc if self.steps == 0 else (1 - alpha) * ma_val + alpha * val_acc
+        if train_loss is not None and math.isfinite(train_loss):
+            ma_loss = (train_loss if self.steps == 0
+                       else (1 - alpha) * ma_loss + alpha * train_loss)
+        return TrainingState(
+            lr=float(config.get("lr", self.lr)),
+            optimizer=str(config.get("optimizer", self.optimizer)),
+            prev_lr=self.lr, prev_optimizer=self.optimizer,
+            augment={k: config[k] for k in AUG_FLAGS if k in config} or self.augment,
+            ma_val_acc=ma_val, ma_train_loss=ma_loss, steps=self.steps + 1,
+        )
+
+
+LOSS_CLIP = 10.0
+"""Training losses above this are clipped in the state (a diverging step must not dominate
+the network's input scale)."""
+
+
+def encode(state: TrainingState, lr_range: tuple[float, float],
+           optimizers: Sequence[str] = OPTIMIZERS, lr_scale: str = "log"
+           ) -> dict[str, np.ndarray]:
+    """The two agents' observations (Tables 3 and 5), float32."""
+    loss = float(min(max(state.ma_train_loss, 0.0), LOSS_CLIP))
+    base = [normalize_lr(state.lr, lr_range, lr_scale), *one_hot(state.optimizer, optimizers),
+            float(state.ma_val_acc), loss]
+    aug = base + aug_multi_hot(state.augment)
+    opt = base + [normalize_lr(state.prev_lr, lr_range, lr_scale),
+                  *one_hot(state.prev_optimizer, optimizers)]
+    return {"aug": np.asarray(aug, dtype=np.float32), "opt": np.asarray(opt, dtype=np.float32)}
+
+
+@dataclass(frozen=True)
+class RewardSettings:
+    """Reward shaping and combination (sections 4.6, 5.1.1, Table 7)."""
+
+    combine: Combine = "weighted"
+    weights: tuple[float, float] = (0.5, 0.5)
+    low_acc_floor: float = 0.0
+    low_acc_penalty: float = 0.0
+    grad_penalty: float = 0.05
+    early_stop_penalty: float = 0.5
+
+
+def agent_rewards(before: TrainingState, val_acc: float, train_loss: float) -> tuple[float, float]:
+    """Agent 1: improvement of validation accuracy over its moving average; Agent 2: reduction
+    of training loss below its moving average (section 4.6). The first step has no baseline
+    and measures against zero accuracy / its own loss."""
+    if before.steps == 0:
+        return float(val_acc), 0.0
+    return float(val_acc - before.ma_val_acc), float(before.ma_train_loss - train_loss)
+
+
+def grad_instability(grad_norms: Sequence[float]) -> float:
+    """Coefficient of variation of the per-epoch gradient norms of a step (0 for one epoch):
+    the instability the shaping penalises (section 4.6.1)."""
+    values = np.asarray([g for g in grad_norms if g is not None and math.isfinite(g)], float)
+    if values.size < 2 or values.mean() <= 0:
+        return 0.0
+    return float(values.std() / values.mean())
+
+
+def combine(r1: float, r2: float, how: Combine, weights: tuple[float, float]) -> float:
+    """Weighted sum (eq. 6), product (eq. 7) or minimum (eq. 8) of the agents' rewards."""
+    if how == "weighted":
+        return weights[0] * r1 + weights[1] * r2
+    if how == "product":
+        return r1 * r2
+    if how == "min":
+        return min(r1, r2)
+    raise ValueError(f"combine: {how!r} is not one of weighted, product, min")
+
+
+def shared_reward(before: TrainingState, result: Mapping[str, Any] | None,
+                  settings: RewardSettings, *, failed: bool = False,
+                  early_stopped: bool = False, grad_norms: Sequence[float] = ()) -> float:
+    """The reward both policies learn from: combined agent rewards minus shaping penalties;
+    a failed step gets FAILURE_REWARD."""
+    if failed or not result:
+        return FAILURE_REWARD
+    val_acc, train_loss = result.get("val_acc"), result.get("train_loss")
+    if val_acc is None or train_loss is None or not (
+        math.isfinite(float(val_acc)) and math.isfinite(float(train_loss))
+    ):
+        return FAILURE_REWARD
+    r1, r2 = agent_rewards(before, float(val_acc), float(train_loss))
+    reward = combine(r1, r2, settings.combine, settings.weights)
+    reward -= settings.low_acc_penalty * max(0.0, settings.low_acc_floor - float(val_acc))
+    reward -= settings.grad_penalty * grad_instability(grad_norms)
+    if early_stopped:
+        reward -= settings.early_stop_penalty
+    return float(reward)
+
+
+def epsilon(step: int, *, start: float = 1.0, end: float = 0.05,
+            decay: float = EPSILON_DECAY) -> float:
+    """Exploration rate after `step` decisions: end + (start - end) * exp(-decay * step)."""
+    return float(end + (start - end) * math.exp(-decay * step))
