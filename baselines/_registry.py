@@ -42,6 +42,8 @@ class SearchPlan:
     initial_configs: list[dict[str, Any]] = field(default_factory=list)
     seed: int = 0
     min_concurrency: int = 1
+    controller: str | None = None
+    controller_every: int = 1
 
     @property
     def multi_fidelity(self) -> bool:
@@ -340,6 +342,51 @@ def _trivialaugment(*, space, metric, mode, seed, budget, optimizer: str, lr: fl
     return plan
 
 
+def _emerald_settings(algo: str, combine: str, epsilon_decay: float) -> Any:
+    from rllib_policies import EmeraldSettings, RewardSettings
+
+    if algo not in ("dqn", "ppo"):
+        raise RegistryError(f"option 'algo' must be dqn or ppo, got {algo!r}")
+    if combine not in ("weighted", "product", "min"):
+        raise RegistryError(f"option 'combine' must be weighted, product or min, got {combine!r}")
+    return EmeraldSettings(algo=algo, epsilon_decay=epsilon_decay,
+                           rewards=RewardSettings(combine=combine))  # type: ignore[arg-type]
+
+
+def _emerald(*, space, metric, mode, seed, budget, algo: str, combine: str,
+             epsilon_decay: float, early_stopping: bool) -> SearchPlan:
+    from ray.tune.schedulers import ASHAScheduler
+
+    from rllib_policies import EmeraldSearch
+
+    searcher = EmeraldSearch(space, metric=metric, mode=mode, seed=seed,
+                             settings=_emerald_settings(algo, combine, epsilon_decay),
+                             max_epochs=budget.epochs)
+    # EMERALD-O 5.1.2: configurations that keep underperforming stop early; the searcher
+    # counts a stopped trial as a penalty.
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=budget.epochs,
+                              grace_period=1, reduction_factor=3, metric=metric, mode=mode
+                              ) if early_stopping and budget.epochs > 1 else None
+    return _plain_plan("emerald", searcher, budget, scheduler)
+
+
+def _emerald_dynamic(*, space, metric, mode, seed, budget, algo: str, combine: str,
+                     epsilon_decay: float, step_epochs: int) -> SearchPlan:
+    from rllib_policies import ControllerSearch
+
+    searcher = ControllerSearch(space, metric=metric, mode=mode, seed=seed,
+                                settings=_emerald_settings(algo, combine, epsilon_decay))
+    plan = _plain_plan("emerald-dynamic", searcher, budget)
+    plan.controller, plan.controller_every = searcher.name, step_epochs
+    return plan
+
+
+_EMERALD_OPTIONS = {
+    "algo": Option(str, "dqn", "RLlib algorithm: dqn (epsilon-greedy + replay) or ppo"),
+    "combine": Option(str, "weighted", "reward combination: weighted, product or min"),
+    "epsilon_decay": Option(float, 0.01, "exploration decay rate (EMERALD-O 5.1.1)"),
+}
+
 _N_INIT = Option(int, 5, "random trials before the model is used", low=1)
 _ETA = Option(int, 3, "keep 1/eta of trials at each rung", low=2)
 _POP = Option(int, 4, "population size", low=2)
@@ -380,5 +427,15 @@ ENTRIES: dict[str, Entry] = {
                "lr": Option(float, 1e-3, "the fixed learning rate"),
                "repeats": Option(int, 1, "trials of the fixed config", low=1)},
               _trivialaugment),
+        Entry("emerald", "EMERALD-O: two RLlib agents as a Tune searcher, one step per trial",
+              "EMERALD-O (Proposed)",
+              {**_EMERALD_OPTIONS,
+               "early_stopping": Option(bool, True, "stop underperformers (5.1.2)")},
+              _emerald),
+        Entry("emerald-dynamic", "EMERALD-O inside running trials: new settings every k epochs",
+              None,
+              {**_EMERALD_OPTIONS,
+               "step_epochs": Option(int, 1, "epochs per step (the paper: 50)", low=1)},
+              _emerald_dynamic),
     ]
 }

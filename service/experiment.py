@@ -102,6 +102,7 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None) -> Any
     weights = cfg.weights.get(cell.backbone)
     run = RunSettings(backbone=cell.backbone, epochs=plan.max_epochs, seed=cell.seed,
                       dataset=dataset, threads=max(1, int(cfg.resources.cpus)),
+                      controller=plan.controller, controller_every=plan.controller_every,
                       weights=str(Path(weights).expanduser().resolve()) if weights else None)
     search_alg = plan.searcher or BasicVariantGenerator(
         points_to_evaluate=plan.initial_configs, random_state=cell.seed

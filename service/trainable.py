@@ -121,16 +121,30 @@ def diverged_report(trainer: Trainer, metrics: Any) -> dict[str, Any]:
     return report
 
 
-def _ask_controller(name: str, trial_id: str, trainer: Trainer, last: dict[str, Any] | None
-                    ) -> HParams | None:
+def _step_summary(reports: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What a controller learns from a step: its last epoch's report plus the gradient norms
+    of all its epochs (the instability the reward penalises)."""
+    if not reports:
+        return None
+    return {**reports[-1], "step_grad_norms": [r.get("grad_norm") for r in reports]}
+
+
+def _ask_controller(name: str, trial_id: str, trainer: Trainer,
+                    reports: list[dict[str, Any]]) -> HParams | None:
     import ray
 
     controller = ray.get_actor(name)
-    changes = ray.get(controller.decide.remote(trial_id, trainer.epoch, last,
+    changes = ray.get(controller.decide.remote(trial_id, trainer.epoch, _step_summary(reports),
                                                trainer.hp.as_dict()))
     if not changes:
         return None
     return HParams.from_config(resolve_config({**trainer.hp.as_dict(), **changes}))
+
+
+def _finish_controller(name: str, trial_id: str, reports: list[dict[str, Any]]) -> None:
+    import ray
+
+    ray.get(ray.get_actor(name).finish.remote(trial_id, _step_summary(reports)))
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -155,25 +169,29 @@ def train_trial(config: dict[str, Any]) -> None:
         trainer.load_state_dict(state)
 
     trial_id = tune.get_context().get_trial_id() or "local"
-    last: dict[str, Any] | None = None
+    step: list[dict[str, Any]] = []  # reports since the controller last decided
     while trainer.epoch < run.epochs:
         if run.controller and trainer.epoch % max(1, run.controller_every) == 0:
-            new_hp = _ask_controller(run.controller, trial_id, trainer, last)
+            new_hp = _ask_controller(run.controller, trial_id, trainer, step)
+            step = []
             if new_hp is not None:
                 trainer.apply(new_hp)
         metrics = trainer.train_epoch()
-        if metrics.diverged:
-            tune.report(diverged_report(trainer, metrics))
-            return
-        last = epoch_report(trainer, metrics, splits)
+        last = (diverged_report(trainer, metrics) if metrics.diverged
+                else epoch_report(trainer, metrics, splits))
         last["gpu_ids"] = gpu_ids
         if not math.isfinite(last["val_loss"]):
             last.update(val_acc=float("nan"), diverged=True)
-            tune.report(last)
-            return
+        step.append(last)
+        if last["diverged"]:
+            break
         with tempfile.TemporaryDirectory() as folder:
             torch.save(trainer.state_dict(), os.path.join(folder, CHECKPOINT_FILE))
             tune.report(last, checkpoint=tune.Checkpoint.from_directory(folder))
+    if run.controller:
+        _finish_controller(run.controller, trial_id, step)
+    if step and step[-1]["diverged"]:
+        tune.report(step[-1])
 
 
 def final_test(config: dict[str, Any]) -> dict[str, Any]:

@@ -119,6 +119,10 @@ def test_controller_switches_hyperparameters_inside_a_running_trial(ray_session,
             self.calls.append((trial_id, epoch))
             return {1: {"optimizer": "sgd", "lr": 0.05}, 2: {"lr": 0.01}}.get(epoch)
 
+        def finish(self, trial_id, last):
+            self.calls.append((trial_id, -1))
+            self.last_step = last
+
         def seen(self):
             return self.calls
 
@@ -129,10 +133,11 @@ def test_controller_switches_hyperparameters_inside_a_running_trial(ray_session,
         tune_config=tune.TuneConfig(num_samples=1),
         run_config=tune.RunConfig(storage_path=str(tmp_path), name="ctl", verbose=0),
     ).fit()
+    assert not results.errors
     df = results[0].metrics_dataframe
     assert list(df["hp_optimizer"]) == ["adam", "sgd", "sgd"]
     assert list(df["hp_lr"]) == pytest.approx([3e-3, 0.05, 0.01])
-    assert [epoch for _, epoch in ray.get(actor.seen.remote())] == [0, 1, 2]
+    assert [epoch for _, epoch in ray.get(actor.seen.remote())] == [0, 1, 2, -1]
     ray.kill(actor)
 
 

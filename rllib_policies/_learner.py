@@ -1,0 +1,559 @@
+"""Two cooperating EMERALD-O agents ("aug", "opt") learning with RLlib's own DQN/PPO learners.
+
+RLlib's new API stack is used piecewise, without an `Algorithm` or env loop: a local
+`LearnerGroup` (``num_learners=0``, no Ray cluster needed) owns the trainable `MultiRLModule`,
+its optimizers and RLlib's DQN/PPO losses; an inference-only copy of the module picks actions.
+Every `observe()` call becomes one self-contained one-step `MultiAgentEpisode`, because in
+EMERALD-O a decision's reward arrives later, from a Ray Tune trial, in any order. DQN replays
+those episodes through a `MultiAgentEpisodeReplayBuffer`; PPO keeps them until the next update.
+
+Pitfalls handled here (RLlib 2.60):
+
+* `LearnerGroup.update()` mutates the episodes it gets (PPO appends one timestep to each),
+  so every update builds fresh episodes from plain stored transitions.
+* PPO's GAE connector standardises advantages over all rows, including that appended
+  artificial timestep; with one-step episodes this biases every advantage upwards and policies
+  collapse. `_OneStepPPOLearner` re-standardises over the real rows only.
+* `Learner.set_state()` skips the weights when the incoming ``weights_seq_no`` is not newer
+  than its own; `set_state()` drops that counter so that a restore always loads the weights.
+* Sets of module ids (``policies={...}``, the replay buffer's default `modules_to_sample`,
+  PPO's per-module shuffle) make module init and sampling depend on PYTHONHASHSEED; ordered
+  lists and our own shuffle keep runs reproducible across processes.
+* `config.debugging(seed=...)` makes the Learner seed the *global* random/numpy/torch RNGs
+  (and set cuDNN/cuBLAS determinism flags) of the host process. Instead, all RLlib work runs
+  inside private numpy/torch RNG streams seeded from `LearnerSettings.seed`, so runs are
+  reproducible and the caller's global RNG state is left untouched. Because those streams are
+  swapped into the process-global RNGs, a learner must be used from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.learner import Learner
+from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
+from ray.rllib.utils.metrics import (
+    NUM_AGENT_STEPS_SAMPLED_LIFETIME,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+)
+from ray.rllib.utils.replay_buffers.multi_agent_episode_buffer import (
+    MultiAgentEpisodeReplayBuffer,
+)
+
+__all__ = ["AgentSpec", "Decision", "LearnerSettings", "MultiAgentLearner"]
+
+_ALGOS = ("dqn", "ppo")
+# Keys of `Decision.extra` that PPO's loss reads from the episodes' extra_model_outputs.
+_PPO_EXTRA_KEYS = (Columns.ACTION_LOGP, Columns.ACTION_DIST_INPUTS)
+# Learner state entry that makes `Learner.set_state()` skip "older" weights.
+_WEIGHTS_SEQ_NO = "weights_seq_no"
+_STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One agent's interface: a flat float observation and a discrete action set."""
+
+    obs_dim: int
+    n_actions: int
+
+
+@dataclass(frozen=True)
+class LearnerSettings:
+    """Hyperparameters of both agents' learners (EMERALD-O sections 4.3.2/4.4.2 defaults)."""
+
+    algo: str = "dqn"  # "dqn" | "ppo"
+    hidden: tuple[int, ...] = (64, 32)  # MLP hidden sizes, ReLU (both Q-net and PPO nets)
+    lr: float = 1e-3
+    gamma: float = 0.0  # one-step bandit-style decisions by default; >0 for chained steps
+    batch_size: int = 32  # DQN replay sample size per agent / PPO minibatch and rollout size
+    replay_capacity: int = 10_000  # DQN replay capacity in env steps
+    learning_starts: int = 8  # DQN: transitions before the first update
+    updates_per_step: int = 1  # DQN: gradient steps (replay samples) per `update()` call
+    seed: int = 0
+    # Additions beyond EMERALD-O's list, all with defaults tuned for a few hundred steps:
+    ppo_epochs: int = 32  # PPO: passes (gradient steps) over each collected batch
+    ppo_entropy_coeff: float = 0.01  # PPO: keeps the categorical from collapsing early
+    ppo_clip: float = 0.2  # PPO: surrogate clip range
+    target_tau: float = 0.05  # DQN: Polyak factor of the target-net update after each step
+    torch_threads: int | None = 1  # `torch.set_num_threads` for the host process; None: keep
+
+
+@dataclass
+class Decision:
+    """One agent's action for one observation, with what its learner needs later."""
+
+    action: int
+    probs: np.ndarray  # behaviour distribution the action was drawn from (see `act`)
+    extra: dict[str, Any] = field(default_factory=dict)  # PPO: action_logp, action_dist_inputs
+
+
+@dataclass
+class _Transition:
+    """One decision step of all acting agents, kept as plain picklable numpy data."""
+
+    obs: dict[str, np.ndarray]
+    actions: dict[str, int]
+    rewards: dict[str, float]
+    next_obs: dict[str, np.ndarray]
+    terminated: bool
+    extra: dict[str, dict[str, np.ndarray]]
+
+
+def _agent_to_module(agent_id: str, *args: Any, **kwargs: Any) -> str:
+    """Each agent has its own module of the same name (module-level, hence picklable)."""
+    return agent_id
+
+
+class _RngStreams:
+    """Private numpy-global and torch RNG streams, swapped in only while RLlib code runs."""
+
+    def __init__(self, seed: int) -> None:
+        saved_np, saved_torch = np.random.get_state(), torch.random.get_rng_state()
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.np_state: Any = np.random.get_state()
+        self.torch_state: torch.Tensor = torch.random.get_rng_state()
+        np.random.set_state(saved_np)
+        torch.random.set_rng_state(saved_torch)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Run the block on the private streams, then restore the caller's RNG state."""
+        saved_np, saved_torch = np.random.get_state(), torch.random.get_rng_state()
+        np.random.set_state(self.np_state)
+        torch.random.set_rng_state(self.torch_state)
+        try:
+            yield
+        finally:
+            self.np_state = np.random.get_state()
+            self.torch_state = torch.random.get_rng_state()
+            np.random.set_state(saved_np)
+            torch.random.set_rng_state(saved_torch)
+
+
+class _StandardizeRealAdvantages(ConnectorV2):
+    """Re-standardise PPO advantages over the real (loss-masked-in) rows only.
+
+    RLlib's `GeneralAdvantageEstimation` standardises over all rows, including the artificial
+    timestep `AddOneTsToEpisodesAndTruncate` appends to every episode. With one-step episodes
+    half the rows are artificial (advantage -V(s)), which shifts every real advantage upwards
+    and turns PPO into "reinforce whatever was sampled": policies collapse on small batches.
+    """
+
+    def __call__(
+        self, *, rl_module: Any, batch: dict[str, Any], episodes: Any, **kwargs: Any
+    ) -> Any:
+        for module_batch in batch.values():
+            if Columns.ADVANTAGES not in module_batch or Columns.LOSS_MASK not in module_batch:
+                continue
+            adv = module_batch[Columns.ADVANTAGES]
+            real = adv[module_batch[Columns.LOSS_MASK]]
+            if real.numel() == 0:
+                continue
+            std = real.std(unbiased=False) if real.numel() > 1 else real.new_tensor(0.0)
+            module_batch[Columns.ADVANTAGES] = (adv - real.mean()) / torch.clamp(std, min=1e-4)
+        return batch
+
+
+class _OneStepPPOLearner(PPOTorchLearner):
+    """RLlib's torch PPO learner, with advantages standardised over real timesteps only."""
+
+    def build(self) -> None:
+        """Build as PPO does, then append the re-standardisation after GAE."""
+        super().build()
+        if self._learner_connector is not None:
+            self._learner_connector.append(_StandardizeRealAdvantages())
+
+
+class MultiAgentLearner:
+    """EMERALD-O's "aug" and "opt" agents: act on observations, learn from delayed rewards.
+
+    Uses RLlib's `DQNTorchLearner` / `PPOTorchLearner` through a local `LearnerGroup`; no
+    `ray.init()` is needed, and an already initialised Ray is fine too.
+    """
+
+    def __init__(self, agents: dict[str, AgentSpec], settings: LearnerSettings) -> None:
+        if settings.algo not in _ALGOS:
+            raise ValueError(f"algo must be one of {_ALGOS}, got {settings.algo!r}")
+        if not agents:
+            raise ValueError("need at least one agent")
+        for aid, spec in agents.items():
+            if spec.obs_dim < 1 or spec.n_actions < 2:
+                raise ValueError(f"agent {aid!r}: need obs_dim >= 1 and n_actions >= 2")
+        if settings.torch_threads is not None:
+            torch.set_num_threads(settings.torch_threads)
+        self.agents = dict(agents)
+        self.settings = settings
+        self._spaces = {
+            aid: (
+                gym.spaces.Box(-np.inf, np.inf, (spec.obs_dim,), np.float32),
+                gym.spaces.Discrete(spec.n_actions),
+            )
+            for aid, spec in self.agents.items()
+        }
+        self._rng = _RngStreams(settings.seed)
+        config = self._make_config()
+        with self._rng.active():
+            self._learner_group = config.build_learner_group(spaces=self._spaces)
+            self._module = config.get_multi_rl_module_spec(
+                spaces=self._spaces, inference_only=True
+            ).build()
+        self._sync_weights()
+        self._buffer: MultiAgentEpisodeReplayBuffer | None = None
+        if settings.algo == "dqn":
+            self._buffer = MultiAgentEpisodeReplayBuffer(
+                capacity=settings.replay_capacity, batch_size_B=settings.batch_size
+            )
+            self._buffer.rng = np.random.default_rng(settings.seed)
+        self._pending: list[_Transition] = []  # PPO: on-policy steps since the last update
+        self._env_steps = 0
+        self._agent_steps = 0
+        self._num_updates = 0
+
+    # ------------------------------------------------------------------ configuration
+    def _make_config(self) -> Any:
+        """Build the RLlib AlgorithmConfig whose learner class and loss settings are used."""
+        s = self.settings
+        if s.algo == "dqn":
+            from ray.rllib.algorithms.dqn import DQNConfig
+
+            config = DQNConfig().training(
+                lr=s.lr,
+                gamma=s.gamma,
+                train_batch_size=s.batch_size,
+                double_q=True,  # stabler targets once gamma > 0; irrelevant at gamma = 0
+                dueling=False,  # EMERALD-O: plain MLP Q-network
+                n_step=1,  # one-step episodes; longer returns come from bootstrapping
+                num_atoms=1,
+                noisy=False,  # exploration is the caller's epsilon
+                tau=s.target_tau,
+                # Soft update at most once per env step (the Learner counts env steps).
+                target_network_update_freq=1,
+                # RLlib's default; robust to outlier rewards (e.g. a diverged trial). Measured on
+                # the test bandit: no difference to "mse".
+                td_error_loss_fn="huber",
+                num_steps_sampled_before_learning_starts=s.learning_starts,
+                replay_buffer_config={
+                    "type": "MultiAgentEpisodeReplayBuffer",
+                    "capacity": s.replay_capacity,
+                },
+            )
+        else:
+            from ray.rllib.algorithms.ppo import PPOConfig
+
+            config = PPOConfig().training(
+                lr=s.lr,
+                gamma=s.gamma,
+                lambda_=0.95,
+                train_batch_size=s.batch_size,
+                minibatch_size=s.batch_size,
+                num_epochs=s.ppo_epochs,
+                clip_param=s.ppo_clip,
+                entropy_coeff=s.ppo_entropy_coeff,
+                vf_loss_coeff=0.5,
+                # The adaptive KL coefficient is Learner state that `get_state()` omits.
+                use_kl_loss=False,
+                grad_clip=1.0,
+            ).learners(learner_class=_OneStepPPOLearner)
+        return (
+            config.framework("torch")
+            .environment(observation_space=None, action_space=None)
+            .multi_agent(
+                # An ordered collection, not a set: module build order (and with it which
+                # torch RNG draws initialise which module) must not depend on PYTHONHASHSEED.
+                policies=list(self.agents),
+                policy_mapping_fn=_agent_to_module,
+            )
+            .rl_module(
+                model_config={
+                    "fcnet_hiddens": list(s.hidden),
+                    "fcnet_activation": "relu",
+                }
+            )
+            .learners(num_learners=0, num_gpus_per_learner=0)
+        )
+
+    # ------------------------------------------------------------------ acting
+    def _obs_tensor(self, aid: str, obs: np.ndarray) -> torch.Tensor:
+        arr = np.asarray(obs, dtype=np.float32).reshape(1, -1)
+        if arr.shape[1] != self.agents[aid].obs_dim:
+            raise ValueError(f"agent {aid!r}: obs has {arr.shape[1]} values, "
+                             f"expected {self.agents[aid].obs_dim}")
+        return torch.from_numpy(arr)
+
+    @torch.no_grad()
+    def _scores(self, aid: str, obs: np.ndarray) -> np.ndarray:
+        """Q-values (DQN) or action logits (PPO) of the inference module for one obs."""
+        module = self._module[aid]
+        batch = {Columns.OBS: self._obs_tensor(aid, obs)}
+        if self.settings.algo == "dqn":
+            out = module.compute_q_values(batch)["qf_preds"]
+        else:
+            out = module.forward_exploration(batch)[Columns.ACTION_DIST_INPUTS]
+        return out[0].numpy().astype(np.float64)
+
+    def act(
+        self,
+        obs: dict[str, np.ndarray],
+        *,
+        epsilon: float,
+        rng: np.random.Generator,
+        greedy: bool = False,
+    ) -> dict[str, Decision]:
+        """Choose an action per agent in `obs`, drawing all randomness from `rng`.
+
+        DQN: epsilon-greedy on the Q-values; `probs` is that epsilon-greedy distribution and
+        `extra["q_values"]` the raw Q-values. PPO: a sample from the categorical policy
+        (`epsilon` is ignored); `probs` is softmax(logits). `greedy=True` takes the argmax
+        for either algorithm (and makes DQN ignore `epsilon`).
+        """
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        decisions: dict[str, Decision] = {}
+        for aid in obs:
+            scores = self._scores(aid, obs[aid])
+            n = scores.shape[0]
+            best = int(np.argmax(scores))
+            if self.settings.algo == "dqn":
+                eps = 0.0 if greedy else float(epsilon)
+                probs = np.full(n, eps / n)
+                probs[best] += 1.0 - eps
+                action = int(rng.integers(n)) if eps > 0 and rng.random() < eps else best
+                decisions[aid] = Decision(action, probs, {"q_values": scores})
+            else:
+                logp_all = scores - np.logaddexp.reduce(scores)
+                probs = np.exp(logp_all)
+                probs /= probs.sum()
+                action = best if greedy else int(rng.choice(n, p=probs))
+                extra = {
+                    Columns.ACTION_LOGP: np.float32(logp_all[action]),
+                    Columns.ACTION_DIST_INPUTS: scores.astype(np.float32),
+                }
+                decisions[aid] = Decision(action, probs, extra)
+        return decisions
+
+    def greedy(self, obs: dict[str, np.ndarray]) -> dict[str, int]:
+        """Each agent's argmax action (max Q for DQN, most likely action for PPO)."""
+        return {aid: int(np.argmax(self._scores(aid, o))) for aid, o in obs.items()}
+
+    # ------------------------------------------------------------------ learning
+    def observe(
+        self,
+        obs: dict[str, np.ndarray],
+        decisions: dict[str, Decision],
+        reward: float | dict[str, float],
+        next_obs: dict[str, np.ndarray],
+        terminated: bool = True,
+    ) -> None:
+        """Record one decision step of the agents in `decisions` and its (delayed) reward.
+
+        `reward` is shared by all agents or given per agent. `terminated=False` stores the step
+        as truncated, so the learners bootstrap from `next_obs` (TD(0) with `gamma`).
+        """
+        aids = list(decisions)
+        unknown = set(aids) - set(self.agents)
+        if unknown:
+            raise KeyError(f"unknown agents {sorted(unknown)}")
+        rewards = (
+            {aid: float(reward[aid]) for aid in aids}
+            if isinstance(reward, dict)
+            else dict.fromkeys(aids, float(reward))
+        )
+        step = _Transition(
+            obs={aid: np.asarray(obs[aid], np.float32).reshape(-1).copy() for aid in aids},
+            actions={aid: int(decisions[aid].action) for aid in aids},
+            rewards=rewards,
+            next_obs={
+                aid: np.asarray(next_obs[aid], np.float32).reshape(-1).copy() for aid in aids
+            },
+            terminated=bool(terminated),
+            extra={
+                aid: {
+                    k: np.asarray(decisions[aid].extra[k], np.float32)
+                    for k in _PPO_EXTRA_KEYS
+                    if k in decisions[aid].extra
+                }
+                for aid in aids
+            },
+        )
+        if self.settings.algo == "ppo":
+            missing = [a for a in aids if len(step.extra[a]) != len(_PPO_EXTRA_KEYS)]
+            if missing:
+                raise ValueError(f"PPO decisions of {missing} lack {_PPO_EXTRA_KEYS}; "
+                                 "use decisions returned by act()")
+        self._env_steps += 1
+        self._agent_steps += len(aids)
+        if self._buffer is not None:
+            self._buffer.add([self._episode(step)])
+        else:
+            self._pending.append(step)
+
+    def _episode(self, step: _Transition) -> MultiAgentEpisode:
+        """A fresh one-step MultiAgentEpisode holding `step` (numpy-ised, like EnvRunners')."""
+        aids = list(step.actions)
+        episode = MultiAgentEpisode(
+            observation_space=gym.spaces.Dict({a: self._spaces[a][0] for a in aids}),
+            action_space=gym.spaces.Dict({a: self._spaces[a][1] for a in aids}),
+            agent_module_ids={a: a for a in aids},
+            agent_to_module_mapping_fn=_agent_to_module,
+        )
+        episode.add_env_reset(observations=dict(step.obs))
+        # Only the "__all__" key: a MultiAgentEpisode whose agents are *all* flagged done
+        # individually declares itself terminated, even when they were all truncated.
+        flag = {"__all__": True}
+        episode.add_env_step(
+            observations=dict(step.next_obs),
+            actions=dict(step.actions),
+            rewards=dict(step.rewards),
+            terminateds=flag if step.terminated else {},
+            truncateds={} if step.terminated else flag,
+            extra_model_outputs={a: dict(step.extra[a]) for a in aids},
+        )
+        return episode.to_numpy()
+
+    def _timesteps(self) -> dict[str, int]:
+        return {
+            NUM_ENV_STEPS_SAMPLED_LIFETIME: self._env_steps,
+            NUM_AGENT_STEPS_SAMPLED_LIFETIME: self._agent_steps,
+        }
+
+    def update(self) -> dict[str, float]:
+        """Run learner updates if there is enough data, then refresh the acting module.
+
+        DQN: `updates_per_step` replay samples of `batch_size` per agent once the buffer
+        holds `learning_starts` steps. PPO: once `batch_size` steps are pending, `ppo_epochs`
+        passes over all of them (minibatches of `batch_size` steps; `updates_per_step` is not
+        used), then they are dropped. Returns
+        `{"<agent>/loss": ..., ...}` of the last pass, or {} if nothing was done.
+        """
+        s = self.settings
+        results: list[dict[str, Any]] = []
+        with self._rng.active():
+            if self._buffer is not None:
+                if self._buffer.get_num_timesteps() < max(1, s.learning_starts):
+                    return {}
+                modules = set(self._buffer.get_module_ids())
+                for _ in range(s.updates_per_step):
+                    episodes = self._buffer.sample(
+                        num_items=s.batch_size,
+                        n_step=1,
+                        gamma=s.gamma,
+                        # Explicit order; the default is a set (hash-seed dependent draws).
+                        modules_to_sample=[a for a in self.agents if a in modules],
+                    )
+                    results = self._learner_group.update(
+                        episodes=episodes, timesteps=self._timesteps()
+                    )
+            else:
+                if len(self._pending) < s.batch_size:
+                    return {}
+                # Shuffle once with our own stream: RLlib's per-epoch shuffle draws from the
+                # global numpy RNG per module in (hash-seed dependent) set order.
+                order = np.random.permutation(len(self._pending))
+                results = self._learner_group.update(
+                    episodes=[self._episode(self._pending[i]) for i in order],
+                    timesteps=self._timesteps(),
+                    num_epochs=s.ppo_epochs,
+                    # PPO's learner connector appends one masked timestep to every episode,
+                    # so a one-step episode is two train rows.
+                    minibatch_size=2 * s.batch_size,
+                    shuffle_batch_per_epoch=False,
+                )
+                self._pending.clear()
+        self._num_updates += 1
+        self._sync_weights()
+        return self._flatten(results[0] if results else {})
+
+    def _flatten(self, result: dict[str, Any]) -> dict[str, float]:
+        """Per-agent scalar metrics (loss and a few algorithm-specific ones) as floats."""
+        keys = {
+            "loss": Learner.TOTAL_LOSS_KEY,
+            "qf_mean": "qf_mean",
+            "td_error_mean": "td_error_mean",
+            "policy_loss": "policy_loss",
+            "vf_loss": "vf_loss",
+            "entropy": "entropy",
+        }
+        flat: dict[str, float] = {}
+        for aid in self.agents:
+            stats = result.get(aid, {})
+            for name, key in keys.items():
+                if key in stats:
+                    value = stats[key]
+                    value = value.peek() if hasattr(value, "peek") else value
+                    flat[f"{aid}/{name}"] = float(np.asarray(value, dtype=np.float64))
+        return flat
+
+    def _sync_weights(self) -> None:
+        """Copy the learner's current weights into the inference-only acting module."""
+        self._module.set_state(self._learner_group.get_weights())
+
+    # ------------------------------------------------------------------ state
+    def get_state(self) -> dict[str, Any]:
+        """Picklable snapshot: weights, target nets, optimizer state, replay, counters, RNGs."""
+        learner = self._learner_group.get_state(
+            not_components="learner/metrics_logger"
+        )
+        return {
+            "version": _STATE_VERSION,
+            "algo": self.settings.algo,
+            "agents": {a: (s.obs_dim, s.n_actions) for a, s in self.agents.items()},
+            "learner_group": learner,
+            "buffer": None if self._buffer is None else self._buffer.get_state(),
+            "buffer_rng": None if self._buffer is None else self._buffer.rng.bit_generator.state,
+            "pending": copy.deepcopy(self._pending),
+            "env_steps": self._env_steps,
+            "agent_steps": self._agent_steps,
+            "num_updates": self._num_updates,
+            "rng_np": self._rng.np_state,
+            "rng_torch": self._rng.torch_state.clone(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a `get_state()` snapshot taken from a learner with the same agents/algo."""
+        agents = {a: (s.obs_dim, s.n_actions) for a, s in self.agents.items()}
+        if state.get("algo") != self.settings.algo or state.get("agents") != agents:
+            raise ValueError("state comes from a learner with other agents or algorithm")
+        learner = dict(state["learner_group"]["learner"])
+        learner.pop(_WEIGHTS_SEQ_NO, None)  # else "older" weights would be skipped
+        with self._rng.active():
+            self._learner_group.set_state({"learner": learner})
+        if self._buffer is not None:
+            self._buffer = MultiAgentEpisodeReplayBuffer(
+                capacity=self.settings.replay_capacity, batch_size_B=self.settings.batch_size
+            )
+            self._buffer.set_state(state["buffer"])
+            self._buffer.rng = np.random.default_rng()
+            self._buffer.rng.bit_generator.state = state["buffer_rng"]
+        self._pending = copy.deepcopy(state["pending"])
+        self._env_steps = int(state["env_steps"])
+        self._agent_steps = int(state["agent_steps"])
+        self._num_updates = int(state["num_updates"])
+        self._rng.np_state = state["rng_np"]
+        self._rng.torch_state = state["rng_torch"].clone()
+        self._sync_weights()
+
+    @property
+    def num_steps(self) -> int:
+        """Decision steps observed so far (env steps)."""
+        return self._env_steps
+
+    @property
+    def replay_size(self) -> int:
+        """Env steps currently held in the DQN replay buffer (0 for PPO)."""
+        return 0 if self._buffer is None else self._buffer.get_num_timesteps()
+
+    def stop(self) -> None:
+        """Release the LearnerGroup (and its Learner); the object is unusable afterwards."""
+        self._learner_group.shutdown()
