@@ -2,6 +2,7 @@
 
     python -m service.benchmark throughput   # trainer images/s vs a bare PyTorch loop
     python -m service.benchmark overhead     # Tune per-trial overhead with a no-op trainable
+    python -m service.benchmark emerald      # EMERALD-O suggest/update vs Optuna's suggest
 
 Not tests: timings depend on the machine. Each prints its ratio to the reference.
 """
@@ -101,6 +102,45 @@ def overhead(trials: int, reuse: bool) -> dict[str, Any]:
             "ray_task_s": task_s, "ratio_to_task": tune_s / task_s}
 
 
+def emerald_speed(calls: int, algo: str) -> dict[str, Any]:
+    """Median latency of EmeraldSearch.suggest and of its learner update (inside
+    on_trial_complete) next to OptunaSearch.suggest on the same (default) space."""
+    import numpy as np
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    from rllib_policies import EmeraldSearch, EmeraldSettings
+    from service.space import default_space
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = default_space()
+    rng = np.random.default_rng(0)
+    emerald = EmeraldSearch(space, seed=0, settings=EmeraldSettings(algo=algo), max_epochs=3)
+    optuna_search = OptunaSearch(space=OptunaSearch.convert_search_space(space.to_tune()),
+                                 metric="val_acc", mode="max",
+                                 sampler=optuna.samplers.TPESampler(seed=0))
+    suggest_ms, update_ms, optuna_ms = [], [], []
+    for i in range(calls):
+        result = {"val_acc": float(rng.uniform(0.1, 0.9)), "train_loss": 1.0,
+                  "training_iteration": 3}
+        start = time.perf_counter()
+        emerald.suggest(f"e{i}")
+        suggest_ms.append(1000 * (time.perf_counter() - start))
+        start = time.perf_counter()
+        emerald.on_trial_complete(f"e{i}", result=result)
+        update_ms.append(1000 * (time.perf_counter() - start))
+        start = time.perf_counter()
+        optuna_search.suggest(f"o{i}")
+        optuna_ms.append(1000 * (time.perf_counter() - start))
+        optuna_search.on_trial_complete(f"o{i}", result=result)
+    emerald.learner.stop()
+    return {"algo": algo, "calls": calls, "suggest_ms": statistics.median(suggest_ms),
+            "update_ms": statistics.median(update_ms),
+            "update_mean_ms": statistics.fmean(update_ms),
+            "optuna_suggest_ms": statistics.median(optuna_ms)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,6 +154,9 @@ def main() -> None:
     t.add_argument("--threads", type=int, default=1)
     o = sub.add_parser("overhead")
     o.add_argument("--trials", type=int, default=40)
+    e = sub.add_parser("emerald")
+    e.add_argument("--calls", type=int, default=200)
+    e.add_argument("--algo", choices=("dqn", "ppo"), default="dqn")
     args = parser.parse_args()
     if args.what == "throughput":
         r = throughput(args.backbone, args.dataset, args.epochs, args.batch_size, args.device,
@@ -123,6 +166,14 @@ def main() -> None:
         print(f"  trainer     {r['trainer_images_per_s']:9.1f} images/s")
         print(f"  plain loop  {r['plain_images_per_s']:9.1f} images/s")
         print(f"  ratio       {r['ratio']:9.3f}")
+    elif args.what == "emerald":
+        r = emerald_speed(args.calls, args.algo)
+        print(f"EMERALD-O ({r['algo']}), medians over {r['calls']} calls, default space:")
+        print(f"  emerald suggest          {r['suggest_ms']:8.2f} ms")
+        print(f"  emerald complete+update  {r['update_ms']:8.2f} ms "
+              f"(mean {r['update_mean_ms']:.2f} ms)")
+        print(f"  optuna suggest (TPE)     {r['optuna_suggest_ms']:8.2f} ms")
+        print(f"  suggest ratio emerald/optuna {r['suggest_ms'] / r['optuna_suggest_ms']:.3f}")
     else:
         for reuse in (True, False):
             r = overhead(args.trials, reuse)
