@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,19 +83,30 @@ def _did_you_mean(word: str, options: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def entry_name(name: str) -> str:
+    """The registry entry of `name`: a searcher may carry a label, `emerald:product`, so
+    one experiment can compare variants of an entry (options given per labelled name)."""
+    return name.split(":", 1)[0]
+
+
 def check_name(name: str) -> str:
-    """Return `name` if registered, else raise with a suggestion."""
-    if not isinstance(name, str) or name not in ENTRIES:
+    """Return `name` if its entry is registered (and its label is safe), else raise with a
+    suggestion."""
+    base = entry_name(name) if isinstance(name, str) else name
+    if not isinstance(name, str) or base not in ENTRIES:
         raise RegistryError(
-            f"unknown searcher {name!r}{_did_you_mean(str(name), list(ENTRIES))}; "
+            f"unknown searcher {name!r}{_did_you_mean(str(base), list(ENTRIES))}; "
             f"available: {', '.join(ENTRIES)}"
         )
+    label = name[len(base) + 1:]
+    if ":" in name and not re.fullmatch(r"[a-z0-9_-]{1,40}", label):
+        raise RegistryError(f"searcher label {label!r} in {name!r}: use a-z, 0-9, '_' or '-'")
     return name
 
 
 def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """Validate an entry's options; return them complete with defaults."""
-    entry = ENTRIES[check_name(name)]
+    entry = ENTRIES[entry_name(check_name(name))]
     out = {key: opt.default for key, opt in entry.options.items()}
     if not isinstance(options, Mapping):
         raise RegistryError(f"options of {name!r} must be a mapping of option: value")
@@ -139,7 +151,7 @@ def build(
     from baselines._guard import ResultGuard
 
     opts = check_options(name, options or {})
-    plan = ENTRIES[name].factory(
+    plan = ENTRIES[entry_name(name)].factory(
         space=space, metric=metric, mode=mode, seed=seed, budget=budget, **opts
     )
     if plan.searcher is not None:

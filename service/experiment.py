@@ -38,7 +38,8 @@ class Cell:
     def name(self) -> str:
         """A unique folder name: Tune merges two runs of the same name and loses state."""
         backbone = self.backbone.replace("@", "_w")
-        return f"{self.searcher}__{backbone}__s{self.seed}"
+        searcher = self.searcher.replace(":", ".")  # a labelled variant, emerald:product
+        return f"{searcher}__{backbone}__s{self.seed}"
 
 
 def cells(cfg: ExperimentConfig) -> list[Cell]:

@@ -19,6 +19,33 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": [0, 1],
         "resources": {"cpus": 1},
     },
+    # EMERALD-O Table 9 on the CPU: every registry entry, both EMERALD-O modes, 3 seeds.
+    "table9-cpu": {
+        "name": "table9-cpu",
+        "dataset": {"name": "digits", "image_size": 16},
+        "backbones": ["vgg16@0.125", "resnet18@0.125"],
+        "searchers": ["emerald", "emerald-dynamic", "optuna", "hyperopt", "skopt", "ax",
+                      "spearmint", "hyperband", "grid", "random", "bohb", "asha", "pbt", "pb2",
+                      "trivialaugment"],
+        "budget": {"trials": 6, "epochs": 3},
+        "concurrency": 1,
+        "seeds": [0, 1, 2],
+        "resources": {"cpus": 1},
+    },
+    # EMERALD-O Table 7: the three reward combinations (eq. 6-8), as labelled variants.
+    "table7-cpu": {
+        "name": "table7-cpu",
+        "dataset": {"name": "digits", "image_size": 16},
+        "backbones": ["vgg16@0.125", "resnet18@0.125"],
+        "searchers": ["emerald:weighted", "emerald:product", "emerald:min"],
+        "searcher_options": {"emerald:weighted": {"combine": "weighted"},
+                             "emerald:product": {"combine": "product"},
+                             "emerald:min": {"combine": "min"}},
+        "budget": {"trials": 8, "epochs": 3},
+        "concurrency": 1,
+        "seeds": [0, 1, 2],
+        "resources": {"cpus": 1},
+    },
     # A tiny run for smoke tests and CI: seconds, not minutes.
     "smoke": {
         "name": "smoke",

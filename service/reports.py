@@ -24,6 +24,10 @@ BAYESIAN = ("skopt", "spearmint", "ax", "optuna", "hyperopt")
 (the paper's Table 6 lists Scikit-Optimize as GP-based BO)."""
 
 
+ANALYSIS_HP = ("hp_optimizer", "hp_lr", "hp_flip", "hp_rotation", "hp_shift", "hp_zoom")
+AUGMENT_HP = ("hp_flip", "hp_rotation", "hp_shift", "hp_zoom")
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
     for line in path.read_text().splitlines():
@@ -63,6 +67,8 @@ def load_epochs(storage: str | Path) -> pd.DataFrame:
                                              "grad_norm", "epoch_time_s", "images_per_s",
                                              "model_size_mb", "diverged")},
                     "config": json.dumps(config, sort_keys=True, default=str),
+                    # the settings in force this epoch (they change under emerald-dynamic)
+                    **{k: r.get(k, config.get(k[3:])) for k in ANALYSIS_HP},
                 })
     return pd.DataFrame(rows)
 
@@ -283,7 +289,97 @@ def write_report(storage: str | Path, out_dir: str | Path | None = None,
         written["experiments"] = out / "experiments.csv"
     for path in plot_best_so_far(best_so_far(trials), out):
         written[path.stem] = path
+    epochs = load_epochs(storage)
+    gen = generalization(trials, epochs)
+    gen.to_csv(out / "generalization.csv", index=False)
+    (out / "generalization.md").write_text(
+        "# Generalization (EMERALD-O section 6.4)\n\n"
+        + (gen.to_markdown(index=False, floatfmt=".4f") if not gen.empty else "_no trials_")
+        + "\n\nVTAG = |val - train accuracy| of the chosen trial; CAPC = coefficient of "
+        "variation of best val accuracy across backbones; SVDAC = variance of mean val "
+        "accuracy across augmentation conditions.\n")
+    written["generalization"] = out / "generalization.md"
+    for path in plot_analysis(epochs, out):
+        written[path.stem] = path
     return written
+
+
+def generalization(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """EMERALD-O section 6.4, per searcher: VTAG = |validation - training accuracy| of the
+    chosen (best) trial of each cell, averaged; CAPC = coefficient of variation across
+    backbones of the best validation accuracy (seed means); SVDAC = variance of the mean
+    validation accuracy across augmentation conditions (final epochs of its trials)."""
+    rows = []
+    if trials.empty:
+        return pd.DataFrame()
+    for searcher, df in trials.groupby("searcher", sort=False):
+        best = df.loc[df.groupby(["backbone", "seed"])["best_val_acc"].idxmax().dropna()]
+        vtag = float((best["best_val_acc"] - best["train_acc_at_best"]).abs().mean())
+        per_backbone = df.groupby(["backbone", "seed"])["best_val_acc"].max() \
+            .groupby("backbone").mean()
+        capc = float(per_backbone.std(ddof=0) / per_backbone.mean()) \
+            if len(per_backbone) > 1 and per_backbone.mean() > 0 else math.nan
+        ep = epochs[epochs.searcher == searcher]
+        svdac = math.nan
+        if not ep.empty:
+            last = ep.sort_values("epoch").groupby(["backbone", "seed", "trial"]).tail(1)
+            last = last[np.isfinite(pd.to_numeric(last["val_acc"], errors="coerce"))]
+            if not last.empty:
+                cond = last[list(AUGMENT_HP)].astype(str).agg("|".join, axis=1)
+                means = last.groupby(cond)["val_acc"].mean()
+                svdac = float(means.var(ddof=0)) if len(means) > 1 else 0.0
+        rows.append({"searcher": searcher, "VTAG": vtag, "CAPC": capc, "SVDAC": svdac,
+                     "conditions": int(len(means)) if not ep.empty and not last.empty else 0})
+    return pd.DataFrame(rows)
+
+
+def plot_analysis(epochs: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Section 6.1's views: validation accuracy against epochs grouped by optimizer, by
+    learning rate (decade), by flip and by rotation range; optimizer x learning rate scatter
+    of final validation accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = epochs[np.isfinite(pd.to_numeric(epochs.get("val_acc"), errors="coerce"))].copy() \
+        if not epochs.empty else epochs
+    if ep.empty or "hp_lr" not in ep:
+        return []
+    ep["lr_decade"] = np.floor(np.log10(ep["hp_lr"].astype(float))).map(lambda d: f"1e{d:.0f}")
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
+    for ax, key, title in zip(axes, ("hp_optimizer", "lr_decade", "hp_flip", "hp_rotation"),
+                              ("optimizer", "learning rate (decade)", "horizontal flip",
+                               "rotation range"), strict=True):
+        for value, df in ep.groupby(key):
+            mean = df.groupby("epoch")["val_acc"].mean()
+            ax.plot(mean.index, 100 * mean.values, marker="o", ms=3, label=str(value))
+        ax.set_title(f"validation accuracy by {title}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths = [out_dir / "analysis_by_setting.png"]
+    fig.savefig(paths[0], dpi=100)
+    plt.close(fig)
+    last = ep.sort_values("epoch").groupby(["searcher", "backbone", "seed", "trial"]).tail(1)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    optimizers = sorted(last["hp_optimizer"].astype(str).unique())
+    for i, opt in enumerate(optimizers):
+        df = last[last["hp_optimizer"].astype(str) == opt]
+        sc = ax.scatter(df["hp_lr"].astype(float), np.full(len(df), i), c=100 * df["val_acc"],
+                        cmap="viridis", vmin=0, vmax=100, s=30)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(optimizers)), optimizers)
+    ax.set_xlabel("learning rate")
+    ax.set_title("final validation accuracy: optimizer x learning rate")
+    fig.colorbar(sc, label="validation accuracy (%)")
+    fig.tight_layout()
+    paths.append(out_dir / "analysis_optimizer_lr.png")
+    fig.savefig(paths[1], dpi=100)
+    plt.close(fig)
+    return paths
 
 
 def _in_config_order(table: pd.DataFrame, storage: Path) -> pd.DataFrame:
@@ -292,7 +388,8 @@ def _in_config_order(table: pd.DataFrame, storage: Path) -> pd.DataFrame:
     if table.empty or not config_file.exists():
         return table
     config = json.loads(config_file.read_text())
-    rank = {"searcher": config.get("searchers", []), "backbone": config.get("backbones", [])}
+    rank = {"searcher": [n.replace(":", ".") for n in config.get("searchers", [])],
+            "backbone": config.get("backbones", [])}
     keys = [table[col].map(lambda v, order=order: order.index(v) if v in order else len(order))
             for col, order in rank.items()]
     order = sorted(range(len(table)), key=lambda i: (keys[0].iloc[i], keys[1].iloc[i]))
