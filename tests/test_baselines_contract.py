@@ -162,3 +162,17 @@ def test_tune_experiment_completes(name: str, ray_session, tmp_path) -> None:
     intervals.sort()
     overlap = any(b[0] < a[1] for a, b in zip(intervals, intervals[1:], strict=False))
     assert overlap, f"{name}: no two trials ran at the same time: {intervals}"
+
+
+def test_labelled_variants_share_an_entry() -> None:
+    assert baselines.check_name("emerald:product") == "emerald:product"
+    assert baselines.check_options("emerald:product", {"combine": "product"})["combine"] == \
+        "product"
+    with pytest.raises(baselines.RegistryError, match="label"):
+        baselines.check_name("optuna:Bad Label")
+    with pytest.raises(baselines.RegistryError, match="did you mean 'optuna'"):
+        baselines.check_name("optuma:x")
+    plan = baselines.build("random:a", space=SPACE, metric="val_acc", mode="max", seed=0,
+                           budget=Budget(trials=2, epochs=1))
+    assert plan.num_samples == 2
+    assert Cell("emerald:min", "vgg16@0.125", 1).name == "emerald.min__vgg16_w0.125__s1"

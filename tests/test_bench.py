@@ -72,8 +72,12 @@ def test_table9_shape_and_ci(bench) -> None:
     t8 = pd.read_csv(cfg.experiment_dir / "report" / "table8.csv")
     assert list(t8.backbone) == ["vgg16@0.0625"]
     assert t8.bayesian_searcher.iloc[0] == "skopt"
-    for name in ("best_vs_trials", "best_vs_time"):
+    for name in ("best_vs_trials", "best_vs_time", "analysis_by_setting",
+                 "analysis_optimizer_lr"):
         assert written[name].stat().st_size > 1000
+    gen = pd.read_csv(cfg.experiment_dir / "report" / "generalization.csv")
+    assert list(gen.searcher) == SEARCHERS or set(gen.searcher) == set(SEARCHERS)
+    assert (gen.VTAG >= 0).all() and (gen.CAPC >= 0).all() and (gen.SVDAC >= 0).all()
 
 
 def test_tensorboard_event_files_per_trial(bench) -> None:
@@ -88,3 +92,21 @@ def test_mean_ci95() -> None:
     assert half == pytest.approx(12.706 * 0.1414213 / 1.4142136, rel=1e-3)
     assert mean_ci95([0.4]) == (0.4, 0.0)
     assert table9(pd.DataFrame(), pd.DataFrame()).empty
+
+
+def test_generalization_metrics_by_hand() -> None:
+    from service.reports import generalization
+
+    trials = pd.DataFrame({
+        "searcher": ["s"] * 4, "backbone": ["a", "a", "b", "b"], "seed": [0] * 4,
+        "trial": ["t1", "t2", "t3", "t4"], "best_val_acc": [0.8, 0.6, 0.4, 0.3],
+        "train_acc_at_best": [0.9, 0.6, 0.5, 0.3]})
+    epochs = pd.DataFrame({
+        "searcher": ["s"] * 4, "backbone": ["a", "a", "b", "b"], "seed": [0] * 4,
+        "trial": ["t1", "t2", "t3", "t4"], "epoch": [1] * 4, "val_acc": [0.8, 0.6, 0.4, 0.3],
+        "hp_flip": [True, False, True, False], "hp_rotation": [0] * 4,
+        "hp_shift": [False] * 4, "hp_zoom": [False] * 4})
+    row = generalization(trials, epochs).iloc[0]
+    assert row.VTAG == pytest.approx(0.1)  # chosen trials t1 (|0.8-0.9|) and t3 (|0.4-0.5|)
+    assert row.CAPC == pytest.approx(0.2 / 0.6)  # best 0.8 and 0.4: std 0.2, mean 0.6
+    assert row.SVDAC == pytest.approx(0.075**2)  # flip on 0.6, off 0.45: variance 0.075**2
