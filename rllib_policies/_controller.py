@@ -144,14 +144,15 @@ class EmeraldController:
 
 class ControllerSearch(Searcher):
     """Starts the controller and lets Tune run `num_samples` trials whose hyperparameters
-    the controller sets at run time. Without a Ray connection (unit tests) the controller
-    lives in this process."""
+    the controller sets at run time. Without a Ray connection, or with `in_process=True`
+    (unit tests), the controller lives in this process."""
 
     def __init__(self, space: SearchSpace, *, metric: str = "val_acc", mode: str = "max",
                  seed: int = 0, settings: EmeraldSettings | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, in_process: bool = False) -> None:
         super().__init__(metric=metric, mode=mode)
         self.name = name or f"emerald-dynamic-{uuid.uuid4().hex[:8]}"
+        self._in_process = in_process
         self._args = (space.to_dict(), seed, settings)
         self._controller: Any = None
         self._tb_written = 0
@@ -169,7 +170,7 @@ class ControllerSearch(Searcher):
 
         if self._controller is None:
             space, seed, settings = self._args
-            if ray.is_initialized():
+            if ray.is_initialized() and not self._in_process:
                 actor = ray.remote(num_cpus=0)(EmeraldController)
                 self._controller = actor.options(name=self.name, get_if_exists=True).remote(
                     space, seed=seed, settings=settings)

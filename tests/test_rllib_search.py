@@ -83,7 +83,7 @@ def test_failures_get_the_penalty_reward() -> None:
 
 
 def test_controller_in_process_decides_and_restores(tmp_path) -> None:
-    search = ControllerSearch(SPACE, seed=0, settings=FAST)
+    search = ControllerSearch(SPACE, seed=0, settings=FAST, in_process=True)
     assert search.suggest("a") == {}
     controller = search._controller
     hp = {"optimizer": "adam", "lr": 1e-3}
@@ -96,7 +96,7 @@ def test_controller_in_process_decides_and_restores(tmp_path) -> None:
     assert len(controller.log) == 2 and not controller.trials
     path = str(tmp_path / "ctl.pkl")
     search.save(path)
-    again = ControllerSearch(SPACE, seed=1, settings=FAST)
+    again = ControllerSearch(SPACE, seed=1, settings=FAST, in_process=True)
     again.restore(path)
     assert again._controller.greedy(hp) == controller.greedy(hp)
     assert again._controller.steps == controller.steps
