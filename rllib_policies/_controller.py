@@ -27,7 +27,13 @@ from rllib_policies._encoding import (
     epsilon,
     shared_reward,
 )
-from rllib_policies._search import STEP_LOG, EmeraldSettings, write_log, write_tensorboard
+from rllib_policies._search import (
+    STEP_LOG,
+    EmeraldSettings,
+    step_record,
+    write_log,
+    write_tensorboard,
+)
 from service.space import SearchSpace
 
 DYNAMIC_GAMMA = 0.9
@@ -92,12 +98,7 @@ class EmeraldController:
             "step": len(self.log) + 1, "trial_id": trial_id, "epoch": step["epoch"],
             "reward": reward, "failed": failed, "epsilon": step["epsilon"],
             "val_acc": (last or {}).get("val_acc"), "train_loss": (last or {}).get("train_loss"),
-            **{f"action_{k}": d.action for k, d in step["decisions"].items()},
-            **{f"probs_{k}": " ".join(f"{p:.3f}" for p in d.probs)
-               for k, d in step["decisions"].items()},
-            **{f"state_{k}": " ".join(f"{x:.4g}" for x in v) for k, v in step["obs"].items()},
-            **{f"config_{k}": v for k, v in step["config"].items()},
-            **{f"learner_{k}": v for k, v in metrics.items()},
+            **step_record(step, metrics),
         })
 
     def decide(self, trial_id: str, epoch: int, last: dict[str, Any] | None,
@@ -200,6 +201,7 @@ class ControllerSearch(Searcher):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._call("set_state", state["controller"])
+        self._tb_written = len(state["controller"]["log"])  # written when it was saved
 
     def save(self, checkpoint_path: str) -> None:
         from pathlib import Path

@@ -139,12 +139,7 @@ class EmeraldSearch(Searcher):
                "failed": failed, "early_stopped": early, "epsilon": step["epsilon"],
                "val_acc": (result or {}).get("val_acc"),
                "train_loss": (result or {}).get("train_loss"),
-               **{f"action_{k}": d.action for k, d in step["decisions"].items()},
-               **{f"probs_{k}": " ".join(f"{p:.3f}" for p in d.probs)
-                  for k, d in step["decisions"].items()},
-               **{f"state_{k}": " ".join(f"{x:.4g}" for x in v) for k, v in step["obs"].items()},
-               **{f"config_{k}": v for k, v in step["config"].items()},
-               **{f"learner_{k}": v for k, v in metrics.items()}}
+               **step_record(step, metrics)}
         self.log.append(row)
         if self._log_path:
             write_log(self.log, self._log_path)
@@ -163,6 +158,7 @@ class EmeraldSearch(Searcher):
         self._state = TrainingState(**state["state"])
         self._steps, self._pending, self.log = state["steps"], state["pending"], state["log"]
         self._rng.bit_generator.state = state["rng"]
+        self._tb_written = len(self.log)  # written to TensorBoard when this state was saved
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -179,6 +175,19 @@ class EmeraldSearch(Searcher):
 
 
 STEP_LOG = "emerald_steps.csv"
+
+
+def step_record(step: dict[str, Any], metrics: dict[str, float]) -> dict[str, Any]:
+    """The logged part of a closed step: states, action probabilities, actions, the config
+    they decode to and the learner's metrics."""
+    return {
+        **{f"action_{k}": d.action for k, d in step["decisions"].items()},
+        **{f"probs_{k}": " ".join(f"{p:.3f}" for p in d.probs)
+           for k, d in step["decisions"].items()},
+        **{f"state_{k}": " ".join(f"{x:.4g}" for x in v) for k, v in step["obs"].items()},
+        **{f"config_{k}": v for k, v in step["config"].items()},
+        **{f"learner_{k}": v for k, v in metrics.items()},
+    }
 
 
 def write_tensorboard(rows: list[dict[str, Any]], folder: str | Path, start: int) -> int:
