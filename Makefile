@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
+	rm -rf results/cpu-small  # the demo's own folder: a rerun replaces it
 	$(PY) -m service bench --preset cpu-small --storage results
 
 test: $(STAMP)
