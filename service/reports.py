@@ -278,8 +278,7 @@ def write_report(storage: str | Path, out_dir: str | Path | None = None,
     written["table9"] = out / "table9.md"
     t8 = table8(t9)
     t8.to_csv(out / "table8.csv", index=False)
-    t8_md = "_no VGG backbone in this run_\n" if t8.empty else t8.to_markdown(index=False) \
-        if _has_tabulate() else t8.to_string(index=False)
+    t8_md = "_no VGG backbone in this run_\n" if t8.empty else t8.to_markdown(index=False)
     (out / "table8.md").write_text("# Table 8: grid vs Bayesian on VGG (val acc %)\n\n" +
                                    t8_md + "\n")
     written["table8"] = out / "table8.md"
@@ -394,11 +393,3 @@ def _in_config_order(table: pd.DataFrame, storage: Path) -> pd.DataFrame:
             for col, order in rank.items()]
     order = sorted(range(len(table)), key=lambda i: (keys[0].iloc[i], keys[1].iloc[i]))
     return table.iloc[order].reset_index(drop=True)
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -171,17 +171,6 @@ class Dim:
         ints = np.unique(np.round(np.linspace(self.low, self.high, points)).astype(int))
         return tuple(int(v) for v in ints)
 
-    def to_unit(self, value: Any) -> float:
-        """Map a value to [0, 1] (choices by index): a common scale for GP searchers."""
-        if self.kind in ("choice", "constant"):
-            index = next(i for i, c in enumerate(self.choices) if c == value)
-            return index / max(1, len(self.choices) - 1)
-        if self.kind == "loguniform":
-            return (math.log(value) - math.log(self.low)) / (
-                math.log(self.high) - math.log(self.low)
-            )
-        return (float(value) - self.low) / ((self.high - self.low) or 1.0)
-
 
 def parse_dim(name: str, raw: Any) -> Dim:
     """Read one YAML entry: a scalar (constant), a list (choice) or a one-key mapping

@@ -87,8 +87,12 @@ def hp_metrics(hp: HParams) -> dict[str, Any]:
 
 
 def epoch_report(trainer: Trainer, metrics: Any, splits: Splits) -> dict[str, Any]:
-    """The per-epoch result dict every searcher, scheduler and report reads."""
-    val_acc, val_loss = trainer.evaluate(splits.val_x, splits.val_y)
+    """The per-epoch result dict every searcher, scheduler and report reads. A diverged
+    epoch is not evaluated: NaN metrics plus `diverged` are the failure marker the result
+    guard turns into a failed trial, and the trial ends cleanly instead of erroring."""
+    diverged = metrics.diverged
+    val_acc, val_loss = ((float("nan"), float("nan")) if diverged
+                         else trainer.evaluate(splits.val_x, splits.val_y))
     report = {
         "val_acc": val_acc,
         "val_loss": val_loss,
@@ -100,22 +104,8 @@ def epoch_report(trainer: Trainer, metrics: Any, splits: Splits) -> dict[str, An
         "model_size_mb": trainer.model_size_mb,
         "num_parameters": trainer.num_parameters,
         "epoch": trainer.epoch,
-        "diverged": False,
+        "diverged": diverged,
         "device": str(trainer.device),
-    }
-    report.update(hp_metrics(trainer.hp))
-    return report
-
-
-def diverged_report(trainer: Trainer, metrics: Any) -> dict[str, Any]:
-    """Failure marker: NaN metrics plus `diverged`; the result guard turns it into a failed
-    trial for searchers, and the trial ends cleanly instead of erroring."""
-    report = {
-        "val_acc": float("nan"), "val_loss": float("nan"), "train_acc": metrics.train_acc,
-        "train_loss": metrics.train_loss, "grad_norm": metrics.grad_norm,
-        "epoch_time_s": metrics.epoch_time_s, "images_per_s": metrics.images_per_s,
-        "model_size_mb": trainer.model_size_mb, "num_parameters": trainer.num_parameters,
-        "epoch": trainer.epoch, "diverged": True,
     }
     report.update(hp_metrics(trainer.hp))
     return report
@@ -177,8 +167,7 @@ def train_trial(config: dict[str, Any]) -> None:
             if new_hp is not None:
                 trainer.apply(new_hp)
         metrics = trainer.train_epoch()
-        last = (diverged_report(trainer, metrics) if metrics.diverged
-                else epoch_report(trainer, metrics, splits))
+        last = epoch_report(trainer, metrics, splits)
         last["gpu_ids"] = gpu_ids
         if not math.isfinite(last["val_loss"]):
             last.update(val_acc=float("nan"), diverged=True)
