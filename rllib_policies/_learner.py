@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -534,6 +535,10 @@ class MultiAgentLearner:
                 capacity=self.settings.replay_capacity, batch_size_B=self.settings.batch_size
             )
             self._buffer.set_state(state["buffer"])
+            # RLlib 2.60's set_state rebuilds this counter as defaultdict(list): a module first
+            # sampled after a restore then fails with "'int' object is not iterable".
+            self._buffer.sampled_timesteps_per_module = defaultdict(
+                int, dict(self._buffer.sampled_timesteps_per_module))
             self._buffer.rng = np.random.default_rng()
             self._buffer.rng.bit_generator.state = state["buffer_rng"]
         self._pending = copy.deepcopy(state["pending"])
@@ -553,6 +558,16 @@ class MultiAgentLearner:
     def replay_size(self) -> int:
         """Env steps currently held in the DQN replay buffer (0 for PPO)."""
         return 0 if self._buffer is None else self._buffer.get_num_timesteps()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle as agents + settings + get_state(): Tune pickles searchers (tuner.pkl) and
+        RLlib's LearnerGroup does not survive pickling whole (its Prometheus histograms lose
+        their default tags, and the first update after unpickling raises)."""
+        return {"agents": self.agents, "settings": self.settings, "state": self.get_state()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["agents"], state["settings"])
+        self.set_state(state["state"])
 
     def stop(self) -> None:
         """Release the LearnerGroup (and its Learner); the object is unusable afterwards."""

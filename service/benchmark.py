@@ -3,6 +3,7 @@
     python -m service.benchmark throughput   # trainer images/s vs a bare PyTorch loop
     python -m service.benchmark overhead     # Tune per-trial overhead with a no-op trainable
     python -m service.benchmark emerald      # EMERALD-O suggest/update vs Optuna's suggest
+    python -m service.benchmark scaling      # trials/min on 1 vs 2 local nodes (linear = 2x)
 
 Not tests: timings depend on the machine. Each prints its ratio to the reference.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -102,6 +104,74 @@ def overhead(trials: int, reuse: bool) -> dict[str, Any]:
             "ray_task_s": task_s, "ratio_to_task": tune_s / task_s}
 
 
+def fixed_duration(config: dict[str, Any]) -> None:
+    """A trainable that takes the same time wherever it runs (scaling reference)."""
+    from ray import tune
+
+    seconds = float(config["run"].get("seconds", 4.0))
+    for epoch in range(4):
+        time.sleep(seconds / 4)
+        tune.report({"val_acc": 0.1 * epoch, "node_id": ray_node_id()})
+
+
+def ray_node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def scaling(trials: int, seconds: float, cpus_per_node: int) -> dict[str, Any]:
+    """Trials per minute of one Tune experiment (the service's own Tuner, random search,
+    fixed-duration trials, 1 CPU each) on a local 1-node and then a 2-node cluster."""
+    import os
+    import tempfile
+
+    import ray
+
+    from cluster import local_cluster
+    from service.config import build_config
+    from service.experiment import Cell, build_tuner
+
+    out: dict[str, Any] = {"trials": trials, "seconds": seconds, "cpus_per_node": cpus_per_node}
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+    for nodes in (1, 2):
+        with tempfile.TemporaryDirectory(prefix="scale-", dir="/tmp") as folder:
+            state = local_cluster.start(Path(folder) / "c", nodes=nodes, cpus=cpus_per_node,
+                                        gpus=0)
+            try:
+                os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=state.token_path)
+                ray.init(address=state.gcs_address, log_to_driver=False)
+                cfg = build_config({
+                    "name": f"scale{nodes}", "storage": folder, "searchers": ["random"],
+                    "backbones": ["resnet18"], "budget": {"trials": trials, "epochs": 4},
+                    "concurrency": nodes * cpus_per_node, "final_test": False,
+                })
+                tuner = build_tuner(cfg, Cell("random", "resnet18", 0),
+                                    trainable=_with_seconds(seconds))
+                start = time.perf_counter()
+                results = tuner.fit()
+                elapsed = time.perf_counter() - start
+                used = {r.metrics.get("node_id") for r in results}
+                out[nodes] = {"elapsed_s": elapsed, "trials_per_min": trials * 60 / elapsed,
+                              "nodes_used": len(used), "errors": len(results.errors)}
+            finally:
+                ray.shutdown()
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+                local_cluster.stop(Path(folder) / "c")
+    out["ratio_to_linear"] = out[2]["trials_per_min"] / (2 * out[1]["trials_per_min"])
+    return out
+
+
+def _with_seconds(seconds: float) -> Any:
+    def trainable(config: dict[str, Any]) -> None:
+        fixed_duration({**config, "run": {**config["run"], "seconds": seconds}})
+    return trainable
+
+
 def emerald_speed(calls: int, algo: str) -> dict[str, Any]:
     """Median latency of EmeraldSearch.suggest and of its learner update (inside
     on_trial_complete) next to OptunaSearch.suggest on the same (default) space."""
@@ -157,6 +227,10 @@ def main() -> None:
     e = sub.add_parser("emerald")
     e.add_argument("--calls", type=int, default=200)
     e.add_argument("--algo", choices=("dqn", "ppo"), default="dqn")
+    sc = sub.add_parser("scaling")
+    sc.add_argument("--trials", type=int, default=24)
+    sc.add_argument("--seconds", type=float, default=4.0, help="duration of every trial")
+    sc.add_argument("--cpus-per-node", type=int, default=2)
     args = parser.parse_args()
     if args.what == "throughput":
         r = throughput(args.backbone, args.dataset, args.epochs, args.batch_size, args.device,
@@ -166,6 +240,16 @@ def main() -> None:
         print(f"  trainer     {r['trainer_images_per_s']:9.1f} images/s")
         print(f"  plain loop  {r['plain_images_per_s']:9.1f} images/s")
         print(f"  ratio       {r['ratio']:9.3f}")
+    elif args.what == "scaling":
+        r = scaling(args.trials, args.seconds, args.cpus_per_node)
+        print(f"{r['trials']} trials of {r['seconds']:g} s, 1 CPU each, "
+              f"{r['cpus_per_node']} CPUs per node (local cluster, loopback):")
+        for nodes in (1, 2):
+            n = r[nodes]
+            print(f"  {nodes} node(s): {n['trials_per_min']:6.1f} trials/min "
+                  f"({n['elapsed_s']:.1f} s, trials on {n['nodes_used']} node(s), "
+                  f"{n['errors']} errors)")
+        print(f"  ratio to linear (2 nodes / 2 x 1 node): {r['ratio_to_linear']:.3f}")
     elif args.what == "emerald":
         r = emerald_speed(args.calls, args.algo)
         print(f"EMERALD-O ({r['algo']}), medians over {r['calls']} calls, default space:")

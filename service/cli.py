@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a config and print it resolved")
     _experiment_args(v, None)
     r = sub.add_parser("report", help="write tables and plots for a storage folder")
-    r.add_argument("folder", help="<storage>/<name>")
+    r.add_argument("folder", help="<storage>/<name>, or <storage> for every experiment in it")
     r.add_argument("--out", help="output folder (default <folder>/report)")
     r.add_argument("--format", choices=("csv", "parquet"), default="csv")
     res = sub.add_parser("resume", help="continue an interrupted experiment")
@@ -154,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"folder: {str(folder)!r} is not a directory")
             for name, path in write_report(folder, args.out, args.format).items():
                 print(f"{name}: {path}")
+            # TensorBoard names each run by its path: <experiment>/<cell>/<trial>
+            print(f"TensorBoard over all searchers: tensorboard --logdir {folder}")
             return 0
         if args.command == "resume":
             from service.config import build_config

@@ -150,8 +150,38 @@ def best_config(results: Any, metric: str, mode: str) -> dict[str, Any] | None:
     return best
 
 
+ORPHANS = ".orphaned"
+
+
+def known_trial_ids(folder: Path) -> set[str] | None:
+    """Trial ids in the newest experiment snapshot Tune wrote in `folder` (None if none)."""
+    snapshots = sorted(folder.glob("experiment_state-*.json"))
+    if not snapshots:
+        return None
+    state = json.loads(snapshots[-1].read_text())
+    return {json.loads(trial_json)["trial_id"] for trial_json, _ in state["trial_data"]}
+
+
+def set_aside_orphans(folder: Path) -> list[str]:
+    """Move trial folders that Tune's last snapshot does not know (trials started after it,
+    before a crash) into `.orphaned/`: Tune will not resume them, and a report that counted
+    them would show a trial twice. Kept, not deleted."""
+    known = known_trial_ids(folder)
+    if known is None:
+        return []
+    moved = []
+    for trial_dir in sorted(folder.glob("trial_*")):
+        if trial_dir.is_dir() and trial_dir.name[len("trial_"):] not in known:
+            target = folder / ORPHANS / trial_dir.name
+            target.parent.mkdir(exist_ok=True)
+            trial_dir.rename(target)
+            moved.append(trial_dir.name)
+    return moved
+
+
 def run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool = False) -> dict[str, Any]:
-    """Run (or resume) one cell's Tune experiment, then its final test; write a summary."""
+    """Run (or resume) one cell's Tune experiment, then its final test; write a summary.
+    On resume a cell that wrote its summary is done and is not run again."""
     import ray
     from ray import tune
 
@@ -161,10 +191,16 @@ def run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool = False) -> 
     # This process is a Tune driver: keep its console output to our own progress lines.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Snapshot the experiment (trials + searcher state) every 2 s instead of Tune's 10 s:
+    # after a crash, less work is redone and fewer trials are left outside the snapshot.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     cfg = build_config(cfg_dict)
     folder = cfg.experiment_dir / cell.name
     start = time.time()
+    if restore and (folder / SUMMARY_FILE).exists():
+        return {**json.loads((folder / SUMMARY_FILE).read_text()), "resumed": "already done"}
     if restore and tune.Tuner.can_restore(str(folder)):
+        set_aside_orphans(folder)
         resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
         tuner = tune.Tuner.restore(str(folder), tune.with_resources(train_trial, resources),
                                    resume_errored=True)

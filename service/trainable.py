@@ -52,6 +52,13 @@ def assigned_gpus() -> list[str]:
     return [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
 
 
+def node_id() -> str:
+    """The Ray node this trial runs on (several nodes may share one IP address)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
 def pick_device() -> torch.device:
     """CUDA when Ray gave this trial a GPU (Ray sets CUDA_VISIBLE_DEVICES), else CPU."""
     if assigned_gpus() and torch.cuda.is_available():
@@ -145,7 +152,7 @@ def train_trial(config: dict[str, Any]) -> None:
     run, hp_config = split_config(config)
     torch.set_num_threads(max(1, run.threads))
     device = pick_device()
-    gpu_ids = ",".join(assigned_gpus())  # where Ray placed this trial
+    placement = {"gpu_ids": ",".join(assigned_gpus()), "node_id": node_id()}  # where Ray put it
     splits = load_data(run)
     hp = HParams.from_config(hp_config)
     trainer = Trainer.build(run.backbone, splits, hp, device=device, seed=run.seed,
@@ -168,7 +175,7 @@ def train_trial(config: dict[str, Any]) -> None:
                 trainer.apply(new_hp)
         metrics = trainer.train_epoch()
         last = epoch_report(trainer, metrics, splits)
-        last["gpu_ids"] = gpu_ids
+        last.update(placement)
         if not math.isfinite(last["val_loss"]):
             last.update(val_acc=float("nan"), diverged=True)
         step.append(last)

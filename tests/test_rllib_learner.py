@@ -173,3 +173,27 @@ def test_act_returns_valid_actions_and_distributions(algo: str) -> None:
         assert all(d.probs.max() == pytest.approx(d.probs[d.action]) for d in forced.values())
     finally:
         learner.stop()
+
+
+def test_restore_before_replay_sampling_started_then_learn() -> None:
+    """A learner pickled before its first replay sample (learning_starts not reached) must
+    come back able to sample and update: RLlib's buffer set_state alone cannot, and a
+    LearnerGroup unpickled whole raises on its first update (metrics tags)."""
+    settings = LearnerSettings(algo="dqn", seed=4, learning_starts=8)
+    a = MultiAgentLearner(AGENTS, settings)
+    try:
+        _train(a, np.random.default_rng(2), steps=3)
+        # Pickled whole, as Tune pickles a searcher into tuner.pkl.
+        b = pickle.loads(pickle.dumps(a))
+        assert b.num_steps == a.num_steps == 3
+        rng = np.random.default_rng(9)
+        metrics: dict[str, float] = {}
+        for _ in range(12):
+            obs = _obs(rng)
+            decisions = b.act(obs, epsilon=0.5, rng=rng)
+            b.observe(obs, decisions, 1.0, obs)
+            metrics.update(b.update())
+        assert {"aug/loss", "opt/loss"} <= set(metrics)
+    finally:
+        a.stop()
+        b.stop()

@@ -1,0 +1,1 @@
+"""Deployment: Ray cluster launcher and KubeRay configs, and a local multi-node cluster."""
