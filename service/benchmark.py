@@ -120,47 +120,61 @@ def ray_node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def scaling(trials: int, seconds: float, cpus_per_node: int) -> dict[str, Any]:
-    """Trials per minute of one Tune experiment (the service's own Tuner, random search,
-    fixed-duration trials, 1 CPU each) on a local 1-node and then a 2-node cluster."""
-    import os
+def scaling_run(trials: int, seconds: float, concurrency: int) -> dict[str, Any]:
+    """One measurement, as a driver of the cluster in RAY_ADDRESS (token auth from the
+    environment, which Ray reads when it is imported: hence a process per cluster)."""
     import tempfile
 
     import ray
 
-    from cluster import local_cluster
     from service.config import build_config
     from service.experiment import Cell, build_tuner
 
+    ray.init(log_to_driver=False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="scale-") as storage:
+            cfg = build_config({
+                "name": "scale", "storage": storage, "searchers": ["random"],
+                "backbones": ["resnet18"], "budget": {"trials": trials, "epochs": 4},
+                "concurrency": concurrency, "final_test": False,
+            })
+            tuner = build_tuner(cfg, Cell("random", "resnet18", 0),
+                                trainable=_with_seconds(seconds))
+            start = time.perf_counter()
+            results = tuner.fit()
+            elapsed = time.perf_counter() - start
+    finally:
+        ray.shutdown()
+    return {"elapsed_s": elapsed, "trials_per_min": trials * 60 / elapsed,
+            "nodes_used": len({r.metrics.get("node_id") for r in results}),
+            "errors": len(results.errors)}
+
+
+def scaling(trials: int, seconds: float, cpus_per_node: int) -> dict[str, Any]:
+    """Trials per minute of one Tune experiment (the service's own Tuner, random search,
+    fixed-duration trials, 1 CPU each) on a local 1-node and then a 2-node cluster."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from cluster import local_cluster
+
     out: dict[str, Any] = {"trials": trials, "seconds": seconds, "cpus_per_node": cpus_per_node}
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
     for nodes in (1, 2):
         with tempfile.TemporaryDirectory(prefix="scale-", dir="/tmp") as folder:
             state = local_cluster.start(Path(folder) / "c", nodes=nodes, cpus=cpus_per_node,
                                         gpus=0)
             try:
-                os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=state.token_path)
-                ray.init(address=state.gcs_address, log_to_driver=False)
-                cfg = build_config({
-                    "name": f"scale{nodes}", "storage": folder, "searchers": ["random"],
-                    "backbones": ["resnet18"], "budget": {"trials": trials, "epochs": 4},
-                    "concurrency": nodes * cpus_per_node, "final_test": False,
-                })
-                tuner = build_tuner(cfg, Cell("random", "resnet18", 0),
-                                    trainable=_with_seconds(seconds))
-                start = time.perf_counter()
-                results = tuner.fit()
-                elapsed = time.perf_counter() - start
-                used = {r.metrics.get("node_id") for r in results}
-                out[nodes] = {"elapsed_s": elapsed, "trials_per_min": trials * 60 / elapsed,
-                              "nodes_used": len(used), "errors": len(results.errors)}
+                env = {**os.environ, **state.client_env(), "RAY_AIR_NEW_OUTPUT": "0"}
+                proc = subprocess.run(
+                    [sys.executable, "-m", "service.benchmark", "scaling-run",
+                     "--trials", str(trials), "--seconds", str(seconds),
+                     "--concurrency", str(nodes * cpus_per_node)],
+                    env=env, capture_output=True, text=True, check=True)
+                out[nodes] = json.loads(proc.stdout.strip().splitlines()[-1])
             finally:
-                ray.shutdown()
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
                 local_cluster.stop(Path(folder) / "c")
     out["ratio_to_linear"] = out[2]["trials_per_min"] / (2 * out[1]["trials_per_min"])
     return out
@@ -231,6 +245,10 @@ def main() -> None:
     sc.add_argument("--trials", type=int, default=24)
     sc.add_argument("--seconds", type=float, default=4.0, help="duration of every trial")
     sc.add_argument("--cpus-per-node", type=int, default=2)
+    sr = sub.add_parser("scaling-run", help="(used by scaling) one measurement")
+    sr.add_argument("--trials", type=int, required=True)
+    sr.add_argument("--seconds", type=float, required=True)
+    sr.add_argument("--concurrency", type=int, required=True)
     args = parser.parse_args()
     if args.what == "throughput":
         r = throughput(args.backbone, args.dataset, args.epochs, args.batch_size, args.device,
@@ -240,6 +258,10 @@ def main() -> None:
         print(f"  trainer     {r['trainer_images_per_s']:9.1f} images/s")
         print(f"  plain loop  {r['plain_images_per_s']:9.1f} images/s")
         print(f"  ratio       {r['ratio']:9.3f}")
+    elif args.what == "scaling-run":
+        import json
+
+        print(json.dumps(scaling_run(args.trials, args.seconds, args.concurrency)))
     elif args.what == "scaling":
         r = scaling(args.trials, args.seconds, args.cpus_per_node)
         print(f"{r['trials']} trials of {r['seconds']:g} s, 1 CPU each, "
