@@ -3,22 +3,68 @@
 from __future__ import annotations
 
 import os
+import time
+import warnings
 
 import pytest
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
 
+RAY_ARGS = {"address": "local", "num_cpus": 2, "num_gpus": 2, "include_dashboard": False,
+            "log_to_driver": False, "configure_logging": False}
+"""`address="local"` never joins another Ray instance running on the machine. Two logical
+GPUs let tests check GPU scheduling without hardware."""
+
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """`address="local"` never joins another Ray instance running on the machine. Two
-    logical GPUs let tests check GPU scheduling without hardware."""
     import ray
 
-    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+    ray.init(**RAY_ARGS)
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+class RayResourcesLeaked(RuntimeWarning):
+    """An earlier test left CPUs or GPUs of the session's Ray held."""
+
+
+def held_resources(ray) -> dict[str, float]:
+    """CPUs and GPUs of the session that something still holds."""
+    total, free = ray.cluster_resources(), ray.available_resources()
+    return {k: total.get(k, 0) - free.get(k, 0) for k in ("CPU", "GPU")
+            if total.get(k, 0) - free.get(k, 0) > 1e-9}
+
+
+@pytest.fixture(autouse=True)
+def _ray_starts_empty(request):
+    """Every test that uses the session's Ray starts with all its CPUs and GPUs free.
+    Something left over from an earlier test (seen once in CI: a trial's CPU still held
+    after a BOHB run) would otherwise serialise every later experiment; it is reported
+    as a warning with what held it, and the session's Ray is restarted."""
+    if "ray_session" not in request.fixturenames:
+        yield
+        return
+    ray = request.getfixturevalue("ray_session")
+    deadline = time.time() + 15
+    while held_resources(ray) and time.time() < deadline:
+        time.sleep(0.2)
+    held = held_resources(ray)
+    if held:
+        from ray._private.state import actors as actor_table
+        from ray.util import placement_group_table
+
+        # Read from the GCS: the state API needs the dashboard, which tests do not start.
+        actors = [(a.get("ActorClassName"), a.get("State")) for a in actor_table().values()
+                  if a.get("State") != "DEAD"]
+        groups = [(pg_id[:8], g.get("state")) for pg_id, g in placement_group_table().items()
+                  if g.get("state") != "REMOVED"]
+        warnings.warn(f"before {request.node.name}: {held} still held by an earlier test "
+                      f"(actors {actors}, placement groups {groups}); restarting Ray",
+                      RayResourcesLeaked, stacklevel=1)
+        ray.shutdown()
+        ray.init(**RAY_ARGS)
+    yield
