@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,7 @@ def train_trial(config: dict[str, Any]) -> None:
     run, hp_config = split_config(config)
     torch.set_num_threads(max(1, run.threads))
     device = pick_device()
-    placement = {"gpu_ids": ",".join(assigned_gpus()), "node_id": node_id()}  # where Ray put it
+    placement = {"gpu_ids": ",".join(assigned_gpus()), "node_id": node_id()}
     splits = load_data(run)
     hp = HParams.from_config(hp_config)
     trainer = Trainer.build(run.backbone, splits, hp, device=device, seed=run.seed,
@@ -175,7 +176,8 @@ def train_trial(config: dict[str, Any]) -> None:
                 trainer.apply(new_hp)
         metrics = trainer.train_epoch()
         last = epoch_report(trainer, metrics, splits)
-        last.update(placement)
+        # Where Ray put the trial, and when (Tune's own `timestamp` has whole seconds only).
+        last.update(placement, unix_time=time.time())
         if not math.isfinite(last["val_loss"]):
             last.update(val_acc=float("nan"), diverged=True)
         step.append(last)
