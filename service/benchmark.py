@@ -104,22 +104,6 @@ def overhead(trials: int, reuse: bool) -> dict[str, Any]:
             "ray_task_s": task_s, "ratio_to_task": tune_s / task_s}
 
 
-def fixed_duration(config: dict[str, Any]) -> None:
-    """A trainable that takes the same time wherever it runs (scaling reference)."""
-    from ray import tune
-
-    seconds = float(config["run"].get("seconds", 4.0))
-    for epoch in range(4):
-        time.sleep(seconds / 4)
-        tune.report({"val_acc": 0.1 * epoch, "node_id": ray_node_id()})
-
-
-def ray_node_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_node_id()
-
-
 def scaling_run(trials: int, seconds: float, concurrency: int) -> dict[str, Any]:
     """One measurement, as a driver of the cluster in RAY_ADDRESS (token auth from the
     environment, which Ray reads when it is imported: hence a process per cluster)."""
@@ -139,7 +123,7 @@ def scaling_run(trials: int, seconds: float, concurrency: int) -> dict[str, Any]
                 "concurrency": concurrency, "final_test": False,
             })
             tuner = build_tuner(cfg, Cell("random", "resnet18", 0),
-                                trainable=_with_seconds(seconds))
+                                trainable=fixed_duration(seconds))
             start = time.perf_counter()
             results = tuner.fit()
             elapsed = time.perf_counter() - start
@@ -180,9 +164,16 @@ def scaling(trials: int, seconds: float, cpus_per_node: int) -> dict[str, Any]:
     return out
 
 
-def _with_seconds(seconds: float) -> Any:
+def fixed_duration(seconds: float) -> Any:
+    """A trainable that takes the same time wherever it runs (the scaling reference)."""
     def trainable(config: dict[str, Any]) -> None:
-        fixed_duration({**config, "run": {**config["run"], "seconds": seconds}})
+        from ray import tune
+
+        from service.trainable import node_id
+
+        for epoch in range(4):
+            time.sleep(seconds / 4)
+            tune.report({"val_acc": 0.1 * epoch, "node_id": node_id()})
     return trainable
 
 

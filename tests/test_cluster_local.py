@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from cluster import local_cluster as lc
+from tests.results import trial_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,16 +54,6 @@ def _head_id(state: lc.ClusterState) -> str:
     raise AssertionError("no head node alive")
 
 
-def read_trials(storage: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every trial's result rows (one JSON object per reported epoch) under `storage`."""
-    trials: dict[str, list[dict[str, Any]]] = {}
-    for path in storage.rglob("trial_*/result.json"):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if rows:
-            trials[str(path.parent)] = rows
-    return trials
-
-
 def _bench(state: lc.ClusterState, storage: Path, name: str, *, epochs: int,
            image_size: int) -> subprocess.Popen:
     """Four trials of 1 CPU + 0.5 GPU at once; one actor per trial (no reuse) so all four
@@ -91,7 +82,7 @@ def test_half_gpu_trials_pack_two_per_gpu_on_both_nodes(cluster: lc.ClusterState
     proc = _bench(cluster, tmp_path, "pack", epochs=3, image_size=32)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
-    trials = read_trials(tmp_path / "pack")
+    trials = trial_rows(tmp_path / "pack")
     assert len(trials) == 4
     per_gpu: dict[tuple[str, str], list[list[dict[str, Any]]]] = defaultdict(list)
     for rows in trials.values():
@@ -118,7 +109,7 @@ def test_ray_job_submit_runs_the_entrypoint(cluster: lc.ClusterState, tmp_path: 
                           text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "succeeded" in proc.stdout + proc.stderr
-    assert len(read_trials(tmp_path / "job")) == 2
+    assert len(trial_rows(tmp_path / "job")) == 2
     # Without the token the same submission is refused before anything runs.
     env = _client_env(cluster)
     env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "wrong_token")
@@ -143,7 +134,7 @@ def test_losing_the_worker_node_loses_no_trial(cluster: lc.ClusterState,
     killed_at: dict[str, int] = {}
     while time.time() < deadline and proc.poll() is None:
         on_worker = {path: rows[-1]["training_iteration"]
-                     for path, rows in read_trials(tmp_path / "loss").items()
+                     for path, rows in trial_rows(tmp_path / "loss").items()
                      if rows[-1]["node_id"] != head}
         # Both worker trials mid-run, with epochs to spare: none can finish before the kill.
         if len(on_worker) == 2 and all(2 <= e <= epochs - 3 for e in on_worker.values()):
@@ -155,7 +146,7 @@ def test_losing_the_worker_node_loses_no_trial(cluster: lc.ClusterState,
     proc.wait(timeout=600)
     reader.join(timeout=10)
     assert proc.returncode == 0, "".join(output)[-3000:]
-    trials = read_trials(tmp_path / "loss")
+    trials = trial_rows(tmp_path / "loss")
     assert len(trials) == 4
     for path, rows in trials.items():
         assert rows[-1]["training_iteration"] == epochs and rows[-1]["epoch"] == epochs

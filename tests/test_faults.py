@@ -6,7 +6,6 @@ other trials go on."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import threading
@@ -19,6 +18,7 @@ import torch
 from service.config import build_config
 from service.experiment import Cell, build_tuner
 from service.trainable import train_trial
+from tests.results import trial_rows
 
 
 def _cfg(storage: Path, **over: Any):
@@ -30,15 +30,6 @@ def _cfg(storage: Path, **over: Any):
     })
 
 
-def _rows(storage: Path) -> dict[str, list[dict[str, Any]]]:
-    out = {}
-    for path in storage.rglob("trial_*/result.json"):
-        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        if rows:
-            out[path.parent.name] = rows
-    return out
-
-
 def test_killed_trial_worker_resumes_from_checkpoint(ray_session, tmp_path: Path) -> None:
     epochs = 5
     cfg = _cfg(tmp_path, budget={"trials": 1, "epochs": epochs})
@@ -48,7 +39,7 @@ def test_killed_trial_worker_resumes_from_checkpoint(ray_session, tmp_path: Path
     def kill_mid_run() -> None:
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
-            for rows in _rows(tmp_path).values():
+            for rows in trial_rows(tmp_path / "faults").values():
                 if 2 <= rows[-1]["training_iteration"] < epochs:
                     os.kill(rows[-1]["pid"], signal.SIGKILL)
                     killed.append(rows[-1]["pid"])
@@ -61,7 +52,7 @@ def test_killed_trial_worker_resumes_from_checkpoint(ray_session, tmp_path: Path
     watcher.join()
     assert killed, "the trial finished before its worker could be killed"
     assert not results.errors and results[0].metrics["training_iteration"] == epochs
-    (rows,) = _rows(tmp_path).values()
+    (rows,) = trial_rows(tmp_path / "faults").values()
     before = [r for r in rows if r["pid"] == killed[0]]
     after = [r for r in rows if r["pid"] != killed[0]]
     assert before and after and len({r["pid"] for r in after}) == 1

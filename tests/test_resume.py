@@ -15,24 +15,18 @@ from pathlib import Path
 
 import psutil
 
+from tests.results import trial_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS, EPOCHS = 6, 2
 SEARCHERS = ("emerald", "optuna")
-
-
-def _trials(cell: Path) -> dict[str, list[dict]]:
-    out = {}
-    for path in cell.glob("trial_*/result.json"):
-        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        out[path.parent.name] = rows
-    return out
 
 
 def _finished(folder: Path) -> dict[str, list[dict]]:
     """Trials (cell/trial -> rows) that reported their last epoch."""
     done = {}
     for cell in folder.glob("*__*__s*"):
-        for trial, rows in _trials(cell).items():
+        for trial, rows in trial_rows(cell).items():
             if rows and rows[-1]["training_iteration"] == EPOCHS:
                 done[f"{cell.name}/{trial}"] = rows
     return done
@@ -77,7 +71,7 @@ def test_sigkill_driver_then_resume(tmp_path: Path) -> None:
 
     for searcher in SEARCHERS:
         (cell,) = folder.glob(f"{searcher}__*")
-        trials = _trials(cell)
+        trials = trial_rows(cell)
         assert len(trials) == TRIALS, sorted(trials)
         for trial, rows in trials.items():
             # No epoch ran twice; emerald's ASHA (EMERALD-O 5.1.2) may stop a trial early.
@@ -88,13 +82,13 @@ def test_sigkill_driver_then_resume(tmp_path: Path) -> None:
         assert summary["trials"] == TRIALS and summary["errors"] == 0
     for key, rows in before.items():  # finished before the kill: kept, not trained again
         cell, trial = key.split("/")
-        assert _trials(folder / cell)[trial] == rows
+        assert trial_rows(folder / cell)[trial] == rows
 
     (cell,) = folder.glob("emerald__*")
     with open(cell / "emerald_steps.csv") as f:
         steps = list(csv.DictReader(f))
     assert sorted(s["trial_id"] for s in steps) == sorted(t[len("trial_"):]
-                                                          for t in _trials(cell))
+                                                          for t in trial_rows(cell))
     assert [int(s["step"]) for s in steps] == list(range(1, TRIALS + 1))
 
 
