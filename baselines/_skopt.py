@@ -12,9 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from baselines._simple import StateSearcher
+from service.api import plain
 from service.space import SearchSpace
 
 ACQ_FUNCS: tuple[str, ...] = ("EI", "PI", "LCB", "gp_hedge")
@@ -60,7 +59,7 @@ class SkOptSearch(StateSearcher):
             opt.tell(pending, [lie] * len(pending))
         point = opt.ask()
         self._pending[trial_id] = point
-        return {name: _plain(v) for name, v in zip(self._names, point, strict=True)}
+        return {name: plain(v) for name, v in zip(self._names, point, strict=True)}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         point = self._pending.pop(trial_id, None)
@@ -80,6 +79,3 @@ class SkOptSearch(StateSearcher):
     def set_state(self, state: dict[str, Any]) -> None:
         self._opt, self._pending, self._names = state["opt"], state["pending"], state["names"]
 
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value

@@ -1,18 +1,27 @@
-"""EMERALD-O's RL agents (RLlib) and their Tune adapters.
+"""Decisions by RL agents: EMERALD-O's two agents on RLlib learners, as a Tune searcher
+(`emerald`, one step per trial) and as an in-trial `Controller` (`emerald-dynamic`, one step
+every k epochs). Their registry entries are in `rllib_policies.entries`.
 
-`EmeraldSearch` runs the two agents as a Tune Searcher (one step per trial);
-`ControllerSearch` / `EmeraldController` run them inside running trials (one step every k
-epochs). Both are registry entries (`emerald`, `emerald-dynamic`) beside the baselines.
+Importing this package is cheap; the classes load RLlib and Ray Tune when first used.
 """
 
-from rllib_policies._controller import ControllerSearch, EmeraldController
-from rllib_policies._encoding import RewardSettings
-from rllib_policies._search import EmeraldSearch, EmeraldSettings
+from __future__ import annotations
 
-__all__ = [
-    "ControllerSearch",
-    "EmeraldController",
-    "EmeraldSearch",
-    "EmeraldSettings",
-    "RewardSettings",
-]
+from typing import Any
+
+_EXPORTS = {
+    "EmeraldController": "rllib_policies._controller",
+    "EmeraldSearch": "rllib_policies._search",
+    "EmeraldSettings": "rllib_policies._encoding",
+    "RewardSettings": "rllib_policies._encoding",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rllib_policies' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -175,6 +175,31 @@ class RewardSettings:
     early_stop_penalty: float = 0.5
 
 
+@dataclass(frozen=True)
+class EmeraldSettings:
+    """Settings of EMERALD-O's agents; defaults follow the paper where it says."""
+
+    algo: str = "dqn"
+    hidden: tuple[int, ...] = (64, 32)
+    lr: float = 1e-3
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    epsilon_decay: float = EPSILON_DECAY
+    ma_alpha: float = 0.3
+    lr_scale: str = "log"
+    rewards: RewardSettings = RewardSettings()
+    batch_size: int = 16
+    learning_starts: int = 4
+    updates_per_step: int = 4
+
+    @classmethod
+    def from_options(cls, *, algo: str = "dqn", combine: str = "weighted",
+                     epsilon_decay: float = EPSILON_DECAY) -> EmeraldSettings:
+        """The settings of the registry options (validated there)."""
+        return cls(algo=algo, epsilon_decay=epsilon_decay,
+                   rewards=RewardSettings(combine=combine))  # type: ignore[arg-type]
+
+
 def agent_rewards(before: TrainingState, val_acc: float, train_loss: float) -> tuple[float, float]:
     """Agent 1: improvement of validation accuracy over its moving average; Agent 2: reduction
     of training loss below its moving average (section 4.6). The first step has no baseline

@@ -30,7 +30,6 @@ Design choices, documented once here:
 
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
 import os
@@ -44,6 +43,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation, StochasticDepth
+
+from service.api import did_you_mean
 
 __all__ = [
     "BACKBONES",
@@ -84,8 +85,7 @@ def _check_name(name: object) -> str:
     if key in BACKBONES:
         return key
     accepted = ", ".join(BACKBONES)
-    close = difflib.get_close_matches(key, BACKBONES, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(key, BACKBONES, cutoff=0.6)
     raise BackboneError(f"backbone: unknown name {name!r}, accepted: {accepted}{hint}")
 
 

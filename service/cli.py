@@ -140,11 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "searchers":
-            from baselines import ENTRIES
+            from service import registry
 
-            for entry in ENTRIES.values():
+            for entry in registry.entries().values():
                 row = f"  (Table 9: {entry.table9_row})" if entry.table9_row else ""
                 print(f"{entry.name:15s} {entry.summary}{row}")
+                for key, opt in entry.options.items():
+                    print(f"{'':15s}   {key}={opt.default!r}: {opt.help} ({opt.accepted()})")
             return 0
         if args.command == "report":
             from service.reports import write_report

@@ -7,19 +7,19 @@ accepted; nothing has been started or written at that point.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from service import registry
+from service.api import DATASETS, Budget, Strict, did_you_mean
 from service.space import DEFAULT_SPACE, SearchSpace, SpaceError
 
-DATASETS: tuple[str, ...] = ("digits", "synthetic", "cifar10", "fashion_mnist")
-"""Datasets the trainable can load (see service.data)."""
+__all__ = ["Budget", "ConfigError", "ExperimentConfig", "build_config", "load_config"]
 
 METRICS: dict[str, str] = {"val_acc": "max", "val_loss": "min"}
 
@@ -28,16 +28,7 @@ class ConfigError(ValueError):
     """An invalid experiment configuration; `str()` is the one-line message to print."""
 
 
-def _did_you_mean(word: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class DatasetConfig(_Strict):
+class DatasetConfig(Strict):
     """Which data, where it lives and how it is split."""
 
     name: str = "digits"
@@ -53,7 +44,7 @@ class DatasetConfig(_Strict):
     def _known(cls, value: str) -> str:
         if value not in DATASETS:
             raise ValueError(
-                f"unknown dataset {value!r}{_did_you_mean(value, DATASETS)}; "
+                f"unknown dataset {value!r}{did_you_mean(value, DATASETS)}; "
                 f"accepted: {', '.join(DATASETS)}"
             )
         return value
@@ -69,20 +60,7 @@ class DatasetConfig(_Strict):
         return self
 
 
-class Budget(_Strict):
-    """Equal budget per searcher: `trials` x `epochs`; multi-fidelity methods get the same
-    total epochs (`total_epochs`, derived when not set)."""
-
-    trials: int = Field(default=6, ge=1, le=100_000)
-    epochs: int = Field(default=3, ge=1, le=100_000)
-    total_epochs: int | None = Field(default=None, ge=1)
-
-    @property
-    def epoch_budget(self) -> int:
-        return self.total_epochs or self.trials * self.epochs
-
-
-class Resources(_Strict):
+class Resources(Strict):
     """Resources of one trial: whole or fractional CPUs and GPUs."""
 
     cpus: float = Field(default=1.0, gt=0.0, le=512)
@@ -96,7 +74,7 @@ class Resources(_Strict):
         return value
 
 
-class ExperimentConfig(_Strict):
+class ExperimentConfig(Strict):
     """A comparison of searchers x backbones x seeds under one storage path."""
 
     name: str = "emerald"
@@ -145,13 +123,11 @@ class ExperimentConfig(_Strict):
     @field_validator("searchers")
     @classmethod
     def _searchers(cls, value: list[str]) -> list[str]:
-        from baselines import RegistryError, check_name
-
         if not value:
             raise ValueError("give at least one searcher, e.g. ['random', 'optuna']")
         try:
-            names = [check_name(v) for v in value]
-        except RegistryError as err:
+            names = [registry.check_name(v) for v in value]
+        except registry.RegistryError as err:
             raise ValueError(str(err)) from None
         if len(set(names)) != len(names):
             raise ValueError(f"repeated searcher in {value}")
@@ -163,7 +139,7 @@ class ExperimentConfig(_Strict):
             if backbone not in self.backbones:
                 raise ValueError(
                     f"weights.{backbone}: not one of backbones {self.backbones}"
-                    f"{_did_you_mean(backbone, self.backbones)}"
+                    f"{did_you_mean(backbone, self.backbones)}"
                 )
             if not Path(path).expanduser().is_file():
                 raise ValueError(f"weights.{backbone}: file {path!r} not found; give a "
@@ -195,26 +171,29 @@ class ExperimentConfig(_Strict):
     def _metric(cls, value: str) -> str:
         if value not in METRICS:
             raise ValueError(
-                f"unknown metric {value!r}{_did_you_mean(value, list(METRICS))}; "
+                f"unknown metric {value!r}{did_you_mean(value, list(METRICS))}; "
                 f"accepted: {', '.join(METRICS)}"
             )
         return value
 
     @model_validator(mode="after")
     def _options_and_space(self) -> ExperimentConfig:
-        from baselines import RegistryError, check_options
-
-        for name, options in self.searcher_options.items():
+        for name in self.searcher_options:
             if name not in self.searchers:
                 raise ValueError(
                     f"searcher_options.{name}: {name!r} is not in searchers {self.searchers}"
-                )
+                    f"{did_you_mean(name, self.searchers)}")
+        space = self.search_space
+        for name in self.searchers:
             try:
-                check_options(name, options)
-            except RegistryError as err:
-                raise ValueError(f"searcher_options.{name}: {err}") from None
-        if self.search_space.searched == () and any(s != "trivialaugment" for s in self.searchers):
-            raise ValueError("space: nothing to search; give at least one range or choice")
+                registry.check_options(name, self.searcher_options.get(name, {}), space)
+            except registry.RegistryError as err:
+                where = f"searcher_options.{name}" if name in self.searcher_options else \
+                    f"searchers.{name}"
+                raise ValueError(f"{where}: {err}") from None
+            if space.searched == () and registry.entry(name).needs_space:
+                raise ValueError(f"space: nothing to search for {name!r}; give at least one "
+                                 "range or choice")
         return self
 
     @property
@@ -255,12 +234,12 @@ def _first_error(err: ValidationError) -> str:
         key = str(loc[-1])
         model = _model_for(loc)
         known = list(model.model_fields) if model else []
-        hint = _did_you_mean(key, known)
+        hint = did_you_mean(key, known)
         accepted = f"; accepted keys: {', '.join(known)}" if known else ""
         return f"{where}: unknown key{hint}{accepted}"
     msg = msg.removeprefix("Value error, ")
-    if msg.startswith(f"{where}."):  # the message already names the exact field
-        return msg
+    if msg.startswith(f"{where}.") or (not loc and re.match(r"[a-z_]+[.:]", msg)):
+        return msg  # the message already names the exact field
     if kind not in ("value_error", "assertion_error"):
         value = first.get("input")
         shown = repr(value)

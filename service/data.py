@@ -70,7 +70,8 @@ class Splits:
         return int(self.train_x.shape[-1])
 
 
-DATASETS: tuple[str, ...] = ("digits", "synthetic", "cifar10", "fashion_mnist")
+from service.api import DATASETS  # noqa: E402 - the one catalogue, cheap for config
+
 """Names accepted by :func:`load_splits`."""
 
 # Seeds that fix dataset *content* and the test split of datasets without an official test set.

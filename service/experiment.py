@@ -11,35 +11,19 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.api import ControllerPlan, PopulationPlan, SearcherPlan
 from service.config import ExperimentConfig
+from service.layout import CONFIG_FILE, FINAL_TEST_FILE, SUMMARY_FILE, Cell
 
-FINAL_TEST_FILE = "final_test.json"
-SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "experiment_config.json"
+__all__ = ["CONFIG_FILE", "FINAL_TEST_FILE", "SUMMARY_FILE", "Cell", "build_tuner", "run_all",
+           "run_cell"]
 
 
 class ExperimentExists(RuntimeError):
     """The storage path already holds experiments of this name."""
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One Tune experiment of a comparison."""
-
-    searcher: str
-    backbone: str
-    seed: int
-
-    @property
-    def name(self) -> str:
-        """A unique folder name: Tune merges two runs of the same name and loses state."""
-        backbone = self.backbone.replace("@", "_w")
-        searcher = self.searcher.replace(":", ".")  # a labelled variant, emerald:product
-        return f"{searcher}__{backbone}__s{self.seed}"
 
 
 def cells(cfg: ExperimentConfig) -> list[Cell]:
@@ -85,36 +69,51 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def search_alg(plan: Any, cfg: ExperimentConfig, cell: Cell) -> tuple[Any, str | None]:
+    """Tune's search algorithm for a plan, and the controller's actor name for trials."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from service.searching import ControllerHost
+
+    if isinstance(plan, SearcherPlan):
+        return plan.searcher, None
+    if isinstance(plan, PopulationPlan):
+        return BasicVariantGenerator(points_to_evaluate=plan.initial_configs,
+                                     random_state=cell.seed), None
+    if isinstance(plan, ControllerPlan):
+        host = ControllerHost(plan, cfg.search_space, metric=cfg.metric, mode=cfg.mode)
+        return host, host.name
+    raise TypeError(f"{cell.searcher}: unknown plan kind {type(plan).__name__}")
+
+
 def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None) -> Any:
     """The Tuner of one cell: the registry's plan, the trainable with its resources, and the
     run settings that make it resumable (checkpoints, failure retries). `trainable`
     replaces the real one (tests drive the registry with a cheap objective)."""
     from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    import baselines
+    from service import registry
     from service.trainable import RunSettings, train_trial
 
-    plan = baselines.build(
+    plan = registry.build(
         cell.searcher, space=cfg.search_space, metric=cfg.metric, mode=cfg.mode,
         seed=cell.seed, budget=cfg.budget, options=cfg.searcher_options.get(cell.searcher),
     )
+    algorithm, controller = search_alg(plan, cfg, cell)
     dataset = cfg.dataset.model_dump(exclude_none=True)
     weights = cfg.weights.get(cell.backbone)
     run = RunSettings(backbone=cell.backbone, epochs=plan.max_epochs, seed=cell.seed,
                       dataset=dataset, threads=max(1, int(cfg.resources.cpus)),
-                      controller=plan.controller, controller_every=plan.controller_every,
+                      controller=controller,
+                      controller_every=getattr(plan, "step_epochs", 1),
                       weights=str(Path(weights).expanduser().resolve()) if weights else None)
-    search_alg = plan.searcher or BasicVariantGenerator(
-        points_to_evaluate=plan.initial_configs, random_state=cell.seed
-    )
     resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
     stopper = _as_stopper(plan.epoch_budget) if plan.multi_fidelity else None
     return tune.Tuner(
         tune.with_resources(trainable or train_trial, resources),
         param_space={**plan.param_space, "run": run.as_dict()},
         tune_config=tune.TuneConfig(
-            search_alg=search_alg,
+            search_alg=algorithm,
             scheduler=plan.scheduler,
             num_samples=plan.num_samples,
             max_concurrent_trials=plan.concurrency(cfg.concurrency),
@@ -132,21 +131,27 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None) -> Any
     )
 
 
-def best_config(results: Any, metric: str, mode: str) -> dict[str, Any] | None:
-    """The configuration of the best finite result over all epochs of all trials."""
+def best_trial(results: Any, metric: str, mode: str) -> dict[str, Any] | None:
+    """The best finite result over all epochs of all trials: its trial's config, the
+    schedule through that epoch (the hyperparameters in force per epoch), its value."""
     import math
 
-    best, best_value = None, None
+    best: dict[str, Any] | None = None
+    sign = 1.0 if mode == "max" else -1.0
     for result in results:
         df = result.metrics_dataframe
-        if df is None or metric not in df:
+        if df is None or metric not in df or result.config is None:
             continue
-        values = [v for v in df[metric].tolist() if v is not None and math.isfinite(v)]
-        if not values:
+        values = df[metric].astype(float)
+        finite = values[values.map(math.isfinite)]
+        if finite.empty:
             continue
-        value = max(values) if mode == "max" else min(values)
-        if best_value is None or (value > best_value if mode == "max" else value < best_value):
-            best, best_value = result.config, value
+        index = (finite * sign).idxmax()
+        value = float(finite[index])
+        if best is None or sign * value > sign * best["value"]:
+            schedule = df["schedule"][index] if "schedule" in df else None
+            best = {"config": result.config, "value": value,
+                    "schedule": schedule if isinstance(schedule, str) else None}
     return best
 
 
@@ -212,12 +217,20 @@ def run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool = False) -> 
         "trials": len(results), "errors": len(results.errors),
         "wall_time_s": time.time() - start,
     }
-    config = best_config(results, cfg.metric, cfg.mode)
-    if cfg.final_test and config is not None:
+    best = best_trial(results, cfg.metric, cfg.mode)
+    if cfg.final_test and best is not None:
+        from service import registry
+
+        # In-trial methods (controllers, PBT, PB2) change hyperparameters inside a trial:
+        # the test retrains the schedule that produced the best result, not one config.
+        replays = registry.entry(cell.searcher).replays_schedule
+        schedule = best["schedule"] if replays else None
         remote = ray.remote(num_cpus=cfg.resources.cpus, num_gpus=cfg.resources.gpus)(
             final_test)
-        test = ray.get(remote.remote(config))
-        test["config"] = {k: v for k, v in config.items() if k != "run"}
+        test = ray.get(remote.remote(best["config"], schedule))
+        test["config"] = {k: v for k, v in best["config"].items() if k != "run"}
+        if schedule is not None:
+            test["schedule"] = json.loads(schedule)
         (folder / FINAL_TEST_FILE).write_text(json.dumps(test, indent=1, default=str))
         summary["test_acc"] = test["test_acc"]
     (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))

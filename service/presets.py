@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
-import difflib
 from typing import Any
+
+from service.api import did_you_mean
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The README's main job: a side-by-side comparison that finishes on a 2-core CPU in
@@ -78,8 +79,6 @@ def get_preset(name: str) -> dict[str, Any]:
     from service.config import ConfigError
 
     if name not in PRESETS:
-        close = difflib.get_close_matches(name, list(PRESETS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"--preset: unknown preset {name!r}{hint}; "
+        raise ConfigError(f"--preset: unknown preset {name!r}{did_you_mean(name, PRESETS)}; "
                           f"available: {', '.join(PRESETS)}")
     return copy.deepcopy(PRESETS[name])

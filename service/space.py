@@ -8,7 +8,6 @@ dimensions of the same space, so searchers that choose them need no special path
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 from collections.abc import Iterator, Mapping
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
+from service.api import did_you_mean, plain
 
 Kind = Literal["choice", "loguniform", "uniform", "int", "constant"]
 KINDS: tuple[str, ...] = ("choice", "loguniform", "uniform", "int", "constant")
@@ -63,16 +64,11 @@ HPARAMS: dict[str, HParam] = {
 }
 
 
-def _suggest(name: str, options: Any) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def check_hparam_name(name: str) -> str:
     """Return `name` if the trainable knows it, else raise with a suggestion."""
     if name not in HPARAMS:
         raise SpaceError(
-            f"space.{name}: unknown hyperparameter{_suggest(name, HPARAMS)}; "
+            f"space.{name}: unknown hyperparameter{did_you_mean(name, HPARAMS)}; "
             f"known: {', '.join(HPARAMS)}"
         )
     return name
@@ -92,7 +88,7 @@ def _check_value(name: str, value: Any) -> Any:
         if spec.allowed and text not in spec.allowed:
             raise SpaceError(
                 f"space.{name}: {value!r} is not one of {', '.join(spec.allowed)}"
-                f"{_suggest(text, spec.allowed)}"
+                f"{did_you_mean(text, spec.allowed)}"
             )
         return text
     if isinstance(value, (bool, np.bool_)) or not isinstance(
@@ -184,7 +180,7 @@ def parse_dim(name: str, raw: Any) -> Dim:
         ((kind, arg),) = raw.items()
         if kind not in KINDS:
             raise SpaceError(
-                f"space.{name}: unknown kind '{kind}'{_suggest(str(kind), KINDS)}; "
+                f"space.{name}: unknown kind '{kind}'{did_you_mean(str(kind), KINDS)}; "
                 f"use one of {', '.join(KINDS)}"
             )
     elif isinstance(raw, (list, tuple)):
@@ -340,9 +336,7 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Turn a trial config into concrete hyperparameters: defaults for missing names,
     `log10_x` into `x`, numpy scalars into plain Python values."""
     out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, np.generic):
-            value = value.item()
+    for key, value in plain(dict(config)).items():
         if key.startswith(LOG10_PREFIX) and key[len(LOG10_PREFIX):] in HPARAMS:
             key, value = key[len(LOG10_PREFIX):], 10.0 ** float(value)
         out[key] = value

@@ -3,9 +3,11 @@ backbone with the trial's hyperparameters on the device Ray assigned, reports ev
 and checkpoints every epoch, so schedulers can pause, resume and clone trials.
 
 A trial config holds the hyperparameters (see service.space) plus `run`, the constants of
-the experiment (`RunSettings`). An optional controller, a named Ray actor, may change the
-hyperparameters every `controller_every` epochs inside the running trial (EMERALD-O's
-episodic schedule, seed 004's per-epoch optimizer choice).
+the experiment (`RunSettings`). An optional controller (service.searching's host) may change
+the hyperparameters every `controller_every` epochs inside the running trial (EMERALD-O's
+episodic schedule, seed 004's per-epoch optimizer choice). Every row carries the trial's
+schedule so far, and the checkpoint carries it too, so a PBT clone inherits its donor's;
+`final_test` replays a schedule epoch by epoch.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from service.api import HP_PREFIX, Observation, Schedule
 from service.data import Splits, load_splits
 from service.space import resolve_config
 from service.trainer import HParams, Trainer
@@ -88,19 +92,19 @@ def split_config(config: dict[str, Any]) -> tuple[RunSettings, dict[str, Any]]:
 
 def hp_metrics(hp: HParams) -> dict[str, Any]:
     """The hyperparameters in force, as scalars TensorBoard can plot against epochs."""
-    out: dict[str, Any] = {}
-    for key, value in hp.as_dict().items():
-        out[f"hp_{key}"] = value if not isinstance(value, bool) else int(value)
-    return out
+    return {f"{HP_PREFIX}{key}": int(value) if isinstance(value, bool) else value
+            for key, value in hp.as_dict().items()}
 
 
 def epoch_report(trainer: Trainer, metrics: Any, splits: Splits) -> dict[str, Any]:
-    """The per-epoch result dict every searcher, scheduler and report reads. A diverged
+    """The trainer's part of the per-epoch row (service.api.EPOCH_FIELDS). A diverged
     epoch is not evaluated: NaN metrics plus `diverged` are the failure marker the result
     guard turns into a failed trial, and the trial ends cleanly instead of erroring."""
     diverged = metrics.diverged
     val_acc, val_loss = ((float("nan"), float("nan")) if diverged
                          else trainer.evaluate(splits.val_x, splits.val_y))
+    if not math.isfinite(val_loss):
+        val_acc, diverged = float("nan"), True
     report = {
         "val_acc": val_acc,
         "val_loss": val_loss,
@@ -119,30 +123,53 @@ def epoch_report(trainer: Trainer, metrics: Any, splits: Splits) -> dict[str, An
     return report
 
 
-def _step_summary(reports: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """What a controller learns from a step: its last epoch's report plus the gradient norms
-    of all its epochs (the instability the reward penalises)."""
-    if not reports:
-        return None
-    return {**reports[-1], "step_grad_norms": [r.get("grad_norm") for r in reports]}
+def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], None],
+               state: dict[str, Any] | None = None, trial_id: str = "local") -> None:
+    """One trial, with or without Tune: build the trainer from `config` (resumed from a
+    checkpoint `state`), train to the budget, ask the controller (if any) at every step
+    boundary, and call `report(row, checkpoint_state)` after each epoch. A diverged epoch
+    ends the trial, reported once more without a checkpoint."""
+    from service.searching import ControllerClient
 
-
-def _ask_controller(name: str, trial_id: str, trainer: Trainer,
-                    reports: list[dict[str, Any]]) -> HParams | None:
-    import ray
-
-    controller = ray.get_actor(name)
-    changes = ray.get(controller.decide.remote(trial_id, trainer.epoch, _step_summary(reports),
-                                               trainer.hp.as_dict()))
-    if not changes:
-        return None
-    return HParams.from_config(resolve_config({**trainer.hp.as_dict(), **changes}))
-
-
-def _finish_controller(name: str, trial_id: str, reports: list[dict[str, Any]]) -> None:
-    import ray
-
-    ray.get(ray.get_actor(name).finish.remote(trial_id, _step_summary(reports)))
+    run, hp_config = split_config(config)
+    torch.set_num_threads(max(1, run.threads))
+    device = pick_device()
+    placement = {"gpu_ids": ",".join(assigned_gpus()), "node_id": node_id()}
+    splits = load_data(run)
+    trainer = Trainer.build(run.backbone, splits, HParams.from_config(hp_config),
+                            device=device, seed=run.seed, weights=run.weights)
+    schedule, elapsed = Schedule(), 0.0
+    if state is not None:
+        trainer.load_state_dict(state)
+        # A PBT clone inherits its donor's schedule with the donor's weights.
+        schedule = Schedule.from_json(state["schedule"]) if "schedule" in state else schedule
+        elapsed = float(state.get("elapsed_s", 0.0))
+    client = ControllerClient(run.controller) if run.controller else None
+    began = time.perf_counter() - elapsed
+    step: list[dict[str, Any]] = []  # rows since the controller last decided
+    row: dict[str, Any] = {}
+    while trainer.epoch < run.epochs:
+        wait = 0.0
+        if client is not None and trainer.epoch % max(1, run.controller_every) == 0:
+            obs = Observation(trial_id, trainer.epoch, run.epochs, trainer.hp.as_dict(), step)
+            changes, wait = client.decide(obs)
+            step = []
+            if changes:
+                trainer.apply(trainer.hp.replace(changes))
+        schedule.append(trainer.hp.as_dict())
+        row = epoch_report(trainer, trainer.train_epoch(), splits)
+        row.update(placement, controller_wait_s=wait, schedule=schedule.to_json(),
+                   elapsed_s=time.perf_counter() - began, unix_time=time.time())
+        step.append(row)
+        if row["diverged"]:
+            break
+        report(row, {**trainer.state_dict(), "schedule": row["schedule"],
+                     "elapsed_s": row["elapsed_s"]})
+    if client is not None:
+        client.finish(Observation(trial_id, trainer.epoch, run.epochs, trainer.hp.as_dict(),
+                                  step))
+    if row.get("diverged"):
+        report(row, None)
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -150,63 +177,56 @@ def train_trial(config: dict[str, Any]) -> None:
     from ray import tune
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint
-    run, hp_config = split_config(config)
-    torch.set_num_threads(max(1, run.threads))
-    device = pick_device()
-    placement = {"gpu_ids": ",".join(assigned_gpus()), "node_id": node_id()}
-    splits = load_data(run)
-    hp = HParams.from_config(hp_config)
-    trainer = Trainer.build(run.backbone, splits, hp, device=device, seed=run.seed,
-                            weights=run.weights)
-
+    state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device,
+            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=pick_device(),
                                weights_only=True)
-        trainer.load_state_dict(state)
 
-    trial_id = tune.get_context().get_trial_id() or "local"
-    step: list[dict[str, Any]] = []  # reports since the controller last decided
-    while trainer.epoch < run.epochs:
-        if run.controller and trainer.epoch % max(1, run.controller_every) == 0:
-            new_hp = _ask_controller(run.controller, trial_id, trainer, step)
-            step = []
-            if new_hp is not None:
-                trainer.apply(new_hp)
-        metrics = trainer.train_epoch()
-        last = epoch_report(trainer, metrics, splits)
-        # Where Ray put the trial, and when (Tune's own `timestamp` has whole seconds only).
-        last.update(placement, unix_time=time.time())
-        if not math.isfinite(last["val_loss"]):
-            last.update(val_acc=float("nan"), diverged=True)
-        step.append(last)
-        if last["diverged"]:
-            break
+    def report(row: dict[str, Any], checkpoint_state: dict[str, Any] | None) -> None:
+        if checkpoint_state is None:
+            tune.report(row)
+            return
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(trainer.state_dict(), os.path.join(folder, CHECKPOINT_FILE))
-            tune.report(last, checkpoint=tune.Checkpoint.from_directory(folder))
-    if run.controller:
-        _finish_controller(run.controller, trial_id, step)
-    if step and step[-1]["diverged"]:
-        tune.report(step[-1])
+            torch.save(checkpoint_state, os.path.join(folder, CHECKPOINT_FILE))
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    train_loop(config, report=report, state=state,
+               trial_id=tune.get_context().get_trial_id() or "local")
 
 
-def final_test(config: dict[str, Any]) -> dict[str, Any]:
-    """Train the chosen configuration once more from scratch and score it on the test split
-    that no searcher saw."""
+def replay(config: dict[str, Any], schedule: Schedule | None = None
+           ) -> Iterator[tuple[Trainer, dict[str, Any], Splits]]:
+    """Train `config` from scratch, epoch by epoch: with `schedule`, its hyperparameters in
+    force each epoch (as the trial that recorded it trained), else the config's for the
+    budget's epochs. Yields the trainer, the epoch's row and the splits; stops after a
+    diverged epoch."""
     run, hp_config = split_config(config)
     torch.set_num_threads(max(1, run.threads))
-    device = pick_device()
     splits = load_data(run)
-    trainer = Trainer.build(run.backbone, splits, HParams.from_config(hp_config),
-                            device=device, seed=run.seed, weights=run.weights)
-    metrics = None
-    while trainer.epoch < run.epochs:
-        metrics = trainer.train_epoch()
-        if metrics.diverged:
-            return {"test_acc": float("nan"), "test_loss": float("nan"), "diverged": True}
+    hp = HParams.from_config(schedule.at(1) if schedule else hp_config)
+    trainer = Trainer.build(run.backbone, splits, hp, device=pick_device(), seed=run.seed,
+                            weights=run.weights)
+    epochs = len(schedule) if schedule else run.epochs
+    while trainer.epoch < epochs:
+        if schedule:
+            trainer.apply(HParams.from_config(schedule.at(trainer.epoch + 1)))
+        row = epoch_report(trainer, trainer.train_epoch(), splits)
+        yield trainer, row, splits
+        if row["diverged"]:
+            return
+
+
+def final_test(config: dict[str, Any], schedule: str | None = None) -> dict[str, Any]:
+    """Train the chosen configuration (or replay the chosen trial's schedule, given as
+    JSON) once more from scratch and score it on the test split no searcher saw."""
+    plan = Schedule.from_json(schedule) if schedule else None
+    epochs = list(replay(config, plan))[-1:]  # the trainer holds the last epoch's weights
+    trainer, row, splits = epochs[0]
+    if row["diverged"]:
+        return {"test_acc": float("nan"), "test_loss": float("nan"), "diverged": True,
+                "epochs": trainer.epoch}
     test_acc, test_loss = trainer.evaluate(splits.test_x, splits.test_y)
-    val_acc, _ = trainer.evaluate(splits.val_x, splits.val_y)
-    return {"test_acc": test_acc, "test_loss": test_loss, "retrain_val_acc": val_acc,
-            "diverged": False, "train_acc": metrics.train_acc if metrics else float("nan")}
+    return {"test_acc": test_acc, "test_loss": test_loss, "retrain_val_acc": row["val_acc"],
+            "diverged": False, "train_acc": row["train_acc"], "epochs": trainer.epoch}

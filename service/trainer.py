@@ -25,31 +25,48 @@ from service.backbones import (
     model_size_mb,
 )
 from service.data import Splits
+from service.space import HPARAMS, OPTIMIZERS, resolve_config
 
 SAM_RHO = 0.05
 """Neighbourhood size of SAM (Foret et al.; the SAM of seed 004)."""
 
 
+def _default(name: str) -> Any:
+    return HPARAMS[name].default
+
+
 @dataclass(frozen=True)
 class HParams:
-    """Hyperparameters in force in a trial; `from_config` reads a resolved trial config."""
+    """Hyperparameters in force in a trial: the trainer's part of the one catalogue
+    (`service.space.HPARAMS`, which gives the defaults); `from_config` reads a resolved
+    trial config."""
 
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    flip: bool = False
-    rotation: int = 0
-    shift: bool = False
-    zoom: bool = False
-    trivialaugment: bool = False
-    label_smoothing: float = 0.0
+    optimizer: str = _default("optimizer")
+    lr: float = _default("lr")
+    momentum: float = _default("momentum")
+    weight_decay: float = _default("weight_decay")
+    batch_size: int = _default("batch_size")
+    flip: bool = _default("flip")
+    rotation: int = _default("rotation")
+    shift: bool = _default("shift")
+    zoom: bool = _default("zoom")
+    trivialaugment: bool = _default("trivialaugment")
+    label_smoothing: float = _default("label_smoothing")
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> HParams:
+        """The trainer's hyperparameters of a (resolved) config. Architecture names of the
+        catalogue (width) are the backbone's, not the trainer's; any other name is refused."""
+        unknown = [k for k in config if k not in HPARAMS]
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s) {unknown}; known: {', '.join(HPARAMS)}")
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in config.items() if k in names})
+
+    def replace(self, changes: dict[str, Any]) -> HParams:
+        """These hyperparameters with `changes` applied (resolved like a trial config)."""
+        return HParams.from_config({k: v for k, v in resolve_config(
+            {**self.as_dict(), **changes}).items() if k in self.__dataclass_fields__})
 
     @property
     def augment(self) -> AugmentSpec:
@@ -108,7 +125,7 @@ def make_optimizer(hp: HParams, params: Any) -> torch.optim.Optimizer:
         return torch.optim.RMSprop(params, lr=lr, momentum=mom, weight_decay=wd)
     if name == "sam":
         return SAM(params, lr=lr, momentum=mom, weight_decay=wd)
-    raise ValueError(f"optimizer {name!r} is not one of adam, adamw, sgd, rmsprop, sam")
+    raise ValueError(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
 @dataclass

@@ -116,7 +116,7 @@ def test_cli_bad_input_exits_2_before_anything_is_written(tmp_path: Path) -> Non
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines == ["error: searchers: unknown searcher 'optuan' (did you mean 'optuna'?); "
-                     "available: " + ", ".join(__import__("baselines").available())]
+                     "available: " + ", ".join(__import__("service.registry").registry.available())]
     assert not (tmp_path / "out").exists()
     assert "ray" not in proc.stdout.lower()
     proc = _cli("run", "--preset", "smoke", "--trials", "two", cwd=tmp_path)

@@ -14,6 +14,7 @@ import pytest
 
 from service.cli import main
 from service.config import ConfigError, build_config
+from service.layout import Cell, parse_cell_name
 from service.reports import find_experiments, row_labels, write_report
 
 VGG, RESNET = "vgg16@0.0625", "resnet18@0.0625"
@@ -48,7 +49,7 @@ def add_trial(cell: Path, trial_id: str, accs: list[float], *, start: float = T0
               error: bool = False, cut: bool = False) -> None:
     """A trial folder: params.json, result.json (one line per epoch; `cut` adds a line cut
     mid-write) and, for a failed trial, Tune's error.txt."""
-    backbone = cell.name.split("__")[1].replace("_w", "@")
+    backbone = parse_cell_name(cell.name).backbone
     folder = cell / f"trial_{trial_id}"
     folder.mkdir(parents=True)
     (folder / "params.json").write_text(json.dumps({"lr": 0.01}))
@@ -67,7 +68,7 @@ def add_trial(cell: Path, trial_id: str, accs: list[float], *, start: float = T0
 def add_cell(experiment: Path, searcher: str, backbone: str, *, wall: float | None,
              test_acc: float | None = None) -> Path:
     """A cell folder; `wall` None leaves out summary.json, as after a crash."""
-    cell = experiment / f"{searcher}__{backbone.replace('@', '_w')}__s0"
+    cell = experiment / Cell(searcher, backbone, 0).name
     cell.mkdir(parents=True)
     (cell / "tuner.pkl").write_bytes(b"\x80")
     if wall is not None:

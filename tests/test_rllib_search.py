@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rllib_policies import ControllerSearch, EmeraldSearch, EmeraldSettings
+from rllib_policies import EmeraldSearch, EmeraldSettings
+from service.api import ControllerPlan, Observation
+from service.searching import ControllerHost
 from service.space import SearchSpace
 from tests.objective import score
 
@@ -82,29 +84,40 @@ def test_failures_get_the_penalty_reward() -> None:
     assert searcher.log[2]["early_stopped"] and rewards[2] < 0.5
 
 
+def _host(seed: int) -> ControllerHost:
+    plan = ControllerPlan("emerald-dynamic", 2, 3, seed=seed,
+                          controller="rllib_policies._controller:EmeraldController",
+                          controller_options={"epsilon_decay": 0.03})
+    return ControllerHost(plan, SPACE, in_process=True)
+
+
 def test_controller_in_process_decides_and_restores(tmp_path) -> None:
-    search = ControllerSearch(SPACE, seed=0, settings=FAST, in_process=True)
+    search = _host(0)
     assert search.suggest("a") == {}
-    controller = search._controller
+    controller = search.hosted.controller
     hp = {"optimizer": "adam", "lr": 1e-3}
-    first = controller.decide("a", 0, None, hp)
+    first = controller.decide(Observation("a", 0, 3, hp, []))
     assert SPACE.contains(first)
-    last = {"val_acc": 0.6, "train_loss": 0.8, "step_grad_norms": [1.0, 1.2]}
-    controller.decide("a", 1, last, first)
-    controller.finish("a", {**last, "val_acc": 0.7})
-    assert [row["reward"] for row in controller.log][0] == pytest.approx(0.6 * 0.5, abs=0.1)
-    assert len(controller.log) == 2 and not controller.trials
+    rows = [{"val_acc": 0.55, "train_loss": 0.9, "grad_norm": 1.0},
+            {"val_acc": 0.6, "train_loss": 0.8, "grad_norm": 1.2}]
+    controller.decide(Observation("a", 2, 3, first, rows))
+    controller.finish(Observation("a", 3, 3, first, [{**rows[-1], "val_acc": 0.7}]))
+    controller.learn()
+    log = controller.step_log()
+    assert log[0]["reward"] == pytest.approx(0.6 * 0.5, abs=0.1)
+    assert len(log) == 2 and not controller.states
     path = str(tmp_path / "ctl.pkl")
     search.save(path)
-    again = ControllerSearch(SPACE, seed=1, settings=FAST, in_process=True)
+    again = _host(1)
     again.restore(path)
-    assert again._controller.greedy(hp) == controller.greedy(hp)
-    assert again._controller.steps == controller.steps
+    assert again.hosted.controller.greedy(hp) == controller.greedy(hp)
+    assert again.hosted.controller.agents.steps == controller.agents.steps
 
 
 def test_dynamic_mode_switches_settings_inside_real_trials(ray_session, tmp_path) -> None:
     from service.config import build_config
-    from service.experiment import Cell, build_tuner
+    from service.experiment import build_tuner
+    from service.layout import Cell
 
     cfg = build_config({
         "name": "dyn", "storage": str(tmp_path), "searchers": ["emerald-dynamic"],

@@ -115,13 +115,16 @@ def test_controller_switches_hyperparameters_inside_a_running_trial(ray_session,
         def __init__(self) -> None:
             self.calls: list[tuple[str, int]] = []
 
-        def decide(self, trial_id, epoch, last, hp):
-            self.calls.append((trial_id, epoch))
-            return {1: {"optimizer": "sgd", "lr": 0.05}, 2: {"lr": 0.01}}.get(epoch)
+        def decide(self, obs):
+            self.calls.append((obs.trial_id, obs.epoch))
+            return {1: {"optimizer": "sgd", "lr": 0.05}, 2: {"lr": 0.01}}.get(obs.epoch, {})
 
-        def finish(self, trial_id, last):
-            self.calls.append((trial_id, -1))
-            self.last_step = last
+        def learn(self):
+            return {}
+
+        def finish(self, obs):
+            self.calls.append((obs.trial_id, -1))
+            self.last_step = obs.rows
 
         def seen(self):
             return self.calls
@@ -138,6 +141,10 @@ def test_controller_switches_hyperparameters_inside_a_running_trial(ray_session,
     assert list(df["hp_optimizer"]) == ["adam", "sgd", "sgd"]
     assert list(df["hp_lr"]) == pytest.approx([3e-3, 0.05, 0.01])
     assert [epoch for _, epoch in ray.get(actor.seen.remote())] == [0, 1, 2, -1]
+    # Every row carries the schedule so far; the last one is the whole trial's.
+    schedule = Schedule.from_json(df["schedule"].iloc[-1])
+    assert [schedule.at(e)["optimizer"] for e in (1, 2, 3)] == ["adam", "sgd", "sgd"]
+    assert df["controller_wait_s"].iloc[1] >= 0 and df["elapsed_s"].is_monotonic_increasing
     ray.kill(actor)
 
 

@@ -377,8 +377,24 @@ def test_epoch_metrics_and_evaluate(small: Splits) -> None:
     assert not tr.model.training
 
 
-def test_hparams_from_config_ignores_unknown_names() -> None:
-    hp = HParams.from_config({"optimizer": "sgd", "lr": 0.1, "width": 0.5, "log10_lr": -1})
+def test_hparams_from_config_refuses_unknown_names() -> None:
+    """Architecture names of the catalogue (width) belong to the backbone and are skipped;
+    a name outside the catalogue is an error, not silently dropped."""
+    hp = HParams.from_config({"optimizer": "sgd", "lr": 0.1, "width": 0.5})
     assert hp == HParams(optimizer="sgd", lr=0.1)
+    with pytest.raises(ValueError, match="unknown hyperparameter.*log10_lr"):
+        HParams.from_config({"optimizer": "sgd", "log10_lr": -1})
+    with pytest.raises(ValueError, match="unknown hyperparameter.*lrr"):
+        HParams.from_config({"lrr": 0.1})
+    assert hp.replace({"lr": 0.5, "flip": True}) == HParams(optimizer="sgd", lr=0.5, flip=True)
     assert hp.augment.is_identity
     assert not HParams(flip=True).augment.is_identity
+
+
+def test_hparams_is_the_trainer_part_of_the_one_catalogue() -> None:
+    from service.space import HPARAMS
+
+    fields = set(HParams.__dataclass_fields__)
+    assert fields <= set(HPARAMS)
+    assert set(HPARAMS) - fields == {"width"}  # architecture: the backbone's
+    assert all(getattr(HParams(), k) == HPARAMS[k].default for k in fields)

@@ -1,0 +1,152 @@
+"""The bookkeeping both EMERALD-O modes share: the two agents on one RLlib learner, the
+steps between an action and its reward (pending, keyed by trial), the reward, the step log
+and its TensorBoard rows, and save/restore of all of it.
+
+A step is opened when the agents act and closed when its result arrives; `learn` runs the
+learner updates the closed steps are owed, one per step, separately, so an in-trial host can
+answer a trial first and update afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from rllib_policies._encoding import (
+    ActionSet,
+    EmeraldSettings,
+    TrainingState,
+    encode,
+    epsilon,
+    shared_reward,
+)
+from service.space import SearchSpace
+
+
+def step_record(step: dict[str, Any]) -> dict[str, Any]:
+    """The logged part of a closed step: states, action probabilities, actions and the
+    config they decode to."""
+    return {
+        **{f"action_{k}": d.action for k, d in step["decisions"].items()},
+        **{f"probs_{k}": " ".join(f"{p:.3f}" for p in d.probs)
+           for k, d in step["decisions"].items()},
+        **{f"state_{k}": " ".join(f"{x:.4g}" for x in v) for k, v in step["obs"].items()},
+        **{f"config_{k}": v for k, v in step["config"].items()},
+    }
+
+
+class AgentSteps:
+    """EMERALD-O's two agents (augmentation; optimizer and learning rate) and their steps."""
+
+    def __init__(self, space: SearchSpace, settings: EmeraldSettings, *, seed: int,
+                 gamma: float) -> None:
+        from rllib_policies._learner import AgentSpec, LearnerSettings, MultiAgentLearner
+
+        self.settings = settings
+        self.actions = ActionSet.from_space(space)
+        self.rng = np.random.default_rng(seed)
+        obs = self.encode(self.initial_state())
+        s = settings
+        self.learner = MultiAgentLearner(
+            {name: AgentSpec(obs_dim=int(obs[name].shape[0]), n_actions=n)
+             for name, n in self.actions.sizes.items()},
+            LearnerSettings(algo=s.algo, hidden=s.hidden, lr=s.lr, gamma=gamma,
+                            batch_size=s.batch_size, learning_starts=s.learning_starts,
+                            updates_per_step=s.updates_per_step, seed=seed),
+        )
+        self.steps = 0
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.log: list[dict[str, Any]] = []
+        self.unlearned = 0  # the last `unlearned` rows of the log still owe an update
+
+    def initial_state(self, hp: dict[str, Any] | None = None) -> TrainingState:
+        """The state before any step: the rate and optimizer in force (default: the
+        geometric middle of the rate range and the first optimizer)."""
+        hp = hp or {}
+        low, high = self.actions.lr_range
+        lr = float(hp.get("lr", math.sqrt(low * high)))
+        opt = str(hp.get("optimizer", self.actions.optimizers[0]))
+        if opt not in self.actions.optimizers:
+            opt = self.actions.optimizers[0]
+        return TrainingState(lr=lr, optimizer=opt, prev_lr=lr, prev_optimizer=opt)
+
+    def encode(self, state: TrainingState) -> dict[str, np.ndarray]:
+        return encode(state, self.actions.lr_range, self.actions.optimizers,
+                      self.settings.lr_scale)
+
+    @property
+    def epsilon(self) -> float:
+        s = self.settings
+        return epsilon(self.steps, start=s.epsilon_start, end=s.epsilon_end,
+                       decay=s.epsilon_decay)
+
+    def open(self, key: str, state: TrainingState, **extra: Any) -> dict[str, Any]:
+        """Both agents act on `state` (epsilon-greedy); the step stays pending under `key`.
+        `extra` is logged with the step."""
+        obs = self.encode(state)
+        eps = self.epsilon
+        decisions = self.learner.act(obs, epsilon=eps, rng=self.rng)
+        config = self.actions.decode({k: d.action for k, d in decisions.items()})
+        self.pending[key] = {"obs": obs, "decisions": decisions, "config": config,
+                             "epsilon": eps, "grad_norms": [], "extra": extra}
+        self.steps += 1
+        return dict(config)
+
+    def note_grad_norm(self, key: str, value: Any) -> None:
+        """A gradient norm of the pending step `key` (the instability the reward penalises)."""
+        step = self.pending.get(key)
+        if step is not None and value is not None:
+            step["grad_norms"].append(float(value))
+
+    def close(self, key: str, before: TrainingState, result: dict[str, Any] | None, *,
+              failed: bool, terminated: bool, early_stopped: bool = False
+              ) -> TrainingState | None:
+        """Close the pending step `key` with its result: the shared reward, a transition
+        from `before` to the state after it, a log row. Returns the state after the step
+        (`before` when it failed), or None when no step was pending."""
+        step = self.pending.pop(key, None)
+        if step is None:
+            return None
+        reward = shared_reward(before, result, self.settings.rewards, failed=failed,
+                               early_stopped=early_stopped, grad_norms=step["grad_norms"])
+        after = before if failed else before.advance(
+            step["config"], float(result["val_acc"]),  # type: ignore[index]
+            float((result or {}).get("train_loss", math.nan)), self.settings.ma_alpha)
+        self.learner.observe(step["obs"], step["decisions"], reward, self.encode(after),
+                             terminated=terminated or failed)
+        self.log.append({
+            "step": len(self.log) + 1, "trial_id": key, **step["extra"], "reward": reward,
+            "failed": failed, "early_stopped": early_stopped, "epsilon": step["epsilon"],
+            "val_acc": (result or {}).get("val_acc"),
+            "train_loss": (result or {}).get("train_loss"), **step_record(step),
+        })
+        self.unlearned += 1
+        return after
+
+    def learn(self) -> dict[str, float]:
+        """One learner update per closed step that has not had one; the metrics go into
+        those steps' log rows. Returns the last update's metrics."""
+        metrics: dict[str, float] = {}
+        rows = self.log[len(self.log) - self.unlearned:] if self.unlearned else []
+        for row in rows:
+            metrics = self.learner.update()
+            row.update({f"learner_{k}": v for k, v in metrics.items()})
+        self.unlearned = 0
+        return metrics
+
+    def greedy(self, state: TrainingState) -> dict[str, Any]:
+        """What the policies choose on `state` without exploration."""
+        return self.actions.decode(self.learner.greedy(self.encode(state)))
+
+    def get_state(self) -> dict[str, Any]:
+        return {"learner": self.learner.get_state(), "steps": self.steps,
+                "pending": self.pending, "log": self.log, "unlearned": self.unlearned,
+                "rng": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.learner.set_state(state["learner"])
+        self.steps, self.pending, self.log = state["steps"], state["pending"], state["log"]
+        self.unlearned = state["unlearned"]
+        self.rng.bit_generator.state = state["rng"]

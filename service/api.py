@@ -1,0 +1,220 @@
+"""The types every method and backend shares: the budget, the three plan kinds a registry
+entry returns, the `Controller` protocol for in-trial methods, the schedule a trial answers
+and the per-epoch result row. Cheap to import (no Ray, no torch), so config validation,
+entries and reports all use it."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DATASETS: tuple[str, ...] = ("digits", "synthetic", "cifar10", "fashion_mnist")
+"""The datasets `service.data` loads, by config name (the one list config validates)."""
+
+# One of each: "did you mean", numpy to plain values.
+
+
+def did_you_mean(word: Any, options: Sequence[str] | Mapping[str, Any], cutoff: float = 0.5
+                 ) -> str:
+    """` (did you mean 'x'?)` for the closest of `options`, or an empty string."""
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=cutoff)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def plain(value: Any) -> Any:
+    """Numpy scalars to Python values, recursively through dicts, lists and tuples (BOHB and
+    skopt suggest numpy scalars; JSON and Tune's result files want plain ones)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    item = getattr(value, "item", None)
+    if item is not None and type(value).__module__ == "numpy":
+        return item()
+    return value
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class Budget(Strict):
+    """Equal budget per searcher: `trials` x `epochs`; multi-fidelity methods get the same
+    total epochs (`total_epochs`, derived when not set)."""
+
+    trials: int = Field(default=6, ge=1, le=100_000)
+    epochs: int = Field(default=3, ge=1, le=100_000)
+    total_epochs: int | None = Field(default=None, ge=1)
+
+    @property
+    def epoch_budget(self) -> int:
+        return self.total_epochs or self.trials * self.epochs
+
+
+# Plan kinds: what one registry entry asks a backend to run.
+
+
+@dataclass
+class Plan:
+    """Common part of every plan: trials, epochs per trial, an optional scheduler, and for
+    multi-fidelity methods the total epochs (`epoch_budget`) at which the experiment ends."""
+
+    name: str
+    num_samples: int
+    max_epochs: int
+    scheduler: Any = None
+    epoch_budget: int | None = None
+    min_concurrency: int = 1
+    param_space: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    replays_schedule: ClassVar[bool] = False
+    """Whether hyperparameters change inside a trial, so the final test replays the chosen
+    trial's schedule epoch by epoch instead of retraining one config."""
+
+    @property
+    def multi_fidelity(self) -> bool:
+        return self.epoch_budget is not None
+
+    def concurrency(self, cap: int) -> int:
+        """Tune's trial cap for this plan: the user's cap, raised where the method needs more
+        live (running or paused) trials to work at all."""
+        return max(cap, self.min_concurrency)
+
+
+@dataclass
+class SearcherPlan(Plan):
+    """One config per trial from a Tune `Searcher` (wrapped in the result guard)."""
+
+    searcher: Any = None
+
+
+@dataclass
+class PopulationPlan(Plan):
+    """A seeded population under a scheduler that mutates it (PBT, PB2): Tune's variant
+    generator runs `initial_configs`; `param_space` holds the domains the scheduler mutates."""
+
+    initial_configs: list[dict[str, Any]] = field(default_factory=list)
+    replays_schedule: ClassVar[bool] = True
+
+
+@dataclass
+class ControllerPlan(Plan):
+    """Trials whose hyperparameters a `Controller` sets inside the running trial, asked every
+    `step_epochs` epochs. `controller` is the import path of its factory (called with the
+    space, seed and `controller_options`), built by the host where it runs."""
+
+    controller: str = ""
+    controller_options: dict[str, Any] = field(default_factory=dict)
+    step_epochs: int = 1
+    replays_schedule: ClassVar[bool] = True
+
+
+# In-trial controllers.
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a trial tells its controller at a step boundary (and when it ends)."""
+
+    trial_id: str
+    epoch: int
+    """Epochs trained so far in this trial."""
+    max_epochs: int
+    """The trial's budget in epochs."""
+    hp: dict[str, Any]
+    """The hyperparameters in force (resolved, every name the trainer knows)."""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """The epoch rows (`EPOCH_FIELDS`) reported since the previous decision; empty at the
+    first one. A diverged epoch's row has `diverged` true and NaN validation metrics."""
+
+
+@runtime_checkable
+class Controller(Protocol):
+    """Changes hyperparameters inside running trials; one instance serves all trials of an
+    experiment. The host calls `decide` at every step boundary and answers the trial at
+    once; `learn` runs afterwards, off the trial's path. State must round-trip through
+    `get_state`/`set_state` (the host saves it with Tune's experiment checkpoints)."""
+
+    def decide(self, obs: Observation) -> dict[str, Any]:
+        """The changes for the next step: names of searched dimensions and their values."""
+
+    def finish(self, obs: Observation) -> None:
+        """The trial ended; `obs.rows` is its last step (empty when it failed to report)."""
+
+    def learn(self) -> dict[str, float]:
+        """Run the learner updates the closed steps are owed; returns the learner metrics."""
+
+    def step_log(self, start: int = 0) -> list[dict[str, Any]]:
+        """Closed steps from `start` on (reward, actions, state): CSV and TensorBoard rows."""
+
+    def get_state(self) -> dict[str, Any]: ...
+
+    def set_state(self, state: dict[str, Any]) -> None: ...
+
+
+# Schedules: the hyperparameters in force per epoch.
+
+
+@dataclass
+class Schedule:
+    """The hyperparameters in force for each epoch a trial trained, run-length encoded as
+    `[[first_epoch, hp], ...]` (1-based). A PBT clone inherits its donor's schedule with the
+    weights; the final test replays it epoch by epoch."""
+
+    runs: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    epochs: int = 0
+
+    def append(self, hp: Mapping[str, Any]) -> None:
+        """Record the hyperparameters of the next epoch."""
+        self.epochs += 1
+        hp = plain(dict(hp))
+        if not self.runs or self.runs[-1][1] != hp:
+            self.runs.append((self.epochs, hp))
+
+    def at(self, epoch: int) -> dict[str, Any]:
+        """The hyperparameters of epoch `epoch` (1-based)."""
+        if not 1 <= epoch <= self.epochs:
+            raise IndexError(f"epoch {epoch} outside 1..{self.epochs}")
+        return dict(next(hp for first, hp in reversed(self.runs) if first <= epoch))
+
+    def upto(self, epochs: int) -> Schedule:
+        """The first `epochs` epochs."""
+        return Schedule([(f, hp) for f, hp in self.runs if f <= epochs], min(epochs, self.epochs))
+
+    def to_json(self) -> str:
+        return json.dumps({"epochs": self.epochs, "runs": [[f, hp] for f, hp in self.runs]},
+                          sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | Mapping[str, Any]) -> Schedule:
+        data = json.loads(text) if isinstance(text, str) else text
+        return cls([(int(f), dict(hp)) for f, hp in data["runs"]], int(data["epochs"]))
+
+    def __len__(self) -> int:
+        return self.epochs
+
+
+# The per-epoch result row, the same for every backend.
+
+HP_PREFIX = "hp_"
+"""Columns `hp_<name>`: the hyperparameters in force that epoch (bools as 0/1)."""
+
+EPOCH_FIELDS: tuple[str, ...] = (
+    "val_acc", "val_loss", "train_acc", "train_loss", "grad_norm", "epoch_time_s",
+    "elapsed_s", "images_per_s", "model_size_mb", "num_parameters", "epoch", "diverged",
+    "device", "gpu_ids", "node_id", "unix_time", "controller_wait_s", "schedule",
+)
+"""What a trial reports per epoch, besides the `hp_*` columns. `elapsed_s` is the trial's
+own wall time from its start to the end of this epoch (training, evaluation, checkpoint,
+controller waits; carried over a resume), which reports plot against; `unix_time` is when
+the epoch ended (Tune's `timestamp` has whole seconds only); `schedule` is the trial's
+`Schedule` through this epoch as JSON; `controller_wait_s` is how long the trial waited for
+its controller's answer before this epoch (0 without one)."""

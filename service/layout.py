@@ -1,0 +1,57 @@
+"""Where things live under a storage path: one codec between a cell (searcher, backbone,
+seed) and its folder name, both ways, used by the runner and the reports.
+
+A cell folder is `<searcher>__<backbone>__s<seed>`: a label's `:` becomes `.`, a backbone's
+`@` becomes `_w`. Entry names, labels and backbone names never hold `__` or `.` (the registry
+and the backbone parser refuse them), so the name splits back without loss.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SEP = "__"
+CONFIG_FILE = "experiment_config.json"
+FINAL_TEST_FILE = "final_test.json"
+SUMMARY_FILE = "summary.json"
+CELL_GLOB = f"*{SEP}*{SEP}s*"
+
+_CELL = re.compile(r"(?P<searcher>[a-z0-9][a-z0-9_.-]*?)__(?P<backbone>[a-z0-9][a-z0-9_.+-]*?)"
+                   r"__s(?P<seed>\d+)")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One Tune experiment of a comparison."""
+
+    searcher: str
+    backbone: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """A unique folder name: Tune merges two runs of the same name and loses state."""
+        return cell_name(self)
+
+
+def cell_name(cell: Cell) -> str:
+    searcher = cell.searcher.replace(":", ".")
+    backbone = cell.backbone.replace("@", "_w")
+    name = f"{searcher}{SEP}{backbone}{SEP}s{cell.seed}"
+    if parse_cell_name(name) != cell:
+        raise ValueError(f"cell {cell} does not round-trip through its folder name {name!r}")
+    return name
+
+
+def parse_cell_name(name: str) -> Cell | None:
+    """The cell of a folder name, or None for a folder that is not a cell."""
+    match = _CELL.fullmatch(name)
+    if match is None or SEP in match["searcher"] or SEP in match["backbone"]:
+        return None
+    searcher = match["searcher"].replace(".", ":", 1)
+    if "." in searcher:
+        return None
+    head, sep, width = match["backbone"].rpartition("_w")
+    backbone = f"{head}@{width}" if sep and head else match["backbone"]
+    return Cell(searcher, backbone, int(match["seed"]))

@@ -1,0 +1,209 @@
+"""The registry of methods by name, as data.
+
+Each `Entry` names its factory lazily (`"package.module:function"`), says what it is (a
+Table 9 row, a Table 8 family, whether it needs a search space) and declares its options
+with type, range and allowed values, so a bad option fails at validation with one line,
+before Ray starts. Entries are declared beside their methods (`baselines/entries.py`,
+`rllib_policies/entries.py`) and gathered here; importing them loads no searcher library.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Literal
+
+from service.api import (
+    Budget,
+    ControllerPlan,
+    Plan,
+    PopulationPlan,
+    SearcherPlan,
+    did_you_mean,
+)
+from service.space import SearchSpace
+
+ENTRY_MODULES: tuple[str, ...] = ("baselines.entries", "rllib_policies.entries")
+"""Modules whose `ENTRIES` list is gathered, in this order."""
+
+LABEL = re.compile(r"[a-z0-9]+(?:[_-][a-z0-9]+)*")
+"""A variant label (`emerald:product`): no doubled or trailing separators, so the cell
+folder name splits back (service.layout)."""
+
+
+_PLAN_KINDS = {"searcher": SearcherPlan, "population": PopulationPlan,
+               "controller": ControllerPlan}
+
+
+class RegistryError(ValueError):
+    """An unknown method name, a bad label or a bad option; `str()` is one line."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of an entry: its type, default, help, and what values are accepted
+    (inclusive `low`/`high`, or `choices`; `above` is an exclusive lower bound)."""
+
+    type: type
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+    above: float | None = None
+
+    def accepted(self) -> str:
+        """What the option accepts, for error messages and `searchers --options`."""
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        parts = [self.type.__name__]
+        if self.above is not None:
+            parts.append(f"> {self.above:g}")
+        if self.low is not None:
+            parts.append(f">= {self.low:g}")
+        if self.high is not None:
+            parts.append(f"<= {self.high:g}")
+        return " ".join(parts)
+
+    def check(self, where: str, value: Any) -> Any:
+        """`value` in its canonical type, or RegistryError naming `where`, the value and
+        what is accepted."""
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        ok = isinstance(value, self.type) and not (
+            self.type in (int, float) and isinstance(value, bool))
+        if ok and self.type is float and not math.isfinite(value):
+            ok = False
+        if ok and self.choices is not None:
+            ok = value in self.choices
+        if ok and self.type in (int, float):
+            ok = ((self.low is None or value >= self.low)
+                  and (self.high is None or value <= self.high)
+                  and (self.above is None or value > self.above))
+        if not ok:
+            hint = did_you_mean(value, [str(c) for c in self.choices]) if (
+                self.choices and isinstance(value, str)) else ""
+            raise RegistryError(f"{where}: {value!r} is not accepted{hint}; "
+                                f"give {self.accepted()}")
+        return value
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registry entry.
+
+    `factory` is called with space, metric, mode, seed, budget and the options, and returns
+    a `Plan`. `table9_row` is the EMERALD-O Table 9 row it stands for; `table8` its Table 8
+    family ("grid" or "bayesian", preferred in registry order); `kind` the plan kind its
+    factory returns (population and controller plans change hyperparameters inside a trial,
+    so their final test replays a schedule); `needs_space` is False for
+    entries that search nothing; `check` validates the options against the space (cheap,
+    no Ray) and returns an error message or None.
+    """
+
+    name: str
+    summary: str
+    factory: str
+    options: dict[str, Option] = field(default_factory=dict)
+    table9_row: str | None = None
+    table8: Literal["grid", "bayesian"] | None = None
+    kind: Literal["searcher", "population", "controller"] = "searcher"
+    needs_space: bool = True
+    check: Callable[[SearchSpace, dict[str, Any]], str | None] | None = None
+
+    @property
+    def replays_schedule(self) -> bool:
+        return self.kind != "searcher"
+
+    def load_factory(self) -> Callable[..., Plan]:
+        module, _, attr = self.factory.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@cache
+def entries() -> dict[str, Entry]:
+    """Every entry by name, gathered from `ENTRY_MODULES`."""
+    out: dict[str, Entry] = {}
+    for module in ENTRY_MODULES:
+        for entry in importlib.import_module(module).ENTRIES:
+            if entry.name in out:
+                raise RuntimeError(f"registry: {entry.name!r} declared twice")
+            if not LABEL.fullmatch(entry.name):
+                raise RuntimeError(f"registry: entry name {entry.name!r} is not a safe label")
+            out[entry.name] = entry
+    return out
+
+
+def available() -> list[str]:
+    return list(entries())
+
+
+def entry_name(name: str) -> str:
+    """The registry entry of `name`: a searcher may carry a label, `emerald:product`, so
+    one experiment can compare variants of an entry (options given per labelled name)."""
+    return name.split(":", 1)[0]
+
+
+def entry(name: str) -> Entry:
+    return entries()[entry_name(check_name(name))]
+
+
+def check_name(name: Any) -> str:
+    """Return `name` if its entry is registered and its label is safe, else raise with a
+    suggestion."""
+    known = entries()
+    base = entry_name(name) if isinstance(name, str) else name
+    if not isinstance(name, str) or base not in known:
+        raise RegistryError(f"unknown searcher {name!r}{did_you_mean(base, known)}; "
+                            f"available: {', '.join(known)}")
+    if ":" in name:
+        label = name[len(base) + 1:]
+        if not LABEL.fullmatch(label) or len(label) > 40:
+            raise RegistryError(
+                f"searcher label {label!r} in {name!r}: use a-z and 0-9, words joined by one "
+                "'_' or '-' (at most 40 characters), e.g. emerald:fast-decay")
+    return name
+
+
+def check_options(name: str, options: Mapping[str, Any],
+                  space: SearchSpace | None = None) -> dict[str, Any]:
+    """Validate an entry's options (against `space` too, when given); return them complete
+    with defaults."""
+    found = entry(name)
+    if not isinstance(options, Mapping):
+        raise RegistryError(f"options of {name!r} must be a mapping of option: value")
+    out = {key: opt.default for key, opt in found.options.items()}
+    for key, value in options.items():
+        if key not in found.options:
+            accepted = ", ".join(found.options) or "none"
+            raise RegistryError(f"unknown option {key!r} for {name!r}"
+                                f"{did_you_mean(key, found.options)}; accepted: {accepted}")
+        out[key] = found.options[key].check(f"option {key!r} of {name!r}", value)
+    if space is not None and found.check is not None:
+        problem = found.check(space, out)
+        if problem:
+            raise RegistryError(f"{name!r}: {problem}")
+    return out
+
+
+def build(name: str, *, space: SearchSpace, metric: str, mode: str, seed: int,
+          budget: Budget, options: Mapping[str, Any] | None = None) -> Plan:
+    """Build the plan of entry `name` over `space` for one seed and budget."""
+    from service.searching import ResultGuard
+
+    opts = check_options(name, options or {}, space)
+    plan = entry(name).load_factory()(space=space, metric=metric, mode=mode, seed=seed,
+                                      budget=budget, **opts)
+    expected = _PLAN_KINDS[entry(name).kind]
+    if not isinstance(plan, expected):
+        raise TypeError(f"{name}: factory returned {type(plan).__name__}, its entry declares "
+                        f"{expected.__name__}")
+    if isinstance(plan, SearcherPlan):
+        plan.searcher = ResultGuard(plan.searcher)
+    plan.param_space = {**space.constants, **plan.param_space}
+    plan.seed = seed
+    return plan
