@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from ray import tune
 
+from service.api import Schedule
 from service.trainable import RunSettings, final_test, split_config, train_trial
 
 RUN = RunSettings(backbone="resnet18@0.0625", epochs=2, seed=0,
@@ -111,7 +112,7 @@ def test_controller_switches_hyperparameters_inside_a_running_trial(ray_session,
     import ray
 
     @ray.remote(num_cpus=0)
-    class Schedule:
+    class FixedChanges:
         def __init__(self) -> None:
             self.calls: list[tuple[str, int]] = []
 
@@ -129,7 +130,7 @@ def test_controller_switches_hyperparameters_inside_a_running_trial(ray_session,
         def seen(self):
             return self.calls
 
-    actor = Schedule.options(name="test-schedule").remote()
+    actor = FixedChanges.options(name="test-schedule").remote()
     run = RunSettings(**{**RUN.as_dict(), "epochs": 3, "controller": "test-schedule"})
     results = tune.Tuner(
         tune.with_resources(train_trial, {"cpu": 1}), param_space=config(run),
