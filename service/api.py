@@ -39,6 +39,11 @@ def plain(value: Any) -> Any:
     return value
 
 
+class ConfigError(ValueError):
+    """An invalid experiment configuration or command line; `str()` is the one-line message
+    to print (exit status 2, before Ray starts)."""
+
+
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors, values are frozen."""
 

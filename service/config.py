@@ -16,16 +16,12 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from service import registry
-from service.api import DATASETS, Budget, Strict, did_you_mean
+from service.api import DATASETS, Budget, ConfigError, Strict, did_you_mean
 from service.space import DEFAULT_SPACE, SearchSpace, SpaceError
 
 __all__ = ["Budget", "ConfigError", "ExperimentConfig", "build_config", "load_config"]
 
 METRICS: dict[str, str] = {"val_acc": "max", "val_loss": "min"}
-
-
-class ConfigError(ValueError):
-    """An invalid experiment configuration; `str()` is the one-line message to print."""
 
 
 class DatasetConfig(Strict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from service.api import did_you_mean
+from service.api import ConfigError, did_you_mean
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The README's main job: a side-by-side comparison that finishes on a 2-core CPU in
@@ -76,8 +76,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def get_preset(name: str) -> dict[str, Any]:
     """A deep copy of preset `name`; unknown names fail with a suggestion."""
-    from service.config import ConfigError
-
     if name not in PRESETS:
         raise ConfigError(f"--preset: unknown preset {name!r}{did_you_mean(name, PRESETS)}; "
                           f"available: {', '.join(PRESETS)}")
