@@ -6,6 +6,7 @@ entries and reports all use it."""
 from __future__ import annotations
 
 import difflib
+import importlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,12 @@ def plain(value: Any) -> Any:
     if item is not None and type(value).__module__ == "numpy":
         return item()
     return value
+
+
+def import_path(path: str) -> Any:
+    """The object a `"package.module:name"` path names (registry factories, controllers)."""
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 class ConfigError(ValueError):

@@ -24,6 +24,7 @@ from service.api import (
     PopulationPlan,
     SearcherPlan,
     did_you_mean,
+    import_path,
 )
 from service.space import SearchSpace
 
@@ -120,8 +121,7 @@ class Entry:
         return self.kind != "searcher"
 
     def load_factory(self) -> Callable[..., Plan]:
-        module, _, attr = self.factory.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return import_path(self.factory)
 
 
 @cache

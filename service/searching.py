@@ -10,7 +10,6 @@ the controller's learner updates run.
 from __future__ import annotations
 
 import csv
-import importlib
 import math
 import pickle
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from service.api import ControllerPlan, Observation, plain
+from service.api import ControllerPlan, Observation, import_path, plain
 from service.space import Dim, SearchSpace
 
 # The result guard.
@@ -176,11 +175,6 @@ def check_answer(name: str, space: SearchSpace, answer: Any) -> dict[str, Any]:
     return out
 
 
-def _load(path: str) -> Any:
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 class HostedController:
     """A controller as the host runs it (in a named actor, or in this process): builds it
     from its factory path and checks its answers."""
@@ -189,7 +183,7 @@ class HostedController:
                  space: dict[str, Any], seed: int) -> None:
         self.name = name
         self.space = SearchSpace.from_dict(space)
-        self.controller = _load(factory)(self.space, seed=seed, **options)
+        self.controller = import_path(factory)(self.space, seed=seed, **options)
 
     def ready(self) -> bool:
         return True
