@@ -34,6 +34,8 @@ _FLAG_PATHS: dict[str, tuple[str, Any]] = {
     "cpus_per_trial": ("resources.cpus", float),
     "gpus_per_trial": ("resources.gpus", float),
     "storage": ("storage", str),
+    "backend": ("backend", str),
+    "tables": ("replay.tables", lambda s: [x.strip() for x in s.split(",") if x.strip()]),
 }
 
 
@@ -55,6 +57,10 @@ def _experiment_args(p: argparse.ArgumentParser, default_preset: str | None) -> 
     p.add_argument("--cpus-per-trial", dest="cpus_per_trial")
     p.add_argument("--gpus-per-trial", dest="gpus_per_trial")
     p.add_argument("--storage", help="folder for results (default ./results)")
+    p.add_argument("--backend", help="tune (train for real, default) or replay (recorded "
+                   "tables, simulated clock)")
+    p.add_argument("--table", dest="tables", help="replay tables, comma list (implies "
+                   "nothing: give --backend replay too, or the replay preset)")
     _ray_args(p)
 
 
@@ -71,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _experiment_args(sub.add_parser("run", help="run an experiment (config or preset)"), None)
     _experiment_args(sub.add_parser("bench", help="run a benchmark preset"), "cpu-small")
+    _experiment_args(sub.add_parser(
+        "record", help="record learning curves of a design into replay tables"), None)
     v = sub.add_parser("validate", help="check a config and print it resolved")
     _experiment_args(v, None)
     r = sub.add_parser("report", help="write tables and plots for a storage folder")
@@ -113,9 +121,28 @@ def init_ray(args: argparse.Namespace) -> None:
                  include_dashboard=False)
 
 
+def _replay(cfg: ExperimentConfig) -> int:
+    """A replay needs no Ray: cells run in a process pool on the simulated clock."""
+    from service.replay.run import run_replay
+    from service.reports import write_report
+
+    start = time.time()
+    summaries = run_replay(cfg)
+    written = write_report(cfg.experiment_dir)
+    ran = [s for s in summaries if "skipped" not in s]
+    print(f"\n{len(ran)} replayed cells ({len(summaries) - len(ran)} could not run) in "
+          f"{time.time() - start:.0f} s under {cfg.experiment_dir}")
+    print(Path(written["comparison"]).read_text().split("\n## Table")[0])
+    for name, path in written.items():
+        print(f"  {name}: {path}")
+    return 0 if ran else 1
+
+
 def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = False) -> int:
     import ray
 
+    if cfg.backend == "replay":
+        return _replay(cfg)
     from service.experiment import run_all
     from service.reports import write_report
 
@@ -134,6 +161,23 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = Fal
         print(f"  {name}: {path}")
     print(f"TensorBoard: tensorboard --logdir {cfg.experiment_dir}")
     return 1 if failed else 0
+
+
+def _record(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    import ray
+
+    from service.replay.record import run_record
+
+    init_ray(args)
+    start = time.time()
+    try:
+        paths = run_record(cfg)
+    finally:
+        ray.shutdown()
+    print(f"recorded in {time.time() - start:.0f} s:")
+    for path in paths:
+        print(f"  {path}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,6 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = build_config(stored_config(folder))
             return _run(cfg, args, restore=True)
         cfg = config_from_args(args)
+        if args.command == "record":
+            from service.replay.record import check_design
+
+            check_design(cfg)  # a resume must record the same design: refuse before Ray
+            return _record(cfg, args)
         if args.command == "validate":
             import yaml
 

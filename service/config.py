@@ -70,6 +70,34 @@ class Resources(Strict):
         return value
 
 
+class RecordConfig(Strict):
+    """The design `python -m service record` trains: the grid of the discretised space
+    (`points` values per range, `points_per` per name, log-spaced on log ranges), or
+    `samples` seeded samples of the space."""
+
+    points: int = Field(default=3, ge=2, le=1000)
+    points_per: dict[str, int] = {}
+    samples: int | None = Field(default=None, ge=1, le=1_000_000)
+    out: str | None = None
+
+    @field_validator("points_per")
+    @classmethod
+    def _points(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, points in value.items():
+            if not isinstance(points, int) or points < 2:
+                raise ValueError(f"points_per.{name}: {points!r} must be an integer >= 2")
+        return value
+
+
+class ReplayConfig(Strict):
+    """The replay backend: recorded tables to run every searcher against, on a simulated
+    clock; `time_budget_s` ends each experiment at that simulated wall time."""
+
+    tables: list[str] = []
+    time_budget_s: float | None = Field(default=None, gt=0)
+    workers: int | None = Field(default=None, ge=1, le=1024)
+
+
 class ExperimentConfig(Strict):
     """A comparison of searchers x backbones x seeds under one storage path."""
 
@@ -91,6 +119,9 @@ class ExperimentConfig(Strict):
     max_failures: int = Field(default=1, ge=0, le=100)
     reuse_actors: bool = True
     keep_checkpoints: int = Field(default=2, ge=1, le=1000)
+    backend: Literal["tune", "replay"] = "tune"
+    record: RecordConfig = RecordConfig()
+    replay: ReplayConfig = ReplayConfig()
 
     @field_validator("name")
     @classmethod
@@ -179,7 +210,42 @@ class ExperimentConfig(Strict):
                 raise ValueError(
                     f"searcher_options.{name}: {name!r} is not in searchers {self.searchers}"
                     f"{did_you_mean(name, self.searchers)}")
+        if self.backend == "replay":
+            self._check_replay()
+            return self
         space = self.search_space
+        self._check_entries(space)
+        return self
+
+    def _check_replay(self) -> None:
+        """Tables exist and fit the format; the budget fits each; options fit each space.
+        The space, metric and mode come from the tables."""
+        from service.replay.table import TableError, cached_table
+
+        if not self.replay.tables:
+            raise ValueError("replay.tables: give at least one recorded table "
+                             "(e.g. docs/tables/digits-vgg16_w0.0625.parquet)")
+        if "space" in self.model_fields_set:
+            raise ValueError("space: a replay reads its space from each table; remove space "
+                             "(or put it in the table's metadata or <table>.yaml)")
+        try:
+            names = [cached_table(t).name for t in self.replay.tables]
+        except TableError as err:
+            raise ValueError(f"replay.tables: {err}") from None
+        if len(set(names)) != len(names):
+            raise ValueError(f"replay.tables: two tables share a file name {names}")
+        for path in self.replay.tables:
+            table = cached_table(path)
+            if self.budget.epochs > table.epochs:
+                raise ValueError(f"budget.epochs: {self.budget.epochs} is more than table "
+                                 f"{table.name!r} recorded ({table.epochs}); give at most "
+                                 f"{table.epochs}")
+            if "metric" in self.model_fields_set and self.metric != table.metric:
+                raise ValueError(f"metric: table {table.name!r} records {table.metric!r}; "
+                                 "remove metric (a replay uses the table's)")
+            self._check_entries(table.space)
+
+    def _check_entries(self, space: SearchSpace) -> None:
         for name in self.searchers:
             try:
                 registry.check_options(name, self.searcher_options.get(name, {}), space)
@@ -190,7 +256,6 @@ class ExperimentConfig(Strict):
             if space.searched == () and registry.entry(name).needs_space:
                 raise ValueError(f"space: nothing to search for {name!r}; give at least one "
                                  "range or choice")
-        return self
 
     @property
     def search_space(self) -> SearchSpace:

@@ -50,6 +50,55 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "resources": {"cpus": 1},
     },
+    # Replay table (a): EMERALD-O's space (flip, rotation, shift, optimizer, learning rate
+    # at 9 log points; zoom fixed, rotation at two of Figs 10-12's values to keep the grid
+    # at 216 points) on two width-scaled backbones, 2 seeds, 12 epochs.
+    "record-emerald": {
+        "name": "record-emerald",
+        "dataset": {"name": "digits", "image_size": 16},
+        "backbones": ["vgg16@0.0625", "resnet18@0.0625"],
+        "space": {"flip": [False, True], "rotation": [0, 20], "shift": [False, True],
+                  "zoom": False, "optimizer": ["adam", "sgd", "rmsprop"],
+                  "lr": {"loguniform": [1e-5, 1e-1]}},
+        "record": {"points_per": {"lr": 9}, "out": "docs/tables"},
+        "budget": {"trials": 1, "epochs": 12},
+        "concurrency": 2,
+        "seeds": [0, 1],
+        "resources": {"cpus": 1},
+    },
+    # Replay table (b): architecture and regularisation (width, batch size, weight decay,
+    # learning rate) for the methods of documents 001-003.
+    "record-arch": {
+        "name": "record-arch",
+        "dataset": {"name": "digits", "image_size": 16},
+        "backbones": ["vgg16"],
+        "space": {"width": {"uniform": [0.0625, 0.25]}, "batch_size": {"int": [32, 128]},
+                  "weight_decay": {"uniform": [0.0, 0.001]},
+                  "lr": {"loguniform": [1e-4, 1e-1]}, "optimizer": "adam"},
+        "record": {"points": 3, "points_per": {"lr": 4}, "out": "docs/tables"},
+        "budget": {"trials": 1, "epochs": 12},
+        "concurrency": 2,
+        "seeds": [0, 1],
+        "resources": {"cpus": 1},
+    },
+    # Every registry entry replayed on the shipped tables: 20 seeds of 20 trials of 12
+    # epochs each, on a simulated clock (record-emerald and record-arch made the tables).
+    "replay": {
+        "name": "replay",
+        "backend": "replay",
+        "replay": {"tables": ["docs/tables/digits-vgg16_w0.0625.parquet",
+                              "docs/tables/digits-resnet18_w0.0625.parquet",
+                              "docs/tables/digits-vgg16.parquet"]},
+        "searchers": ["emerald", "emerald-dynamic", "optuna", "hyperopt", "skopt", "ax",
+                      "spearmint", "hyperband", "grid", "random", "bohb", "asha", "pbt", "pb2",
+                      "trivialaugment"],
+        # PBT and PB2 members train for the budget's 12 epochs (the table's length) when
+        # the population holds the 20 trials' 240 epochs.
+        "searcher_options": {"pbt": {"population": 20}, "pb2": {"population": 20}},
+        "budget": {"trials": 20, "epochs": 12},
+        "concurrency": 1,
+        "seeds": list(range(20)),
+    },
     # A tiny run for smoke tests and CI: seconds, not minutes.
     "smoke": {
         "name": "smoke",

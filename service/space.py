@@ -168,10 +168,25 @@ class Dim:
         return tuple(int(v) for v in ints)
 
 
-def parse_dim(name: str, raw: Any) -> Dim:
+def _check_free(name: str, value: Any) -> Any:
+    """Validate a value of a hyperparameter outside the catalogue (a recorded table's own
+    names): a boolean, string or finite number, returned as a plain Python value."""
+    value = plain(value)
+    if isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return value
+    raise SpaceError(f"space.{name}: {value!r} is not a boolean, string or finite number")
+
+
+def parse_dim(name: str, raw: Any, free: bool = False) -> Dim:
     """Read one YAML entry: a scalar (constant), a list (choice) or a one-key mapping
-    `{loguniform: [lo, hi]}`, `{uniform: [lo, hi]}`, `{int: [lo, hi]}`, `{choice: [...]}`."""
-    check_hparam_name(name)
+    `{loguniform: [lo, hi]}`, `{uniform: [lo, hi]}`, `{int: [lo, hi]}`, `{choice: [...]}`.
+    With `free`, any name is accepted and typed by its values (a table recorded elsewhere
+    brings hyperparameters the trainer has never heard of)."""
+    if not free:
+        check_hparam_name(name)
+    check = _check_free if free else _check_value
     if isinstance(raw, Mapping):
         if len(raw) != 1:
             raise SpaceError(
@@ -188,17 +203,19 @@ def parse_dim(name: str, raw: Any) -> Dim:
     else:
         kind, arg = "constant", raw
     if kind == "constant":
-        return Dim(name, "constant", (_check_value(name, arg),))
+        return Dim(name, "constant", (check(name, arg),))
     if kind == "choice":
         if not isinstance(arg, (list, tuple)) or not arg:
             raise SpaceError(f"space.{name}: choice needs a non-empty list of values")
-        values = tuple(_check_value(name, v) for v in arg)
+        values = tuple(check(name, v) for v in arg)
         if len(set(values)) != len(values):
             raise SpaceError(f"space.{name}: choice has repeated values {list(values)}")
         return Dim(name, "choice", values)
     if not isinstance(arg, (list, tuple)) or len(arg) != 2:
         raise SpaceError(f"space.{name}: {kind} needs [low, high], got {arg!r}")
-    low, high = (_check_value(name, v) for v in arg)
+    low, high = (check(name, v) for v in arg)
+    if free:
+        return _free_range(name, kind, low, high)
     if HPARAMS[name].type not in (int, float):
         raise SpaceError(f"space.{name}: {kind} needs a numeric hyperparameter; use choice")
     if not low < high:
@@ -216,6 +233,22 @@ def parse_dim(name: str, raw: Any) -> Dim:
     return Dim(name, kind, (), float(low), float(high))
 
 
+def _free_range(name: str, kind: str, low: Any, high: Any) -> Dim:
+    """A range over a name outside the catalogue: numeric bounds, low < high, integer
+    bounds for `int`, positive ones for `loguniform`."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        raise SpaceError(f"space.{name}: {kind} needs numeric [low, high], got [{low}, {high}]")
+    if not low < high:
+        raise SpaceError(f"space.{name}: {kind} needs low < high, got [{low}, {high}]")
+    if kind == "loguniform" and low <= 0:
+        raise SpaceError(f"space.{name}: loguniform needs low > 0, got {low}")
+    if kind == "int":
+        if float(low) != int(low) or float(high) != int(high):
+            raise SpaceError(f"space.{name}: int needs integer bounds, got [{low}, {high}]")
+        return Dim(name, "int", (), int(low), int(high))
+    return Dim(name, kind, (), float(low), float(high))  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """An ordered set of dimensions; constants are kept apart from what searchers see."""
@@ -223,8 +256,9 @@ class SearchSpace:
     dims: tuple[Dim, ...] = field(default_factory=tuple)
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> SearchSpace:
-        return cls(tuple(parse_dim(name, value) for name, value in raw.items()))
+    def from_dict(cls, raw: Mapping[str, Any], free: bool = False) -> SearchSpace:
+        """The space of a YAML mapping; `free` accepts names outside the catalogue."""
+        return cls(tuple(parse_dim(name, value, free) for name, value in raw.items()))
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML form, so a space round-trips through a config file."""

@@ -44,6 +44,8 @@ class RunSettings:
     controller: str | None = None
     controller_every: int = 1
     weights: str | None = None
+    test_last: bool = False
+    """Score the test split after the last epoch (`record`: the table's test accuracy)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,6 +160,8 @@ def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], 
                 trainer.apply(trainer.hp.replace(changes))
         schedule.append(trainer.hp.as_dict())
         row = epoch_report(trainer, trainer.train_epoch(), splits)
+        if run.test_last and trainer.epoch == run.epochs and not row["diverged"]:
+            row["test_acc"], row["test_loss"] = trainer.evaluate(splits.test_x, splits.test_y)
         row.update(placement, controller_wait_s=wait, schedule=schedule.to_json(),
                    elapsed_s=time.perf_counter() - began, unix_time=time.time())
         step.append(row)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from service.reports.compare import is_replay, write_replay_report
 from service.reports.load import (
     _config_lists,
     _experiment_name,
@@ -106,6 +107,8 @@ def write_report(storage: str | Path, out_dir: str | Path | None = None,
     storage = Path(storage)
     folders = find_experiments(storage)
     out = Path(out_dir) if out_dir else storage / "report"
+    if folders == [storage] and is_replay(storage):
+        return write_replay_report(storage, out)
     out.mkdir(parents=True, exist_ok=True)
     views = _single_views(storage) if folders == [storage] else _storage_views(folders)
     trials = views.trials

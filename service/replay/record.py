@@ -1,0 +1,208 @@
+"""`python -m service record`: train every configuration of a design once per seed with the
+real trainable, as ordinary Tune trials, and write one table per backbone.
+
+The design is the full grid of the discretised space (`record.points` values per range,
+`record.points_per` per name, log-spaced on log ranges) or `record.samples` seeded samples.
+Each (configuration, seed) is one trial of one Tune experiment per backbone, so the record
+uses the cluster, resumes after a crash (`Tuner.restore`: finished trials are never trained
+again) and prints its progress. The table is written only once every trial has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.api import ConfigError, plain
+from service.config import ExperimentConfig
+from service.replay.table import EPOCH, SEED, TEST, TableMeta, write_table
+
+try:  # Ray is installed with the service; the import stays lazy for validation paths
+    from ray.tune import Callback
+except ImportError:  # pragma: no cover
+    Callback = object  # type: ignore[misc,assignment]
+
+RECORD_COLUMNS = ("val_acc", "val_loss", "train_acc", "train_loss", "grad_norm",
+                  "epoch_time_s", "images_per_s", "diverged")
+DESIGN_FILE = "design.json"
+
+
+def design(cfg: ExperimentConfig) -> list[dict[str, Any]]:
+    """The configurations to record (searched names only; constants go to every trial)."""
+    space = cfg.search_space
+    rec = cfg.record
+    for name in rec.points_per:
+        if name not in space.names:
+            raise ConfigError(f"record.points_per.{name}: not a dimension of space "
+                              f"({', '.join(space.names)})")
+    if rec.samples is not None:
+        rng = np.random.default_rng(cfg.seeds[0])
+        seen: dict[str, dict[str, Any]] = {}
+        for _ in range(rec.samples * 20):
+            config = plain(space.sample(rng))
+            seen.setdefault(json.dumps(config, sort_keys=True), config)
+            if len(seen) == rec.samples:
+                break
+        return list(seen.values())
+    grids = [d.grid(rec.points_per.get(d.name, rec.points)) for d in space.searched]
+    import itertools
+
+    names = [d.name for d in space.searched]
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*grids)]
+
+
+def table_path(cfg: ExperimentConfig, backbone: str) -> Path:
+    folder = Path(cfg.record.out).expanduser() if cfg.record.out else cfg.experiment_dir
+    return folder / f"{cfg.dataset.name}-{backbone.replace('@', '_w')}.parquet"
+
+
+def record_trial(config: dict[str, Any]) -> None:
+    """Tune trainable of one recording: the point's hyperparameters on its seed, for the
+    budget's epochs, every epoch reported (no checkpoints: a trial is short and is
+    trained again from the start after a crash), the test split scored after the last."""
+    from ray import tune
+
+    from service.trainable import train_loop
+
+    run = {**config["run"], "seed": int(config["point"]["seed"]), "test_last": True}
+    trial = {**config["point"]["hp"], "run": run}
+    train_loop(trial, report=lambda row, _state: tune.report(row),
+               trial_id=tune.get_context().get_trial_id() or "local")
+
+
+class Progress(Callback):
+    """One line per ~2% of finished recordings, with the rate and the time left."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label = total, label
+        self.done, self.start = 0, time.time()
+
+    def setup(self, **info: Any) -> None:
+        self.done, self.start = 0, time.time()  # again after a resume
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any
+                          ) -> None:
+        self.done += 1
+        finished = len({t.trial_id for t in trials if t.status == "TERMINATED"} | {trial.trial_id})
+        spent = time.time() - self.start
+        left = spent / self.done * max(0, self.total - finished)
+        if finished == self.total or self.done % max(1, self.total // 50) == 0:
+            print(f"[record {self.label}] {finished}/{self.total} curves "
+                  f"({100 * finished / self.total:.0f}%), {spent:.0f} s this run, "
+                  f"about {left:.0f} s left", flush=True)
+
+
+def _device(rows: Any) -> str:
+    devices = sorted({str(d) for d in rows.get("device", [])}) if "device" in rows else []
+    cpu = platform.processor() or platform.machine()
+    return f"{', '.join(devices) or 'cpu'} ({cpu}, {os.cpu_count()} cores)"
+
+
+def _versions() -> dict[str, str]:
+    import ray
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "ray": ray.__version__, "emerald_tune": "0.1.0"}
+
+
+def record_backbone(cfg: ExperimentConfig, backbone: str, points: list[dict[str, Any]],
+                    log: Any = print) -> Path:
+    """Record (or resume recording) one backbone's table; returns its path."""
+    import pandas as pd
+    from ray import tune
+
+    from service.experiment import _trial_dirname
+    from service.trainable import RunSettings
+
+    label = f"record__{backbone.replace('@', '_w')}"
+    folder = cfg.experiment_dir / label
+    grid = [{"hp": hp, "seed": seed} for hp in points for seed in cfg.seeds]
+    resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
+    trainable = tune.with_resources(record_trial, resources)
+    start = time.time()
+    if tune.Tuner.can_restore(str(folder)):
+        log(f"[record {backbone}] resuming {folder}")
+        tuner = tune.Tuner.restore(str(folder), trainable, resume_errored=True)
+    else:
+        dataset = cfg.dataset.model_dump(exclude_none=True)
+        run = RunSettings(backbone=backbone, epochs=cfg.budget.epochs, dataset=dataset,
+                          threads=max(1, int(cfg.resources.cpus)))
+        tuner = tune.Tuner(
+            trainable,
+            param_space={**cfg.search_space.constants, "point": tune.grid_search(grid),
+                         "run": run.as_dict()},
+            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.concurrency,
+                                        reuse_actors=cfg.reuse_actors,
+                                        trial_dirname_creator=_trial_dirname),
+            run_config=tune.RunConfig(name=label, storage_path=str(cfg.experiment_dir),
+                                      failure_config=tune.FailureConfig(
+                                          max_failures=cfg.max_failures),
+                                      callbacks=[Progress(len(grid), backbone)],
+                                      verbose=0),
+        )
+    results = tuner.fit()
+    frames = []
+    for result in results:
+        df = result.metrics_dataframe
+        if result.error is not None or df is None or df.empty:
+            continue
+        point = result.config["point"]
+        keep = [c for c in (*RECORD_COLUMNS, EPOCH, TEST, "test_loss", "device") if c in df]
+        rows = df[keep].copy()
+        for name, value in {**cfg.search_space.constants, **point["hp"]}.items():
+            rows[name] = [value] * len(rows)
+        rows[SEED] = int(point["seed"])
+        frames.append(rows)
+    if len(frames) != len(grid):
+        raise RuntimeError(f"record {backbone}: {len(grid) - len(frames)} of {len(grid)} "
+                           f"curves failed; run the same command again to resume them")
+    rows = pd.concat(frames, ignore_index=True)
+    meta = TableMeta(space=cfg.search_space.to_dict(), metric=cfg.metric, mode=cfg.mode,
+                     dataset=cfg.dataset.name, backbone=backbone,
+                     command="python -m service " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                     device=_device(rows), versions=_versions(),
+                     recorded_s=round(time.time() - start, 1),
+                     extra={"seeds": list(cfg.seeds), "epochs": cfg.budget.epochs,
+                            "design": "samples" if cfg.record.samples else "grid",
+                            "curves": len(grid)})
+    rows = rows.drop(columns=["device"], errors="ignore")
+    names = list(cfg.search_space.names)
+    rows = rows[[*names, SEED, EPOCH, *[c for c in rows if c not in (*names, SEED, EPOCH)]]]
+    return write_table(rows.sort_values([*names, SEED, EPOCH]).reset_index(drop=True), meta,
+                       table_path(cfg, backbone))
+
+
+def check_design(cfg: ExperimentConfig) -> list[dict[str, Any]]:
+    """The design, checked against the one an earlier (interrupted) record stored: a resume
+    must record the same curves."""
+    points = design(cfg)
+    stored = cfg.experiment_dir / DESIGN_FILE
+    fingerprint = {"points": points, "seeds": list(cfg.seeds), "epochs": cfg.budget.epochs,
+                   "backbones": list(cfg.backbones)}
+    if stored.is_file():
+        if json.loads(stored.read_text()) != json.loads(json.dumps(fingerprint)):
+            raise ConfigError(f"name: {str(cfg.experiment_dir)!r} holds a record of another "
+                              "design; choose another name or storage to record this one")
+    return points
+
+
+def run_record(cfg: ExperimentConfig, log: Any = print) -> list[Path]:
+    """Record every backbone of `cfg` in the connected Ray cluster."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    points = check_design(cfg)
+    cfg.experiment_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.experiment_dir / DESIGN_FILE).write_text(json.dumps(
+        {"points": points, "seeds": list(cfg.seeds), "epochs": cfg.budget.epochs,
+         "backbones": list(cfg.backbones)}, indent=1))
+    log(f"recording {len(points)} configurations x {len(cfg.seeds)} seeds x "
+        f"{cfg.budget.epochs} epochs on {', '.join(cfg.backbones)}")
+    return [record_backbone(cfg, b, points, log) for b in cfg.backbones]

@@ -1,0 +1,224 @@
+"""Running a replay comparison: every (entry, table, seed) cell in a pool of processes (no
+Ray: a replayed trial costs no CPU slot), each scored against its table's known optimum and
+written in the same layout as a real run (`<storage>/<name>/<cell>/`).
+
+Per cell: `epochs.parquet` (every reported row, the service's result schema, plus the
+best-so-far regret after it) and `summary.json` (final regret, the chosen configuration's
+true value and test accuracy from the table, evaluations to the target, snaps, times).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.config import ExperimentConfig
+from service.layout import CONFIG_FILE, SUMMARY_FILE, Cell
+from service.replay.table import ReplayTable, cached_table
+
+ROWS_FILE = "epochs.parquet"
+TARGET_QUANTILE = 0.95
+"""Evaluations to reach a target (document 003 section 4.2 counts model evaluations to 85%
+validation accuracy on CIFAR-10): a table's target is the value the best 5% of its
+configurations reach, since a fixed 85% means nothing on another table."""
+SLOW_FIRST = ("ax", "skopt", "spearmint", "emerald", "emerald-dynamic", "bohb", "hyperopt")
+"""Cells started first, so the pool does not end waiting on one slow searcher."""
+
+
+def table_label(table: ReplayTable) -> str:
+    """The table's name as a cell's backbone slot (the layout codec's `@` for `_w`)."""
+    from service.layout import parse_cell_name
+
+    safe = "".join(c if c.isalnum() or c in "._+-" else "-" for c in table.name.lower())
+    cell = parse_cell_name(f"x__{safe}__s0")
+    if cell is None:
+        raise ValueError(f"table name {table.name!r} cannot name a cell folder")
+    return cell.backbone
+
+
+def cells(cfg: ExperimentConfig) -> list[tuple[Cell, str]]:
+    out = [(Cell(s, table_label(cached_table(t)), seed), t)
+           for s in cfg.searchers for t in cfg.replay.tables for seed in cfg.seeds]
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    return sorted(out, key=lambda c: rank.get(c[0].searcher.split(":")[0], len(rank)))
+
+
+def true_value(table: ReplayTable, sim: Any, trial_id: str, epoch: int, config: int) -> float:
+    """What the service would get for a trial chosen at `epoch`: a plain configuration is
+    trained again for the full budget (its seed-mean value after `max_epochs`); an in-trial
+    schedule is replayed through `epoch` on every seed (the mean of the spliced curves)."""
+    plan = sim.plan
+    if not plan.replays_schedule:
+        return table.value(config, plan.max_epochs)
+    schedule = sim.state[trial_id].schedule
+    values = []
+    for s in range(len(table.seeds)):
+        total = math.nan
+        for e in range(1, min(epoch, len(schedule)) + 1):
+            c = table.snap(schedule.at(e))[0]
+            total = float(table.metrics[table.metric][c, s, e - 1]) if e <= \
+                table.lengths[c, s] else math.nan
+        values.append(total)
+    return float(np.mean(values))
+
+
+def chosen_test(table: ReplayTable, sim: Any, trial_id: str, epoch: int, config: int
+                ) -> float:
+    """The table's test accuracy of the chosen configuration (the one in force at the
+    chosen epoch for a schedule: an approximation), when it was recorded at the budget."""
+    if table.test is None:
+        return math.nan
+    if sim.plan.replays_schedule:
+        schedule = sim.state[trial_id].schedule
+        config = table.snap(schedule.at(min(epoch, len(schedule))))[0]
+    elif sim.plan.max_epochs != table.epochs:
+        return math.nan
+    return float(np.nanmean(table.test[config])) if np.isfinite(table.test[config]).any() \
+        else math.nan
+
+
+def score(sim: Any, table: ReplayTable) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows with the best-so-far regret after each (in simulated time order), and the
+    cell's figures."""
+    optimum, worst = table.optimum(sim.plan.max_epochs)
+    sign = table.sign
+    values = table.true_values(sim.plan.max_epochs)
+    finite = np.sort(values[np.isfinite(values)])
+    target = float(np.quantile(finite, TARGET_QUANTILE if sign > 0 else 1 - TARGET_QUANTILE))
+    rows = sorted(sim.rows, key=lambda r: (r["unix_time"], r["trial_index"]))
+    best: tuple[float, dict[str, Any]] | None = None
+    regret = math.nan
+    epochs = 0
+    started: set[int] = set()
+    evals_to_target = math.nan
+    cache: dict[tuple[str, int], float] = {}
+    for row in rows:
+        epochs += 1
+        started.add(row["trial_index"])
+        value = row[table.metric]
+        if math.isfinite(value) and (best is None or sign * value > sign * best[0]):
+            best = (value, row)
+            key = (row["trial_id"], row["epoch"])
+            if key not in cache:
+                cache[key] = true_value(table, sim, row["trial_id"], row["epoch"],
+                                        row["config"])
+            regret = sign * (optimum - cache[key])
+            if math.isnan(evals_to_target) and sign * (value - target) >= 0:
+                evals_to_target = len(started)
+        row["regret"] = regret
+        row["trials_started"] = len(started)
+        row["epochs_total"] = epochs
+    chosen = best[1] if best else None
+    summary = {
+        "trials": len(sim.trials), "epochs": epochs, "simulated_s": sim.clock,
+        "snapped": sim.snapped, "lookups": sim.lookups,
+        "optimum": optimum, "worst": worst, "target": target,
+        "final_regret": regret,
+        "normalised_regret": regret / (optimum - worst) * sign if chosen and optimum != worst
+        else math.nan,
+        "best_observed": best[0] if best else math.nan,
+        "chosen_value": cache[(chosen["trial_id"], chosen["epoch"])] if chosen else math.nan,
+        "test_acc": chosen_test(table, sim, chosen["trial_id"], chosen["epoch"],
+                                chosen["config"]) if chosen else math.nan,
+        "chosen_config": table.config_dict(chosen["config"]) if chosen else None,
+        "chosen_schedule": json.loads(sim.state[chosen["trial_id"]].schedule.upto(
+            chosen["epoch"]).to_json()) if chosen and sim.plan.replays_schedule else None,
+        "evals_to_target": evals_to_target,
+        "in_trial": bool(sim.plan.replays_schedule),
+    }
+    return rows, summary
+
+
+def run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str) -> dict[str, Any]:
+    """One cell in a worker process: simulate, score, write its folder, return the summary
+    (or why the entry cannot run on this table)."""
+    import pandas as pd
+
+    from service.config import build_config
+    from service.layout import cell_name
+    from service.replay.simulate import ReplayError, replay_cell
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)  # PBT logs every perturbation
+    cfg = build_config(cfg_dict)
+    table = cached_table(table_path)
+    folder = cfg.experiment_dir / cell_name(cell)
+    meta = {"searcher": cell.searcher, "backbone": cell.backbone, "seed": cell.seed,
+            "table": table.path, "backend": "replay"}
+    start = time.perf_counter()
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        sim = replay_cell(cell.searcher, table, seed=cell.seed, budget=cfg.budget,
+                          options=cfg.searcher_options.get(cell.searcher),
+                          concurrency=cfg.concurrency, time_budget_s=cfg.replay.time_budget_s)
+        rows, figures = score(sim, table)
+    except ReplayError as err:
+        return _write_summary(folder, {**meta, "skipped": str(err)[:300]})
+    except Exception as err:  # one entry that cannot search this space loses no other cell
+        last = traceback.extract_tb(err.__traceback__)[-1]
+        return _write_summary(folder, {**meta, "skipped": f"{type(err).__name__}: {err} "
+                                       f"({Path(last.filename).name}:{last.lineno})"[:300]})
+    summary = {**meta, **figures, "wall_time_s": time.perf_counter() - start}
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows).drop(columns=["config"], errors="ignore")
+    frame.to_parquet(folder / ROWS_FILE, index=False)
+    return _write_summary(folder, summary)
+
+
+def _write_summary(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def run_replay(cfg: ExperimentConfig, log: Any = print) -> list[dict[str, Any]]:
+    """Every cell of `cfg` against its tables, `replay.workers` processes at once (default:
+    the machine's cores)."""
+    import multiprocessing
+
+    folder = cfg.experiment_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    # Only what was set: a replay's space comes from its tables, so a stored default space
+    # would be refused when the config is read back.
+    cfg_dict = cfg.model_dump(exclude_unset=True)
+    stored = {**cfg_dict, "storage": str(Path(cfg.storage).expanduser().resolve())}
+    (folder / CONFIG_FILE).write_text(json.dumps(stored, indent=1))
+    todo = cells(cfg)
+    workers = cfg.replay.workers or os.cpu_count() or 1
+    summaries: list[dict[str, Any]] = []
+    start = time.time()
+    log(f"replaying {len(todo)} cells ({len(cfg.searchers)} entries x "
+        f"{len(cfg.replay.tables)} tables x {len(cfg.seeds)} seeds) in {workers} processes")
+    if workers == 1:
+        results = (run_cell(cfg_dict, cell, path) for cell, path in todo)
+        for summary in results:
+            summaries.append(_logged(summary, len(summaries), len(todo), start, log))
+        return summaries
+    context = multiprocessing.get_context("spawn")  # no forked Ray or torch state
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [pool.submit(run_cell, cfg_dict, cell, path) for cell, path in todo]
+        for future in as_completed(futures):
+            summaries.append(_logged(future.result(), len(summaries), len(todo), start, log))
+    return summaries
+
+
+def _logged(summary: dict[str, Any], done: int, total: int, start: float, log: Any
+            ) -> dict[str, Any]:
+    done += 1
+    if "skipped" in summary and summary["seed"] == 0:
+        log(f"  {summary['searcher']} on {summary['backbone']}: cannot run "
+            f"({summary['skipped']})")
+    if done == total or done % max(1, total // 10) == 0:
+        log(f"  {done}/{total} cells, {time.time() - start:.0f} s")
+    return summary

@@ -1,0 +1,464 @@
+"""The replay backend: the registry's plans, unchanged, against a recorded table, on a
+simulated clock, in this process (Syne Tune's simulator design, for Ray Tune's objects).
+
+The very `Searcher` and `TrialScheduler` objects a real run uses are driven here the way
+Ray Tune's `TuneController` drives them: Tune's own `SearchGenerator` (behind the same
+`ConcurrencyLimiter`) makes the `Trial` objects, the scheduler chooses which trial runs and
+answers CONTINUE / PAUSE / STOP after every result, and `SimController` offers the part of
+`TuneController` schedulers call (pause, stop, save, the trial list). A trial's epochs are
+read from the table instead of trained; each finishes at `now + its recorded seconds`.
+
+- A paused (HyperBand, BOHB) trial resumes at the epoch it reached, on the same curve.
+- A PBT / PB2 clone continues on its new configuration's curve from the donor's epoch.
+- An in-trial controller's change continues the new configuration's curve from the current
+  epoch. Both are approximations (no weights carry over); reports say so.
+- A configuration off the table's grid is snapped to the nearest recorded one (log scale on
+  log ranges); every snap is counted.
+- The recorded seed a trial replays is drawn from the experiment seed and the trial's index,
+  and Tune's trial ids are numbered, so a replay is exactly reproducible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import math
+import random
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from unittest import mock
+
+import numpy as np
+
+from service.api import (
+    HP_PREFIX,
+    Budget,
+    ControllerPlan,
+    Observation,
+    PopulationPlan,
+    Schedule,
+    SearcherPlan,
+    plain,
+)
+from service.replay.table import ROW_METRICS, TIME, ReplayTable
+from service.space import HPARAMS, LOG10_PREFIX, resolve_config
+
+
+class ReplayError(RuntimeError):
+    """A plan that cannot run on a table (a name the table lacks, a value it never
+    recorded); `str()` is one line."""
+
+
+@dataclass
+class SimCheckpoint:
+    """What a replayed trial's checkpoint holds: where it is on which curve."""
+
+    epoch: int
+    schedule: str
+    elapsed: float
+    hp: dict[str, Any]
+
+
+@dataclass
+class _TrialState:
+    index: int
+    seed: int
+    hp: dict[str, Any]
+    epoch: int = 0
+    elapsed: float = 0.0
+    schedule: Schedule = field(default_factory=Schedule)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    token: int = 0
+    pending: tuple[int, float] | None = None
+
+
+def _saved(checkpoint: SimCheckpoint, metrics: dict[str, Any]) -> Any:
+    """A resolved save, as PBT expects from `TuneController._schedule_trial_save`."""
+    from ray.train._internal.session import _FutureTrainingResult, _TrainingResult
+
+    class _Resolved(_FutureTrainingResult):
+        def __init__(self, result: Any) -> None:
+            self.result = result
+
+        def resolve(self, block: bool = True) -> Any:
+            return self.result
+
+    return _Resolved(_TrainingResult(checkpoint=checkpoint, metrics=metrics))
+
+
+class SimController:
+    """The part of Ray Tune's `TuneController` that schedulers and searchers call."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self._sim = sim
+
+    @property
+    def search_alg(self) -> Any:
+        return self._sim.search_alg
+
+    def get_trials(self) -> list[Any]:
+        return list(self._sim.trials)
+
+    def get_live_trials(self) -> list[Any]:
+        from ray.tune.experiment import Trial
+
+        return [t for t in self._sim.trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
+
+    def stop_trial(self, trial: Any) -> None:
+        self._sim.stop(trial)
+
+    def pause_trial(self, trial: Any, should_checkpoint: bool = True) -> None:
+        self._sim.pause(trial)
+
+    def _schedule_trial_pause(self, trial: Any, should_checkpoint: bool = True) -> None:
+        self._sim.pause(trial)
+
+    def _schedule_trial_save(self, trial: Any, result: dict | None = None) -> Any:
+        saved = _saved(self._sim.checkpoint(trial), result or trial.last_result)
+        trial.temporary_state.saving_to = None
+        return saved
+
+    def _set_trial_status(self, trial: Any, status: str) -> None:
+        trial.set_status(status)
+
+
+@contextlib.contextmanager
+def numbered_trial_ids(prefix: str) -> Iterator[None]:
+    """Tune's trial ids are random; a replay numbers them so it is reproducible."""
+    from ray.tune.experiment import Trial
+
+    counter = itertools.count()
+    with mock.patch.object(Trial, "generate_id",
+                           staticmethod(lambda: f"{prefix}{next(counter):05d}")):
+        yield
+
+
+def _noop_trainable(config: dict[str, Any]) -> None:
+    """The trainable name Tune's Trial objects carry in a replay; never run."""
+
+
+class Simulation:
+    """One cell: a plan against a table, to the plan's end, an epoch budget or
+    `time_budget_s` of simulated time."""
+
+    def __init__(self, plan: Any, table: ReplayTable, *, seed: int, slots: int,
+                 time_budget_s: float | None = None) -> None:
+        self.plan, self.table, self.seed = plan, table, seed
+        if plan.max_epochs > table.epochs:
+            hint = ""
+            if isinstance(plan, PopulationPlan):
+                total = plan.num_samples * plan.max_epochs
+                hint = (f"; give searcher_options.{plan.name}.population >= "
+                        f"{math.ceil(total / table.epochs)} for the same budget")
+            raise ReplayError(f"{plan.name} trains {plan.max_epochs} epochs per trial, table "
+                              f"{table.name!r} records {table.epochs}{hint}")
+        self.metric, self.mode = table.metric, table.mode
+        self.slots = max(1, slots)
+        self.time_budget_s = time_budget_s
+        self.clock = 0.0
+        self.trials: list[Any] = []
+        self.state: dict[str, _TrialState] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.snapped = 0
+        self.lookups = 0
+        self._events: list[tuple[float, int, str, int]] = []
+        self._seq = itertools.count()
+        self._search_done = False
+        self.ctrl = SimController(self)
+        self.client: Any = None
+        self.host: Any = None
+        self.search_alg = self._search_alg()
+        self.scheduler = self._scheduler()
+        self.stopper = None
+        if plan.multi_fidelity:
+            from service.experiment import EpochBudgetStopper
+
+            self.stopper = EpochBudgetStopper(plan.epoch_budget)
+
+    # Setup, as `tune.run` does it.
+
+    def _search_alg(self) -> Any:
+        from ray.tune.experiment import Experiment
+        from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        plan = self.plan
+        if isinstance(plan, SearcherPlan):
+            searcher = plan.searcher
+        elif isinstance(plan, PopulationPlan):
+            searcher = BasicVariantGenerator(points_to_evaluate=plan.initial_configs,
+                                             random_state=self.seed)
+        elif isinstance(plan, ControllerPlan):
+            from service.searching import ControllerHost
+
+            searcher = self.host = ControllerHost(plan, self.table.space, metric=self.metric,
+                                                  mode=self.mode, in_process=True)
+        else:
+            raise TypeError(f"unknown plan kind {type(plan).__name__}")
+        from ray.tune.search import Searcher
+
+        if isinstance(searcher, Searcher):
+            searcher = SearchGenerator(ConcurrencyLimiter(
+                searcher, max_concurrent=plan.concurrency(self.slots)))
+        self._storage = tempfile.TemporaryDirectory(prefix="replay-")
+        experiment = Experiment(f"replay_{plan.name}".replace(":", "_"), _noop_trainable,
+                                config=dict(plan.param_space), num_samples=plan.num_samples,
+                                storage_path=self._storage.name)
+        searcher.set_search_properties(self.metric, self.mode, dict(plan.param_space),
+                                       **experiment.public_spec)
+        searcher.add_configurations([experiment])
+        return searcher
+
+    def _scheduler(self) -> Any:
+        from ray.tune.schedulers import FIFOScheduler
+
+        scheduler = self.plan.scheduler or FIFOScheduler()
+        scheduler.set_search_properties(self.metric, self.mode)
+        return scheduler
+
+    # The table side.
+
+    def _config_hp(self, config: dict[str, Any]) -> dict[str, Any]:
+        """A trial config's values of the table's names (`log10_x` read as x; names the
+        config leaves out get the trainer's default, or the table's middle value)."""
+        names = self.table.names
+        hp: dict[str, Any] = {}
+        for key, value in plain(dict(config)).items():
+            if key.startswith(LOG10_PREFIX) and key[len(LOG10_PREFIX):] in names:
+                key, value = key[len(LOG10_PREFIX):], 10.0 ** float(value)
+            if key not in names:
+                if key in self.table.space.names or key == "run":
+                    continue
+                raise ReplayError(f"trial config names {key!r}, not a column of table "
+                                  f"{self.table.name!r} ({', '.join(names)})")
+            hp[key] = value
+        for name in names:
+            if name not in hp:
+                values = self.table.grid[name]
+                default = HPARAMS[name].default if name in HPARAMS else None
+                hp[name] = default if default in values else values[len(values) // 2]
+        return hp
+
+    def _lookup(self, hp: dict[str, Any]) -> int:
+        try:
+            index, snapped = self.table.snap(hp)
+        except (KeyError, ValueError) as err:
+            raise ReplayError(f"cannot replay {hp} on table {self.table.name!r}: {err}"
+                              ) from None
+        self.lookups += 1
+        self.snapped += snapped
+        return index
+
+    def hp_in_force(self, st: _TrialState) -> dict[str, Any]:
+        """The hyperparameters a controller observes (every trainer name when the table's
+        names are the trainer's)."""
+        if all(n in HPARAMS for n in self.table.names):
+            return resolve_config(st.hp)
+        return dict(st.hp)
+
+    # Tune's side.
+
+    def run(self) -> Simulation:
+        with numbered_trial_ids(f"{self.seed}_"):
+            self._fill()
+            while self._events:
+                if self.stopper is not None and self.stopper.stop_all():
+                    break
+                at, _, trial_id, token = heapq.heappop(self._events)
+                st = self.state[trial_id]
+                if token != st.token:
+                    continue  # the trial was paused or stopped before this epoch ended
+                if self.time_budget_s is not None and at > self.time_budget_s:
+                    break
+                self.clock = at
+                self._epoch_done(self._trial(trial_id))
+                self._fill()
+        self._storage.cleanup()
+        return self
+
+    def _trial(self, trial_id: str) -> Any:
+        return next(t for t in self.trials if t.trial_id == trial_id)
+
+    def _running(self) -> int:
+        return sum(t.status == "RUNNING" for t in self.trials)
+
+    def _fill(self) -> None:
+        """Create trials (one pending at a time, as Tune does for a searcher) and start what
+        the scheduler chooses while there are free slots."""
+        while self._running() < self.slots:
+            if not self._search_done and not any(t.status == "PENDING" for t in self.trials):
+                trial = self.search_alg.next_trial()
+                if trial is not None:
+                    self.trials.append(trial)
+                    self.scheduler.on_trial_add(self.ctrl, trial)
+                elif self.search_alg.is_finished():
+                    self._search_done = True
+            chosen = self.scheduler.choose_trial_to_run(self.ctrl)
+            if chosen is None:
+                return
+            self._start(chosen)
+
+    def _start(self, trial: Any) -> None:
+        st = self.state.get(trial.trial_id)
+        if st is None:
+            index = len(self.state)
+            seed = int(np.random.default_rng([self.seed, index]).integers(
+                len(self.table.seeds)))
+            st = self.state[trial.trial_id] = _TrialState(index, seed, {})
+        checkpoint = trial.checkpoint
+        if isinstance(checkpoint, SimCheckpoint):  # resume, or continue a donor's curve
+            st.epoch, st.elapsed = checkpoint.epoch, checkpoint.elapsed
+            st.schedule = Schedule.from_json(checkpoint.schedule)
+            st.hp = dict(checkpoint.hp)
+        else:
+            st.epoch, st.elapsed, st.schedule = 0, 0.0, Schedule()
+        config_hp = self._config_hp(trial.config)
+        if not isinstance(self.plan, ControllerPlan) or not st.hp:
+            st.hp = config_hp  # a PBT clone's new config; a fresh trial's config
+        trial.set_status("RUNNING")
+        if self.host is not None and self.client is None:
+            from service.searching import ControllerClient
+
+            self.client = ControllerClient(self.host.name)
+        self._next_epoch(trial, st)
+
+    def _next_epoch(self, trial: Any, st: _TrialState) -> None:
+        if self.client is not None and st.epoch % max(1, self.plan.step_epochs) == 0:
+            obs = Observation(trial.trial_id, st.epoch, self.plan.max_epochs,
+                              self.hp_in_force(st), st.rows)
+            changes, _ = self.client.decide(obs)
+            st.rows = []
+            st.hp.update(changes)
+        config = self._lookup(st.hp)
+        epoch = st.epoch + 1
+        length = int(self.table.lengths[config, st.seed])
+        times = self.table.metrics[TIME][config, st.seed]
+        seconds = float(times[epoch - 1]) if epoch <= length else float(
+            np.nanmean(times[:length]))
+        st.pending = (config, seconds)
+        st.token += 1
+        heapq.heappush(self._events, (self.clock + seconds, next(self._seq), trial.trial_id,
+                                      st.token))
+
+    def _row(self, trial: Any, st: _TrialState, config: int, seconds: float) -> dict[str, Any]:
+        epoch = st.epoch
+        arrays = self.table.metrics
+        past_end = epoch > int(self.table.lengths[config, st.seed])
+        row: dict[str, Any] = {}
+        for name in dict.fromkeys((self.metric, *ROW_METRICS)):
+            if name in arrays:
+                row[name] = math.nan if past_end else float(
+                    arrays[name][config, st.seed, epoch - 1])
+        value = row[self.metric]
+        diverged = not math.isfinite(value)
+        row.update({
+            "epoch_time_s": seconds, "elapsed_s": st.elapsed, "epoch": epoch,
+            "diverged": diverged, "device": "replay", "gpu_ids": "", "node_id": "replay",
+            "unix_time": self.clock, "controller_wait_s": 0.0,
+            "schedule": st.schedule.to_json(),
+        })
+        for name, v in st.hp.items():
+            row[HP_PREFIX + name] = int(v) if isinstance(v, bool) else v
+        return row
+
+    def checkpoint(self, trial: Any) -> SimCheckpoint:
+        st = self.state[trial.trial_id]
+        return SimCheckpoint(st.epoch, st.schedule.to_json(), st.elapsed, dict(st.hp))
+
+    def _epoch_done(self, trial: Any) -> None:
+        from ray.train._internal.session import _TrainingResult
+        from ray.tune.schedulers import TrialScheduler
+
+        st = self.state[trial.trial_id]
+        config, seconds = st.pending  # type: ignore[misc]
+        st.pending = None
+        st.epoch += 1
+        st.elapsed += seconds
+        st.schedule.append(st.hp)
+        row = self._row(trial, st, config, seconds)
+        st.rows.append(row)
+        result = {**row, "training_iteration": st.epoch, "time_this_iter_s": seconds,
+                  "time_total_s": st.elapsed, "timestamp": int(self.clock), "done": False,
+                  "trial_id": trial.trial_id}
+        self.rows.append({"trial_id": trial.trial_id, "trial_index": st.index,
+                          "recorded_seed": self.table.seeds[st.seed], "config": config,
+                          **result})
+        if not row["diverged"]:
+            trial.run_metadata.checkpoint_manager._latest_checkpoint_result = _TrainingResult(
+                checkpoint=self.checkpoint(trial), metrics=result)
+        if (self.stopper is not None and self.stopper(trial.trial_id, result)) or \
+                trial.should_stop(result):
+            decision = TrialScheduler.STOP
+        else:
+            decision = self.scheduler.on_trial_result(self.ctrl, trial, result)
+        if decision != TrialScheduler.STOP:
+            self.search_alg.on_trial_result(trial.trial_id, result)
+        trial.update_last_result(result)
+        last = row["diverged"] or st.epoch >= self.plan.max_epochs
+        if decision == TrialScheduler.CONTINUE and trial.status == "RUNNING":
+            if last:  # the trainable returns: Tune's done result stops the trial
+                if self.client is not None:
+                    self.client.finish(Observation(trial.trial_id, st.epoch,
+                                                   self.plan.max_epochs,
+                                                   self.hp_in_force(st), st.rows))
+                self.stop(trial)
+            else:
+                self._next_epoch(trial, st)
+        elif decision == TrialScheduler.PAUSE:
+            self.pause(trial)
+        elif decision == TrialScheduler.STOP:
+            self.stop(trial)
+
+    def pause(self, trial: Any) -> None:
+        st = self.state.get(trial.trial_id)
+        if st is not None:
+            st.token += 1  # an epoch in flight never finishes
+        trial.set_status("PAUSED")
+
+    def stop(self, trial: Any) -> None:
+        """Tune's `stop_trial`: a running trial completes with its last result; a pending
+        or paused one is removed."""
+        from ray.tune.experiment import Trial
+
+        if trial.status in (Trial.ERROR, Trial.TERMINATED):
+            return
+        st = self.state.get(trial.trial_id)
+        if st is not None:
+            st.token += 1
+        if trial.status in (Trial.PENDING, Trial.PAUSED):
+            self.scheduler.on_trial_remove(self.ctrl, trial)
+            self.search_alg.on_trial_complete(trial.trial_id)
+        else:
+            self.scheduler.on_trial_complete(self.ctrl, trial, trial.last_result)
+            self.search_alg.on_trial_complete(trial.trial_id, result=trial.last_result)
+        trial.set_status(Trial.TERMINATED)
+
+
+def build_plan(name: str, table: ReplayTable, *, seed: int, budget: Budget,
+               options: dict[str, Any] | None) -> Any:
+    """The registry's plan for a table: its space, metric and mode."""
+    from service import registry
+
+    return registry.build(name, space=table.space, metric=table.metric, mode=table.mode,
+                          seed=seed, budget=budget, options=options)
+
+
+def replay_cell(name: str, table: ReplayTable, *, seed: int, budget: Budget,
+                options: dict[str, Any] | None = None, concurrency: int = 1,
+                time_budget_s: float | None = None) -> Simulation:
+    """Run one cell (entry x table x seed) and return the finished simulation."""
+    random.seed(seed)  # PBT and others draw from the global generators
+    np.random.seed(seed % 2 ** 32)
+    plan = build_plan(name, table, seed=seed, budget=budget, options=options)
+    sim = Simulation(plan, table, seed=seed, slots=plan.concurrency(concurrency),
+                     time_budget_s=time_budget_s)
+    try:
+        return sim.run()
+    finally:
+        if sim.host is not None:
+            from service.searching import _IN_PROCESS
+
+            _IN_PROCESS.pop(sim.host.name, None)
