@@ -161,8 +161,10 @@ def pbt(*, space, metric, mode, seed, budget, population: int, perturbation_inte
         quantile_fraction=quantile_fraction, resample_probability=resample_probability,
         synch=False,
     )
+    # The population must live side by side to exploit one another (one slot would train
+    # the members one after another: random search).
     return PopulationPlan("pbt", population, _population_epochs(budget, population), scheduler,
-                          param_space=domains,
+                          min_concurrency=population, param_space=domains,
                           initial_configs=_population(space, seed, population))
 
 
@@ -189,7 +191,7 @@ def pb2(*, space, metric, mode, seed, budget, population: int,
                     perturbation_interval=perturbation_interval, hyperparam_bounds=bounds,
                     synch=False)
     return PopulationPlan("pb2", population, _population_epochs(budget, population), scheduler,
-                          param_space=log_space.to_tune(),
+                          min_concurrency=population, param_space=log_space.to_tune(),
                           initial_configs=_population(log_space, seed, population))
 
 

@@ -217,6 +217,8 @@ class Simulation:
 
         scheduler = self.plan.scheduler or FIFOScheduler()
         scheduler.set_search_properties(self.metric, self.mode)
+        if getattr(scheduler, "_log_config", False):
+            scheduler._log_config = False  # PBT's policy files need a Ray session folder
         return scheduler
 
     # The table side.

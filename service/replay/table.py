@@ -309,8 +309,10 @@ def load_table(path: str | Path, name: str | None = None) -> ReplayTable:
             raise TableError(f"{where}: column {column!r} must hold integers")
     if (frame[EPOCH] < 1).any():
         raise TableError(f"{where}: column 'epoch' must start at 1")
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
     for column in (metric, TIME):
-        if not np.issubdtype(frame[column].dtype, np.number):
+        if not is_numeric_dtype(frame[column]) or is_bool_dtype(frame[column]):
             raise TableError(f"{where}: column {column!r} must be numeric")
     if (frame[TIME] < 0).any() or frame[TIME].isna().any():
         raise TableError(f"{where}: column 'epoch_time_s' must be >= 0 on every row")
