@@ -19,3 +19,23 @@ def trial_rows(folder: Path) -> dict[str, list[dict[str, Any]]]:
         if rows:
             out[path.parent.name] = rows
     return out
+
+
+def sigkill_driver(driver: Any) -> list[str]:
+    """SIGKILL a driver process started with `start_new_session=True` and wait for the
+    embedded Ray it started (GCS, raylet and trial workers share its fate); returns the
+    names of processes other than Ray's idle agents that outlived it. Agents that linger
+    are ended here."""
+    import os
+    import signal
+
+    import psutil
+
+    family = psutil.Process(driver.pid).children(recursive=True)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    _, alive = psutil.wait_procs(family, timeout=30)
+    writers = [p.name() for p in alive if "Agent" not in p.name()]
+    for process in alive:
+        process.kill()
+    return writers

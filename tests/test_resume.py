@@ -7,15 +7,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
-
-from tests.results import trial_rows
+from tests.results import sigkill_driver, trial_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS, EPOCHS = 6, 2
@@ -51,16 +48,8 @@ def test_sigkill_driver_then_resume(tmp_path: Path) -> None:
             break
         time.sleep(0.2)
     assert driver.poll() is None, "the run ended before it could be interrupted"
-    family = psutil.Process(driver.pid).children(recursive=True)
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait()
-    # The embedded cluster goes with its driver (GCS, raylet and trial workers share its
-    # fate); only Ray's two idle agent processes linger, and we end them ourselves.
-    _, alive = psutil.wait_procs(family, timeout=30)
-    writers = [p.name() for p in alive if "Agent" not in p.name()]
+    writers = sigkill_driver(driver)
     assert not writers, f"processes outlived the killed driver: {writers}"
-    for process in alive:
-        process.kill()
     before = _finished(folder)
     assert 4 <= len(before) < 2 * TRIALS
 

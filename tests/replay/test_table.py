@@ -120,3 +120,16 @@ def test_cli_refuses_bad_table_exit_2(tmp_path) -> None:
     assert len(lines) == 1 and "replay.tables: table" in lines[0] and "'epoch_time_s'" in \
         lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_sampled_design_snaps_to_nearest_configuration(tmp_path) -> None:
+    frame = _good()
+    frame = frame[~((frame.depth == 4) & (frame.dropout == 0.5))]  # not a full grid
+    path = _csv(tmp_path, frame)
+    (tmp_path / "t.csv.yaml").write_text("metric: error\nmode: min\n")
+    table = load_table(path)
+    assert not table.factorial and len(table.configs) == 5
+    # distances are per range width: depth 2 away of 6, dropout 0.1 away of 0.5
+    index, snapped = table.snap({"depth": 4, "dropout": 0.4})
+    assert snapped and table.configs[index] == (2, 0.5)
+    assert table.configs[table.snap({"depth": 4, "dropout": 0.1})[0]] == (4, 0.0)
