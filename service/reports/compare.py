@@ -117,6 +117,7 @@ def summary_table(cells: pd.DataFrame, by: tuple[str, ...] = ("searcher",)) -> p
             "evals_to_target": float(group.loc[reached, "evals_to_target"].median())
             if reached.any() else math.nan,
             "target_reached": float(reached.mean()),
+            "epochs": float(group["epochs"].mean()),
             "snapped_pct": 100 * float(group["snapped"].sum() / max(1, group["lookups"].sum())),
             "simulated_s": float(group["simulated_s"].mean()),
             "wall_s": float(group["wall_time_s"].sum()),
@@ -280,7 +281,7 @@ def _fmt_table(table: pd.DataFrame) -> str:
     shown["target reached"] = [f"{100 * v:.0f}%" for v in shown["target_reached"]]
     cols = [c for c in ("backbone", "searcher") if c in shown] + [
         "seeds", "regret (95% CI)", "regret_iqm", "normalised_regret", "test_acc",
-        "evals_to_target", "target reached", "avg_rank", "verdict", "snapped_pct",
+        "evals_to_target", "target reached", "avg_rank", "verdict", "epochs", "snapped_pct",
         "simulated_s"]
     return shown[[c for c in cols if c in shown]].rename(columns={"backbone": "table"}
                                                        ).to_markdown(index=False,
@@ -322,7 +323,9 @@ def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
         "configuration); test_acc = the chosen configuration's recorded test accuracy; "
         "evals_to_target = trials started until a result reached the best 5% of the table "
         "(median over the seeds that reached it); verdict `tie` = interval overlaps the "
-        "best's.",
+        "best's; epochs = epochs trained per cell (the budget is an upper bound: EMERALD-O's "
+        "early stopping and diverged trials leave some unused); simulated_s = simulated "
+        "wall time per cell (population methods run their members side by side).",
         "",
         "## All tables",
         "",
