@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	rm -rf results/cpu-small  # the demo's own folder: a rerun replaces it
+	rm -rf results/cpu-small results/replay-demo  # the demo's own folders: a rerun replaces them
 	$(PY) -m service bench --preset cpu-small --storage results
+	$(PY) -m service bench --preset replay-demo --storage results
 
 test: $(STAMP)
 	$(PY) -m pytest -q

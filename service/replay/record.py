@@ -10,6 +10,7 @@ again) and prints its progress. The table is written only once every trial has f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -64,18 +65,45 @@ def table_path(cfg: ExperimentConfig, backbone: str) -> Path:
     return folder / f"{cfg.dataset.name}-{backbone.replace('@', '_w')}.parquet"
 
 
+def curve_file(folder: str | Path, point: dict[str, Any]) -> Path:
+    """Where a finished curve is kept: one JSON file per (configuration, seed)."""
+    key = hashlib.sha1(json.dumps(point, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(folder) / f"{key}.json"
+
+
 def record_trial(config: dict[str, Any]) -> None:
     """Tune trainable of one recording: the point's hyperparameters on its seed, for the
-    budget's epochs, every epoch reported (no checkpoints: a trial is short and is
-    trained again from the start after a crash), the test split scored after the last."""
+    budget's epochs, every epoch reported, the test split scored after the last. A
+    finished curve is kept in `curves/` (written atomically) and a trial that finds its
+    curve there reports it without training: Tune snapshots its experiment every few
+    seconds, so after a crash it may start a trial that had finished since the snapshot,
+    and that curve must not be trained (or recorded) twice. An unfinished trial starts
+    again from its first epoch (no checkpoints: a trial is short)."""
     from ray import tune
 
     from service.trainable import train_loop
 
-    run = {**config["run"], "seed": int(config["point"]["seed"]), "test_last": True}
-    trial = {**config["point"]["hp"], "run": run}
-    train_loop(trial, report=lambda row, _state: tune.report(row),
-               trial_id=tune.get_context().get_trial_id() or "local")
+    point = config["point"]
+    path = curve_file(config["curves"], point)
+    if path.is_file():
+        for row in json.loads(path.read_text()):
+            tune.report(row)
+        return
+    run = {**config["run"], "seed": int(point["seed"]), "test_last": True}
+    trial = {**point["hp"], "run": run}
+    rows: list[dict[str, Any]] = []
+
+    def report(row: dict[str, Any], _state: Any) -> None:
+        rows.append({k: row[k] for k in (*RECORD_COLUMNS, EPOCH, TEST, "test_loss", "device")
+                     if k in row})
+        tune.report(row)
+
+    train_loop(trial, report=report, trial_id=tune.get_context().get_trial_id() or "local")
+    if rows and (rows[-1].get("diverged") or len(rows) == run["epochs"]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(rows))
+        tmp.replace(path)
 
 
 class Progress(Callback):
@@ -126,6 +154,7 @@ def record_backbone(cfg: ExperimentConfig, backbone: str, points: list[dict[str,
     label = f"record__{backbone.replace('@', '_w')}"
     folder = cfg.experiment_dir / label
     grid = [{"hp": hp, "seed": seed} for hp in points for seed in cfg.seeds]
+    curves = folder.parent / f"{label}.curves"
     resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
     trainable = tune.with_resources(record_trial, resources)
     start = time.time()
@@ -139,7 +168,7 @@ def record_backbone(cfg: ExperimentConfig, backbone: str, points: list[dict[str,
         tuner = tune.Tuner(
             trainable,
             param_space={**cfg.search_space.constants, "point": tune.grid_search(grid),
-                         "run": run.as_dict()},
+                         "curves": str(curves), "run": run.as_dict()},
             tune_config=tune.TuneConfig(max_concurrent_trials=cfg.concurrency,
                                         reuse_actors=cfg.reuse_actors,
                                         trial_dirname_creator=_trial_dirname),
@@ -149,22 +178,21 @@ def record_backbone(cfg: ExperimentConfig, backbone: str, points: list[dict[str,
                                       callbacks=[Progress(len(grid), backbone)],
                                       verbose=0),
         )
-    results = tuner.fit()
+    failed = len(tuner.fit().errors)
     frames = []
-    for result in results:
-        df = result.metrics_dataframe
-        if result.error is not None or df is None or df.empty:
+    for point in grid:
+        path = curve_file(curves, point)
+        if not path.is_file():
             continue
-        point = result.config["point"]
-        keep = [c for c in (*RECORD_COLUMNS, EPOCH, TEST, "test_loss", "device") if c in df]
-        rows = df[keep].copy()
+        rows = pd.DataFrame(json.loads(path.read_text()))
         for name, value in {**cfg.search_space.constants, **point["hp"]}.items():
             rows[name] = [value] * len(rows)
         rows[SEED] = int(point["seed"])
         frames.append(rows)
     if len(frames) != len(grid):
         raise RuntimeError(f"record {backbone}: {len(grid) - len(frames)} of {len(grid)} "
-                           f"curves failed; run the same command again to resume them")
+                           f"curves missing ({failed} trials errored); run the same command "
+                           "again to resume them")
     rows = pd.concat(frames, ignore_index=True)
     meta = TableMeta(space=cfg.search_space.to_dict(), metric=cfg.metric, mode=cfg.mode,
                      dataset=cfg.dataset.name, backbone=backbone,
@@ -198,6 +226,7 @@ def check_design(cfg: ExperimentConfig) -> list[dict[str, Any]]:
 def run_record(cfg: ExperimentConfig, log: Any = print) -> list[Path]:
     """Record every backbone of `cfg` in the connected Ray cluster."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # less to redo after a crash
     points = check_design(cfg)
     cfg.experiment_dir.mkdir(parents=True, exist_ok=True)
     (cfg.experiment_dir / DESIGN_FILE).write_text(json.dumps(

@@ -125,6 +125,15 @@ def summary_table(cells: pd.DataFrame, by: tuple[str, ...] = ("searcher",)) -> p
     return pd.DataFrame(rows)
 
 
+def common_blocks(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells of the (table, seed) blocks every searcher ran: an overall mean over
+    tables only compares searchers on the same problems."""
+    ok = cells[cells["skipped"].isna()] if "skipped" in cells else cells
+    k = ok["searcher"].nunique()
+    sizes = ok.groupby(["backbone", "seed"])["searcher"].transform("nunique")
+    return ok[sizes == k]
+
+
 def ranks(cells: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Average rank of each searcher over the blocks (table, seed) every searcher ran
     (rank 1 = lowest final regret, ties averaged), the Friedman test across them and the
@@ -299,7 +308,7 @@ def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
     if "skipped" not in cells:
         cells["skipped"] = np.nan
     scale = scale_of(cells[cells["skipped"].isna()])
-    overall = summary_table(cells)
+    overall = summary_table(common_blocks(cells))
     avg, info = ranks(cells)
     overall = overall.merge(avg, on="searcher", how="left").sort_values(
         "regret_mean").reset_index(drop=True)
@@ -328,6 +337,8 @@ def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
         "wall time per cell (population methods run their members side by side).",
         "",
         "## All tables",
+        "",
+        f"Over the {info.get('blocks', 0)} (table, seed) blocks every searcher ran.",
         "",
         _fmt_table(overall),
         "",

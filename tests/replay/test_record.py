@@ -16,9 +16,9 @@ from service.replay.table import load_table
 from tests.results import sigkill_driver, trial_rows
 
 ROOT = Path(__file__).resolve().parents[2]
-EPOCHS = 2
+EPOCHS = 3
 CONFIG = {
-    "name": "rec", "dataset": {"name": "synthetic", "max_train": 120, "image_size": 16},
+    "name": "rec", "dataset": {"name": "synthetic", "max_train": 600, "image_size": 32},
     "backbones": ["resnet18@0.0625"],
     "space": {"optimizer": ["adam", "sgd"], "lr": {"loguniform": [0.001, 0.1]}},
     "record": {"points": 3}, "budget": {"epochs": EPOCHS}, "seeds": [0, 1],
@@ -46,13 +46,13 @@ def test_record_resumes_after_kill_without_recording_twice(tmp_path: Path) -> No
     folder = tmp_path / "rec" / "record__resnet18_w0.0625"
     deadline = time.time() + 300
     while time.time() < deadline and driver.poll() is None:
-        if len(_finished(folder)) >= 3:
+        if len(_finished(folder)) >= 2:
             break
         time.sleep(0.2)
     assert driver.poll() is None, "the record ended before it could be interrupted"
     assert not sigkill_driver(driver), "processes outlived the killed driver"
     before = _finished(folder)
-    assert 3 <= len(before) < CURVES
+    assert 2 <= len(before) < CURVES
     assert not (tmp_path / "tables").exists()  # no half table
 
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
@@ -61,7 +61,8 @@ def test_record_resumes_after_kill_without_recording_twice(tmp_path: Path) -> No
     assert "resuming" in again.stdout
     after = trial_rows(folder)
     for trial, rows in before.items():  # finished curves were not trained again
-        assert after[trial] == rows
+        for key in ("val_acc", "train_loss", "epoch_time_s"):
+            assert [r[key] for r in after[trial]] == [r[key] for r in rows], trial
     table = load_table(tmp_path / "tables" / "synthetic-resnet18_w0.0625.parquet")
     assert len(table.configs) == 6 and table.seeds == (0, 1) and table.epochs == EPOCHS
     assert (table.lengths == EPOCHS).all()  # every curve once, every epoch once
