@@ -12,6 +12,25 @@ EVERY_ENTRY: tuple[str, ...] = (
     "hyperband", "grid", "random", "bohb", "asha", "pbt", "pb2", "trivialaugment")
 """Every registry entry, in EMERALD-O Table 9's order then the others."""
 
+SHIPPED_TABLES: tuple[str, ...] = (
+    "docs/tables/digits-vgg16_w0.0625.parquet", "docs/tables/digits-resnet18_w0.0625.parquet",
+    "docs/tables/digits-vgg16.parquet")
+"""The recorded tables in the repository (docs/tables/README.md says how each was made)."""
+
+
+def replay_preset(name: str, tables: tuple[str, ...], trials: int) -> dict[str, Any]:
+    """Every entry replayed over 20 seeds, `trials` x 12 epochs (the tables' length). PBT
+    and PB2 get a population of `trials`, so each member trains the 12 recorded epochs and
+    the population holds the same total epochs."""
+    return {
+        "name": name, "backend": "replay", "replay": {"tables": list(tables)},
+        "searchers": list(EVERY_ENTRY),
+        "searcher_options": {"pbt": {"population": trials}, "pb2": {"population": trials}},
+        "budget": {"trials": trials, "epochs": 12}, "concurrency": 1,
+        "seeds": list(range(20)),
+    }
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The README's main job: a side-by-side comparison that finishes on a 2-core CPU in
     # well under 15 minutes (bundled digits, width-scaled VGG16 and ResNet-18).
@@ -86,32 +105,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # Every registry entry replayed on the shipped tables: 20 seeds of 20 trials of 12
     # epochs each, on a simulated clock (record-emerald and record-arch made the tables).
-    "replay": {
-        "name": "replay",
-        "backend": "replay",
-        "replay": {"tables": ["docs/tables/digits-vgg16_w0.0625.parquet",
-                              "docs/tables/digits-resnet18_w0.0625.parquet",
-                              "docs/tables/digits-vgg16.parquet"]},
-        "searchers": list(EVERY_ENTRY),
-        # PBT and PB2 members train for the budget's 12 epochs (the table's length) when
-        # the population holds the 20 trials' 240 epochs.
-        "searcher_options": {"pbt": {"population": 20}, "pb2": {"population": 20}},
-        "budget": {"trials": 20, "epochs": 12},
-        "concurrency": 1,
-        "seeds": list(range(20)),
-    },
+    "replay": replay_preset("replay", SHIPPED_TABLES, trials=20),
     # The README main job's trustworthy part: every entry replayed over 20 seeds on one
     # shipped table, beside the small real run (cpu-small), in minutes.
-    "replay-demo": {
-        "name": "replay-demo",
-        "backend": "replay",
-        "replay": {"tables": ["docs/tables/digits-vgg16_w0.0625.parquet"]},
-        "searchers": list(EVERY_ENTRY),
-        "searcher_options": {"pbt": {"population": 10}, "pb2": {"population": 10}},
-        "budget": {"trials": 10, "epochs": 12},
-        "concurrency": 1,
-        "seeds": list(range(20)),
-    },
+    "replay-demo": replay_preset("replay-demo", SHIPPED_TABLES[:1], trials=10),
     # A tiny run for smoke tests and CI: seconds, not minutes.
     "smoke": {
         "name": "smoke",
