@@ -15,6 +15,8 @@ SEP = "__"
 CONFIG_FILE = "experiment_config.json"
 FINAL_TEST_FILE = "final_test.json"
 SUMMARY_FILE = "summary.json"
+ROWS_FILE = "epochs.parquet"
+"""A replayed cell's reported rows (service.replay.run), read by the comparison report."""
 CELL_GLOB = f"*{SEP}*{SEP}s*"
 
 _CELL = re.compile(r"(?P<searcher>[a-z0-9][a-z0-9_.-]*?)__(?P<backbone>[a-z0-9][a-z0-9_.+-]*?)"

@@ -309,12 +309,16 @@ class SearchSpace:
         """One random configuration of the searched dimensions."""
         return {d.name: d.sample(rng) for d in self.searched}
 
-    def grid(self, points: int) -> list[dict[str, Any]]:
-        """The full factorial grid over the searched dimensions, in a fixed order."""
+    def grid(self, points: int, per_name: Mapping[str, int] | None = None
+             ) -> list[dict[str, Any]]:
+        """The full factorial grid over the searched dimensions, in a fixed order;
+        `per_name` overrides `points` for some ranges."""
         dims = self.searched
+        per_name = per_name or {}
         return [
             dict(zip([d.name for d in dims], values, strict=True))
-            for values in itertools.product(*(d.grid(points) for d in dims))
+            for values in itertools.product(*(d.grid(per_name.get(d.name, points))
+                                              for d in dims))
         ]
 
     def contains(self, config: Mapping[str, Any]) -> bool:

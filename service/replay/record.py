@@ -53,11 +53,7 @@ def design(cfg: ExperimentConfig) -> list[dict[str, Any]]:
             if len(seen) == rec.samples:
                 break
         return list(seen.values())
-    grids = [d.grid(rec.points_per.get(d.name, rec.points)) for d in space.searched]
-    import itertools
-
-    names = [d.name for d in space.searched]
-    return [dict(zip(names, values, strict=True)) for values in itertools.product(*grids)]
+    return space.grid(rec.points, rec.points_per)
 
 
 def table_path(cfg: ExperimentConfig, backbone: str) -> Path:
@@ -209,15 +205,19 @@ def record_backbone(cfg: ExperimentConfig, backbone: str, points: list[dict[str,
                        table_path(cfg, backbone))
 
 
+def _fingerprint(cfg: ExperimentConfig, points: list[dict[str, Any]]) -> dict[str, Any]:
+    """What `design.json` stores: the curves a record (and its resume) trains."""
+    return {"points": points, "seeds": list(cfg.seeds), "epochs": cfg.budget.epochs,
+            "backbones": list(cfg.backbones)}
+
+
 def check_design(cfg: ExperimentConfig) -> list[dict[str, Any]]:
     """The design, checked against the one an earlier (interrupted) record stored: a resume
     must record the same curves."""
     points = design(cfg)
     stored = cfg.experiment_dir / DESIGN_FILE
-    fingerprint = {"points": points, "seeds": list(cfg.seeds), "epochs": cfg.budget.epochs,
-                   "backbones": list(cfg.backbones)}
     if stored.is_file():
-        if json.loads(stored.read_text()) != json.loads(json.dumps(fingerprint)):
+        if json.loads(stored.read_text()) != json.loads(json.dumps(_fingerprint(cfg, points))):
             raise ConfigError(f"name: {str(cfg.experiment_dir)!r} holds a record of another "
                               "design; choose another name or storage to record this one")
     return points
@@ -229,9 +229,8 @@ def run_record(cfg: ExperimentConfig, log: Any = print) -> list[Path]:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # less to redo after a crash
     points = check_design(cfg)
     cfg.experiment_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.experiment_dir / DESIGN_FILE).write_text(json.dumps(
-        {"points": points, "seeds": list(cfg.seeds), "epochs": cfg.budget.epochs,
-         "backbones": list(cfg.backbones)}, indent=1))
+    (cfg.experiment_dir / DESIGN_FILE).write_text(json.dumps(_fingerprint(cfg, points),
+                                                             indent=1))
     log(f"recording {len(points)} configurations x {len(cfg.seeds)} seeds x "
         f"{cfg.budget.epochs} epochs on {', '.join(cfg.backbones)}")
     return [record_backbone(cfg, b, points, log) for b in cfg.backbones]

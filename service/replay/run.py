@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 
 from service.config import ExperimentConfig
-from service.layout import CONFIG_FILE, SUMMARY_FILE, Cell
+from service.layout import CONFIG_FILE, ROWS_FILE, SUMMARY_FILE, Cell
 from service.replay.table import ReplayTable, cached_table
 
-ROWS_FILE = "epochs.parquet"
 TARGET_QUANTILE = 0.95
 """Evaluations to reach a target (document 003 section 4.2 counts model evaluations to 85%
 validation accuracy on CIFAR-10): a table's target is the value the best 5% of its
@@ -60,14 +59,10 @@ def true_value(table: ReplayTable, sim: Any, trial_id: str, epoch: int, config: 
     if not plan.replays_schedule:
         return table.value(config, plan.max_epochs)
     schedule = sim.state[trial_id].schedule
-    values = []
-    for s in range(len(table.seeds)):
-        total = math.nan
-        for e in range(1, min(epoch, len(schedule)) + 1):
-            c = table.snap(schedule.at(e))[0]
-            total = float(table.metrics[table.metric][c, s, e - 1]) if e <= \
-                table.lengths[c, s] else math.nan
-        values.append(total)
+    epoch = min(epoch, len(schedule))
+    c = table.snap(schedule.at(epoch))[0]
+    values = [float(table.metrics[table.metric][c, s, epoch - 1])
+              if epoch <= table.lengths[c, s] else math.nan for s in range(len(table.seeds))]
     return float(np.mean(values))
 
 

@@ -113,16 +113,10 @@ class SimController:
     def pause_trial(self, trial: Any, should_checkpoint: bool = True) -> None:
         self._sim.pause(trial)
 
-    def _schedule_trial_pause(self, trial: Any, should_checkpoint: bool = True) -> None:
-        self._sim.pause(trial)
-
     def _schedule_trial_save(self, trial: Any, result: dict | None = None) -> Any:
         saved = _saved(self._sim.checkpoint(trial), result or trial.last_result)
         trial.temporary_state.saving_to = None
         return saved
-
-    def _set_trial_status(self, trial: Any, status: str) -> None:
-        trial.set_status(status)
 
 
 @contextlib.contextmanager
@@ -160,6 +154,7 @@ class Simulation:
         self.time_budget_s = time_budget_s
         self.clock = 0.0
         self.trials: list[Any] = []
+        self._by_id: dict[str, Any] = {}
         self.state: dict[str, _TrialState] = {}
         self.rows: list[dict[str, Any]] = []
         self.snapped = 0
@@ -276,13 +271,10 @@ class Simulation:
                 if self.time_budget_s is not None and at > self.time_budget_s:
                     break
                 self.clock = at
-                self._epoch_done(self._trial(trial_id))
+                self._epoch_done(self._by_id[trial_id])
                 self._fill()
         self._storage.cleanup()
         return self
-
-    def _trial(self, trial_id: str) -> Any:
-        return next(t for t in self.trials if t.trial_id == trial_id)
 
     def _running(self) -> int:
         return sum(t.status == "RUNNING" for t in self.trials)
@@ -295,6 +287,7 @@ class Simulation:
                 trial = self.search_alg.next_trial()
                 if trial is not None:
                     self.trials.append(trial)
+                    self._by_id[trial.trial_id] = trial
                     self.scheduler.on_trial_add(self.ctrl, trial)
                 elif self.search_alg.is_finished():
                     self._search_done = True

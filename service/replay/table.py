@@ -349,7 +349,6 @@ def load_table(path: str | Path, name: str | None = None) -> ReplayTable:
     if metric not in columns:
         columns.insert(0, metric)
     arrays = {c: np.full((len(configs), len(seeds), epochs), np.nan) for c in columns}
-    lengths = np.zeros((len(configs), len(seeds)), dtype=int)
     test = np.full((len(configs), len(seeds)), np.nan) if TEST in frame.columns else None
     ci = np.array([cindex[k] for k in keys])
     si = frame[SEED].map(sindex).to_numpy()

@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service.layout import CELL_GLOB, SUMMARY_FILE, parse_cell_name
+from service.layout import CELL_GLOB, ROWS_FILE, SUMMARY_FILE, parse_cell_name
 
-ROWS_FILE = "epochs.parquet"
 CURVE_COLUMNS = ("trial_index", "unix_time", "regret", "trials_started", "epochs_total")
 ALPHA = 0.05
 APPROXIMATIONS = (
