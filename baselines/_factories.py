@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from service.api import Budget, PopulationPlan, SearcherPlan
-from service.space import LOG10_PREFIX, Dim, SearchSpace
+from service.space import LOG10_PREFIX, OPTIMIZER_LR, Dim, SearchSpace
 
 
 def plain_plan(name: str, searcher: Any, budget: Budget, scheduler: Any = None) -> SearcherPlan:
@@ -193,6 +193,17 @@ def pb2(*, space, metric, mode, seed, budget, population: int,
     return PopulationPlan("pb2", population, _population_epochs(budget, population), scheduler,
                           min_concurrency=population, param_space=log_space.to_tune(),
                           initial_configs=_population(log_space, seed, population))
+
+
+def fixed(*, space, metric, mode, seed, budget, optimizer: str, lr: float | None,
+          patience: int, repeats: int) -> SearcherPlan:
+    from baselines._simple import FixedSearch
+
+    config = {"optimizer": optimizer, "lr": OPTIMIZER_LR[optimizer] if lr is None else lr}
+    searcher = FixedSearch(config, repeats=repeats, metric=metric, mode=mode)
+    plan = plain_plan("fixed", searcher, budget)
+    plan.num_samples, plan.patience = repeats, patience
+    return plan
 
 
 def trivialaugment(*, space, metric, mode, seed, budget, optimizer: str, lr: float,

@@ -61,6 +61,17 @@ ENTRIES: list[Entry] = [
     Entry("pb2", "PB2 (GP-bandit PBT; log10 of log ranges)", _F + "pb2",
           {"population": _POP, "perturbation_interval": _PERTURB},
           kind="population", check=_needs_numeric_range),
+    Entry("fixed", "no search: one optimizer for the whole run at its own rate, the space's "
+          "constants for the rest (document 004 Table 2's SGD, SAM and Adam rows)",
+          _F + "fixed",
+          {"optimizer": Option(str, "sgd", "the optimizer", choices=OPTIMIZERS),
+           "lr": Option(float, None, "its learning rate (default: the optimizer's own, as "
+                        "optsel-* use it)", low=HPARAMS["lr"].low, high=HPARAMS["lr"].high),
+           "patience": Option(int, 10, "early stopping: end a trial after this many epochs "
+                              "without a better metric (0: never)", low=0, high=100_000),
+           "repeats": Option(int, 1, "trials of the fixed config (a seeded run repeats "
+                             "exactly)", low=1, high=10_000)},
+          needs_space=False),
     Entry("trivialaugment", "no search: TrivialAugmentWide with a fixed optimizer",
           _F + "trivialaugment",
           {"optimizer": Option(str, "adam", "the fixed optimizer", choices=OPTIMIZERS),

@@ -88,6 +88,12 @@ class LearnerSettings:
     ppo_clip: float = 0.2  # PPO: surrogate clip range
     target_tau: float = 0.05  # DQN: Polyak factor of the target-net update after each step
     torch_threads: int | None = 1  # `torch.set_num_threads` for the host process; None: keep
+    # Settings document 004 needs (defaults keep EMERALD-O's behaviour):
+    activation: str = "relu"  # hidden activation ("tanh": document 004's PPO nets)
+    lr_vf: float | None = None  # PPO: own Adam rate for the critic (None: one optimizer, `lr`)
+    td_loss: str = "huber"  # DQN: "huber" (RLlib's default) or "mse" (document 004)
+    double_q: bool = True  # DQN: double-Q targets (document 004: plain max over the target)
+    target_update_freq: int = 1  # DQN: env steps between target updates (1 with Polyak tau)
 
 
 @dataclass
@@ -109,6 +115,7 @@ class _Transition:
     next_obs: dict[str, np.ndarray]
     terminated: bool
     extra: dict[str, dict[str, np.ndarray]]
+    key: str | None = None  # transitions of one key follow each other: one PPO episode
 
 
 def _agent_to_module(agent_id: str, *args: Any, **kwargs: Any) -> str:
@@ -168,13 +175,33 @@ class _StandardizeRealAdvantages(ConnectorV2):
 
 
 class _OneStepPPOLearner(PPOTorchLearner):
-    """RLlib's torch PPO learner, with advantages standardised over real timesteps only."""
+    """RLlib's torch PPO learner, with advantages standardised over real timesteps only, and
+    (with `learner_config_dict["lr_vf"]`) separate Adam optimizers for actor and critic."""
 
     def build(self) -> None:
         """Build as PPO does, then append the re-standardisation after GAE."""
         super().build()
         if self._learner_connector is not None:
             self._learner_connector.append(_StandardizeRealAdvantages())
+
+    def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
+        """One Adam for the policy's parameters at `lr`, one for the critic's at `lr_vf`
+        (document 004 3.2.2.3: LR_pi 3e-4, LR_v 1e-3); RLlib's default is one for both."""
+        lr_vf = (config.learner_config_dict or {}).get("lr_vf") if config else None
+        if lr_vf is None:
+            super().configure_optimizers_for_module(module_id, config)
+            return
+        module = self._module[module_id]
+        critic, actor = [], []
+        for name, param in module.named_parameters():
+            if not param.requires_grad:
+                continue
+            is_critic = name.startswith(("vf.", "encoder.critic_encoder."))
+            (critic if is_critic else actor).append(param)
+        for name, params, lr in (("pi", actor, config.lr), ("vf", critic, lr_vf)):
+            self.register_optimizer(module_id=module_id, optimizer_name=name,
+                                    optimizer=torch.optim.Adam(params), params=params,
+                                    lr_or_lr_schedule=lr)
 
 
 class MultiAgentLearner:
@@ -233,17 +260,17 @@ class MultiAgentLearner:
                 lr=s.lr,
                 gamma=s.gamma,
                 train_batch_size=s.batch_size,
-                double_q=True,  # stabler targets once gamma > 0; irrelevant at gamma = 0
+                double_q=s.double_q,  # stabler targets once gamma > 0
                 dueling=False,  # EMERALD-O: plain MLP Q-network
                 n_step=1,  # one-step episodes; longer returns come from bootstrapping
                 num_atoms=1,
                 noisy=False,  # exploration is the caller's epsilon
                 tau=s.target_tau,
-                # Soft update at most once per env step (the Learner counts env steps).
-                target_network_update_freq=1,
-                # RLlib's default; robust to outlier rewards (e.g. a diverged trial). Measured on
-                # the test bandit: no difference to "mse".
-                td_error_loss_fn="huber",
+                # The Learner counts env steps: 1 is a (soft) update after every step.
+                target_network_update_freq=s.target_update_freq,
+                # RLlib's default "huber" is robust to outlier rewards (e.g. a diverged trial).
+                # Measured on the test bandit: no difference to "mse".
+                td_error_loss_fn=s.td_loss,
                 num_steps_sampled_before_learning_starts=s.learning_starts,
                 replay_buffer_config={
                     "type": "MultiAgentEpisodeReplayBuffer",
@@ -262,11 +289,14 @@ class MultiAgentLearner:
                 num_epochs=s.ppo_epochs,
                 clip_param=s.ppo_clip,
                 entropy_coeff=s.ppo_entropy_coeff,
-                vf_loss_coeff=0.5,
+                # With its own critic optimizer the value loss is the plain squared error.
+                vf_loss_coeff=0.5 if s.lr_vf is None else 1.0,
+                vf_clip_param=10.0 if s.lr_vf is None else float("inf"),
                 # The adaptive KL coefficient is Learner state that `get_state()` omits.
                 use_kl_loss=False,
                 grad_clip=1.0,
-            ).learners(learner_class=_OneStepPPOLearner)
+            ).learners(learner_class=_OneStepPPOLearner,
+                       learner_config_dict={"lr_vf": s.lr_vf})
         return (
             config.framework("torch")
             .environment(observation_space=None, action_space=None)
@@ -279,7 +309,7 @@ class MultiAgentLearner:
             .rl_module(
                 model_config={
                     "fcnet_hiddens": list(s.hidden),
-                    "fcnet_activation": "relu",
+                    "fcnet_activation": s.activation,
                 }
             )
             .learners(num_learners=0, num_gpus_per_learner=0)
@@ -356,11 +386,15 @@ class MultiAgentLearner:
         reward: float | dict[str, float],
         next_obs: dict[str, np.ndarray],
         terminated: bool = True,
+        key: str | None = None,
     ) -> None:
         """Record one decision step of the agents in `decisions` and its (delayed) reward.
 
         `reward` is shared by all agents or given per agent. `terminated=False` stores the step
-        as truncated, so the learners bootstrap from `next_obs` (TD(0) with `gamma`).
+        as truncated, so the learners bootstrap from `next_obs` (TD(0) with `gamma`). Steps
+        with the same `key` (a trial) follow one another: PPO learns from them as one
+        multi-step episode (GAE over the chain, bootstrapped where the chain is cut), DQN
+        replays them one by one.
         """
         aids = list(decisions)
         unknown = set(aids) - set(self.agents)
@@ -387,6 +421,7 @@ class MultiAgentLearner:
                 }
                 for aid in aids
             },
+            key=key,
         )
         if self.settings.algo == "ppo":
             missing = [a for a in aids if len(step.extra[a]) != len(_PPO_EXTRA_KEYS)]
@@ -396,32 +431,52 @@ class MultiAgentLearner:
         self._env_steps += 1
         self._agent_steps += len(aids)
         if self._buffer is not None:
-            self._buffer.add([self._episode(step)])
+            self._buffer.add([self._episode([step])])
         else:
             self._pending.append(step)
 
-    def _episode(self, step: _Transition) -> MultiAgentEpisode:
-        """A fresh one-step MultiAgentEpisode holding `step` (numpy-ised, like EnvRunners')."""
-        aids = list(step.actions)
+    def _episode(self, steps: list[_Transition]) -> MultiAgentEpisode:
+        """A fresh MultiAgentEpisode holding consecutive `steps` (numpy-ised, like
+        EnvRunners'): done after the last one, terminated or truncated (bootstrapped)."""
+        aids = list(steps[0].actions)
         episode = MultiAgentEpisode(
             observation_space=gym.spaces.Dict({a: self._spaces[a][0] for a in aids}),
             action_space=gym.spaces.Dict({a: self._spaces[a][1] for a in aids}),
             agent_module_ids={a: a for a in aids},
             agent_to_module_mapping_fn=_agent_to_module,
         )
-        episode.add_env_reset(observations=dict(step.obs))
+        episode.add_env_reset(observations=dict(steps[0].obs))
         # Only the "__all__" key: a MultiAgentEpisode whose agents are *all* flagged done
         # individually declares itself terminated, even when they were all truncated.
         flag = {"__all__": True}
-        episode.add_env_step(
-            observations=dict(step.next_obs),
-            actions=dict(step.actions),
-            rewards=dict(step.rewards),
-            terminateds=flag if step.terminated else {},
-            truncateds={} if step.terminated else flag,
-            extra_model_outputs={a: dict(step.extra[a]) for a in aids},
-        )
+        for i, step in enumerate(steps):
+            last = i == len(steps) - 1
+            episode.add_env_step(
+                observations=dict(step.next_obs),
+                actions=dict(step.actions),
+                rewards=dict(step.rewards),
+                terminateds=flag if last and step.terminated else {},
+                truncateds=flag if last and not step.terminated else {},
+                extra_model_outputs={a: dict(step.extra[a]) for a in aids},
+            )
         return episode.to_numpy()
+
+    def _chains(self) -> list[list[_Transition]]:
+        """The pending PPO steps as episodes, in the order their first steps came: the steps
+        of one key in order, cut after a terminated one; steps without a key alone."""
+        chains: list[list[_Transition]] = []
+        open_by_key: dict[str, list[_Transition]] = {}
+        for step in self._pending:
+            chain = open_by_key.get(step.key) if step.key is not None else None
+            if chain is None:
+                chain = []
+                chains.append(chain)
+                if step.key is not None:
+                    open_by_key[step.key] = chain
+            chain.append(step)
+            if step.terminated and step.key is not None:
+                open_by_key.pop(step.key)
+        return chains
 
     def _timesteps(self) -> dict[str, int]:
         return {
@@ -429,13 +484,13 @@ class MultiAgentLearner:
             NUM_AGENT_STEPS_SAMPLED_LIFETIME: self._agent_steps,
         }
 
-    def update(self) -> dict[str, float]:
+    def update(self, flush: bool = False) -> dict[str, float]:
         """Run learner updates if there is enough data, then refresh the acting module.
 
         DQN: `updates_per_step` replay samples of `batch_size` per agent once the buffer
-        holds `learning_starts` steps. PPO: once `batch_size` steps are pending, `ppo_epochs`
-        passes over all of them (minibatches of `batch_size` steps; `updates_per_step` is not
-        used), then they are dropped. Returns
+        holds `learning_starts` steps. PPO: once `batch_size` steps are pending (or any, with
+        `flush`: an episode ended), `ppo_epochs` passes over all of them in one minibatch
+        (`updates_per_step` is not used), then they are dropped. Returns
         `{"<agent>/loss": ..., ...}` of the last pass, or {} if nothing was done.
         """
         s = self.settings
@@ -457,18 +512,20 @@ class MultiAgentLearner:
                         episodes=episodes, timesteps=self._timesteps()
                     )
             else:
-                if len(self._pending) < s.batch_size:
+                if not self._pending or (len(self._pending) < s.batch_size and not flush):
                     return {}
                 # Shuffle once with our own stream: RLlib's per-epoch shuffle draws from the
                 # global numpy RNG per module in (hash-seed dependent) set order.
-                order = np.random.permutation(len(self._pending))
+                chains = self._chains()
+                chains = [chains[i] for i in np.random.permutation(len(chains))]
+                # One minibatch of everything pending. PPO's learner connector appends one
+                # masked timestep to every episode: an episode of n steps is n + 1 rows.
+                minibatch = len(self._pending) + len(chains)
                 results = self._learner_group.update(
-                    episodes=[self._episode(self._pending[i]) for i in order],
+                    episodes=[self._episode(c) for c in chains],
                     timesteps=self._timesteps(),
                     num_epochs=s.ppo_epochs,
-                    # PPO's learner connector appends one masked timestep to every episode,
-                    # so a one-step episode is two train rows.
-                    minibatch_size=2 * s.batch_size,
+                    minibatch_size=minibatch,
                     shuffle_batch_per_epoch=False,
                 )
                 self._pending.clear()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -86,6 +87,9 @@ class Plan:
     min_concurrency: int = 1
     param_space: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    patience: int = 0
+    """Early stopping inside a trial: it ends once its metric has not improved for this many
+    epochs (0: never; document 004 checks after each checkpoint). See `plateaued`."""
 
     replays_schedule: ClassVar[bool] = False
     """Whether hyperparameters change inside a trial, so the final test replays the chosen
@@ -126,7 +130,28 @@ class ControllerPlan(Plan):
     controller: str = ""
     controller_options: dict[str, Any] = field(default_factory=dict)
     step_epochs: int = 1
+    controls: dict[str, Any] | None = None
+    """The dimensions the controller sets, as a space mapping (`SearchSpace.from_dict`), when
+    they are its own rather than the experiment's (document 004's optimizer set with one
+    rate each): answers are checked against them, and the host samples the space's other
+    searched dimensions once per trial. None: the controller sets the searched space."""
     replays_schedule: ClassVar[bool] = True
+
+
+def plateaued(values: Sequence[float], patience: int, mode: str = "max") -> bool:
+    """Whether a trial's metric (one value per epoch, NaN for none) has not improved on its
+    best for `patience` epochs: early stopping (0 turns it off)."""
+    if patience <= 0 or not values:
+        return False
+    sign = 1.0 if mode == "max" else -1.0
+    best, since = -math.inf, 0
+    for value in values:
+        score = sign * float(value) if value == value else -math.inf
+        if score > best:
+            best, since = score, 0
+        else:
+            since += 1
+    return since >= patience
 
 
 # In-trial controllers.

@@ -106,6 +106,7 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None) -> Any
                       dataset=dataset, threads=max(1, int(cfg.resources.cpus)),
                       controller=controller,
                       controller_every=getattr(plan, "step_epochs", 1),
+                      patience=plan.patience, metric=cfg.metric, mode=cfg.mode,
                       weights=str(Path(weights).expanduser().resolve()) if weights else None)
     resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
     stopper = _as_stopper(plan.epoch_budget) if plan.multi_fidelity else None

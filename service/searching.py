@@ -156,13 +156,15 @@ def describe(dim: Dim) -> str:
     return f"{dim.kind} [{dim.low:g}, {dim.high:g}]"
 
 
-def check_answer(name: str, space: SearchSpace, answer: Any) -> dict[str, Any]:
+def check_answer(name: str, space: SearchSpace, answer: Any, *, own: bool = False
+                 ) -> dict[str, Any]:
     """`answer` as plain values if every change names a searched dimension and lies inside
-    it; otherwise ControllerError naming the controller and the value."""
+    it (with `own`: any dimension of `space`, the controller's own); otherwise
+    ControllerError naming the controller and the value."""
     if not isinstance(answer, Mapping):
         raise ControllerError(f"controller {name!r} answered {answer!r}: expected a mapping "
                               "of hyperparameter: value")
-    searched = {d.name: d for d in space.searched}
+    searched = {d.name: d for d in (space.dims if own else space.searched)}
     out = plain(dict(answer))
     for key, value in out.items():
         if key not in searched:
@@ -180,16 +182,21 @@ class HostedController:
     from its factory path and checks its answers."""
 
     def __init__(self, name: str, factory: str, options: dict[str, Any],
-                 space: dict[str, Any], seed: int) -> None:
+                 space: dict[str, Any], seed: int, controls: dict[str, Any] | None = None
+                 ) -> None:
         self.name = name
-        self.space = SearchSpace.from_dict(space)
+        self.space = SearchSpace.from_dict(space, free=True)
+        self.controls = None if controls is None else SearchSpace.from_dict(controls)
         self.controller = import_path(factory)(self.space, seed=seed, **options)
 
     def ready(self) -> bool:
         return True
 
     def decide(self, obs: Observation) -> dict[str, Any]:
-        return check_answer(self.name, self.space, self.controller.decide(obs))
+        answer = self.controller.decide(obs)
+        if self.controls is not None:
+            return check_answer(self.name, self.controls, answer, own=True)
+        return check_answer(self.name, self.space, answer)
 
     def finish(self, obs: Observation) -> None:
         self.controller.finish(obs)
@@ -262,7 +269,13 @@ class ControllerHost(Searcher):
         self.name = name or f"{plan.name}-{uuid.uuid4().hex[:8]}"
         self.entry = plan.name
         self._args = (self.name, plan.controller, dict(plan.controller_options),
-                      space.to_dict(), plan.seed)
+                      space.to_dict(), plan.seed, plan.controls)
+        # Searched dimensions the controller does not set: sampled once per trial.
+        own = set(SearchSpace.from_dict(plan.controls).names) if plan.controls else None
+        self._rest = None if own is None else SearchSpace(
+            tuple(d for d in space.searched if d.name not in own))
+        self._seed = plan.seed
+        self._suggested = 0
         self._in_process = in_process
         self._handle: Any = None
         self._tb_written = 0
@@ -304,7 +317,12 @@ class ControllerHost(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self._handle is None:
             self._call("ready")  # the controller exists before the first trial asks it
-        return {}
+        if not self._rest or not self._rest.searched:
+            return {}
+        import numpy as np
+
+        self._suggested += 1
+        return plain(self._rest.sample(np.random.default_rng([self._seed, self._suggested])))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
@@ -313,10 +331,12 @@ class ControllerHost(Searcher):
             self._call("learn")
 
     def get_state(self) -> dict[str, Any]:
-        return {"controller": self._call("get_state"), "name": self.name}
+        return {"controller": self._call("get_state"), "name": self.name,
+                "suggested": self._suggested}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._call("set_state", state["controller"])
+        self._suggested = int(state.get("suggested", 0))
         self._tb_written = len(self._call("step_log"))  # written when it was saved
 
     def save(self, checkpoint_path: str) -> None:

@@ -24,6 +24,12 @@ KINDS: tuple[str, ...] = ("choice", "loguniform", "uniform", "int", "constant")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd", "rmsprop", "adamw", "sam")
 """EMERALD-O section 2.1: {Adam, SGD, RMSprop}; AdamW and SAM (seed 004) as options."""
 
+OPTIMIZER_LR: dict[str, float] = {"sgd": 0.1, "sam": 0.1, "adam": 1e-3, "adamw": 1e-3,
+                                  "rmsprop": 1e-3}
+"""Each optimizer's own learning rate where one optimizer runs at a fixed rate (document
+004 gives none): SGD with momentum 0.9 at 0.1 as He et al. train ResNet on CIFAR-10, SAM at
+its SGD base's rate as Foret et al. do, Adam (and AdamW, RMSprop) at Kingma and Ba's 1e-3."""
+
 ROTATIONS: tuple[int, ...] = (0, 10, 20, 30)
 """Rotation ranges in degrees, EMERALD-O Figs 10-12."""
 

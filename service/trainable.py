@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from service.api import HP_PREFIX, Observation, Schedule
+from service.api import HP_PREFIX, Observation, Schedule, plateaued
 from service.data import Splits, load_splits
 from service.space import resolve_config
 from service.trainer import HParams, Trainer
@@ -46,6 +46,10 @@ class RunSettings:
     weights: str | None = None
     test_last: bool = False
     """Score the test split after the last epoch (`record`: the table's test accuracy)."""
+    patience: int = 0
+    """End the trial once `metric` has not improved for this many epochs (0: never)."""
+    metric: str = "val_acc"
+    mode: str = "max"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,12 +144,13 @@ def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], 
     splits = load_data(run)
     trainer = Trainer.build(run.backbone, splits, HParams.from_config(hp_config),
                             device=device, seed=run.seed, weights=run.weights)
-    schedule, elapsed = Schedule(), 0.0
+    schedule, elapsed, history = Schedule(), 0.0, []
     if state is not None:
         trainer.load_state_dict(state)
         # A PBT clone inherits its donor's schedule with the donor's weights.
         schedule = Schedule.from_json(state["schedule"]) if "schedule" in state else schedule
         elapsed = float(state.get("elapsed_s", 0.0))
+        history = [float(v) for v in state.get("history", [])]
     client = ControllerClient(run.controller) if run.controller else None
     began = time.perf_counter() - elapsed
     step: list[dict[str, Any]] = []  # rows since the controller last decided
@@ -167,8 +172,11 @@ def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], 
         step.append(row)
         if row["diverged"]:
             break
+        history.append(float(row.get(run.metric, math.nan)))
         report(row, {**trainer.state_dict(), "schedule": row["schedule"],
-                     "elapsed_s": row["elapsed_s"]})
+                     "elapsed_s": row["elapsed_s"], "history": history})
+        if plateaued(history, run.patience, run.mode):
+            break  # early stopping: the trial ends here, its controller is told below
     if client is not None:
         client.finish(Observation(trial_id, trainer.epoch, run.epochs, trainer.hp.as_dict(),
                                   step))
@@ -233,4 +241,16 @@ def final_test(config: dict[str, Any], schedule: str | None = None) -> dict[str,
                 "epochs": trainer.epoch}
     test_acc, test_loss = trainer.evaluate(splits.test_x, splits.test_y)
     return {"test_acc": test_acc, "test_loss": test_loss, "retrain_val_acc": row["val_acc"],
-            "diverged": False, "train_acc": row["train_acc"], "epochs": trainer.epoch}
+            "diverged": False, "train_acc": row["train_acc"], "epochs": trainer.epoch,
+            **macro_scores(splits.test_y, trainer.predict(splits.test_x))}
+
+
+def macro_scores(labels: torch.Tensor, predicted: torch.Tensor) -> dict[str, float]:
+    """Macro-averaged precision, recall and F1 over the classes (document 004 Table 2),
+    from scikit-learn; a class never predicted counts as precision 0."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels.cpu().numpy(), predicted.cpu().numpy(), average="macro", zero_division=0)
+    return {"test_precision_macro": float(precision), "test_recall_macro": float(recall),
+            "test_f1_macro": float(f1)}

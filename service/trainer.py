@@ -262,6 +262,14 @@ class Trainer:
         n = max(1, x.shape[0])
         return float(correct) / n, float(loss_sum) / n
 
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Predicted classes of a split (on the CPU), without augmentation."""
+        self.model.eval()
+        out = [self.model(x[i:i + batch_size].to(self.device, non_blocking=True)).argmax(1)
+               for i in range(0, x.shape[0], batch_size)]
+        return torch.cat(out).cpu() if out else torch.empty(0, dtype=torch.long)
+
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed trial needs: weights, optimizer state, epoch, hyperparameters."""
         return {

@@ -42,6 +42,7 @@ from service.api import (
     Schedule,
     SearcherPlan,
     plain,
+    plateaued,
 )
 from service.replay.table import ROW_METRICS, TIME, ReplayTable
 from service.space import HPARAMS, LOG10_PREFIX, resolve_config
@@ -60,6 +61,7 @@ class SimCheckpoint:
     schedule: str
     elapsed: float
     hp: dict[str, Any]
+    history: tuple[float, ...] = ()
 
 
 @dataclass
@@ -73,6 +75,7 @@ class _TrialState:
     rows: list[dict[str, Any]] = field(default_factory=list)
     token: int = 0
     pending: tuple[int, float] | None = None
+    history: list[float] = field(default_factory=list)
 
 
 def _saved(checkpoint: SimCheckpoint, metrics: dict[str, Any]) -> Any:
@@ -307,9 +310,9 @@ class Simulation:
         if isinstance(checkpoint, SimCheckpoint):  # resume, or continue a donor's curve
             st.epoch, st.elapsed = checkpoint.epoch, checkpoint.elapsed
             st.schedule = Schedule.from_json(checkpoint.schedule)
-            st.hp = dict(checkpoint.hp)
+            st.hp, st.history = dict(checkpoint.hp), list(checkpoint.history)
         else:
-            st.epoch, st.elapsed, st.schedule = 0, 0.0, Schedule()
+            st.epoch, st.elapsed, st.schedule, st.history = 0, 0.0, Schedule(), []
         config_hp = self._config_hp(trial.config)
         if not isinstance(self.plan, ControllerPlan) or not st.hp:
             st.hp = config_hp  # a PBT clone's new config; a fresh trial's config
@@ -361,7 +364,8 @@ class Simulation:
 
     def checkpoint(self, trial: Any) -> SimCheckpoint:
         st = self.state[trial.trial_id]
-        return SimCheckpoint(st.epoch, st.schedule.to_json(), st.elapsed, dict(st.hp))
+        return SimCheckpoint(st.epoch, st.schedule.to_json(), st.elapsed, dict(st.hp),
+                             tuple(st.history))
 
     def _epoch_done(self, trial: Any) -> None:
         from ray.train._internal.session import _TrainingResult
@@ -375,6 +379,7 @@ class Simulation:
         st.schedule.append(st.hp)
         row = self._row(trial, st, config, seconds)
         st.rows.append(row)
+        st.history.append(row[self.metric])
         result = {**row, "training_iteration": st.epoch, "time_this_iter_s": seconds,
                   "time_total_s": st.elapsed, "timestamp": int(self.clock), "done": False,
                   "trial_id": trial.trial_id}
@@ -392,7 +397,8 @@ class Simulation:
         if decision != TrialScheduler.STOP:
             self.search_alg.on_trial_result(trial.trial_id, result)
         trial.update_last_result(result)
-        last = row["diverged"] or st.epoch >= self.plan.max_epochs
+        last = row["diverged"] or st.epoch >= self.plan.max_epochs or plateaued(
+            st.history, self.plan.patience, self.mode)  # as the trainable's early stopping
         if decision == TrialScheduler.CONTINUE and trial.status == "RUNNING":
             if last:  # the trainable returns: Tune's done result stops the trial
                 if self.client is not None:
