@@ -591,7 +591,9 @@ class MultiAgentLearner:
             self._buffer = MultiAgentEpisodeReplayBuffer(
                 capacity=self.settings.replay_capacity, batch_size_B=self.settings.batch_size
             )
-            self._buffer.set_state(state["buffer"])
+            # A copy: RLlib's buffer adopts the state's lists, which a snapshot taken in this
+            # process still shares with the buffer it came from.
+            self._buffer.set_state(copy.deepcopy(state["buffer"]))
             # RLlib 2.60's set_state rebuilds this counter as defaultdict(list): a module first
             # sampled after a restore then fails with "'int' object is not iterable".
             self._buffer.sampled_timesteps_per_module = defaultdict(

@@ -19,7 +19,7 @@ from ray.tune.search import Searcher
 
 from rllib_policies._encoding import EmeraldSettings, TrainingState
 from rllib_policies._steps import AgentSteps
-from service.searching import STEP_LOG, write_log, write_tensorboard
+from service.searching import STEP_LOG, STEP_TB, write_log, write_tensorboard
 from service.space import SearchSpace
 
 
@@ -95,7 +95,7 @@ class EmeraldSearch(Searcher):
         # Tune saves searchers into the experiment folder: the step log goes beside it.
         folder = Path(checkpoint_path).parent
         write_log(self.log, folder / STEP_LOG)
-        self._tb_written = write_tensorboard(self.log, folder / "emerald_tb",
+        self._tb_written = write_tensorboard(self.log, folder / STEP_TB,
                                              self._tb_written)
 
     def restore(self, checkpoint_path: str) -> None:

@@ -1,4 +1,4 @@
-"""Image backbones for the tuning service: EfficientNetV2-B0, VGG16/VGG19 and ResNet-18.
+"""Image backbones for the tuning service: EfficientNetV2-B0, VGG16/VGG19 and two ResNet-18s.
 
 All models are built from scratch (no pretrained weights: the service runs offline), accept any
 number of input channels and classes, and take a width multiplier so that trials and tests can
@@ -24,8 +24,13 @@ Design choices, documented once here:
   five 2x2 max-pools (a pool is skipped when the feature map is already 1 pixel high or wide, so
   8x8 and 16x16 inputs work), global average pooling and a single ``Linear(512*w, classes)``
   instead of the 4096-4096 ImageNet head, which would dwarf the conv stack on small images.
-* ResNet-18 uses the CIFAR stem (3x3 conv, stride 1, no max-pool) with torchvision's
-  ``BasicBlock``; full width with 10 classes has 11,173,962 parameters.
+* ResNet-18 comes twice, sharing one implementation with torchvision's ``BasicBlock`` and
+  differing only in the stem.  ``resnet18`` uses the CIFAR stem (3x3 conv, stride 1, no
+  max-pool); full width with 10 classes has 11,173,962 parameters.  ``resnet18_imagenet`` uses
+  the ImageNet stem of document 004, section 3.1 (7x7 conv, stride 2, BN, ReLU, 3x3 max-pool
+  with stride 2), i.e. torchvision's ``resnet18`` layer for layer: 11,181,642 parameters with 10
+  classes.  Its stem downsamples by 4 and the whole net by 32, so small images (8x8 digits,
+  28x28 Fashion-MNIST) end as 1x1 maps; adaptive pooling keeps every size >= 1 working.
 """
 
 from __future__ import annotations
@@ -53,13 +58,16 @@ __all__ = [
     "BackboneSpec",
     "CifarResNet18",
     "EfficientNetV2B0",
+    "ImageNetResNet18",
     "build_backbone",
     "count_parameters",
     "load_state_dict_file",
     "model_size_mb",
 ]
 
-BACKBONES: tuple[str, ...] = ("efficientnetv2_b0", "vgg16", "vgg19", "resnet18")
+BACKBONES: tuple[str, ...] = (
+    "efficientnetv2_b0", "vgg16", "vgg19", "resnet18", "resnet18_imagenet"
+)
 
 MAX_WIDTH = 4.0
 
@@ -366,19 +374,33 @@ class VGG(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# ResNet-18 (CIFAR stem)
+# ResNet-18 (CIFAR stem and ImageNet stem)
 # --------------------------------------------------------------------------------------------
 
 
-class CifarResNet18(nn.Module):
-    """ResNet-18 with the CIFAR stem (3x3 stride-1 conv, no max-pool) and torchvision blocks."""
+class _ResNet18(nn.Module):
+    """ResNet-18 with torchvision's ``BasicBlock`` stages; subclasses only choose the stem.
 
-    def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0) -> None:
+    ``imagenet_stem`` False: 3x3 stride-1 conv, no max-pool (CIFAR).  True: 7x7 stride-2 conv and
+    a 3x3 stride-2 max-pool (torchvision/ImageNet).  Module names follow torchvision (``conv1``,
+    ``bn1``, ``layer1``..``layer4``, ``fc``); the max-pool has no parameters, so both stems give
+    the same state-dict keys.
+    """
+
+    def __init__(
+        self, num_classes: int, in_channels: int, width: float, *, imagenet_stem: bool
+    ) -> None:
         super().__init__()
         widths = [_scaled(c, width) for c in (64, 128, 256, 512)]
-        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
+        if imagenet_stem:
+            self.conv1 = nn.Conv2d(in_channels, widths[0], 7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
+        self.maxpool: nn.Module = (
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if imagenet_stem else nn.Identity()
+        )
         inplanes = widths[0]
         stages: list[nn.Module] = []
         for i, planes in enumerate(widths):
@@ -406,10 +428,28 @@ class CifarResNet18(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = self.avgpool(x)
         return self.fc(torch.flatten(x, 1))
+
+
+class CifarResNet18(_ResNet18):
+    """ResNet-18 with the CIFAR stem (3x3 stride-1 conv, no max-pool) and torchvision blocks."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0) -> None:
+        super().__init__(num_classes, in_channels, width, imagenet_stem=False)
+
+
+class ImageNetResNet18(_ResNet18):
+    """ResNet-18 with the ImageNet stem (7x7 stride-2 conv, BN, ReLU, 3x3 stride-2 max-pool).
+
+    Source: document 004, section 3.1 ("Initial Stem"); torchvision's ``resnet18`` structure and
+    parameter count at width 1.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0) -> None:
+        super().__init__(num_classes, in_channels, width, imagenet_stem=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,6 +461,7 @@ _BUILDERS: dict[str, Callable[[int, int, float], nn.Module]] = {
     "vgg16": lambda k, c, w: VGG("vgg16", k, c, w),
     "vgg19": lambda k, c, w: VGG("vgg19", k, c, w),
     "resnet18": lambda k, c, w: CifarResNet18(k, c, w),
+    "resnet18_imagenet": lambda k, c, w: ImageNetResNet18(k, c, w),
 }
 
 

@@ -112,7 +112,10 @@ class ResultGuard(Searcher):
 
 # Step logs of RL methods.
 
-STEP_LOG = "emerald_steps.csv"
+STEP_LOG = "agent_steps.csv"
+STEP_TB = "agent_tb"
+"""Per-step log of an RL method (searcher or controller) in its cell folder, as CSV and as
+TensorBoard scalars."""
 
 
 def write_tensorboard(rows: list[dict[str, Any]], folder: str | Path, start: int,
@@ -346,7 +349,7 @@ class ControllerHost(Searcher):
         folder = Path(checkpoint_path).parent
         log = self._call("step_log")
         write_log(log, folder / STEP_LOG)
-        self._tb_written = write_tensorboard(log, folder / "emerald_tb", self._tb_written,
+        self._tb_written = write_tensorboard(log, folder / STEP_TB, self._tb_written,
                                              prefix=self.entry)
 
     def restore(self, checkpoint_path: str) -> None:

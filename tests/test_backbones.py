@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock
 
 from service.backbones import (
     BACKBONES,
     BackboneError,
     BackboneSpec,
+    CifarResNet18,
+    ImageNetResNet18,
     build_backbone,
     count_parameters,
     load_state_dict_file,
@@ -133,6 +137,120 @@ def test_in_channels_and_classes_adapt_stem_and_head() -> None:
     assert count_parameters(build_backbone("resnet18", num_classes=10)) - one == 2 * 9 * 64
     hundred = count_parameters(build_backbone("resnet18", num_classes=100))
     assert hundred - 11_173_962 == 90 * 513
+    one = count_parameters(build_backbone("resnet18_imagenet", num_classes=10, in_channels=1))
+    assert 11_181_642 - one == 2 * 49 * 64
+
+
+# ------------------------------------------------------------------------------------------
+# ResNet-18: CIFAR stem (resnet18) and ImageNet stem (resnet18_imagenet)
+# ------------------------------------------------------------------------------------------
+
+
+def _resnet18_keys() -> list[str]:
+    """State-dict keys of ``resnet18`` as saved before the ImageNet variant existed."""
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    keys = ["conv1.weight", *(f"bn1.{k}" for k in bn)]
+    for layer in range(1, 5):
+        for block in range(2):
+            pre = f"layer{layer}.{block}"
+            keys += [f"{pre}.conv1.weight", *(f"{pre}.bn1.{k}" for k in bn)]
+            keys += [f"{pre}.conv2.weight", *(f"{pre}.bn2.{k}" for k in bn)]
+            if layer > 1 and block == 0:
+                keys += [f"{pre}.downsample.0.weight", *(f"{pre}.downsample.1.{k}" for k in bn)]
+    return [*keys, "fc.weight", "fc.bias"]
+
+
+def test_resnet18_state_dict_keys_unchanged() -> None:
+    state = CifarResNet18(10, 3, 1.0).state_dict()
+    assert len(_resnet18_keys()) == 122
+    assert list(state.keys()) == _resnet18_keys()
+    assert state["conv1.weight"].shape == (64, 3, 3, 3)
+    assert state["layer4.0.downsample.0.weight"].shape == (512, 256, 1, 1)
+    assert state["fc.weight"].shape == (10, 512)
+    # The ImageNet variant only adds a parameter-free max-pool: same keys, bigger stem kernel.
+    imagenet = ImageNetResNet18(10, 3, 1.0).state_dict()
+    assert list(imagenet.keys()) == _resnet18_keys()
+    assert imagenet["conv1.weight"].shape == (64, 3, 7, 7)
+
+
+def test_resnet18_imagenet_matches_torchvision() -> None:
+    model = build_backbone("resnet18_imagenet", num_classes=10)
+    reference = torchvision.models.resnet18(num_classes=10)
+    assert isinstance(model, ImageNetResNet18)
+    assert count_parameters(model) == count_parameters(reference) == 11_181_642
+    assert abs(count_parameters(model) - 11e6) / 11e6 < 0.03  # "about 11 M" (document 004)
+    ours, theirs = model.state_dict(), reference.state_dict()
+    assert [(k, v.shape) for k, v in ours.items()] == [(k, v.shape) for k, v in theirs.items()]
+    # Layer for layer the same function: torchvision's weights give torchvision's outputs.
+    model.load_state_dict(theirs)
+    model.eval()
+    reference.eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+
+
+def test_resnet18_imagenet_stem_and_stages() -> None:
+    model = build_backbone(f"resnet18_imagenet@{SMALL}", num_classes=10)
+    assert [name for name, _ in model.named_children()] == [
+        "conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"
+    ]
+    conv = model.conv1
+    assert isinstance(conv, nn.Conv2d)
+    assert (conv.kernel_size, conv.stride, conv.padding) == ((7, 7), (2, 2), (3, 3))
+    assert conv.out_channels == 8 and conv.bias is None  # 64 * 0.125
+    assert isinstance(model.bn1, nn.BatchNorm2d) and isinstance(model.relu, nn.ReLU)
+    pool = model.maxpool
+    assert isinstance(pool, nn.MaxPool2d)
+    assert (pool.kernel_size, pool.stride, pool.padding) == (3, 2, 1)
+    assert isinstance(model.avgpool, nn.AdaptiveAvgPool2d)
+    stages = [model.layer1, model.layer2, model.layer3, model.layer4]
+    assert [len(s) for s in stages] == [2, 2, 2, 2]
+    assert all(type(b) is BasicBlock for s in stages for b in s)
+    assert [s[0].conv1.stride for s in stages] == [(1, 1), (2, 2), (2, 2), (2, 2)]
+    assert [s[1].conv1.stride for s in stages] == [(1, 1)] * 4
+    assert [s[-1].conv2.out_channels for s in stages] == [8, 16, 32, 64]
+    assert model.fc.in_features == 64
+    # The CIFAR variant shares the implementation and differs only in the stem.
+    cifar = build_backbone(f"resnet18@{SMALL}", num_classes=10)
+    assert type(cifar).__bases__ == type(model).__bases__ != (nn.Module,)
+    assert all(type(b) is BasicBlock for b in cifar.layer1)
+    c = cifar.conv1
+    assert (c.kernel_size, c.stride, c.padding) == ((3, 3), (1, 1), (1, 1))
+    assert not any(isinstance(m, nn.MaxPool2d) for m in cifar.modules())
+
+
+@pytest.mark.parametrize(
+    ("channels", "size", "stem_size"), [(3, 32, 8), (1, 28, 7), (1, 8, 2)]
+)
+def test_resnet18_imagenet_small_inputs(channels: int, size: int, stem_size: int) -> None:
+    model = build_backbone(f"resnet18_imagenet@{SMALL}", num_classes=10, in_channels=channels,
+                           image_size=size)
+    x = torch.randn(2, channels, size, size)
+    model.train()
+    out = model(x)
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        stem = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        assert stem.shape[-2:] == (stem_size, stem_size)  # the stem downsamples by 4
+        features = model.layer4(model.layer3(model.layer2(model.layer1(stem))))
+        assert features.shape[-2:] == (max(1, size // 32),) * 2
+        assert model(x).shape == (2, 10)
+
+
+def test_resnet18_imagenet_width_spec() -> None:
+    spec = BackboneSpec.parse("resnet18_imagenet@0.25")
+    assert (spec.name, spec.width) == ("resnet18_imagenet", 0.25)
+    assert str(spec) == "resnet18_imagenet@0.25"
+    model = build_backbone(spec, num_classes=10, in_channels=1, image_size=28)
+    assert isinstance(model, ImageNetResNet18)
+    assert model.conv1.in_channels == 1 and model.conv1.out_channels == 16
+    assert model.fc.in_features == 128
+    assert count_parameters(build_backbone("resnet18_imagenet@0.25", num_classes=10)) == 703_386
+    assert model.eval()(torch.randn(1, 1, 28, 28)).shape == (1, 10)
 
 
 # ------------------------------------------------------------------------------------------
@@ -147,6 +265,8 @@ def test_in_channels_and_classes_adapt_stem_and_head() -> None:
         ("vgg16@0.125", "vgg16", 0.125, "vgg16@0.125"),
         ("resnet18@0.25", "resnet18", 0.25, "resnet18@0.25"),
         (" ResNet18 @ 0.25 ", "resnet18", 0.25, "resnet18@0.25"),
+        ("resnet18_imagenet", "resnet18_imagenet", 1.0, "resnet18_imagenet"),
+        ("ResNet18-ImageNet@0.5", "resnet18_imagenet", 0.5, "resnet18_imagenet@0.5"),
         ("vgg19@1", "vgg19", 1.0, "vgg19"),
         ("vgg19@2", "vgg19", 2.0, "vgg19@2"),
         ("vgg19@4", "vgg19", 4.0, "vgg19@4"),
@@ -171,8 +291,9 @@ def test_spec_round_trips_odd_width() -> None:
         ("vgg-16", "did you mean 'vgg16'?"),
         ("VGG166", "did you mean 'vgg16'?"),
         ("resnet", "did you mean 'resnet18'?"),
+        ("resnet18_imgnet", "did you mean 'resnet18_imagenet'?"),
         ("efficientnet_b0", "did you mean 'efficientnetv2_b0'?"),
-        ("alexnet", "accepted: efficientnetv2_b0, vgg16, vgg19, resnet18"),
+        ("alexnet", "accepted: efficientnetv2_b0, vgg16, vgg19, resnet18, resnet18_imagenet"),
         ("", "unknown name"),
         ("vgg16@0", "(0, 4]"),
         ("vgg16@-0.5", "(0, 4]"),

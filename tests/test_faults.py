@@ -87,7 +87,7 @@ def test_trial_raising_cuda_oom_is_a_searcher_failure(ray_session, tmp_path: Pat
     assert "out of memory" in str(results.errors[0])
     finished = [r for r in results if r.error is None]
     assert len(finished) == 2 and all(r.metrics["val_acc"] > 0 for r in finished)
-    with open(tmp_path / "faults" / cell.name / "emerald_steps.csv") as f:
+    with open(tmp_path / "faults" / cell.name / "agent_steps.csv") as f:
         steps = {s["trial_id"]: s for s in csv.DictReader(f)}
     bad = marker.read_text()
     assert len(steps) == 3 and steps[bad]["failed"] == "True"

@@ -74,7 +74,7 @@ def test_sigkill_driver_then_resume(tmp_path: Path) -> None:
         assert trial_rows(folder / cell)[trial] == rows
 
     (cell,) = folder.glob("emerald__*")
-    with open(cell / "emerald_steps.csv") as f:
+    with open(cell / "agent_steps.csv") as f:
         steps = list(csv.DictReader(f))
     assert sorted(s["trial_id"] for s in steps) == sorted(t[len("trial_"):]
                                                           for t in trial_rows(cell))

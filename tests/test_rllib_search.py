@@ -61,7 +61,7 @@ def test_restore_gives_identical_greedy_actions_and_keeps_learning(tmp_path) -> 
     second = EmeraldSearch(SPACE, seed=99, settings=FAST, max_epochs=3)
     second.restore(path)
     assert second.greedy_config() == first.greedy_config()
-    assert (tmp_path / "emerald_steps.csv").exists()
+    assert (tmp_path / "agent_steps.csv").exists()
     rng = np.random.default_rng(5)
     result = objective(pending, rng)
     for searcher in (first, second):
@@ -134,7 +134,7 @@ def test_dynamic_mode_switches_settings_inside_real_trials(ray_session, tmp_path
             assert SPACE.contains({"lr": row["hp_lr"], "optimizer": row["hp_optimizer"],
                                    "flip": bool(row["hp_flip"]),
                                    "rotation": int(row["hp_rotation"])})
-    steps = (cfg.experiment_dir / "emerald-dynamic__resnet18_w0.0625__s0" / "emerald_steps.csv")
+    steps = (cfg.experiment_dir / "emerald-dynamic__resnet18_w0.0625__s0" / "agent_steps.csv")
     assert steps.exists()
     import pandas as pd
 

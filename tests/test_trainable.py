@@ -104,6 +104,50 @@ def test_width_dimension_overrides_backbone_width() -> None:
 def test_final_test_scores_the_test_split() -> None:
     result = final_test(config())
     assert 0.0 <= result["test_acc"] <= 1.0 and result["diverged"] is False
+    for key in ("test_precision_macro", "test_recall_macro", "test_f1_macro"):
+        assert 0.0 <= result[key] <= 1.0, key
+
+
+def test_macro_scores_are_scikit_learns_macro_averages() -> None:
+    import torch
+
+    from service.trainable import macro_scores
+
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    predicted = torch.tensor([0, 1, 1, 1, 0, 2])
+    got = macro_scores(labels, predicted)
+    # Per class precision 1/2, 2/3, 1; recall 1/2, 1, 1/2.
+    assert got["test_precision_macro"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
+    assert got["test_recall_macro"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+    f1 = [2 * p * r / (p + r) for p, r in ((1 / 2, 1 / 2), (2 / 3, 1), (1, 1 / 2))]
+    assert got["test_f1_macro"] == pytest.approx(sum(f1) / 3)
+
+
+def test_plateaued_counts_epochs_since_the_best() -> None:
+    from service.api import plateaued
+
+    assert not plateaued([0.1, 0.2, 0.3], 2)
+    assert not plateaued([0.3, 0.2], 2)
+    assert plateaued([0.3, 0.2, 0.3], 2)  # equal is no improvement
+    assert plateaued([0.5, float("nan"), float("nan")], 2)
+    assert not plateaued([0.5, 0.1, 0.1], 0)  # 0: never
+    assert plateaued([1.0, 0.5, 0.4], 1, mode="min") is False
+    assert plateaued([0.5, 0.6, 0.7], 2, mode="min")
+
+
+def test_early_stopping_ends_the_trial_after_patience_epochs(monkeypatch, tmp_path) -> None:
+    """A rate so small nothing changes: val_acc never improves on epoch 1's, so with
+    patience 2 the trial ends after epoch 3 of 6, and a resumed trial keeps counting."""
+    run = RunSettings(**{**RUN.as_dict(), "epochs": 6, "patience": 2})
+    session = FakeSession(tmp_path)
+    session.install(monkeypatch)
+    train_trial(config(run, optimizer="sgd", lr=1e-7, flip=False, rotation=0))
+    assert [r["epoch"] for r in session.reports] == [1, 2, 3]
+    (tmp_path / "again").mkdir()
+    resumed = FakeSession(tmp_path / "again", resume_from=session.checkpoints[1])
+    resumed.install(monkeypatch)
+    train_trial(config(run, optimizer="sgd", lr=1e-7, flip=False, rotation=0))
+    assert [r["epoch"] for r in resumed.reports] == [3]
 
 
 def test_controller_switches_hyperparameters_inside_a_running_trial(ray_session, tmp_path):

@@ -211,9 +211,12 @@ def test_apply_other_settings_same_optimizer(small: Splits) -> None:
     assert tr.hp == new
 
 
-@pytest.mark.parametrize("target", ["sgd", "sam", "rmsprop"])
-def test_apply_new_optimizer_same_parameters(small: Splits, target: str) -> None:
-    hp = _hp(optimizer="adam", lr=1e-3)
+@pytest.mark.parametrize(("source", "target"), [("adam", "sgd"), ("adam", "sam"),
+                                                 ("adam", "rmsprop"), ("sam", "adam"),
+                                                 ("sgd", "sam")])
+def test_apply_new_optimizer_same_parameters(small: Splits, source: str, target: str) -> None:
+    """Document 004's per-epoch switch: same weights, a fresh optimizer of the new kind."""
+    hp = _hp(optimizer=source, lr=1e-3)
     tr = Trainer.build(BACKBONE, small, hp, seed=0)
     tr.train_epoch()
     old = tr.optimizer

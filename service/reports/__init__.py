@@ -5,7 +5,8 @@ and best-so-far plots.
 `load` reads a storage path (each result file once per report), `tables` builds the tables,
 `plots` the PNGs and `render` writes them: `write_report` takes one experiment folder
 (<storage>/<name>) or a whole storage root (its sub-folders are experiment folders) and
-gathers every experiment under it into one report.
+gathers every experiment under it into one report. `table2` is document 004's Table 2 (and
+the optimizer-schedule plot), written for experiments that select optimizers.
 """
 
 from service.reports.load import (
@@ -29,6 +30,16 @@ from service.reports.render import (
     write_index,
     write_report,
 )
+from service.reports.table2 import (
+    CONVERGENCE_DEFINITION,
+    TABLE2_ENTRIES,
+    convergence_epoch,
+    is_table2_method,
+    load_final_metrics,
+    plot_optimizer_schedule,
+    table2,
+    write_table2,
+)
 from service.reports.tables import (
     SEARCHER_COLUMNS,
     generalization,
@@ -40,7 +51,9 @@ from service.reports.tables import (
 )
 
 __all__ = [
-    "ANALYSIS_HP", "AUGMENT_HP", "ERROR_FILE", "GENERALIZATION_NOTE", "SEARCHERS_NOTE",
+    "ANALYSIS_HP", "CONVERGENCE_DEFINITION", "TABLE2_ENTRIES", "convergence_epoch",
+    "is_table2_method", "load_final_metrics", "plot_optimizer_schedule", "table2",
+    "write_table2", "AUGMENT_HP", "ERROR_FILE", "GENERALIZATION_NOTE", "SEARCHERS_NOTE",
     "SEARCHER_COLUMNS", "TRIAL_FILES", "best_so_far", "find_experiments", "generalization",
     "load_cells", "load_epochs", "load_final_tests", "load_summaries", "load_trials",
     "mean_ci95", "plot_analysis", "plot_best_so_far", "row_labels", "searchers_table",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +20,13 @@ from service.reports.load import (
     find_experiments,
 )
 from service.reports.plots import best_so_far, plot_analysis, plot_best_so_far
+from service.reports.table2 import (
+    CONVERGENCE_DEFINITION,
+    TABLE2_NOTE,
+    table2_display,
+    table2_folders,
+    write_table2,
+)
 from service.reports.tables import (
     _in_config_order,
     _ordered,
@@ -46,6 +53,8 @@ class _Views:
     searchers: pd.DataFrame
     labelled_trials: pd.DataFrame
     labelled_epochs: pd.DataFrame
+    labels: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Row label per (experiment, searcher) where experiments are gathered (`row_labels`)."""
 
 
 def _with_experiment(df: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -94,13 +103,15 @@ def _storage_views(folders: list[Path]) -> _Views:
                    "backbone": list(dict.fromkeys(backbone_order))})
     searchers = _searchers_in_order(searchers_table(cells), folders)
     return _Views(folders, trials, t9, t8, summaries, searchers, labelled_trials,
-                  _relabel(epochs, labels))
+                  _relabel(epochs, labels), labels)
 
 
 def write_report(storage: str | Path, out_dir: str | Path | None = None,
                  fmt: str = "csv") -> dict[str, Path]:
     """Write trials.csv (or .parquet), table9.md/.csv, table8.md/.csv, generalization,
-    searchers.md/.csv, plots and index.html (default into <storage>/report) for one
+    searchers.md/.csv, plots, table2.md/.csv and optimizer_schedule.png (when an experiment
+    runs an optimizer-selection or fixed-optimizer method, `table2.TABLE2_ENTRIES`) and
+    index.html (default into <storage>/report) for one
     experiment folder, or for every experiment under a storage root: then trials.csv,
     table8 and searchers gain an `experiment` column and Table 9 rows follow `row_labels`.
     A folder that is neither raises ConfigError before anything is written."""
@@ -153,6 +164,10 @@ def write_report(storage: str | Path, out_dir: str | Path | None = None,
         + (searchers.to_markdown(index=False, floatfmt=".4g") if not searchers.empty
            else "_no cells_") + "\n\n" + SEARCHERS_NOTE + "\n")
     written["searchers"] = out / "searchers.md"
+    table2_from = table2_folders(views.folders)  # document 004's optimizer-selection runs
+    if table2_from:
+        written.update(write_table2(table2_from, out, epochs=views.labelled_epochs,
+                                    labels=views.labels))
     written["index"] = write_index(out, storage, views, gen, written)
     return written
 
@@ -210,6 +225,13 @@ def write_index(out: Path, storage: Path, views: _Views, gen: pd.DataFrame,
         ("Searchers: work done and best result", _html_table(views.searchers),
          SEARCHERS_NOTE),
         ("Table 8: grid vs Bayesian on VGG (val acc %)", _html_table(views.table8), ""),
+    ]
+    if "table2_csv" in written:
+        sections.insert(1, (
+            "Table 2: test metrics, convergence and time per epoch (document 004)",
+            _html_table(table2_display(pd.read_csv(written["table2_csv"]))),
+            f"{CONVERGENCE_DEFINITION} {TABLE2_NOTE}"))
+    sections += [
         ("Generalization (EMERALD-O section 6.4)", _html_table(gen), GENERALIZATION_NOTE),
         ("Cells (summary.json)", _html_table(views.summaries), ""),
     ]
