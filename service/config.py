@@ -79,6 +79,8 @@ class RecordConfig(Strict):
     points_per: dict[str, int] = {}
     samples: int | None = Field(default=None, ge=1, le=1_000_000)
     out: str | None = None
+    tag: str | None = Field(default=None, pattern=r"^[a-z0-9]+(?:[_-][a-z0-9]+)*$")
+    """Appended to the table's file name (`digits-resnet18_w0.0625-optsel.parquet`)."""
 
     @field_validator("points_per")
     @classmethod

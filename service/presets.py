@@ -10,12 +10,41 @@ from service.api import ConfigError, did_you_mean
 EVERY_ENTRY: tuple[str, ...] = (
     "emerald", "emerald-dynamic", "optuna", "hyperopt", "skopt", "ax", "spearmint",
     "hyperband", "grid", "random", "bohb", "asha", "pbt", "pb2", "trivialaugment")
-"""Every registry entry, in EMERALD-O Table 9's order then the others."""
+"""The entries the Table 9 presets compare, in EMERALD-O Table 9's order then the others:
+every entry but document 004's (`fixed`, `optsel-*`), which have their own presets."""
 
 SHIPPED_TABLES: tuple[str, ...] = (
     "docs/tables/digits-vgg16_w0.0625.parquet", "docs/tables/digits-resnet18_w0.0625.parquet",
     "docs/tables/digits-vgg16.parquet")
+OPTSEL_TABLE = "docs/tables/digits-resnet18_w0.0625-optsel.parquet"
+"""Replay table (c): document 004's optimizers at three rates (record-optsel)."""
 """The recorded tables in the repository (docs/tables/README.md says how each was made)."""
+
+
+OPTSEL_METHODS: dict[str, dict[str, Any]] = {
+    "fixed:sgd": {"optimizer": "sgd"}, "fixed:sam": {"optimizer": "sam"},
+    "fixed:adam": {"optimizer": "adam"}, "optsel-dqn": {},
+    "optsel-ppo:2opt": {"optimizers": "2opt"}, "optsel-ppo:3opt": {"optimizers": "3opt"}}
+"""Document 004 Table 2's rows: the three fixed optimizers, DQN (SGD vs SAM), PPO 2-opt and
+3-opt, with their options."""
+
+OPTSEL_SPACE: dict[str, Any] = {"batch_size": 64, "momentum": 0.9, "weight_decay": 0.0005}
+"""Document 004's constants: weight decay 5e-4 (3.2.2.3); momentum and batch size are ours
+(it gives none). Each optimizer runs at its own rate (service.space.OPTIMIZER_LR)."""
+
+
+def optsel_preset(name: str, dataset: dict[str, Any], backbone: str, epochs: int,
+                  seeds: int, gpu: bool) -> dict[str, Any]:
+    """Table 2 of document 004: one training run per method and seed (the agent learns
+    within the run, as in the document), with early stopping after 10 epochs without a
+    better val_acc; the final test scores the best checkpoint's schedule."""
+    return {
+        "name": name, "dataset": dataset, "backbones": [backbone],
+        "searchers": list(OPTSEL_METHODS), "searcher_options": copy.deepcopy(OPTSEL_METHODS),
+        "space": dict(OPTSEL_SPACE), "budget": {"trials": 1, "epochs": epochs},
+        "concurrency": 1, "seeds": list(range(seeds)),
+        "resources": {"cpus": 4, "gpus": 1} if gpu else {"cpus": 1},
+    }
 
 
 def replay_preset(name: str, tables: tuple[str, ...], trials: int) -> dict[str, Any]:
@@ -109,6 +138,45 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The README main job's trustworthy part: every entry replayed over 20 seeds on one
     # shipped table, beside the small real run (cpu-small), in minutes.
     "replay-demo": replay_preset("replay-demo", SHIPPED_TABLES[:1], trials=10),
+    # Replay table (c): document 004's per-epoch decision, SGD / SAM / Adam at three rates
+    # (each optimizer's own rate among them), its constants, 3 seeds of 12 epochs.
+    "record-optsel": {
+        "name": "record-optsel",
+        "dataset": {"name": "digits", "image_size": 16},
+        "backbones": ["resnet18@0.0625"],
+        "space": {**OPTSEL_SPACE, "optimizer": ["sgd", "sam", "adam"],
+                  "lr": {"loguniform": [0.001, 0.1]}},
+        "record": {"points_per": {"lr": 3}, "out": "docs/tables", "tag": "optsel"},
+        "budget": {"trials": 1, "epochs": 12},
+        "concurrency": 2,
+        "seeds": [0, 1, 2],
+        "resources": {"cpus": 1},
+    },
+    # Document 004 Table 2 on the CPU: bundled digits, ResNet-18 width-scaled, 5 seeds.
+    "optsel-cpu": optsel_preset("optsel-cpu", {"name": "digits", "image_size": 16},
+                                "resnet18@0.125", epochs=20, seeds=5, gpu=False),
+    # Document 004's full setting on a GPU cluster: ResNet-18 with the ImageNet stem, 100
+    # epochs (Table 2's runs converge after up to 82), CIFAR-10 and Fashion-MNIST.
+    "optsel-gpu-cifar10": optsel_preset(
+        "optsel-gpu-cifar10", {"name": "cifar10", "root": "data/cifar10"},
+        "resnet18_imagenet", epochs=100, seeds=5, gpu=True),
+    "optsel-gpu-fashion": optsel_preset(
+        "optsel-gpu-fashion", {"name": "fashion_mnist", "root": "data/fashion_mnist"},
+        "resnet18_imagenet", epochs=100, seeds=5, gpu=True),
+    # Table (c) replayed: document 004's methods beside the baselines that can search its
+    # space, 20 seeds of 10 trials x 12 epochs. A fixed optimizer repeats its config for the
+    # same total epochs (each trial replays a drawn recorded seed).
+    "replay-optsel": {
+        "name": "replay-optsel", "backend": "replay", "replay": {"tables": [OPTSEL_TABLE]},
+        "searchers": [*OPTSEL_METHODS, "random", "grid", "optuna", "hyperopt", "skopt",
+                      "asha", "hyperband", "pbt", "emerald-dynamic"],
+        "searcher_options": {
+            **{k: ({**v, "repeats": 10} if k.startswith("fixed") else v)
+               for k, v in OPTSEL_METHODS.items()},
+            "pbt": {"population": 10}},
+        "budget": {"trials": 10, "epochs": 12}, "concurrency": 1,
+        "seeds": list(range(20)),
+    },
     # A tiny run for smoke tests and CI: seconds, not minutes.
     "smoke": {
         "name": "smoke",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,3 +276,20 @@ def test_kuberay_rayjob_shares_the_storage_path() -> None:
         for container in pod["containers"]:
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             assert claims.get(mounts.get(cfg.storage)) == pvc["metadata"]["name"], role
+
+
+@pytest.mark.parametrize("name", ["cifar10", "fashion"])
+def test_optsel_gpu_experiment_files_are_their_presets(name: str) -> None:
+    """Document 004's GPU setting for the RayJob: the preset, with the volume's paths."""
+    from service.config import load_config
+    from service.presets import get_preset
+
+    cfg = load_config(ROOT / "cluster" / "experiments" / f"gpu-optsel-{name}.yaml")
+    preset = load_config(preset=f"optsel-gpu-{name}")
+    for key in ("name", "backbones", "searchers", "searcher_options", "seeds", "space",
+                "budget", "resources", "concurrency"):
+        assert getattr(cfg, key) == getattr(preset, key), key
+    assert cfg.dataset.name == preset.dataset.name and cfg.storage == "/mnt/results"
+    assert cfg.dataset.root.startswith("/mnt/results/")
+    assert cfg.backbones == ["resnet18_imagenet"] and cfg.budget.epochs == 100
+    assert get_preset(f"optsel-gpu-{name}")["resources"]["gpus"] == 1

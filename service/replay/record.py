@@ -58,7 +58,8 @@ def design(cfg: ExperimentConfig) -> list[dict[str, Any]]:
 
 def table_path(cfg: ExperimentConfig, backbone: str) -> Path:
     folder = Path(cfg.record.out).expanduser() if cfg.record.out else cfg.experiment_dir
-    return folder / f"{cfg.dataset.name}-{backbone.replace('@', '_w')}.parquet"
+    tag = f"-{cfg.record.tag}" if cfg.record.tag else ""
+    return folder / f"{cfg.dataset.name}-{backbone.replace('@', '_w')}{tag}.parquet"
 
 
 def curve_file(folder: str | Path, point: dict[str, Any]) -> Path:

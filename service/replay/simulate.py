@@ -153,6 +153,7 @@ class Simulation:
             raise ReplayError(f"{plan.name} trains {plan.max_epochs} epochs per trial, table "
                               f"{table.name!r} records {table.epochs}{hint}")
         self.metric, self.mode = table.metric, table.mode
+        self._check_controls(plan, table)
         self.slots = max(1, slots)
         self.time_budget_s = time_budget_s
         self.clock = 0.0
@@ -175,6 +176,27 @@ class Simulation:
             from service.experiment import EpochBudgetStopper
 
             self.stopper = EpochBudgetStopper(plan.epoch_budget)
+
+    @staticmethod
+    def _check_controls(plan: Any, table: ReplayTable) -> None:
+        """A controller with its own dimensions (document 004's optimizer set) must choose
+        among values the table recorded: refuse before anything runs, naming the option."""
+        if not isinstance(plan, ControllerPlan) or not plan.controls:
+            return
+        from service.space import SearchSpace
+
+        for dim in SearchSpace.from_dict(plan.controls).dims:
+            if dim.name not in table.names:
+                raise ReplayError(f"{plan.name} sets {dim.name!r}, not a column of table "
+                                  f"{table.name!r} ({', '.join(table.names)})")
+            recorded = table.grid[dim.name]
+            if dim.kind == "choice" and isinstance(dim.choices[0], str):
+                missing = [c for c in dim.choices if c not in recorded]
+                if missing:
+                    raise ReplayError(
+                        f"{plan.name} chooses {dim.name} {', '.join(map(str, missing))}, which "
+                        f"table {table.name!r} never recorded ({', '.join(map(str, recorded))});"
+                        f" give searcher_options.{plan.name}.optimizers from those")
 
     # Setup, as `tune.run` does it.
 

@@ -129,10 +129,37 @@ def test_every_entry_runs_on_a_small_table(table) -> None:
         assert rows and math.isfinite(figures["final_regret"]), name
         assert figures["final_regret"] >= 0 or figures["in_trial"], name
         ran.append(name)
-    # TrivialAugment trains a fixed policy the table never recorded
-    assert set(refused) == {"trivialaugment"}, refused
+    # TrivialAugment trains a fixed policy the table never recorded; document 004's agents
+    # choose SAM, which it did not record either
+    assert set(refused) == {"trivialaugment", "optsel-dqn", "optsel-ppo"}, refused
     assert "not a column" in refused["trivialaugment"]
+    assert "never recorded" in refused["optsel-ppo"] and "sam" in refused["optsel-ppo"]
     assert {"emerald", "emerald-dynamic", "pbt", "hyperband", "bohb"} <= set(ran)
+
+
+def test_document_004_agents_replay_on_the_optimizers_a_table_recorded(table) -> None:
+    """Given optimizers the table holds, optsel-ppo runs: every epoch's optimizer is one of
+    them at its own rate, and a trial is asked once per epoch."""
+    options = {"optimizers": "sgd,rmsprop", "lr_sgd": 0.01}
+    sim = replay_cell("optsel-ppo", table, seed=0, budget=Budget(trials=3, epochs=4),
+                      options=options)
+    rows = pd.DataFrame(sim.rows)
+    assert len(rows) == 12 and set(rows["hp_optimizer"]) <= {"sgd", "rmsprop"}
+    rates = dict(zip(rows["hp_optimizer"], rows["hp_lr"], strict=True))
+    assert rates.get("sgd", 0.01) == 0.01 and rates.get("rmsprop", 1e-3) == 1e-3
+    assert len(sim.host.hosted.controller.log) == 12  # one closed step per epoch
+
+
+def test_early_stopping_ends_replayed_trials_as_the_trainable_does(table) -> None:
+    """patience 1: a trial ends after its first epoch without a better val_acc."""
+    plan = SearcherPlan("fixed", 2, 6, searcher=Fixed(FIXED), patience=1)
+    sim = Simulation(plan, table, seed=3, slots=1).run()
+    config = table.index[tuple(FIXED[n] for n in table.names)]
+    for rows in _trials(sim).values():
+        seed = table.seeds.index(int(rows["recorded_seed"].iloc[0]))
+        curve = table.metrics["val_acc"][config, seed]
+        stop = next((e for e in range(1, 6) if curve[e] <= curve[:e].max()), 5) + 1
+        assert len(rows) == stop, (curve, len(rows))
 
 
 def _comparison(tmp: Path, table) -> pd.DataFrame:
