@@ -20,7 +20,7 @@ from tests.objective import EPOCH_S, objective_trainable, score
 NAMES = registry.available()
 SPACE = default_space().with_overrides(batch_size=32)
 CONSTANT = ("batch_size", 32)
-OPTIONS = {"trivialaugment": {"repeats": 4}, "grid": {"points": 2}}
+OPTIONS = {"trivialaugment": {"repeats": 4}, "fixed": {"repeats": 4}, "grid": {"points": 2}}
 
 
 def make(name: str, seed: int = 0, trials: int = 6, epochs: int = 3) -> Plan:
