@@ -35,8 +35,8 @@ def emerald_dynamic(*, space, metric, mode, seed, budget, algo: str, combine: st
 
 def optsel(*, space, metric, mode, seed, budget, algo: str, optimizers: str, lr_sgd: float,
            lr_sam: float, lr_adam: float, w_acc: float, w_loss: float, w_time: float,
-           w_final: float, step_epochs: int, patience: int, epsilon_decay: float = 0.995
-           ) -> ControllerPlan:
+           w_final: float, step_epochs: int, patience: int, epsilon_decay: float = 0.995,
+           learning_starts: int = 32) -> ControllerPlan:
     """Document 004's per-epoch optimizer choice: `budget.trials` trials (episodes) of
     `budget.epochs` epochs; the controller sets the optimizer and its own rate."""
     from rllib_policies._optsel import DEFAULT_LR, parse_optimizers
@@ -47,7 +47,7 @@ def optsel(*, space, metric, mode, seed, budget, algo: str, optimizers: str, lr_
                "lr_adam": lr_adam, "w_acc": w_acc, "w_loss": w_loss, "w_time": w_time,
                "w_final": w_final}
     if algo == "dqn":
-        options["epsilon_decay"] = epsilon_decay
+        options.update(epsilon_decay=epsilon_decay, learning_starts=learning_starts)
     controls = {"optimizer": {"choice": list(names)},
                 "lr": {"choice": sorted({float(rates[n]) for n in names})}}
     return ControllerPlan(

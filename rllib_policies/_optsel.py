@@ -135,7 +135,7 @@ class OptimizerSelector:
                  lr_sam: float = DEFAULT_LR["sam"], lr_adam: float = DEFAULT_LR["adam"],
                  w_acc: float = 1.0, w_loss: float = 0.1, w_time: float = 1e-4,
                  w_final: float = 1.0, epsilon_start: float = 1.0,
-                 epsilon_decay: float = DQN_EPSILON_DECAY) -> None:
+                 epsilon_decay: float = DQN_EPSILON_DECAY, learning_starts: int = 32) -> None:
         from rllib_policies._learner import AgentSpec, MultiAgentLearner
 
         self.algo = algo
@@ -149,7 +149,7 @@ class OptimizerSelector:
         obs_dim = len(self._state(_Trial(), epoch=0, max_epochs=1))
         self.learner = MultiAgentLearner(
             {self.AGENT: AgentSpec(obs_dim=obs_dim, n_actions=len(self.optimizers))},
-            learner_settings(algo, seed))
+            learner_settings(algo, seed, learning_starts))
         self.trials: dict[str, _Trial] = {}
         self.decisions = 0
         self.log: list[dict[str, Any]] = []
@@ -269,8 +269,10 @@ class OptimizerSelector:
         self.unlearned.append(row)
 
 
-def learner_settings(algo: str, seed: int) -> Any:
-    """The RLlib learner settings of document 004 3.2.1.2 (DQN) and 3.2.2.3 (PPO)."""
+def learner_settings(algo: str, seed: int, learning_starts: int = 32) -> Any:
+    """The RLlib learner settings of document 004 3.2.1.2 (DQN) and 3.2.2.3 (PPO);
+    `learning_starts` is DQN's transitions before its first update (the document gives
+    none; default one batch)."""
     from rllib_policies._learner import LearnerSettings
 
     if algo == "dqn":
@@ -278,7 +280,8 @@ def learner_settings(algo: str, seed: int) -> Any:
         # copied (tau 1) every 20 updates (one update per step: 20 env steps), max over the
         # target net (no double Q).
         return LearnerSettings(algo="dqn", hidden=(64, 64), lr=1e-3, gamma=0.99,
-                               batch_size=32, replay_capacity=5000, learning_starts=32,
+                               batch_size=32, replay_capacity=5000,
+                               learning_starts=learning_starts,
                                updates_per_step=1, seed=seed, target_tau=1.0,
                                target_update_freq=20, td_loss="mse", double_q=False)
     # Actor and critic 2 x 64 tanh, gamma 0.99, GAE lambda 0.95, rollout K = 4, 4 PPO

@@ -195,3 +195,13 @@ def test_ppo_actor_and_critic_have_their_own_optimizers() -> None:
     assert [n for n, _ in names] == ["pi", "vf"]
     rates = {n: o.param_groups[0]["lr"] for n, o in names}
     assert rates == {"pi": pytest.approx(3e-4), "vf": pytest.approx(1e-3)}
+
+
+def test_dqn_learns_once_learning_starts_transitions_are_in() -> None:
+    agent = OptimizerSelector(SPACE, seed=0, algo="dqn", optimizers="2opt", learning_starts=4)
+    run_episode(agent, "a", np.random.default_rng(0), epochs=4)  # 3 closed steps
+    assert all(not any(k.startswith("learner_") for k in row) for row in agent.log)
+    agent.decide(Observation("a", 4, EPOCHS, {}, [fake_row(5, "sgd", 0.3,
+                                                           np.random.default_rng(1))]))
+    agent.learn()
+    assert "learner_opt/loss" in agent.log[-1]
