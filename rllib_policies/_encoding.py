@@ -185,6 +185,9 @@ class EmeraldSettings:
     epsilon_start: float = 1.0
     epsilon_end: float = 0.05
     epsilon_decay: float = EPSILON_DECAY
+    epsilon_lambda: float | None = None
+    """None: EMERALD-O's schedule (5.1.1). A number: document 003's adaptive one, each
+    decision's decay epsilon_decay + lambda Var(Q(s, .)) (never below 0), summed."""
     ma_alpha: float = 0.3
     lr_scale: str = "log"
     rewards: RewardSettings = RewardSettings()
@@ -194,9 +197,11 @@ class EmeraldSettings:
 
     @classmethod
     def from_options(cls, *, algo: str = "dqn", combine: str = "weighted",
-                     epsilon_decay: float = EPSILON_DECAY) -> EmeraldSettings:
+                     epsilon_decay: float = EPSILON_DECAY, epsilon: str = "decay",
+                     epsilon_lambda: float = -1.0) -> EmeraldSettings:
         """The settings of the registry options (validated there)."""
         return cls(algo=algo, epsilon_decay=epsilon_decay,
+                   epsilon_lambda=epsilon_lambda if epsilon == "adaptive" else None,
                    rewards=RewardSettings(combine=combine))  # type: ignore[arg-type]
 
 

@@ -6,14 +6,16 @@ from service.api import ControllerPlan, SearcherPlan
 
 
 def emerald(*, space, metric, mode, seed, budget, algo: str, combine: str,
-            epsilon_decay: float, early_stopping: bool) -> SearcherPlan:
+            epsilon_decay: float, early_stopping: bool, epsilon: str = "decay",
+            epsilon_lambda: float = -1.0) -> SearcherPlan:
     from ray.tune.schedulers import ASHAScheduler
 
     from rllib_policies._encoding import EmeraldSettings
     from rllib_policies._search import EmeraldSearch
 
     settings = EmeraldSettings.from_options(algo=algo, combine=combine,
-                                            epsilon_decay=epsilon_decay)
+                                            epsilon_decay=epsilon_decay, epsilon=epsilon,
+                                            epsilon_lambda=epsilon_lambda)
     searcher = EmeraldSearch(space, metric=metric, mode=mode, seed=seed, settings=settings,
                              max_epochs=budget.epochs)
     # EMERALD-O 5.1.2: configurations that keep underperforming stop early; the searcher
@@ -25,11 +27,13 @@ def emerald(*, space, metric, mode, seed, budget, algo: str, combine: str,
 
 
 def emerald_dynamic(*, space, metric, mode, seed, budget, algo: str, combine: str,
-                    epsilon_decay: float, step_epochs: int) -> ControllerPlan:
+                    epsilon_decay: float, step_epochs: int, epsilon: str = "decay",
+                    epsilon_lambda: float = -1.0) -> ControllerPlan:
     return ControllerPlan(
         "emerald-dynamic", budget.trials, budget.epochs,
         controller="rllib_policies._controller:EmeraldController",
-        controller_options={"algo": algo, "combine": combine, "epsilon_decay": epsilon_decay},
+        controller_options={"algo": algo, "combine": combine, "epsilon_decay": epsilon_decay,
+                            "epsilon": epsilon, "epsilon_lambda": epsilon_lambda},
         step_epochs=step_epochs)
 
 
@@ -62,3 +66,14 @@ def optsel_dqn(**kwargs) -> ControllerPlan:
 
 def optsel_ppo(**kwargs) -> ControllerPlan:
     return optsel(algo="ppo", **kwargs)
+
+
+def adaptive_q(*, space, metric, mode, seed, budget, points: int, alpha: float, gamma: float,
+               k0: float, lam: float, eps_max: float, eps_min: float) -> SearcherPlan:
+    """Document 003's tabular Q-learning walk over the grid, one configuration per trial."""
+    from rllib_policies._adaptive_q import AdaptiveQSearch
+
+    searcher = AdaptiveQSearch(space, seed=seed, points=points, alpha=alpha, gamma=gamma,
+                               k0=k0, lam=lam, eps_max=eps_max, eps_min=eps_min,
+                               metric=metric, mode=mode)
+    return SearcherPlan("adaptive-q", budget.trials, budget.epochs, searcher=searcher)

@@ -22,6 +22,7 @@ from rllib_policies._encoding import (
     epsilon,
     shared_reward,
 )
+from rllib_policies._qlearning import adaptive_epsilon
 from service.space import SearchSpace
 
 
@@ -57,6 +58,7 @@ class AgentSteps:
                             updates_per_step=s.updates_per_step, seed=seed),
         )
         self.steps = 0
+        self.cumulative_k = 0.0  # document 003's summed decay (adaptive epsilon only)
         self.pending: dict[str, dict[str, Any]] = {}
         self.log: list[dict[str, Any]] = []
         self.unlearned = 0  # the last `unlearned` rows of the log still owe an update
@@ -79,6 +81,8 @@ class AgentSteps:
     @property
     def epsilon(self) -> float:
         s = self.settings
+        if s.epsilon_lambda is not None:
+            return adaptive_epsilon(self.cumulative_k, s.epsilon_start, s.epsilon_end)
         return epsilon(self.steps, start=s.epsilon_start, end=s.epsilon_end,
                        decay=s.epsilon_decay)
 
@@ -88,6 +92,13 @@ class AgentSteps:
         obs = self.encode(state)
         eps = self.epsilon
         decisions = self.learner.act(obs, epsilon=eps, rng=self.rng)
+        if self.settings.epsilon_lambda is not None:
+            # Var(Q(s, .)) of the agents' Q-values (PPO's logits, whose epsilon is unused)
+            spread = [d.extra.get("q_values", d.extra.get("action_dist_inputs"))
+                      for d in decisions.values()]
+            var = float(np.mean([np.var(q) for q in spread if q is not None] or [0.0]))
+            self.cumulative_k += max(
+                0.0, self.settings.epsilon_decay + self.settings.epsilon_lambda * var)
         config = self.actions.decode({k: d.action for k, d in decisions.items()})
         self.pending[key] = {"obs": obs, "decisions": decisions, "config": config,
                              "epsilon": eps, "grad_norms": [], "extra": extra}
@@ -142,11 +153,13 @@ class AgentSteps:
 
     def get_state(self) -> dict[str, Any]:
         return {"learner": self.learner.get_state(), "steps": self.steps,
+                "cumulative_k": self.cumulative_k,
                 "pending": self.pending, "log": self.log, "unlearned": self.unlearned,
                 "rng": self.rng.bit_generator.state}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.learner.set_state(state["learner"])
         self.steps, self.pending, self.log = state["steps"], state["pending"], state["log"]
+        self.cumulative_k = float(state.get("cumulative_k", 0.0))
         self.unlearned = state["unlearned"]
         self.rng.bit_generator.state = state["rng"]

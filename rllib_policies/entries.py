@@ -17,6 +17,11 @@ _EMERALD_OPTIONS = {
                       choices=("weighted", "product", "min")),
     "epsilon_decay": Option(float, EPSILON_DECAY, "exploration decay rate (EMERALD-O 5.1.1)",
                             above=0.0, high=100.0),
+    "epsilon": Option(str, "decay", "exploration schedule: decay (EMERALD-O 5.1.1) or "
+                      "adaptive (document 003: each decision's decay + lambda Var(Q))",
+                      choices=("decay", "adaptive")),
+    "epsilon_lambda": Option(float, -1.0, "document 003's lambda for epsilon: adaptive "
+                             "(< 0: uncertainty slows the decay)", low=-1e6, high=1e6),
 }
 
 ENTRIES: list[Entry] = [
@@ -87,4 +92,37 @@ ENTRIES += [
           "(3opt: SGD / SAM / Adam; 2opt: SGD / SAM), each at its own rate",
           _F + "optsel_ppo", _optsel_options("3opt"),
           kind="controller", needs_space=False, check=_optimizer_set),
+]
+
+
+def _epsilon_range(space: SearchSpace, options: dict[str, Any]) -> str | None:
+    if options["eps_min"] > options["eps_max"]:
+        return (f"option 'eps_min' {options['eps_min']:g} is above 'eps_max' "
+                f"{options['eps_max']:g}; give eps_min <= eps_max")
+    return None
+
+
+def _adaptive_q_options() -> dict[str, Option]:
+    from rllib_policies import _qlearning as aq
+
+    return {
+        "points": Option(int, 5, "values per continuous range of the grid", low=2,
+                         high=1000),
+        "alpha": Option(float, aq.ALPHA, "Q-learning rate", above=0.0, high=1.0),
+        "gamma": Option(float, aq.GAMMA, "discount between steps of the walk", low=0.0,
+                        high=0.999),
+        "k0": Option(float, aq.K0, "base epsilon decay per decision (document 003)",
+                     low=0.0, high=100.0),
+        "lam": Option(float, aq.LAMBDA, "decay per unit of Var(Q(s, .)); < 0: uncertainty "
+                      "slows the decay (the document's prose), > 0 speeds it (its formula)",
+                      low=-1e6, high=1e6),
+        "eps_max": Option(float, aq.EPS_MAX, "initial exploration rate", low=0.0, high=1.0),
+        "eps_min": Option(float, aq.EPS_MIN, "final exploration rate", low=0.0, high=1.0),
+    }
+
+
+ENTRIES += [
+    Entry("adaptive-q", "document 003: tabular Q-learning walk over the grid, epsilon "
+          "adapting to Var(Q)", _F + "adaptive_q", _adaptive_q_options(),
+          check=_epsilon_range),
 ]

@@ -177,6 +177,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "budget": {"trials": 10, "epochs": 12}, "concurrency": 1,
         "seeds": list(range(20)),
     },
+    # Documents 001 and 003's tabular Q-learning against the baselines issue 11 names, on
+    # the shipped tables (a) and (b), 20 seeds of 20 trials x 12 epochs.
+    "replay-qlearning": {
+        "name": "replay-qlearning", "backend": "replay",
+        "replay": {"tables": list(SHIPPED_TABLES)},
+        "searchers": ["adaptive-q", "random", "grid", "optuna", "hyperopt"],
+        "budget": {"trials": 20, "epochs": 12}, "concurrency": 1,
+        "seeds": list(range(20)),
+    },
     # A tiny run for smoke tests and CI: seconds, not minutes.
     "smoke": {
         "name": "smoke",
