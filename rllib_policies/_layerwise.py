@@ -1,0 +1,160 @@
+"""Document 001 (Iranfar et al.): one tabular Q-learning agent per layer, Q-tables shared by
+consecutive agents, as written in its Algorithms 1-3 (plain numpy, no RLlib).
+
+Agent i chooses layer i's action (a tuple of that layer's hyperparameters); its state is
+agent i-1's action, so Q-table i, of size N_i x N_{i+1}, belongs to agents i and i+1
+(section V-D), zero-initialised. A separate visited mask says which cells were ever updated,
+because 0 is also a legitimate learned value; where Algorithms 1 and 2 ask for "a cell equal
+to zero" we read "a cell never visited".
+
+- Exploration phase (Algorithm 1): agents 1 and 2 pick an unvisited cell of table 1; agent
+  i+1 picks an unvisited cell in table i's row of agent i's action; with none left, a random
+  action. It lasts `exploration_episodes` (default: the largest table's size, the paper's
+  minimum to visit every cell), with alpha fixed at 0.95.
+- Exploration-exploitation phase: with probability epsilon = decay^n (n episodes into the
+  phase; 0.99 or 0.98, section VIII-G) a random set, else Algorithm 3 (agents 1 and 2 the
+  argmax cell of table 1, then each next agent the argmax of its row). alpha = 0.95 *
+  0.999^n (eq. 3; `compound=True` reads it as alpha_old * 0.999^n instead, which is below
+  0.01 after 100 episodes).
+- Update (Algorithm 2), after each episode's shared reward R: the last table
+  Q += alpha R; table i, if table i+1's row of a_{i+1} still has an unvisited cell,
+  Q += alpha R, else Q = (1 - alpha) Q + alpha (R + gamma max Q_{i+1}[a_{i+1}, .]). Tables are
+  read as they were before the episode. A set that repeats an earlier one updates nothing
+  (section VI-C).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+ALPHA0 = 0.95
+"""Learning rate during exploration and at the start of exploitation (document 001 VI-B)."""
+ALPHA_DECAY = 0.999
+"""alpha = 0.95 * 0.999^n in exploitation (document 001 eq. 3)."""
+EPSILON_DECAYS = (0.99, 0.98)
+"""epsilon = decay^n (document 001 VI-C, compared in VIII-G)."""
+GAMMA = 0.9
+"""Discount from one table to the next (the document gives none)."""
+
+
+def layer_reward(val_acc: float, size_mb: float, c_acc: float, *,
+                 terminated: bool = False) -> float:
+    """Eq. 2: -1 on early termination, else c_A A_val - c_S S_model with c_S = 1 - c_A."""
+    if terminated or not math.isfinite(val_acc):
+        return -1.0
+    return c_acc * val_acc - (1.0 - c_acc) * size_mb
+
+
+class LayerwiseQ:
+    """The agents' Q-tables, visited masks and phases; `act` proposes one action per layer,
+    `update` learns from the episode's reward."""
+
+    def __init__(self, sizes: list[int], *, seed: int = 0, gamma: float = GAMMA,
+                 epsilon_decay: float = EPSILON_DECAYS[0],
+                 exploration_episodes: int | None = None, compound: bool = False) -> None:
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"need at least two layers with actions, got sizes {sizes}")
+        self.sizes = list(sizes)
+        self.tables = [np.zeros((a, b)) for a, b in zip(sizes, sizes[1:], strict=False)]
+        self.visited = [np.zeros((a, b), dtype=bool) for a, b in zip(sizes, sizes[1:],
+                                                                     strict=False)]
+        self.gamma, self.epsilon_decay, self.compound = gamma, epsilon_decay, compound
+        self.exploration_episodes = (max(t.size for t in self.tables)
+                                     if exploration_episodes is None else exploration_episodes)
+        self.rng = np.random.default_rng(seed)
+        self.episodes = 0
+        self.alpha = ALPHA0
+        self.seen: set[tuple[int, ...]] = set()
+
+    @property
+    def exploring(self) -> bool:
+        return self.episodes < self.exploration_episodes
+
+    @property
+    def exploit_episodes(self) -> int:
+        """Episodes already passed in the exploration-exploitation phase."""
+        return max(0, self.episodes - self.exploration_episodes)
+
+    @property
+    def epsilon(self) -> float:
+        return 1.0 if self.exploring else self.epsilon_decay ** self.exploit_episodes
+
+    def _pick(self, mask: np.ndarray) -> Any:
+        """A random index among the True cells of `mask`, or None."""
+        cells = np.argwhere(mask)
+        return None if len(cells) == 0 else tuple(int(v) for v in
+                                                  cells[int(self.rng.integers(len(cells)))])
+
+    def explore(self) -> list[int]:
+        """Algorithm 1: unvisited cells first, else random actions."""
+        first = self._pick(~self.visited[0])
+        if first is None:
+            first = (int(self.rng.integers(self.sizes[0])), int(self.rng.integers(self.sizes[1])))
+        actions = list(first)
+        for i in range(1, len(self.tables)):
+            nxt = self._pick(~self.visited[i][actions[i]])
+            actions.append(int(self.rng.integers(self.sizes[i + 1])) if nxt is None
+                           else int(nxt[0]))
+        return actions
+
+    def _argmax(self, values: np.ndarray) -> Any:
+        """The best cell (index tuple) of `values`, ties broken at random."""
+        return self._pick(values == values.max())
+
+    def exploit(self) -> list[int]:
+        """Algorithm 3: the argmax cell of table 1, then the argmax of each next row."""
+        actions = list(self._argmax(self.tables[0]))
+        for i in range(1, len(self.tables)):
+            actions.append(int(self._argmax(self.tables[i][actions[i]])[0]))
+        return actions
+
+    def act(self) -> list[int]:
+        """One action per layer for the next episode."""
+        if self.exploring:
+            return self.explore()
+        if self.rng.random() < self.epsilon:
+            return [int(self.rng.integers(n)) for n in self.sizes]
+        return self.exploit()
+
+    def update(self, actions: list[int], reward: float) -> bool:
+        """Algorithm 2 for one finished episode; False when the set repeated an earlier one
+        (nothing is learned, the episode still counts)."""
+        key = tuple(int(a) for a in actions)
+        if len(key) != len(self.sizes):
+            raise ValueError(f"need {len(self.sizes)} actions, got {len(key)}")
+        if not self.exploring:
+            n = self.exploit_episodes
+            self.alpha = (self.alpha if self.compound else ALPHA0) * ALPHA_DECAY ** n
+        self.episodes += 1
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        before = [t.copy() for t in self.tables]
+        visited = [v.copy() for v in self.visited]
+        alpha, last = self.alpha, len(self.tables) - 1
+        for i, table in enumerate(self.tables):
+            cell = (key[i], key[i + 1])
+            if i == last or not visited[i + 1][key[i + 1]].all():
+                table[cell] = before[i][cell] + alpha * reward
+            else:
+                future = before[i + 1][key[i + 1]].max()
+                table[cell] = (1 - alpha) * before[i][cell] + alpha * (
+                    reward + self.gamma * future)
+            self.visited[i][cell] = True
+        return True
+
+    def get_state(self) -> dict[str, Any]:
+        return {"tables": [t.copy() for t in self.tables],
+                "visited": [v.copy() for v in self.visited], "episodes": self.episodes,
+                "alpha": self.alpha, "seen": sorted(self.seen),
+                "rng": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.tables = [np.array(t, dtype=float) for t in state["tables"]]
+        self.visited = [np.array(v, dtype=bool) for v in state["visited"]]
+        self.episodes, self.alpha = int(state["episodes"]), float(state["alpha"])
+        self.seen = {tuple(s) for s in state["seen"]}
+        self.rng.bit_generator.state = state["rng"]

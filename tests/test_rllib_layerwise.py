@@ -1,0 +1,99 @@
+"""Document 001's layer-wise Q-learning, step by step on hand-made 3-layer problems: the
+shared-table layout, the visited mask, Algorithms 1-3, the schedules and eq. 2. No Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rllib_policies._layerwise import LayerwiseQ, layer_reward
+
+
+def test_shared_tables_are_consecutive_action_sets() -> None:
+    q = LayerwiseQ([2, 3, 4])
+    assert [t.shape for t in q.tables] == [(2, 3), (3, 4)]
+    assert all(not v.any() for v in q.visited) and all(not t.any() for t in q.tables)
+    assert q.exploration_episodes == 12  # the largest table: every cell once
+    with pytest.raises(ValueError, match="two layers"):
+        LayerwiseQ([3])
+
+
+def test_algorithm_2_exact_tables_after_each_update() -> None:
+    q = LayerwiseQ([2, 1, 2])  # T1: 2 x 1, T2: 1 x 2; exploration lasts 2 episodes
+    assert q.update([0, 0, 0], 1.0)
+    # last table: + alpha R; first: T2's row 0 still has an unvisited cell, so + alpha R
+    np.testing.assert_allclose(q.tables[1], [[0.95, 0.0]])
+    np.testing.assert_allclose(q.tables[0], [[0.95], [0.0]])
+    assert q.update([1, 0, 1], 0.5)
+    np.testing.assert_allclose(q.tables[1], [[0.95, 0.475]])
+    np.testing.assert_allclose(q.tables[0], [[0.95], [0.475]])  # row 0 of T2 was half seen
+    assert q.visited[1].all() and not q.exploring and q.alpha == 0.95
+    assert q.update([0, 0, 1], 0.2)  # T2's row is now fully visited: line 8
+    np.testing.assert_allclose(q.tables[1], [[0.95, 0.475 + 0.95 * 0.2]])
+    want = 0.05 * 0.95 + 0.95 * (0.2 + 0.9 * 0.95)  # from T2 as it was before this episode
+    np.testing.assert_allclose(q.tables[0], [[want], [0.475]])
+    tables = [t.copy() for t in q.tables]
+    assert not q.update([0, 0, 1], 0.9)  # the same set again: nothing learned
+    assert all(np.array_equal(a, b) for a, b in zip(tables, q.tables, strict=True))
+    assert q.alpha == pytest.approx(0.95 * 0.999)  # eq. 3 after one exploitation episode
+
+
+def test_visited_mask_counts_a_learned_zero_as_visited() -> None:
+    q = LayerwiseQ([1, 1, 2])
+    q.update([0, 0, 0], 0.0)  # reward 0: the cell stays 0 but is visited
+    assert q.tables[1][0, 0] == 0.0 and q.visited[1][0, 0] and not q.visited[1][0, 1]
+    assert q.explore() == [0, 0, 1]  # Algorithm 1 goes to the cell never visited
+
+
+def test_algorithm_1_visits_every_cell_in_the_minimum_episodes() -> None:
+    q = LayerwiseQ([2, 3, 2], seed=5)
+    firsts = []
+    for _ in range(q.exploration_episodes):  # 6 = the 2 x 3 table
+        assert q.epsilon == 1.0
+        actions = q.act()
+        firsts.append(tuple(actions[:2]))
+        q.update(actions, 0.1)
+    assert len(set(firsts)) == 6  # no cell of table 1 twice
+    assert all(v.all() for v in q.visited)
+    assert not q.exploring
+
+
+def test_algorithm_3_follows_the_argmax_chain() -> None:
+    q = LayerwiseQ([2, 3, 2], exploration_episodes=0, epsilon_decay=0.99)
+    q.tables[0][:] = [[0.1, 0.2, 0.3], [0.1, 0.9, 0.0]]
+    q.tables[1][:] = [[0.0, 0.0], [0.2, 0.7], [0.9, 0.1]]
+    assert q.exploit() == [1, 1, 1]  # (1, 1) is table 1's best; row 1 of table 2 says 1
+    assert q.epsilon == 1.0  # 0.99^0
+    q.episodes = 10
+    assert q.epsilon == pytest.approx(0.99 ** 10)
+    q.epsilon_decay = 0.98
+    assert q.epsilon == pytest.approx(0.98 ** 10)
+
+
+def test_alpha_schedule_readings() -> None:
+    plain = LayerwiseQ([1, 2], exploration_episodes=0)
+    compound = LayerwiseQ([1, 2], exploration_episodes=0, compound=True)
+    for k in range(3):
+        plain.update([0, k % 2], 0.5)
+        compound.update([0, k % 2], 0.5)
+    assert plain.alpha == pytest.approx(0.95 * 0.999 ** 2)
+    assert compound.alpha == pytest.approx(0.95 * 0.999 ** (0 + 1 + 2))
+
+
+def test_reward_eq_2() -> None:
+    assert layer_reward(0.8, 2.0, 0.9) == pytest.approx(0.9 * 0.8 - 0.1 * 2.0)
+    assert layer_reward(0.8, 2.0, 0.9, terminated=True) == -1.0
+    assert layer_reward(float("nan"), 2.0, 0.9) == -1.0
+
+
+def test_state_round_trip_continues_identically() -> None:
+    q = LayerwiseQ([3, 2, 3], seed=1, exploration_episodes=4)
+    for _ in range(6):
+        q.update(q.act(), 0.3)
+    twin = LayerwiseQ([3, 2, 3], seed=9, exploration_episodes=4)
+    twin.set_state(q.get_state())
+    for _ in range(5):
+        a, b = q.act(), twin.act()
+        assert a == b
+        q.update(a, 0.2)
+        twin.update(b, 0.2)
