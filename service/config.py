@@ -47,7 +47,7 @@ class DatasetConfig(Strict):
 
     @model_validator(mode="after")
     def _root_for_files(self) -> DatasetConfig:
-        if self.name in ("cifar10", "fashion_mnist") and not self.root:
+        if self.name in ("cifar10", "fashion_mnist", "cifar100") and not self.root:
             raise ValueError(
                 f"dataset {self.name!r} reads files: set dataset.root to the folder holding them"
             )

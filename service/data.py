@@ -2,14 +2,14 @@
 
 Every dataset comes back as a :class:`Splits` of ``float32`` images ``(N, C, H, W)`` in ``[0, 1]``
 and ``int64`` labels. Nothing is downloaded unless ``download=True`` is passed explicitly; the
-files of CIFAR-10 (python version) and Fashion-MNIST (IDX) are parsed here, with a restricted
-unpickler for CIFAR-10 so that a hostile pickle cannot run code.
+files of CIFAR-10 and CIFAR-100 (python version) and Fashion-MNIST (IDX) are parsed here, with
+a restricted unpickler for the CIFAR pickles so that a hostile pickle cannot run code.
 
 Split rules (all deterministic):
 
-* ``cifar10`` / ``fashion_mnist``: the official test set is the test split (``test_fraction`` is
-  ignored); ``val_fraction`` of the official training set, stratified and chosen by ``seed``, is
-  the val split; the rest is train.
+* ``cifar10`` / ``cifar100`` / ``fashion_mnist``: the official test set is the test split
+  (``test_fraction`` is ignored); ``val_fraction`` of the official training set, stratified
+  and chosen by ``seed``, is the val split; the rest is train.
 * ``digits`` / ``synthetic`` (no official test set): ``test_fraction`` of all samples, stratified
   and chosen with a fixed seed (so the test split is the same for every ``seed`` and never
   depends on ``val_fraction``), is the test split; ``val_fraction`` of all samples, stratified
@@ -88,6 +88,10 @@ _CIFAR_META = "batches.meta"
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 _CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
 _CIFAR_EXPECTED = "expected data_batch_1..5 and test_batch (CIFAR-10 'python version')"
+_CIFAR100_DIR = "cifar-100-python"
+_CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+_CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+_CIFAR100_EXPECTED = "expected train and test (CIFAR-100 'python version')"
 _NO_FILES_HINT = "pass download=True on a machine with internet or copy the files there"
 
 _FMNIST_FILES = {
@@ -197,17 +201,22 @@ def _load_cached(
         train_labels = val_labels = test_labels = labels
         num_classes = 10
     else:
+        num_classes = 10
         if name == "cifar10":
             train_images, train_labels, test_images, test_labels = _cifar10_source(
                 Path(root), download
             )
             default_size = 32
+        elif name == "cifar100":
+            train_images, train_labels, test_images, test_labels = _cifar100_source(
+                Path(root), download
+            )
+            default_size, num_classes = 32, 100
         else:
             train_images, train_labels, test_images, test_labels = _fashion_mnist_source(
                 Path(root), download
             )
             default_size = int(train_images.shape[-1])
-        num_classes = 10
         test_idx = np.arange(len(test_labels))
         n_val = round(len(train_labels) * val_fraction)
         val_idx = _stratified_pick(train_labels, n_val, _rng(seed, 1))
@@ -400,20 +409,24 @@ def _get_key(d: dict, key: str) -> Any:
     return d.get(key)
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 batch file -> uint8 images (N, 3, 32, 32) and int64 labels (N,)."""
-    what = "dataset 'cifar10'"
+def _read_cifar_batch(path: Path, *, dataset: str = "cifar10", label_key: str = "labels",
+                      classes: int = 10, expected: str = _CIFAR_EXPECTED
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR batch file -> uint8 images (N, 3, 32, 32) and int64 labels (N,): CIFAR-10's
+    `labels`, or CIFAR-100's `fine_labels` (100 classes)."""
+    what = f"dataset {dataset!r}"
     if not path.is_file():
-        raise DataError(f"{what}: file {path} not found; {_CIFAR_EXPECTED}; {_NO_FILES_HINT}")
+        raise DataError(f"{what}: file {path} not found; {expected}; {_NO_FILES_HINT}")
     obj = _safe_unpickle(path, what)
     if not isinstance(obj, dict):
         raise DataError(
             f"{what}: file {path} holds {type(obj).__name__}; expected a dict with keys "
             "b'data' and b'labels'"
         )
-    data, labels = _get_key(obj, "data"), _get_key(obj, "labels")
+    data, labels = _get_key(obj, "data"), _get_key(obj, label_key)
     if data is None or labels is None:
-        raise DataError(f"{what}: file {path} lacks b'data' or b'labels'; expected both keys")
+        raise DataError(f"{what}: file {path} lacks b'data' or b'{label_key}'; expected both "
+                        "keys")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
             or data.shape[1] != 3 * 32 * 32:
         desc = (f"{data.dtype} array {data.shape}" if isinstance(data, np.ndarray)
@@ -422,14 +435,15 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         labels_arr = np.asarray(labels, dtype=np.int64).reshape(-1)
     except (TypeError, ValueError):
-        raise DataError(f"{what}: file {path} b'labels' is not a list of ints") from None
+        raise DataError(f"{what}: file {path} b'{label_key}' is not a list of ints") from None
     if len(labels_arr) != data.shape[0]:
         raise DataError(
             f"{what}: file {path} has {data.shape[0]} images but {len(labels_arr)} labels; "
             "expected one label per image"
         )
-    if len(labels_arr) and (labels_arr.min() < 0 or labels_arr.max() > 9):
-        raise DataError(f"{what}: file {path} has labels outside 0..9; expected 10 classes")
+    if len(labels_arr) and (labels_arr.min() < 0 or labels_arr.max() > classes - 1):
+        raise DataError(f"{what}: file {path} has labels outside 0..{classes - 1}; expected "
+                        f"{classes} classes")
     return data.reshape(-1, 3, 32, 32), labels_arr
 
 
@@ -473,6 +487,26 @@ def _cifar10_source(
     return train_x, train_y, test_x, test_y
 
 
+def _cifar100_source(
+    root: Path, download: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Official CIFAR-100 train (50k) and test (10k) arrays with the 100 fine labels (document
+    001's Table V data), read with the restricted unpickler."""
+    if download:
+        _download_archive(root, _CIFAR100_DIR, ("train", "test"), _CIFAR100_URL,
+                          _CIFAR100_MD5, "cifar-100-python.tar.gz")
+    folder = next((f for f in (root / _CIFAR100_DIR, root) if (f / "train").is_file()),
+                  root / _CIFAR100_DIR)
+    if not folder.is_dir():
+        raise DataError(f"dataset 'cifar100': folder {folder} not found; {_CIFAR100_EXPECTED}; "
+                        f"{_NO_FILES_HINT}")
+    read = {"dataset": "cifar100", "label_key": "fine_labels", "classes": 100,
+            "expected": _CIFAR100_EXPECTED}
+    train_x, train_y = _read_cifar_batch(folder / "train", **read)
+    test_x, test_y = _read_cifar_batch(folder / "test", **read)
+    return train_x, train_y, test_x, test_y
+
+
 def _download(url: str, dest: Path, md5: str | None) -> None:
     """Fetch ``url`` to ``dest`` via a temporary file, checking the md5 when one is known."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -513,11 +547,19 @@ def _safe_members(tar: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:
 
 def _download_cifar10(root: Path) -> None:
     """Opt-in: fetch, md5-check and safely extract the CIFAR-10 python archive into ``root``."""
-    if all((root / _CIFAR_DIR / f).is_file() for f in (*_CIFAR_TRAIN, _CIFAR_TEST)):
+    _download_archive(root, _CIFAR_DIR, (*_CIFAR_TRAIN, _CIFAR_TEST), _CIFAR_URL, _CIFAR_MD5,
+                      "cifar-10-python.tar.gz")
+
+
+def _download_archive(root: Path, folder: str, files: tuple[str, ...], url: str, md5: str,
+                      name: str) -> None:
+    """Fetch, md5-check and safely extract a CIFAR archive into ``root`` unless its files
+    are there."""
+    if all((root / folder / f).is_file() for f in files):
         return
-    archive = root / "cifar-10-python.tar.gz"
+    archive = root / name
     if not archive.is_file():
-        _download(_CIFAR_URL, archive, _CIFAR_MD5)
+        _download(url, archive, md5)
     with tarfile.open(archive, "r:gz") as tar:
         members = _safe_members(tar, root)
         if hasattr(tarfile, "data_filter"):

@@ -109,7 +109,7 @@ def _write_fmnist(
 
 
 def test_datasets_constant() -> None:
-    assert DATASETS == ("digits", "synthetic", "cifar10", "fashion_mnist")
+    assert DATASETS == ("digits", "synthetic", "cifar10", "fashion_mnist", "cifar100")
 
 
 @pytest.mark.parametrize(
@@ -414,3 +414,40 @@ def test_fashion_mnist_header_count_disagrees_with_length(tmp_path: Path) -> Non
     pattern = r"is truncated .*expected \d+ bytes for dims \[21, 28, 28\]"
     with pytest.raises(DataError, match=pattern):
         load_splits("fashion_mnist", root=str(tmp_path))
+
+
+def _write_cifar100(folder: Path, n_train: int = 300, n_test: int = 100) -> None:
+    """A tiny CIFAR-100 'python version' folder (train, test, meta; 100 fine labels)."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", n_train), ("test", n_test)):
+        fine = [int(v) for v in np.arange(n) % 100]
+        batch = {b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+                 b"fine_labels": fine, b"coarse_labels": [v // 5 for v in fine],
+                 b"batch_label": name.encode()}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    meta = {b"fine_label_names": [f"c{i}".encode() for i in range(100)]}
+    (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+
+def test_cifar100_reads_python_version_with_fine_labels(tmp_path: Path) -> None:
+    _write_cifar100(tmp_path / "cifar-100-python")
+    s = load_splits("cifar100", root=str(tmp_path), seed=0, val_fraction=0.5)
+    assert s.num_classes == 100 and tuple(s.train_x.shape[1:]) == (3, 32, 32)
+    assert len(s.test_y) == 100 and sorted(set(s.test_y.tolist())) == list(range(100))
+    assert len(s.train_y) + len(s.val_y) == 300
+    assert int(s.train_y.max()) <= 99
+
+
+def test_cifar100_errors_name_the_file_and_fix(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="cifar-100-python not found"):
+        load_splits("cifar100", root=str(tmp_path / "nowhere"))
+    folder = tmp_path / "cifar-100-python"
+    _write_cifar100(folder)
+    bad = {b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [0, 100]}
+    (folder / "test").write_bytes(pickle.dumps(bad, protocol=2))
+    with pytest.raises(DataError, match="outside 0..99"):
+        load_splits("cifar100", root=str(tmp_path), seed=1)
+    (folder / "train").unlink()
+    with pytest.raises(DataError, match="train not found"):
+        load_splits("cifar100", root=str(tmp_path), seed=2)
