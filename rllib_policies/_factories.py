@@ -77,3 +77,16 @@ def adaptive_q(*, space, metric, mode, seed, budget, points: int, alpha: float, 
                                k0=k0, lam=lam, eps_max=eps_max, eps_min=eps_min,
                                metric=metric, mode=mode)
     return SearcherPlan("adaptive-q", budget.trials, budget.epochs, searcher=searcher)
+
+
+def layerwise(*, space, metric, mode, seed, budget, points: int, c_acc: float,
+              size_ref_mb: float, gamma: float, epsilon_decay: float,
+              exploration_episodes: int, compound_alpha: bool) -> SearcherPlan:
+    """Document 001's layer-wise agents, one trial per episode."""
+    from rllib_policies._layerwise import LayerwiseSearch
+
+    plan_searcher = LayerwiseSearch(space, seed=seed, points=points, c_acc=c_acc,
+                             size_ref_mb=size_ref_mb, gamma=gamma, epsilon_decay=epsilon_decay,
+                             exploration_episodes=exploration_episodes or None,
+                             compound=compound_alpha, metric=metric, mode=mode)
+    return SearcherPlan("layerwise", budget.trials, budget.epochs, searcher=plan_searcher)

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from baselines._simple import StateSearcher
+
 ALPHA0 = 0.95
 """Learning rate during exploration and at the start of exploitation (document 001 VI-B)."""
 ALPHA_DECAY = 0.999
@@ -158,3 +160,68 @@ class LayerwiseQ:
         self.episodes, self.alpha = int(state["episodes"]), float(state["alpha"])
         self.seen = {tuple(s) for s in state["seen"]}
         self.rng.bit_generator.state = state["rng"]
+
+
+SIZE_REF_MB = 100.0
+"""Eq. 2's S_model is divided by this (our reading): the paper's rewards stay within [-1, 1],
+which c_A A_val - c_S S_model with S in MB (VGG-16: 60 MB) cannot; S / 100 MB keeps the
+size term on the accuracy's scale."""
+
+
+class LayerwiseSearch(StateSearcher):
+    """Document 001 as a Tune searcher: one agent per searched dimension, in the space's
+    order (per-layer dimensions of an architecture come in layer order), each choosing
+    among its dimension's grid values; one trial is one episode, its reward eq. 2 from
+    the final val_acc and `model_size_mb` (0 where a result lacks it)."""
+
+    def __init__(self, space: Any, *, seed: int = 0, points: int = 3,
+                 c_acc: float = 1.0, size_ref_mb: float = SIZE_REF_MB,
+                 gamma: float = GAMMA, epsilon_decay: float = EPSILON_DECAYS[0],
+                 exploration_episodes: int | None = None, compound: bool = False,
+                 **kw: Any) -> None:
+        super().__init__(**kw)
+        self.dims = space.searched
+        self.values = [tuple(d.grid(points)) for d in self.dims]
+        self.c_acc, self.size_ref_mb = c_acc, size_ref_mb
+        self.agents = LayerwiseQ([len(v) for v in self.values], seed=seed, gamma=gamma,
+                                 epsilon_decay=epsilon_decay,
+                                 exploration_episodes=exploration_episodes,
+                                 compound=compound)
+        self.pending: dict[str, list[int]] = {}
+        self.log: list[dict[str, Any]] = []
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        actions = self.agents.act()
+        for _ in range(10):  # a set already in flight would teach nothing twice
+            if actions not in self.pending.values():
+                break
+            actions = self.agents.act()
+        self.pending[trial_id] = actions
+        return {d.name: self.values[i][a] for i, (d, a) in
+                enumerate(zip(self.dims, actions, strict=True))}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        actions = self.pending.pop(trial_id, None)
+        if actions is None:
+            return
+        value = None if error or not result else result.get(self.metric)
+        ok = value is not None and math.isfinite(float(value))
+        acc = float(value) if ok else math.nan
+        if ok and self.mode == "min":
+            acc = -acc
+        size = float((result or {}).get("model_size_mb") or 0.0) / self.size_ref_mb
+        reward = layer_reward(acc, size, self.c_acc, terminated=not ok)
+        learned = self.agents.update(actions, reward)
+        self.log.append({"trial_id": trial_id, "actions": actions, "reward": reward,
+                         "learned": learned, "epsilon": self.agents.epsilon,
+                         "alpha": self.agents.alpha})
+
+    def get_state(self) -> dict[str, Any]:
+        return {"agents": self.agents.get_state(), "pending": dict(self.pending),
+                "log": list(self.log)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.agents.set_state(state["agents"])
+        self.pending, self.log = dict(state["pending"]), list(state["log"])
+

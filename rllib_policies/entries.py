@@ -126,3 +126,32 @@ ENTRIES += [
           "adapting to Var(Q)", _F + "adaptive_q", _adaptive_q_options(),
           check=_epsilon_range),
 ]
+
+
+def _two_agents(space: SearchSpace, options: dict[str, Any]) -> str | None:
+    if len(space.searched) < 2:
+        return ("needs at least two searched dimensions (one agent each, Q-tables shared by "
+                "consecutive agents)")
+    return None
+
+
+ENTRIES += [
+    Entry("layerwise", "document 001: one tabular Q-learning agent per dimension (layer), "
+          "Q-tables shared by consecutive agents", _F + "layerwise",
+          {"points": Option(int, 3, "values per continuous range (each agent's actions)",
+                            low=2, high=1000),
+           "c_acc": Option(float, 1.0, "eq. 2's c_A (c_S = 1 - c_A weighs model size)",
+                           low=0.0, high=1.0),
+           "size_ref_mb": Option(float, 100.0, "eq. 2's model size is divided by this",
+                                 above=0.0),
+           "gamma": Option(float, 0.9, "discount from one Q-table to the next (the document "
+                           "gives none)", low=0.0, high=1.0),
+           "epsilon_decay": Option(float, 0.99, "epsilon = decay^n after exploration "
+                                   "(document 001: 0.99 or 0.98)", above=0.0, high=1.0),
+           "exploration_episodes": Option(int, 0, "episodes of Algorithm 1 (0: the largest "
+                                          "Q-table's size, the document's minimum)", low=0,
+                                          high=1_000_000),
+           "compound_alpha": Option(bool, False, "read eq. 3 as alpha_old x 0.999^n "
+                                    "(default: 0.95 x 0.999^n)")},
+          check=_two_agents),
+]

@@ -182,7 +182,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "replay-qlearning": {
         "name": "replay-qlearning", "backend": "replay",
         "replay": {"tables": list(SHIPPED_TABLES)},
-        "searchers": ["adaptive-q", "random", "grid", "optuna", "hyperopt"],
+        "searchers": ["layerwise", "adaptive-q", "random", "grid", "optuna", "hyperopt"],
         "budget": {"trials": 20, "epochs": 12}, "concurrency": 1,
         "seeds": list(range(20)),
     },

@@ -97,3 +97,22 @@ def test_state_round_trip_continues_identically() -> None:
         assert a == b
         q.update(a, 0.2)
         twin.update(b, 0.2)
+
+
+def test_searcher_rewards_episodes_with_eq_2_and_keeps_sets_in_flight_apart() -> None:
+    from rllib_policies._layerwise import LayerwiseSearch
+    from service.space import SearchSpace
+
+    space = SearchSpace.from_dict({"width": {"uniform": [0.25, 1.0]},
+                                   "batch_size": [32, 64], "lr": 0.01})
+    s = LayerwiseSearch(space, seed=0, points=3, c_acc=0.8, metric="val_acc", mode="max")
+    assert [len(v) for v in s.values] == [3, 2] and s.agents.exploration_episodes == 6
+    configs = [s.suggest(t) for t in ("a", "b", "c")]
+    assert len({tuple(c.values()) for c in configs}) == 3  # three different sets in flight
+    s.on_trial_complete("a", {"val_acc": 0.9, "model_size_mb": 50.0})
+    assert s.log[-1]["reward"] == pytest.approx(0.8 * 0.9 - 0.2 * 0.5)
+    s.on_trial_complete("b", None, error=True)
+    assert s.log[-1]["reward"] == -1.0  # early termination / failure (eq. 2)
+    s.on_trial_complete("c", {"val_acc": float("nan")})
+    assert s.log[-1]["reward"] == -1.0 and not s.pending
+    assert int(s.agents.visited[0].sum()) == 3
