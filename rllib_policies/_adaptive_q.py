@@ -21,7 +21,6 @@ default (-1) follows the prose.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,7 @@ from rllib_policies._qlearning import (
     adaptive_epsilon,
     decay_step,
 )
+from service.searching import is_failure
 from service.space import SearchSpace
 
 
@@ -127,8 +127,8 @@ class AdaptiveQSearch(StateSearcher):
         step = self.pending.pop(trial_id, None)
         if step is None:
             return
-        value = None if error or not result else result.get(self.metric)
-        ok = value is not None and math.isfinite(float(value))
+        ok = not error and not is_failure(result, self.metric)
+        value = result[self.metric] if ok else None  # type: ignore[index]
         sign = 1.0 if self.mode != "min" else -1.0
         # A failed configuration earns the worst reward seen so far (0 before any).
         worst = min((r["reward"] for r in self.log if not r["failed"]), default=0.0)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from baselines._simple import StateSearcher
+from service.searching import is_failure
 
 ALPHA0 = 0.95
 """Learning rate during exploration and at the start of exploitation (document 001 VI-B)."""
@@ -205,8 +206,8 @@ class LayerwiseSearch(StateSearcher):
         actions = self.pending.pop(trial_id, None)
         if actions is None:
             return
-        value = None if error or not result else result.get(self.metric)
-        ok = value is not None and math.isfinite(float(value))
+        ok = not error and not is_failure(result, self.metric)
+        value = result[self.metric] if ok else None  # type: ignore[index]
         acc = float(value) if ok else math.nan
         if ok and self.mode == "min":
             acc = -acc

@@ -226,18 +226,26 @@ def _schedule_text(schedule: Any) -> str:
     return json.dumps(schedule, sort_keys=True, separators=(",", ":"), default=str)
 
 
+FINAL_SCORES: tuple[str, ...] = ("test_loss", "test_precision_macro", "test_recall_macro",
+                                 "test_f1_macro", "epochs")
+"""final_test.json's other numbers (NaN where an older file lacks them): document 004's
+Table 2 reads the macro metrics."""
+
+
 def load_final_tests(storage: str | Path) -> pd.DataFrame:
     """The test-split score of each cell's chosen configuration, the configuration and, for
-    a method that changes hyperparameters inside a trial, the schedule it replayed."""
+    a method that changes hyperparameters inside a trial, the schedule it replayed; then
+    `FINAL_SCORES`."""
     rows = []
     for cell_dir, cell in _cells(Path(storage)):
         test = _read_json(cell_dir / FINAL_TEST_FILE)
         if test is not None:
             rows.append({**_cell_meta(cell), "test_acc": test.get("test_acc"),
                          "chosen_config": json.dumps(test.get("config"), sort_keys=True),
-                         "chosen_schedule": _schedule_text(test.get("schedule"))})
+                         "chosen_schedule": _schedule_text(test.get("schedule")),
+                         **{k: _number(test.get(k)) for k in FINAL_SCORES}})
     return pd.DataFrame(rows, columns=["searcher", "backbone", "seed", "test_acc",
-                                       "chosen_config", "chosen_schedule"])
+                                       "chosen_config", "chosen_schedule", *FINAL_SCORES])
 
 
 def load_summaries(storage: str | Path) -> pd.DataFrame:

@@ -24,15 +24,14 @@ import numpy as np
 import pandas as pd
 
 from service import registry
-from service.layout import CONFIG_FILE, FINAL_TEST_FILE
+from service.layout import CONFIG_FILE
 from service.reports.load import (
-    _cell_meta,
-    _cells,
     _config_lists,
     _experiment_name,
     _number,
     _read_json,
     load_epochs,
+    load_final_tests,
 )
 from service.reports.tables import _ordered, _relabel, mean_ci95
 
@@ -90,15 +89,11 @@ def dataset_of(folder: Path) -> str:
 
 
 def load_final_metrics(folder: str | Path) -> pd.DataFrame:
-    """Each cell's final_test.json: test accuracy, loss, the macro metrics (NaN where an
-    older file lacks them) and the epochs retrained."""
-    rows = []
-    for cell_dir, cell in _cells(Path(folder)):
-        test = _read_json(cell_dir / FINAL_TEST_FILE)
-        if test is not None:
-            rows.append({**_cell_meta(cell), **{k: _number(test.get(k)) for k in FINAL_KEYS},
-                         "epochs": _number(test.get("epochs"))})
-    return pd.DataFrame(rows, columns=["searcher", "backbone", "seed", *FINAL_KEYS, "epochs"])
+    """Each cell's final_test.json numbers Table 2 reads (`load_final_tests`): test accuracy,
+    loss, the macro metrics (NaN where an older file lacks them) and the epochs retrained."""
+    tests = load_final_tests(folder)
+    tests["test_acc"] = tests["test_acc"].map(_number)
+    return tests[["searcher", "backbone", "seed", *FINAL_KEYS, "epochs"]]
 
 
 def _with_dataset(df: pd.DataFrame, datasets: Mapping[str, str] | str) -> pd.DataFrame:
