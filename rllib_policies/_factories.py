@@ -81,12 +81,15 @@ def adaptive_q(*, space, metric, mode, seed, budget, points: int, alpha: float, 
 
 def layerwise(*, space, metric, mode, seed, budget, points: int, c_acc: float,
               size_ref_mb: float, gamma: float, epsilon_decay: float,
-              exploration_episodes: int, compound_alpha: bool) -> SearcherPlan:
+              exploration_episodes: int, compound_alpha: bool, auto_epochs: bool,
+              min_epochs: int) -> SearcherPlan:
     """Document 001's layer-wise agents, one trial per episode."""
     from rllib_policies._layerwise import LayerwiseSearch
 
     plan_searcher = LayerwiseSearch(space, seed=seed, points=points, c_acc=c_acc,
-                             size_ref_mb=size_ref_mb, gamma=gamma, epsilon_decay=epsilon_decay,
-                             exploration_episodes=exploration_episodes or None,
-                             compound=compound_alpha, metric=metric, mode=mode)
+                                    size_ref_mb=size_ref_mb, gamma=gamma,
+                                    epsilon_decay=epsilon_decay,
+                                    exploration_episodes=exploration_episodes or None,
+                                    compound=compound_alpha, auto_epochs=auto_epochs,
+                                    min_epochs=min_epochs, metric=metric, mode=mode)
     return SearcherPlan("layerwise", budget.trials, budget.epochs, searcher=plan_searcher)

@@ -25,6 +25,7 @@ to zero" we read "a cell never visited".
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -169,23 +170,45 @@ which c_A A_val - c_S S_model with S in MB (VGG-16: 60 MB) cannot; S / 100 MB ke
 size term on the accuracy's scale."""
 
 
+def layer_agents(space: Any, points: int) -> list[tuple[str, tuple[Any, ...],
+                                                         list[tuple[Any, ...]]]]:
+    """Document 001's agents over a space: one per layer of the searchable VGG-16 (its
+    per-layer dimensions together, in layer order, an action being a tuple of their
+    values, section V-B), then one per other searched dimension in the space's order.
+    Each is (name, its dimensions, its actions)."""
+    from service.space import VGG16_LAYERS, layer_of
+
+    groups: dict[str, list[Any]] = {}
+    for dim in space.searched:
+        groups.setdefault(layer_of(dim.name) or dim.name, []).append(dim)
+    order = {layer: i for i, layer in enumerate(VGG16_LAYERS)}
+    names = sorted(groups, key=lambda n: (0, order[n]) if n in order else (1, 0))
+    return [(n, tuple(groups[n]), list(itertools.product(*(d.grid(points)
+                                                         for d in groups[n]))))
+            for n in names]
+
+
 class LayerwiseSearch(StateSearcher):
-    """Document 001 as a Tune searcher: one agent per searched dimension, in the space's
-    order (per-layer dimensions of an architecture come in layer order), each choosing
-    among its dimension's grid values; one trial is one episode, its reward eq. 2 from
-    the final val_acc and `model_size_mb` (0 where a result lacks it)."""
+    """Document 001 as a Tune searcher: one agent per layer (`layer_agents`), one trial
+    one episode. Its reward is the trial's `reward` metric where the experiment optimises
+    eq. 2 itself, else eq. 2 from the final metric and `model_size_mb`; a failed or
+    terminated trial gets -1. With `auto_epochs`, episodes get shorter as in section VI-A:
+    the budget starts at the run's epochs (the document: 10) and drops to the earliest
+    epoch at which a trial met the loss threshold (`loss_met_epoch`), never below
+    `min_epochs` (3); suggestions then carry `epochs`."""
 
     def __init__(self, space: Any, *, seed: int = 0, points: int = 3,
                  c_acc: float = 1.0, size_ref_mb: float = SIZE_REF_MB,
                  gamma: float = GAMMA, epsilon_decay: float = EPSILON_DECAYS[0],
                  exploration_episodes: int | None = None, compound: bool = False,
-                 **kw: Any) -> None:
+                 auto_epochs: bool = False, min_epochs: int = 3, **kw: Any) -> None:
         super().__init__(**kw)
-        self.dims = space.searched
-        self.values = [tuple(d.grid(points)) for d in self.dims]
+        self.groups = layer_agents(space, points)
         self.c_acc, self.size_ref_mb = c_acc, size_ref_mb
-        self.agents = LayerwiseQ([len(v) for v in self.values], seed=seed, gamma=gamma,
-                                 epsilon_decay=epsilon_decay,
+        self.auto_epochs, self.min_epochs = auto_epochs, min_epochs
+        self.episode_epochs: int | None = None
+        self.agents = LayerwiseQ([len(actions) for _, _, actions in self.groups], seed=seed,
+                                 gamma=gamma, epsilon_decay=epsilon_decay,
                                  exploration_episodes=exploration_episodes,
                                  compound=compound)
         self.pending: dict[str, list[int]] = {}
@@ -198,31 +221,45 @@ class LayerwiseSearch(StateSearcher):
                 break
             actions = self.agents.act()
         self.pending[trial_id] = actions
-        return {d.name: self.values[i][a] for i, (d, a) in
-                enumerate(zip(self.dims, actions, strict=True))}
+        config: dict[str, Any] = {}
+        for (_, dims, values), a in zip(self.groups, actions, strict=True):
+            config.update({d.name: v for d, v in zip(dims, values[a], strict=True)})
+        if self.episode_epochs is not None:
+            config["epochs"] = self.episode_epochs
+        return config
+
+    def episode_reward(self, result: dict | None, error: bool) -> float:
+        """The shared reward of one finished episode (eq. 2, -1 on failure)."""
+        if error or is_failure(result, self.metric):
+            return -1.0
+        value = float(result[self.metric])  # type: ignore[index]
+        if self.metric == "reward":
+            return value
+        acc = -value if self.mode == "min" else value
+        size = float((result or {}).get("model_size_mb") or 0.0) / self.size_ref_mb
+        return layer_reward(acc, size, self.c_acc)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         actions = self.pending.pop(trial_id, None)
         if actions is None:
             return
-        ok = not error and not is_failure(result, self.metric)
-        value = result[self.metric] if ok else None  # type: ignore[index]
-        acc = float(value) if ok else math.nan
-        if ok and self.mode == "min":
-            acc = -acc
-        size = float((result or {}).get("model_size_mb") or 0.0) / self.size_ref_mb
-        reward = layer_reward(acc, size, self.c_acc, terminated=not ok)
+        reward = self.episode_reward(result, error)
         learned = self.agents.update(actions, reward)
+        met = int((result or {}).get("loss_met_epoch") or 0)
+        if self.auto_epochs and met > 0:
+            shorter = max(self.min_epochs, met)
+            if self.episode_epochs is None or shorter < self.episode_epochs:
+                self.episode_epochs = shorter
         self.log.append({"trial_id": trial_id, "actions": actions, "reward": reward,
                          "learned": learned, "epsilon": self.agents.epsilon,
-                         "alpha": self.agents.alpha})
+                         "alpha": self.agents.alpha, "episode_epochs": self.episode_epochs})
 
     def get_state(self) -> dict[str, Any]:
         return {"agents": self.agents.get_state(), "pending": dict(self.pending),
-                "log": list(self.log)}
+                "log": list(self.log), "episode_epochs": self.episode_epochs}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.agents.set_state(state["agents"])
         self.pending, self.log = dict(state["pending"]), list(state["log"])
-
+        self.episode_epochs = state.get("episode_epochs")

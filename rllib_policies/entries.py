@@ -129,14 +129,16 @@ ENTRIES += [
 
 
 def _two_agents(space: SearchSpace, options: dict[str, Any]) -> str | None:
-    if len(space.searched) < 2:
-        return ("needs at least two searched dimensions (one agent each, Q-tables shared by "
-                "consecutive agents)")
+    from service.space import layer_of
+
+    if len({layer_of(d.name) or d.name for d in space.searched}) < 2:
+        return ("needs at least two agents: searched dimensions of two layers (or two "
+                "hyperparameters), Q-tables being shared by consecutive agents")
     return None
 
 
 ENTRIES += [
-    Entry("layerwise", "document 001: one tabular Q-learning agent per dimension (layer), "
+    Entry("layerwise", "document 001: one tabular Q-learning agent per layer (or dimension), "
           "Q-tables shared by consecutive agents", _F + "layerwise",
           {"points": Option(int, 3, "values per continuous range (each agent's actions)",
                             low=2, high=1000),
@@ -152,6 +154,10 @@ ENTRIES += [
                                           "Q-table's size, the document's minimum)", low=0,
                                           high=1_000_000),
            "compound_alpha": Option(bool, False, "read eq. 3 as alpha_old x 0.999^n "
-                                    "(default: 0.95 x 0.999^n)")},
+                                    "(default: 0.95 x 0.999^n)"),
+           "auto_epochs": Option(bool, False, "shorten episodes to the earliest epoch a "
+                                 "trial met termination.loss (document 001 VI-A)"),
+           "min_epochs": Option(int, 3, "auto_epochs never goes below this (document 001: "
+                                "3)", low=1, high=100_000)},
           check=_two_agents),
 ]

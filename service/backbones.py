@@ -31,6 +31,11 @@ Design choices, documented once here:
   with stride 2), i.e. torchvision's ``resnet18`` layer for layer: 11,181,642 parameters with 10
   classes.  Its stem downsamples by 4 and the whole net by 32, so small images (8x8 digits,
   28x28 Fashion-MNIST) end as 1x1 maps; adaptive pooling keeps every size >= 1 working.
+* ``vgg16_layers`` is VGG-16 with every layer set by the trial config (document 001: per
+  conv filters, kernel, stride; per pool its size; the dense layer's units), the original's
+  values where a layer is not searched: 15,037,092 parameters and 57.4 MB with 100 classes
+  on 32x32 inputs, the "60 MB" document 001 Table V gives the original. Its head flattens
+  the last map (sized from ``image_size``) into the dense layer, as the CIFAR VGG-16 does.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ __all__ = [
     "BackboneError",
     "BackboneSpec",
     "CifarResNet18",
+    "LayeredVGG16",
     "EfficientNetV2B0",
     "ImageNetResNet18",
     "build_backbone",
@@ -66,8 +72,10 @@ __all__ = [
 ]
 
 BACKBONES: tuple[str, ...] = (
-    "efficientnetv2_b0", "vgg16", "vgg19", "resnet18", "resnet18_imagenet"
+    "efficientnetv2_b0", "vgg16", "vgg19", "resnet18", "resnet18_imagenet", "vgg16_layers"
 )
+LAYERED: tuple[str, ...] = ("vgg16_layers",)
+"""Backbones whose every layer's hyperparameters come from the trial config (document 001)."""
 
 MAX_WIDTH = 4.0
 
@@ -373,6 +381,73 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
+class LayeredVGG16(nn.Module):
+    """VGG-16 whose every layer is set by the trial (document 001, Table III): 13 convolutions
+    (filters, kernel, stride; "same" padding k//2, BatchNorm, ReLU), 5 max-pools (size =
+    stride; skipped where the map is smaller than the pool), then flatten, one hidden dense
+    layer (units, ReLU, dropout 0.5) and the classifier. Unset layers keep the original
+    VGG-16's values (`service.space.LAYER_HPARAMS` defaults), so with no choices this is the
+    CIFAR VGG-16 with its 512-unit dense head. `width` scales filters and units (at least 4),
+    for CPU-sized variants of the same space."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0,
+                 layers: Mapping[str, int] | None = None, image_size: int = 32) -> None:
+        from service.space import LAYER_HPARAMS, VGG16_LAYERS, layer_kind
+
+        super().__init__()
+        chosen = dict(layers or {})
+        unknown = sorted(set(chosen) - set(LAYER_HPARAMS))
+        if unknown:
+            raise BackboneError(f"vgg16_layers: unknown layer hyperparameter {unknown[0]!r}")
+
+        def value(name: str) -> int:
+            raw = chosen.get(name, LAYER_HPARAMS[name].default)
+            spec = LAYER_HPARAMS[name]
+            if isinstance(raw, bool) or not isinstance(raw, numbers.Integral) or not (
+                    spec.low <= raw <= spec.high):
+                raise BackboneError(f"vgg16_layers: {name} must be an integer in "
+                                    f"[{spec.low:g}, {spec.high:g}], got {raw!r}")
+            return int(raw)
+
+        blocks: list[nn.Module] = []
+        channels, side = in_channels, image_size
+        self.choices: dict[str, int] = {}
+        for layer in VGG16_LAYERS:
+            kind = layer_kind(layer)
+            if kind == "conv":
+                filters = _scaled(value(f"{layer}_filters"), width)
+                kernel, stride = value(f"{layer}_kernel"), value(f"{layer}_stride")
+                blocks += [nn.Conv2d(channels, filters, kernel, stride=stride,
+                                     padding=kernel // 2),
+                           nn.BatchNorm2d(filters), nn.ReLU(inplace=True)]
+                side = (side + 2 * (kernel // 2) - kernel) // stride + 1
+                channels = filters
+                self.choices.update({f"{layer}_filters": filters, f"{layer}_kernel": kernel,
+                                     f"{layer}_stride": stride})
+            elif kind == "pool":
+                size = value(f"{layer}_size")
+                if side >= size > 1:
+                    blocks.append(nn.MaxPool2d(size, stride=size))
+                    side //= size
+                self.choices[f"{layer}_size"] = size
+        units = _scaled(value("dense_units"), width)
+        self.choices["dense_units"] = units
+        self.features = nn.Sequential(*blocks)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(channels * side * side, units), nn.ReLU(inplace=True),
+            nn.Dropout(0.5), nn.Linear(units, num_classes))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
 # --------------------------------------------------------------------------------------------
 # ResNet-18 (CIFAR stem and ImageNet stem)
 # --------------------------------------------------------------------------------------------
@@ -472,18 +547,26 @@ def _positive_int(field: str, value: object) -> int:
 
 
 def build_backbone(
-    spec: BackboneSpec | str, *, num_classes: int, in_channels: int = 3, image_size: int = 32
+    spec: BackboneSpec | str, *, num_classes: int, in_channels: int = 3, image_size: int = 32,
+    layers: Mapping[str, int] | None = None,
 ) -> nn.Module:
     """Build a freshly initialised backbone for ``in_channels`` x image_size^2 inputs.
 
-    ``image_size`` is only validated: every model ends in adaptive pooling and VGG skips pools
-    on 1-pixel maps, so any input size >= 1 works with the reference strides.
+    ``image_size`` is only validated for the fixed backbones: every one ends in adaptive
+    pooling and VGG skips pools on 1-pixel maps, so any input size >= 1 works with the
+    reference strides. ``vgg16_layers`` sizes its dense layer from it and takes ``layers``
+    (per-layer hyperparameters, document 001); the others refuse them.
     """
     if not isinstance(spec, BackboneSpec):
         spec = BackboneSpec.parse(spec)
     num_classes = _positive_int("num_classes", num_classes)
     in_channels = _positive_int("in_channels", in_channels)
-    _positive_int("image_size", image_size)
+    image_size = _positive_int("image_size", image_size)
+    if spec.name in LAYERED:
+        return LayeredVGG16(num_classes, in_channels, spec.width, layers, image_size)
+    if layers:
+        raise BackboneError(f"backbone {spec.name}: per-layer hyperparameters "
+                            f"({next(iter(layers))}) need backbone vgg16_layers")
     return _BUILDERS[spec.name](num_classes, in_channels, spec.width)
 
 

@@ -21,7 +21,8 @@ from service.space import DEFAULT_SPACE, SearchSpace, SpaceError
 
 __all__ = ["Budget", "ConfigError", "ExperimentConfig", "build_config", "load_config"]
 
-METRICS: dict[str, str] = {"val_acc": "max", "val_loss": "min"}
+METRICS: dict[str, str] = {"val_acc": "max", "val_loss": "min", "reward": "max"}
+"""Metrics a searcher can optimise; `reward` is document 001's eq. 2 (needs `reward:`)."""
 
 
 class DatasetConfig(Strict):
@@ -91,6 +92,40 @@ class RecordConfig(Strict):
         return value
 
 
+class TerminationConfig(Strict):
+    """Document 001 section V-E's early termination, applied to every searcher's trials
+    alike: batches slower than `batch_time_s` (t_th) for `batch_patience` (N_th,t)
+    consecutive batches end a trial at once; training loss above `loss` (l_th) for
+    `loss_patience` (N_th,l) consecutive epochs restarts it from fresh initial weights
+    `restarts` times, then ends it. A terminated trial is a failure (eq. 2: reward -1).
+    0 turns a rule off (the default: no termination)."""
+
+    batch_time_s: float = Field(default=0.0, ge=0.0)
+    batch_patience: int = Field(default=3, ge=1, le=1_000_000)
+    loss: float = Field(default=0.0, ge=0.0)
+    loss_patience: int = Field(default=3, ge=1, le=10_000)
+    restarts: int = Field(default=1, ge=0, le=100)
+
+    @property
+    def active(self) -> bool:
+        return self.batch_time_s > 0 or self.loss > 0
+
+    def run_settings(self) -> dict[str, Any]:
+        """The trainable's fields (`service.trainable.RunSettings`)."""
+        return {"batch_time_limit_s": self.batch_time_s,
+                "batch_time_patience": self.batch_patience, "loss_limit": self.loss,
+                "loss_patience": self.loss_patience, "restarts": self.restarts}
+
+
+class RewardConfig(Strict):
+    """Document 001 eq. 2 as the reported metric `reward`: c_acc x val_acc - (1 - c_acc) x
+    model MB / size_ref_mb, -1 when terminated. The document gives no coefficients; the size
+    reference is our reading (its rewards cannot fit its range with raw MB)."""
+
+    c_acc: float = Field(default=0.5, ge=0.0, le=1.0)
+    size_ref_mb: float = Field(default=100.0, gt=0.0)
+
+
 class ReplayConfig(Strict):
     """The replay backend: recorded tables to run every searcher against, on a simulated
     clock; `time_budget_s` ends each experiment at that simulated wall time."""
@@ -124,6 +159,8 @@ class ExperimentConfig(Strict):
     backend: Literal["tune", "replay"] = "tune"
     record: RecordConfig = RecordConfig()
     replay: ReplayConfig = ReplayConfig()
+    termination: TerminationConfig = TerminationConfig()
+    reward: RewardConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -212,12 +249,31 @@ class ExperimentConfig(Strict):
                 raise ValueError(
                     f"searcher_options.{name}: {name!r} is not in searchers {self.searchers}"
                     f"{did_you_mean(name, self.searchers)}")
+        if self.metric == "reward" and self.reward is None:
+            raise ValueError("metric: 'reward' is document 001's eq. 2; add a reward section "
+                             "(e.g. reward: {c_acc: 0.5, size_ref_mb: 100})")
         if self.backend == "replay":
+            if self.termination.active:
+                raise ValueError("termination: a replay has no batch times or restarts; "
+                                 "remove termination (record the table without it)")
             self._check_replay()
             return self
         space = self.search_space
+        self._check_layers(space)
         self._check_entries(space)
         return self
+
+    def _check_layers(self, space: SearchSpace) -> None:
+        """Per-layer names need a backbone built from them (vgg16_layers)."""
+        from service.backbones import LAYERED
+        from service.space import LAYER_HPARAMS
+
+        layered = [n for n in space.names if n in LAYER_HPARAMS]
+        fixed = [b for b in self.backbones if b.split("@")[0] not in LAYERED]
+        if layered and fixed:
+            raise ValueError(f"space.{layered[0]}: per-layer hyperparameters need backbone "
+                             f"vgg16_layers, not {fixed[0]}; use backbones: "
+                             f"[vgg16_layers@0.125] or remove the per-layer names")
 
     def _check_replay(self) -> None:
         """Tables exist and fit the format; the budget fits each; options fit each space.

@@ -107,7 +107,10 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None) -> Any
                       controller=controller,
                       controller_every=getattr(plan, "step_epochs", 1),
                       patience=plan.patience, metric=cfg.metric, mode=cfg.mode,
-                      weights=str(Path(weights).expanduser().resolve()) if weights else None)
+                      weights=str(Path(weights).expanduser().resolve()) if weights else None,
+                      **cfg.termination.run_settings(),
+                      reward_c_acc=cfg.reward.c_acc if cfg.reward else None,
+                      reward_size_ref_mb=cfg.reward.size_ref_mb if cfg.reward else 100.0)
     resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
     stopper = _as_stopper(plan.epoch_budget) if plan.multi_fidelity else None
     return tune.Tuner(
@@ -151,8 +154,11 @@ def best_trial(results: Any, metric: str, mode: str) -> dict[str, Any] | None:
         value = float(finite[index])
         if best is None or sign * value > sign * best["value"]:
             schedule = df["schedule"][index] if "schedule" in df else None
+            init_seed = df["init_seed"][index] if "init_seed" in df else None
             best = {"config": result.config, "value": value,
-                    "schedule": schedule if isinstance(schedule, str) else None}
+                    "schedule": schedule if isinstance(schedule, str) else None,
+                    "init_seed": None if init_seed is None or init_seed != init_seed
+                    else int(init_seed)}
     return best
 
 
@@ -228,7 +234,7 @@ def run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool = False) -> 
         schedule = best["schedule"] if replays else None
         remote = ray.remote(num_cpus=cfg.resources.cpus, num_gpus=cfg.resources.gpus)(
             final_test)
-        test = ray.get(remote.remote(best["config"], schedule))
+        test = ray.get(remote.remote(best["config"], schedule, best["init_seed"]))
         test["config"] = {k: v for k, v in best["config"].items() if k != "run"}
         if schedule is not None:
             test["schedule"] = json.loads(schedule)

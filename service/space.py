@@ -52,6 +52,9 @@ class HParam:
     high: float | None = None
     allowed: tuple[Any, ...] | None = None
     help: str = ""
+    filled: bool = True
+    """Whether `resolve_config` fills the default into every trial config; the per-layer
+    names and `epochs` are not filled: absent, the backbone (or the run) decides."""
 
 
 HPARAMS: dict[str, HParam] = {
@@ -67,15 +70,87 @@ HPARAMS: dict[str, HParam] = {
     "batch_size": HParam(int, 64, 1, 65536, help="mini-batch size"),
     "width": HParam(float, 1.0, 0.01, 4.0, help="backbone width multiplier (architecture)"),
     "label_smoothing": HParam(float, 0.0, 0.0, 0.5, help="cross-entropy label smoothing"),
+    "epochs": HParam(int, None, 1, 100_000, filled=False,
+                     help="this trial's epoch budget, at most the run's (Syne Tune's "
+                          "max_resource_attr; document 001's epochs per episode)"),
 }
+
+# Per-layer architecture names of the searchable VGG-16 (document 001 sections V-A/B and
+# Table III): conv<i>_filters / conv<i>_kernel / conv<i>_stride for its 13 convolutions,
+# pool<j>_size for its 5 max-pools, dense_units for its one hidden dense layer.
+
+VGG16_FILTERS: tuple[int, ...] = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512,
+                                  512)
+"""The original VGG-16's kernels per convolution (Simonyan and Zisserman, configuration D)."""
+VGG16_LAYERS: tuple[str, ...] = (
+    "conv1", "conv2", "pool1", "conv3", "conv4", "pool2", "conv5", "conv6", "conv7", "pool3",
+    "conv8", "conv9", "conv10", "pool4", "conv11", "conv12", "conv13", "pool5", "dense")
+"""The searchable VGG-16's layers from input to output: document 001's agents, in order."""
+LAYER_FIELDS: dict[str, tuple[str, ...]] = {"conv": ("filters", "kernel", "stride"),
+                                            "pool": ("size",), "dense": ("units",)}
+"""Each layer type's hyperparameters: one agent chooses a tuple of them (document 001 V-B)."""
+VGG16_ORIGINAL: dict[str, int] = {"kernel": 3, "stride": 1, "size": 2, "units": 512}
+"""The original hyperparameters besides the filters: 3x3 stride-1 convolutions, 2x2 pools,
+and the 512-unit dense layer of the usual CIFAR VGG-16 (about 60 MB with 100 classes, the
+size document 001 Table V gives the original)."""
+TABLE_III_VGG16: dict[str, tuple[int, ...]] = {
+    "filters": (16, 32, 64, 128, 256), "kernel": (3, 5), "stride": (1, 2), "size": (2, 3),
+    "units": (128, 256, 512, 1024, 2048, 4096)}
+"""Document 001 Table III, row VGG-16: the values each per-layer hyperparameter takes."""
+_LAYER_BOUNDS: dict[str, tuple[int, int]] = {"filters": (1, 4096), "kernel": (1, 11),
+                                             "stride": (1, 4), "size": (1, 8),
+                                             "units": (1, 65536)}
+
+
+def layer_kind(layer: str) -> str:
+    """'conv', 'pool' or 'dense' of a layer name such as 'conv3'."""
+    return layer.rstrip("0123456789")
+
+
+def _layer_hparams() -> dict[str, HParam]:
+    out: dict[str, HParam] = {}
+    for layer in VGG16_LAYERS:
+        kind = layer_kind(layer)
+        for part in LAYER_FIELDS[kind]:
+            default = (VGG16_FILTERS[int(layer[4:]) - 1] if part == "filters"
+                       else VGG16_ORIGINAL[part])
+            low, high = _LAYER_BOUNDS[part]
+            out[f"{layer}_{part}"] = HParam(int, default, low, high, filled=False,
+                                            help=f"{layer}'s {part} (architecture, document "
+                                                 f"001; backbone vgg16_layers)")
+    return out
+
+
+LAYER_HPARAMS: dict[str, HParam] = _layer_hparams()
+"""The per-layer names, each with the original VGG-16's value as its default."""
+HPARAMS.update(LAYER_HPARAMS)
+
+
+def layer_of(name: str) -> str | None:
+    """The layer a per-layer hyperparameter belongs to ('conv3' of 'conv3_kernel')."""
+    return name.rpartition("_")[0] if name in LAYER_HPARAMS else None
+
+
+def layer_values(config: Mapping[str, Any]) -> dict[str, int]:
+    """The per-layer architecture values a (trial) config sets."""
+    return {k: int(v) for k, v in config.items() if k in LAYER_HPARAMS}
+
+
+def layer_space(sets: Mapping[str, tuple[int, ...]] = TABLE_III_VGG16,
+                layers: tuple[str, ...] = VGG16_LAYERS) -> dict[str, Any]:
+    """A YAML space searching `layers` over `sets` (default: Table III's VGG-16 row)."""
+    return {f"{layer}_{part}": {"choice": list(sets[part])}
+            for layer in layers for part in LAYER_FIELDS[layer_kind(layer)]}
 
 
 def check_hparam_name(name: str) -> str:
     """Return `name` if the trainable knows it, else raise with a suggestion."""
     if name not in HPARAMS:
+        known = [n for n in HPARAMS if n not in LAYER_HPARAMS]
         raise SpaceError(
             f"space.{name}: unknown hyperparameter{did_you_mean(name, HPARAMS)}; "
-            f"known: {', '.join(HPARAMS)}"
+            f"known: {', '.join(known)}, and per layer conv<1-13>_filters|kernel|stride, "
+            f"pool<1-5>_size, dense_units"
         )
     return name
 
@@ -385,6 +460,8 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
             key, value = key[len(LOG10_PREFIX):], 10.0 ** float(value)
         out[key] = value
     for name, spec in HPARAMS.items():
+        if not spec.filled and name not in out:
+            continue
         value = out.get(name, spec.default)
         if spec.type is int and isinstance(value, float):
             value = int(round(value))

@@ -26,7 +26,7 @@ import torch
 
 from service.api import HP_PREFIX, Observation, Schedule, plateaued
 from service.data import Splits, load_splits
-from service.space import resolve_config
+from service.space import layer_values, resolve_config
 from service.trainer import HParams, Trainer
 
 CHECKPOINT_FILE = "trial_state.pt"
@@ -50,6 +50,20 @@ class RunSettings:
     """End the trial once `metric` has not improved for this many epochs (0: never)."""
     metric: str = "val_acc"
     mode: str = "max"
+    batch_time_limit_s: float = 0.0
+    """Document 001 V-E: a trial whose batches take longer than this (t_th) for
+    `batch_time_patience` (N_th,t) consecutive batches ends at once, terminated (0: off)."""
+    batch_time_patience: int = 3
+    loss_limit: float = 0.0
+    """Document 001 V-E: training loss above this (l_th) for `loss_patience` (N_th,l)
+    consecutive epochs restarts the trial with fresh initial weights, `restarts` times;
+    the next violation ends it, terminated (0: off)."""
+    loss_patience: int = 3
+    restarts: int = 1
+    reward_c_acc: float | None = None
+    """With a value, every row carries `reward`, document 001 eq. 2: -1 when terminated,
+    else c_A val_acc - (1 - c_A) model_size_mb / `reward_size_ref_mb`."""
+    reward_size_ref_mb: float = 100.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +133,7 @@ def epoch_report(trainer: Trainer, metrics: Any, splits: Splits) -> dict[str, An
         "grad_norm": metrics.grad_norm,
         "epoch_time_s": metrics.epoch_time_s,
         "images_per_s": metrics.images_per_s,
+        "train_ms_per_batch": metrics.ms_per_batch,
         "model_size_mb": trainer.model_size_mb,
         "num_parameters": trainer.num_parameters,
         "epoch": trainer.epoch,
@@ -129,21 +144,87 @@ def epoch_report(trainer: Trainer, metrics: Any, splits: Splits) -> dict[str, An
     return report
 
 
+def eq2_reward(row: dict[str, Any], c_acc: float, size_ref_mb: float) -> float:
+    """Document 001 eq. 2 of one row: -1 when terminated or without a finite val_acc, else
+    c_A val_acc - c_S model_size_mb / size_ref_mb with c_S = 1 - c_A (our reading: the size
+    is taken relative to `size_ref_mb`, which keeps both terms on one scale)."""
+    acc = row.get("val_acc")
+    if row.get("terminated") or row.get("diverged") or acc is None or not math.isfinite(acc):
+        return -1.0
+    return c_acc * float(acc) - (1.0 - c_acc) * float(row["model_size_mb"]) / size_ref_mb
+
+
+class _Termination:
+    """Document 001 section V-E's two counters (Fig. 7): slow batches end the trial at
+    once; training loss above the threshold for N consecutive epochs restarts it with a
+    fresh initialisation, `restarts` times, and ends it the next time. Also notes the first
+    epoch whose loss met the threshold (the episode length of section VI-A)."""
+
+    def __init__(self, run: RunSettings, state: dict[str, Any] | None) -> None:
+        self.run = run
+        state = state or {}
+        self.violations = int(state.get("loss_violations", 0))
+        self.restarts = int(state.get("restarts", 0))
+        self.met_epoch = int(state.get("loss_met_epoch", 0))
+
+    def check(self, metrics: Any, epoch: int) -> str:
+        """'' to go on, 'restart', or why the trial is terminated ('batch_time', 'loss')."""
+        if metrics.slow_batches:
+            return "batch_time"
+        if self.run.loss_limit <= 0:
+            return ""
+        if metrics.train_loss <= self.run.loss_limit:
+            self.violations = 0
+            self.met_epoch = self.met_epoch or epoch
+            return ""
+        self.violations += 1
+        if self.violations < max(1, self.run.loss_patience):
+            return ""
+        if self.restarts < self.run.restarts:
+            self.restarts += 1
+            self.violations = 0
+            return "restart"
+        return "loss"
+
+    def init_seed(self) -> int:
+        """The initial weights' seed: the run's, a new one after each restart."""
+        return self.run.seed + 1_000_003 * self.restarts
+
+    def state(self) -> dict[str, Any]:
+        return {"loss_violations": self.violations, "restarts": self.restarts,
+                "loss_met_epoch": self.met_epoch}
+
+
+def trial_epochs(run: RunSettings, hp_config: dict[str, Any]) -> int:
+    """The trial's epoch budget: the run's, or less where the config sets `epochs`."""
+    wanted = hp_config.get("epochs")
+    return run.epochs if wanted is None else max(1, min(run.epochs, int(wanted)))
+
+
+def build_trainer(run: RunSettings, splits: Splits, hp: HParams, hp_config: dict[str, Any],
+                  init_seed: int | None = None) -> Trainer:
+    """The trial's trainer on the device Ray assigned, per-layer architecture included."""
+    return Trainer.build(run.backbone, splits, hp, device=pick_device(), seed=run.seed,
+                         weights=run.weights, layers=layer_values(hp_config),
+                         init_seed=init_seed)
+
+
 def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], None],
                state: dict[str, Any] | None = None, trial_id: str = "local") -> None:
     """One trial, with or without Tune: build the trainer from `config` (resumed from a
     checkpoint `state`), train to the budget, ask the controller (if any) at every step
-    boundary, and call `report(row, checkpoint_state)` after each epoch. A diverged epoch
-    ends the trial, reported once more without a checkpoint."""
+    boundary, and call `report(row, checkpoint_state)` after each epoch. A diverged or
+    terminated epoch ends the trial, reported once more without a checkpoint."""
     from service.searching import ControllerClient
 
     run, hp_config = split_config(config)
     torch.set_num_threads(max(1, run.threads))
-    device = pick_device()
     placement = {"gpu_ids": ",".join(assigned_gpus()), "node_id": node_id()}
     splits = load_data(run)
-    trainer = Trainer.build(run.backbone, splits, HParams.from_config(hp_config),
-                            device=device, seed=run.seed, weights=run.weights)
+    budget = trial_epochs(run, hp_config)
+    guard = _Termination(run, state)
+    trainer = build_trainer(run, splits, HParams.from_config(hp_config), hp_config,
+                            guard.init_seed())
     schedule, elapsed, history = Schedule(), 0.0, []
     if state is not None:
         trainer.load_state_dict(state)
@@ -155,32 +236,42 @@ def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], 
     began = time.perf_counter() - elapsed
     step: list[dict[str, Any]] = []  # rows since the controller last decided
     row: dict[str, Any] = {}
-    while trainer.epoch < run.epochs:
+    while trainer.epoch < budget:
         wait = 0.0
         if client is not None and trainer.epoch % max(1, run.controller_every) == 0:
-            obs = Observation(trial_id, trainer.epoch, run.epochs, trainer.hp.as_dict(), step)
+            obs = Observation(trial_id, trainer.epoch, budget, trainer.hp.as_dict(), step)
             changes, wait = client.decide(obs)
             step = []
             if changes:
                 trainer.apply(trainer.hp.replace(changes))
         schedule.append(trainer.hp.as_dict())
-        row = epoch_report(trainer, trainer.train_epoch(), splits)
-        if run.test_last and trainer.epoch == run.epochs and not row["diverged"]:
+        metrics = trainer.train_epoch(run.batch_time_limit_s, run.batch_time_patience)
+        row = epoch_report(trainer, metrics, splits)
+        verdict = "" if row["diverged"] else guard.check(metrics, trainer.epoch)
+        if run.test_last and trainer.epoch == budget and not row["diverged"] and not verdict:
             row["test_acc"], row["test_loss"] = trainer.evaluate(splits.test_x, splits.test_y)
         row.update(placement, controller_wait_s=wait, schedule=schedule.to_json(),
-                   elapsed_s=time.perf_counter() - began, unix_time=time.time())
+                   elapsed_s=time.perf_counter() - began, unix_time=time.time(),
+                   terminated="" if verdict == "restart" else verdict,
+                   **guard.state(), init_seed=guard.init_seed())
+        if run.reward_c_acc is not None:
+            row["reward"] = eq2_reward(row, run.reward_c_acc, run.reward_size_ref_mb)
         step.append(row)
-        if row["diverged"]:
+        if row["diverged"] or row["terminated"]:
             break
-        history.append(float(row.get(run.metric, math.nan)))
-        report(row, {**trainer.state_dict(), "schedule": row["schedule"],
-                     "elapsed_s": row["elapsed_s"], "history": history})
+        if verdict == "restart":  # the same hyperparameters from fresh initial weights
+            trainer = build_trainer(run, splits, trainer.hp, hp_config, guard.init_seed())
+            schedule, history = Schedule(), []
+        else:
+            history.append(float(row.get(run.metric, math.nan)))
+        report(row, {**trainer.state_dict(), "schedule": schedule.to_json(),
+                     "elapsed_s": row["elapsed_s"], "history": history, **guard.state()})
         if plateaued(history, run.patience, run.mode):
             break  # early stopping: the trial ends here, its controller is told below
     if client is not None:
-        client.finish(Observation(trial_id, trainer.epoch, run.epochs, trainer.hp.as_dict(),
+        client.finish(Observation(trial_id, trainer.epoch, budget, trainer.hp.as_dict(),
                                   step))
-    if row.get("diverged"):
+    if row.get("diverged") or row.get("terminated"):
         report(row, None)
 
 
@@ -208,19 +299,18 @@ def train_trial(config: dict[str, Any]) -> None:
                trial_id=tune.get_context().get_trial_id() or "local")
 
 
-def replay(config: dict[str, Any], schedule: Schedule | None = None
-           ) -> Iterator[tuple[Trainer, dict[str, Any], Splits]]:
+def replay(config: dict[str, Any], schedule: Schedule | None = None,
+           init_seed: int | None = None) -> Iterator[tuple[Trainer, dict[str, Any], Splits]]:
     """Train `config` from scratch, epoch by epoch: with `schedule`, its hyperparameters in
     force each epoch (as the trial that recorded it trained), else the config's for the
-    budget's epochs. Yields the trainer, the epoch's row and the splits; stops after a
-    diverged epoch."""
+    trial's budget. `init_seed` gives the initial weights of a restarted trial. Yields the
+    trainer, the epoch's row and the splits; stops after a diverged epoch."""
     run, hp_config = split_config(config)
     torch.set_num_threads(max(1, run.threads))
     splits = load_data(run)
     hp = HParams.from_config(schedule.at(1) if schedule else hp_config)
-    trainer = Trainer.build(run.backbone, splits, hp, device=pick_device(), seed=run.seed,
-                            weights=run.weights)
-    epochs = len(schedule) if schedule else run.epochs
+    trainer = build_trainer(run, splits, hp, hp_config, init_seed)
+    epochs = len(schedule) if schedule else trial_epochs(run, hp_config)
     while trainer.epoch < epochs:
         if schedule:
             trainer.apply(HParams.from_config(schedule.at(trainer.epoch + 1)))
@@ -230,11 +320,13 @@ def replay(config: dict[str, Any], schedule: Schedule | None = None
             return
 
 
-def final_test(config: dict[str, Any], schedule: str | None = None) -> dict[str, Any]:
+def final_test(config: dict[str, Any], schedule: str | None = None,
+               init_seed: int | None = None) -> dict[str, Any]:
     """Train the chosen configuration (or replay the chosen trial's schedule, given as
-    JSON) once more from scratch and score it on the test split no searcher saw."""
+    JSON) once more from scratch (from the trial's initial weights) and score it on the
+    test split no searcher saw; also the timings of document 001 Table V."""
     plan = Schedule.from_json(schedule) if schedule else None
-    epochs = list(replay(config, plan))[-1:]  # the trainer holds the last epoch's weights
+    epochs = list(replay(config, plan, init_seed))[-1:]  # the last epoch's weights
     trainer, row, splits = epochs[0]
     if row["diverged"]:
         return {"test_acc": float("nan"), "test_loss": float("nan"), "diverged": True,
@@ -242,6 +334,9 @@ def final_test(config: dict[str, Any], schedule: str | None = None) -> dict[str,
     test_acc, test_loss = trainer.evaluate(splits.test_x, splits.test_y)
     return {"test_acc": test_acc, "test_loss": test_loss, "retrain_val_acc": row["val_acc"],
             "diverged": False, "train_acc": row["train_acc"], "epochs": trainer.epoch,
+            "model_size_mb": trainer.model_size_mb, "num_parameters": trainer.num_parameters,
+            "train_ms_per_batch": row["train_ms_per_batch"],
+            "infer_ms_per_batch": trainer.inference_ms_per_batch(splits.test_x),
             **macro_scores(splits.test_y, trainer.predict(splits.test_x))}
 
 

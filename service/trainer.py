@@ -137,6 +137,10 @@ class EpochMetrics:
     grad_norm: float
     epoch_time_s: float
     images_per_s: float
+    ms_per_batch: float = math.nan
+    slow_batches: bool = False
+    """The epoch stopped early: `batch_time_patience` consecutive batches each took longer
+    than `batch_time_limit_s` (document 001 section V-E's early termination)."""
 
     @property
     def diverged(self) -> bool:
@@ -166,12 +170,16 @@ class Trainer:
     @classmethod
     def build(cls, backbone: str | BackboneSpec, splits: Splits, hp: HParams, *,
               device: torch.device | str = "cpu", seed: int = 0,
-              weights: str | None = None) -> Trainer:
-        """Seeded model init, so every config of one seed starts from the same weights;
-        `weights` is a local state dict file (loaded with weights_only, never unpickled)."""
-        torch.manual_seed(seed)
+              weights: str | None = None, layers: dict[str, int] | None = None,
+              init_seed: int | None = None) -> Trainer:
+        """Seeded model init, so every config of one seed starts from the same weights
+        (`init_seed`, default `seed`: a restart draws fresh ones, same batches); `weights`
+        is a local state dict file (loaded with weights_only, never unpickled); `layers`
+        the per-layer architecture of a layered backbone."""
+        torch.manual_seed(seed if init_seed is None else init_seed)
         model = build_backbone(backbone, num_classes=splits.num_classes,
-                               in_channels=splits.in_channels, image_size=splits.image_size)
+                               in_channels=splits.in_channels, image_size=splits.image_size,
+                               layers=layers)
         if weights:
             load_state_dict_file(model, weights)
         return cls(model, splits, hp, device=device, seed=seed)
@@ -199,8 +207,11 @@ class Trainer:
         # Seeded per (seed, epoch): a resumed trial draws the same batches and augmentations.
         return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + salt)
 
-    def train_epoch(self) -> EpochMetrics:
-        """One pass over the training split."""
+    def train_epoch(self, batch_time_limit_s: float = 0.0,
+                    batch_time_patience: int = 1) -> EpochMetrics:
+        """One pass over the training split. With `batch_time_limit_s` > 0 every batch is
+        timed (synchronised on a GPU) and the pass stops once `batch_time_patience`
+        consecutive batches were slower (`EpochMetrics.slow_batches`)."""
         self.model.train()
         hp, n = self.hp, self.train_x.shape[0]
         gen = self._generator(0)
@@ -210,9 +221,11 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         norm_sum = torch.zeros((), device=self.device)
-        steps = 0
+        steps = seen = slow = 0
         start = time.perf_counter()
+        timed, cuda = batch_time_limit_s > 0, self.device.type == "cuda"
         for i in range(0, n, hp.batch_size):
+            began = time.perf_counter()
             idx = order[i:i + hp.batch_size]
             x, y = self.train_x[idx], self.train_y[idx]
             if not aug.is_identity:
@@ -234,16 +247,25 @@ class Trainer:
             loss_sum += loss.detach() * y.shape[0]
             correct += (out.detach().argmax(1) == y).sum()
             steps += 1
-        if self.device.type == "cuda":
+            seen += y.shape[0]
+            if timed:
+                if cuda:
+                    torch.cuda.synchronize(self.device)
+                slow = slow + 1 if time.perf_counter() - began > batch_time_limit_s else 0
+                if slow >= max(1, batch_time_patience):
+                    break
+        if cuda:
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - start
         self.epoch += 1
         return EpochMetrics(
-            train_loss=float(loss_sum) / n,
-            train_acc=float(correct) / n,
+            train_loss=float(loss_sum) / max(1, seen),
+            train_acc=float(correct) / max(1, seen),
             grad_norm=float(norm_sum) / max(1, steps),
             epoch_time_s=elapsed,
-            images_per_s=n / elapsed if elapsed > 0 else float("inf"),
+            images_per_s=seen / elapsed if elapsed > 0 else float("inf"),
+            ms_per_batch=1000.0 * elapsed / max(1, steps),
+            slow_batches=slow >= max(1, batch_time_patience) and timed,
         )
 
     @torch.no_grad()
@@ -261,6 +283,25 @@ class Trainer:
             correct += (out.argmax(1) == yb).sum()
         n = max(1, x.shape[0])
         return float(correct) / n, float(loss_sum) / n
+
+    @torch.no_grad()
+    def inference_ms_per_batch(self, x: torch.Tensor, batch_size: int | None = None) -> float:
+        """Mean milliseconds of one forward pass over a batch of `x` (the trial's batch size),
+        synchronised on a GPU; one warm-up batch is not counted (document 001 Table V)."""
+        self.model.eval()
+        size = batch_size or self.hp.batch_size
+        batches = [x[i:i + size].to(self.device) for i in range(0, x.shape[0], size)]
+        if not batches:
+            return math.nan
+        self.model(batches[0])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        for xb in batches:
+            self.model(xb)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return 1000.0 * (time.perf_counter() - start) / len(batches)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:

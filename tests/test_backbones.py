@@ -480,3 +480,43 @@ def test_load_empty_file(tmp_path: Path) -> None:
     path.touch()
     with pytest.raises(BackboneError, match="cannot read"):
         load_state_dict_file(build_backbone("resnet18@0.125", num_classes=3), path)
+
+
+# --------------------------------------------------------------------------- vgg16_layers
+
+
+def test_vgg16_layers_defaults_are_the_original_cifar_vgg16() -> None:
+    model = build_backbone("vgg16_layers", num_classes=100, image_size=32)
+    assert count_parameters(model) == 15_037_092  # 13 convs + BN, 512 -> 512 -> 100 head
+    assert 57.0 < model_size_mb(model) < 58.0  # document 001 Table V: "60 MB"
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 256, 512, 512,
+                                               512, 512, 512, 512]
+    assert all(c.kernel_size == (3, 3) and c.stride == (1, 1) for c in convs)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 5
+
+
+def test_vgg16_layers_builds_every_layer_from_the_config() -> None:
+    layers = {"conv1_filters": 32, "conv1_kernel": 5, "conv1_stride": 2, "pool1_size": 3,
+              "conv13_filters": 16, "dense_units": 128}
+    model = build_backbone("vgg16_layers@0.5", num_classes=10, in_channels=1,
+                           image_size=16, layers=layers)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0].out_channels == 16 and convs[0].kernel_size == (5, 5)  # width 0.5
+    assert convs[0].stride == (2, 2) and convs[-1].out_channels == 8
+    pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]
+    # 16 -> stride 2: 8 -> pool 3: 2 -> pool 2: 1; the last two pools are skipped (1 pixel)
+    assert [p.kernel_size for p in pools] == [3, 2]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert (linears[0].in_features, linears[0].out_features) == (8, 64)
+    assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
+    assert model.choices["conv1_kernel"] == 5 and model.choices["dense_units"] == 64
+
+
+def test_vgg16_layers_refuses_bad_layers_and_fixed_backbones_refuse_layers() -> None:
+    with pytest.raises(BackboneError, match="conv1_kernel must be an integer in"):
+        build_backbone("vgg16_layers", num_classes=10, layers={"conv1_kernel": 0})
+    with pytest.raises(BackboneError, match="unknown layer hyperparameter 'conv14_filters'"):
+        build_backbone("vgg16_layers", num_classes=10, layers={"conv14_filters": 8})
+    with pytest.raises(BackboneError, match="need backbone vgg16_layers"):
+        build_backbone("vgg16", num_classes=10, layers={"conv1_filters": 8})

@@ -106,7 +106,7 @@ def test_searcher_rewards_episodes_with_eq_2_and_keeps_sets_in_flight_apart() ->
     space = SearchSpace.from_dict({"width": {"uniform": [0.25, 1.0]},
                                    "batch_size": [32, 64], "lr": 0.01})
     s = LayerwiseSearch(space, seed=0, points=3, c_acc=0.8, metric="val_acc", mode="max")
-    assert [len(v) for v in s.values] == [3, 2] and s.agents.exploration_episodes == 6
+    assert [len(a) for _, _, a in s.groups] == [3, 2] and s.agents.exploration_episodes == 6
     configs = [s.suggest(t) for t in ("a", "b", "c")]
     assert len({tuple(c.values()) for c in configs}) == 3  # three different sets in flight
     s.on_trial_complete("a", {"val_acc": 0.9, "model_size_mb": 50.0})
@@ -116,3 +116,51 @@ def test_searcher_rewards_episodes_with_eq_2_and_keeps_sets_in_flight_apart() ->
     s.on_trial_complete("c", {"val_acc": float("nan")})
     assert s.log[-1]["reward"] == -1.0 and not s.pending
     assert int(s.agents.visited[0].sum()) == 3
+
+
+def test_agents_are_layers_in_architecture_order_with_tuple_actions() -> None:
+    from rllib_policies._layerwise import LayerwiseSearch, layer_agents
+    from service.space import SearchSpace
+
+    space = SearchSpace.from_dict({
+        "lr": {"choice": [0.01, 0.1]}, "pool1_size": [2, 3], "conv2_filters": [16, 32],
+        "conv1_filters": [16, 32, 64], "conv1_kernel": [3, 5], "conv1_stride": 1})
+    groups = layer_agents(space, points=3)
+    assert [name for name, _, _ in groups] == ["conv1", "conv2", "pool1", "lr"]
+    conv1 = groups[0]
+    assert [d.name for d in conv1[1]] == ["conv1_filters", "conv1_kernel"]
+    assert conv1[2] == [(16, 3), (16, 5), (32, 3), (32, 5), (64, 3), (64, 5)]  # V-B tuples
+    s = LayerwiseSearch(space, seed=1, metric="reward", mode="max")
+    assert s.agents.sizes == [6, 2, 2, 2] and s.agents.exploration_episodes == 12
+    config = s.suggest("t")
+    assert set(config) == {"lr", "pool1_size", "conv2_filters", "conv1_filters", "conv1_kernel"}
+    assert space.contains(config)
+    # metric `reward` is eq. 2 already (computed in the trial): taken as it is
+    s.on_trial_complete("t", {"reward": 0.25, "model_size_mb": 80.0})
+    assert s.log[-1]["reward"] == 0.25
+    s.suggest("u")
+    s.on_trial_complete("u", {"reward": 0.3, "terminated": "loss"})  # V-E: penalty
+    assert s.log[-1]["reward"] == -1.0
+
+
+def test_auto_epochs_shorten_episodes_to_the_loss_threshold_epoch_not_below_min() -> None:
+    from rllib_policies._layerwise import LayerwiseSearch
+    from service.space import SearchSpace
+
+    space = SearchSpace.from_dict({"conv1_filters": [16, 32], "conv2_filters": [16, 32]})
+    s = LayerwiseSearch(space, seed=0, auto_epochs=True, min_epochs=3, metric="val_acc",
+                        mode="max")
+    assert "epochs" not in s.suggest("a")  # the run's budget (document 001: 10)
+    s.on_trial_complete("a", {"val_acc": 0.5, "loss_met_epoch": 0})  # threshold never met
+    assert s.episode_epochs is None
+    s.suggest("b")
+    s.on_trial_complete("b", {"val_acc": 0.5, "loss_met_epoch": 6})
+    assert s.episode_epochs == 6 and s.suggest("c")["epochs"] == 6
+    s.on_trial_complete("c", {"val_acc": 0.5, "loss_met_epoch": 8})  # longer: unchanged
+    assert s.episode_epochs == 6
+    s.suggest("d")
+    s.on_trial_complete("d", {"val_acc": 0.5, "loss_met_epoch": 1})
+    assert s.episode_epochs == 3  # never below three (section VI-A)
+    restored = LayerwiseSearch(space, seed=0, auto_epochs=True, metric="val_acc", mode="max")
+    restored.set_state(s.get_state())
+    assert restored.episode_epochs == 3 and restored.suggest("e")["epochs"] == 3

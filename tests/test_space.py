@@ -337,7 +337,11 @@ def test_default_space_matches_catalogue() -> None:
 
 def test_resolve_config_fills_defaults() -> None:
     out = resolve_config({})
-    assert out == {name: spec.default for name, spec in HPARAMS.items()}
+    assert out == {name: spec.default for name, spec in HPARAMS.items() if spec.filled}
+    # per-layer names and the epoch budget stay out unless set: the backbone (the run) decides
+    assert "conv1_filters" not in out and "epochs" not in out
+    assert resolve_config({"conv1_filters": 32.0, "epochs": 3}) == {
+        **out, "conv1_filters": 32, "epochs": 3}
 
 
 def test_resolve_config_log10_and_numpy() -> None:
@@ -356,7 +360,7 @@ def test_resolve_config_log10_and_numpy() -> None:
     assert out["momentum"] == 0.5 and type(out["momentum"]) is float
     assert out["optimizer"] == "sgd"
     assert out["extra"] == "kept"
-    for name in HPARAMS:
+    for name in out:
         assert not isinstance(out[name], np.generic), name
     # log10_ of an unknown name is left alone
     assert resolve_config({"log10_foo": -1})["log10_foo"] == -1

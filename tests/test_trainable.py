@@ -104,6 +104,9 @@ def test_width_dimension_overrides_backbone_width() -> None:
 def test_final_test_scores_the_test_split() -> None:
     result = final_test(config())
     assert 0.0 <= result["test_acc"] <= 1.0 and result["diverged"] is False
+    # document 001 Table V's columns of the chosen network
+    assert result["model_size_mb"] > 0 and result["num_parameters"] > 0
+    assert result["train_ms_per_batch"] > 0 and result["infer_ms_per_batch"] > 0
     for key in ("test_precision_macro", "test_recall_macro", "test_f1_macro"):
         assert 0.0 <= result[key] <= 1.0, key
 
@@ -207,3 +210,58 @@ def test_fractional_gpus_pack_two_trials_per_logical_gpu(ray_session, tmp_path) 
     ids = sorted(r.metrics["gpu_ids"] for r in results)
     assert ids == ["0", "0", "1", "1"]
     assert {r.metrics["device"] for r in results} == {"cpu"}
+
+
+# ------------------------------------------------ document 001 V-E: early termination, budget
+
+
+def _run(**changes: Any) -> RunSettings:
+    return RunSettings(**{**RUN.as_dict(), **changes})
+
+
+def test_slow_batches_end_the_trial_at_once_with_reward_minus_one(monkeypatch, tmp_path):
+    run = _run(epochs=3, batch_time_limit_s=1e-9, batch_time_patience=2, reward_c_acc=0.5)
+    session = FakeSession(tmp_path)
+    session.install(monkeypatch)
+    train_trial(config(run))
+    assert len(session.reports) == 1 and not session.checkpoints  # ended, no checkpoint
+    row = session.reports[0]
+    assert row["terminated"] == "batch_time" and row["reward"] == -1.0
+    assert row["images_per_s"] * row["epoch_time_s"] == pytest.approx(64)  # 2 batches of 32
+    from service.searching import is_failure
+
+    assert is_failure(row, "val_acc")  # every searcher sees a failed trial
+
+
+def test_loss_above_threshold_restarts_once_from_new_weights_then_terminates(
+        monkeypatch, tmp_path) -> None:
+    """An unreachable threshold: epoch 1 violates it, the trial restarts with the same
+    hyperparameters from fresh weights (checkpointed), the next violation ends it."""
+    run = _run(epochs=4, loss_limit=1e-6, loss_patience=1, restarts=1, reward_c_acc=0.5)
+    session = FakeSession(tmp_path)
+    session.install(monkeypatch)
+    train_trial(config(run))
+    first, second = session.reports
+    assert first["terminated"] == "" and first["restarts"] == 1
+    assert first["init_seed"] != RUN.seed and first["reward"] > -1.0
+    assert second["terminated"] == "loss" and second["reward"] == -1.0
+    assert second["epoch"] == 1 and second["restarts"] == 1  # the restart's first epoch
+    assert second["train_loss"] != pytest.approx(first["train_loss"], rel=1e-6)  # new init
+    assert len(session.checkpoints) == 1
+    # a trial resumed from the restart's checkpoint keeps its count: it ends the same way
+    resumed = FakeSession(tmp_path / "again", resume_from=session.checkpoints[0])
+    (tmp_path / "again").mkdir()
+    resumed.install(monkeypatch)
+    train_trial(config(run))
+    assert [r["terminated"] for r in resumed.reports] == ["loss"]
+    assert resumed.reports[0]["train_loss"] == pytest.approx(second["train_loss"], rel=1e-5)
+
+
+def test_loss_met_epoch_and_a_config_epoch_budget(monkeypatch, tmp_path) -> None:
+    run = _run(epochs=3, loss_limit=100.0, loss_patience=1, reward_c_acc=1.0)
+    session = FakeSession(tmp_path)
+    session.install(monkeypatch)
+    train_trial({**config(run), "epochs": 2})  # document 001 VI-A: a shorter episode
+    assert [r["epoch"] for r in session.reports] == [1, 2]
+    assert all(r["loss_met_epoch"] == 1 and r["terminated"] == "" for r in session.reports)
+    assert session.reports[-1]["reward"] == pytest.approx(session.reports[-1]["val_acc"])

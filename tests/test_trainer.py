@@ -395,9 +395,33 @@ def test_hparams_from_config_refuses_unknown_names() -> None:
 
 
 def test_hparams_is_the_trainer_part_of_the_one_catalogue() -> None:
-    from service.space import HPARAMS
+    from service.space import HPARAMS, LAYER_HPARAMS
 
     fields = set(HParams.__dataclass_fields__)
     assert fields <= set(HPARAMS)
-    assert set(HPARAMS) - fields == {"width"}  # architecture: the backbone's
+    # architecture (the backbone's) and the trial's own epoch budget (the run's)
+    assert set(HPARAMS) - fields == {"width", "epochs", *LAYER_HPARAMS}
+    assert len(LAYER_HPARAMS) == 13 * 3 + 5 + 1
     assert all(getattr(HParams(), k) == HPARAMS[k].default for k in fields)
+
+
+def test_batch_time_limit_stops_the_epoch_after_patience_slow_batches(small: Splits) -> None:
+    trainer = Trainer.build(BACKBONE, small, HParams(batch_size=8), seed=0)
+    full = trainer.train_epoch()
+    assert not full.slow_batches and full.ms_per_batch > 0
+    cut = trainer.train_epoch(batch_time_limit_s=1e-9, batch_time_patience=3)
+    assert cut.slow_batches and trainer.epoch == 2
+    assert cut.images_per_s * cut.epoch_time_s == pytest.approx(24)  # three batches of 8
+    easy = trainer.train_epoch(batch_time_limit_s=1e6, batch_time_patience=1)
+    assert not easy.slow_batches
+    assert trainer.inference_ms_per_batch(small.val_x) > 0
+
+
+def test_init_seed_draws_other_weights_with_the_same_batches(small: Splits) -> None:
+    a = Trainer.build(BACKBONE, small, HParams(), seed=0)
+    b = Trainer.build(BACKBONE, small, HParams(), seed=0, init_seed=7)
+    c = Trainer.build(BACKBONE, small, HParams(), seed=0, init_seed=0)
+    wa, wb, wc = (next(t.model.parameters()) for t in (a, b, c))
+    assert not torch.equal(wa, wb) and torch.equal(wa, wc)
+    assert torch.equal(a._generator(0).initial_seed() * torch.ones(1),
+                       b._generator(0).initial_seed() * torch.ones(1))

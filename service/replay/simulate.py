@@ -76,6 +76,8 @@ class _TrialState:
     token: int = 0
     pending: tuple[int, float] | None = None
     history: list[float] = field(default_factory=list)
+    budget: int = 0
+    """The trial's epochs: the plan's, or fewer where its config sets `epochs`."""
 
 
 def _saved(checkpoint: SimCheckpoint, metrics: dict[str, Any]) -> Any:
@@ -252,7 +254,7 @@ class Simulation:
             if key.startswith(LOG10_PREFIX) and key[len(LOG10_PREFIX):] in names:
                 key, value = key[len(LOG10_PREFIX):], 10.0 ** float(value)
             if key not in names:
-                if key in self.table.space.names or key == "run":
+                if key in self.table.space.names or key in ("run", "epochs"):
                     continue
                 raise ReplayError(f"trial config names {key!r}, not a column of table "
                                   f"{self.table.name!r} ({', '.join(names)})")
@@ -336,6 +338,9 @@ class Simulation:
         else:
             st.epoch, st.elapsed, st.schedule, st.history = 0, 0.0, Schedule(), []
         config_hp = self._config_hp(trial.config)
+        wanted = (trial.config or {}).get("epochs")
+        st.budget = self.plan.max_epochs if wanted is None else max(
+            1, min(self.plan.max_epochs, int(wanted)))  # as service.trainable.trial_epochs
         if not isinstance(self.plan, ControllerPlan) or not st.hp:
             st.hp = config_hp  # a PBT clone's new config; a fresh trial's config
         trial.set_status("RUNNING")
@@ -419,7 +424,7 @@ class Simulation:
         if decision != TrialScheduler.STOP:
             self.search_alg.on_trial_result(trial.trial_id, result)
         trial.update_last_result(result)
-        last = row["diverged"] or st.epoch >= self.plan.max_epochs or plateaued(
+        last = row["diverged"] or st.epoch >= st.budget or plateaued(
             st.history, self.plan.patience, self.mode)  # as the trainable's early stopping
         if decision == TrialScheduler.CONTINUE and trial.status == "RUNNING":
             if last:  # the trainable returns: Tune's done result stops the trial
