@@ -82,7 +82,7 @@ def adaptive_q(*, space, metric, mode, seed, budget, points: int, alpha: float, 
 def layerwise(*, space, metric, mode, seed, budget, points: int, c_acc: float,
               size_ref_mb: float, gamma: float, epsilon_decay: float,
               exploration_episodes: int, compound_alpha: bool, auto_epochs: bool,
-              min_epochs: int) -> SearcherPlan:
+              min_epochs: int, update: str) -> SearcherPlan:
     """Document 001's layer-wise agents, one trial per episode."""
     from rllib_policies._layerwise import LayerwiseSearch
 
@@ -91,5 +91,6 @@ def layerwise(*, space, metric, mode, seed, budget, points: int, c_acc: float,
                                     epsilon_decay=epsilon_decay,
                                     exploration_episodes=exploration_episodes or None,
                                     compound=compound_alpha, auto_epochs=auto_epochs,
-                                    min_epochs=min_epochs, metric=metric, mode=mode)
+                                    min_epochs=min_epochs, literal=update == "literal",
+                                    metric=metric, mode=mode)
     return SearcherPlan("layerwise", budget.trials, budget.epochs, searcher=plan_searcher)

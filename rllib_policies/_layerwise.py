@@ -18,7 +18,10 @@ to zero" we read "a cell never visited".
   0.01 after 100 episodes).
 - Update (Algorithm 2), after each episode's shared reward R: the last table
   Q += alpha R; table i, if table i+1's row of a_{i+1} still has an unvisited cell,
-  Q += alpha R, else Q = (1 - alpha) Q + alpha (R + gamma max Q_{i+1}[a_{i+1}, .]). Tables are
+  Q += alpha R (lines 3 and 6 as written; `literal=False` reads them as (1 - alpha) Q +
+  alpha R, line 8 without its bootstrap term, which the prose's "updated slightly
+  differently ... since there is no Q-table afterward" also allows: as written, repeated
+  cells sum their rewards, so Q tracks visit counts), else Q = (1 - alpha) Q + alpha (R + gamma max Q_{i+1}[a_{i+1}, .]). Tables are
   read as they were before the episode. A set that repeats an earlier one updates nothing
   (section VI-C).
 """
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,7 +63,8 @@ class LayerwiseQ:
 
     def __init__(self, sizes: list[int], *, seed: int = 0, gamma: float = GAMMA,
                  epsilon_decay: float = EPSILON_DECAYS[0],
-                 exploration_episodes: int | None = None, compound: bool = False) -> None:
+                 exploration_episodes: int | None = None, compound: bool = False,
+                 literal: bool = True) -> None:
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"need at least two layers with actions, got sizes {sizes}")
         self.sizes = list(sizes)
@@ -66,6 +72,7 @@ class LayerwiseQ:
         self.visited = [np.zeros((a, b), dtype=bool) for a, b in zip(sizes, sizes[1:],
                                                                      strict=False)]
         self.gamma, self.epsilon_decay, self.compound = gamma, epsilon_decay, compound
+        self.literal = literal
         self.exploration_episodes = (max(t.size for t in self.tables)
                                      if exploration_episodes is None else exploration_episodes)
         self.rng = np.random.default_rng(seed)
@@ -115,6 +122,15 @@ class LayerwiseQ:
             actions.append(int(self._argmax(self.tables[i][actions[i]])[0]))
         return actions
 
+    def greedy(self) -> list[int]:
+        """Algorithm 3's set without drawing from the RNG (ties: the first), for logging
+        whether the agents have settled on one set (document 001 Figs 9 and 11)."""
+        actions = [int(v) for v in np.unravel_index(int(np.argmax(self.tables[0])),
+                                                    self.tables[0].shape)]
+        for i in range(1, len(self.tables)):
+            actions.append(int(np.argmax(self.tables[i][actions[i]])))
+        return actions
+
     def act(self) -> list[int]:
         """One action per layer for the next episode."""
         if self.exploring:
@@ -142,7 +158,8 @@ class LayerwiseQ:
         for i, table in enumerate(self.tables):
             cell = (key[i], key[i + 1])
             if i == last or not visited[i + 1][key[i + 1]].all():
-                table[cell] = before[i][cell] + alpha * reward
+                keep = 1.0 if self.literal else 1.0 - alpha
+                table[cell] = keep * before[i][cell] + alpha * reward
             else:
                 future = before[i + 1][key[i + 1]].max()
                 table[cell] = (1 - alpha) * before[i][cell] + alpha * (
@@ -201,7 +218,8 @@ class LayerwiseSearch(StateSearcher):
                  c_acc: float = 1.0, size_ref_mb: float = SIZE_REF_MB,
                  gamma: float = GAMMA, epsilon_decay: float = EPSILON_DECAYS[0],
                  exploration_episodes: int | None = None, compound: bool = False,
-                 auto_epochs: bool = False, min_epochs: int = 3, **kw: Any) -> None:
+                 auto_epochs: bool = False, min_epochs: int = 3, literal: bool = True,
+                 **kw: Any) -> None:
         super().__init__(**kw)
         self.groups = layer_agents(space, points)
         self.c_acc, self.size_ref_mb = c_acc, size_ref_mb
@@ -210,11 +228,18 @@ class LayerwiseSearch(StateSearcher):
         self.agents = LayerwiseQ([len(actions) for _, _, actions in self.groups], seed=seed,
                                  gamma=gamma, epsilon_decay=epsilon_decay,
                                  exploration_episodes=exploration_episodes,
-                                 compound=compound)
+                                 compound=compound, literal=literal)
         self.pending: dict[str, list[int]] = {}
+        self.spent_s: dict[str, float] = {}
         self.log: list[dict[str, Any]] = []
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        began = time.perf_counter()
+        config = self._suggest(trial_id)
+        self.spent_s[trial_id] = time.perf_counter() - began
+        return config
+
+    def _suggest(self, trial_id: str) -> dict[str, Any]:
         actions = self.agents.act()
         for _ in range(10):  # a set already in flight would teach nothing twice
             if actions not in self.pending.values():
@@ -244,22 +269,40 @@ class LayerwiseSearch(StateSearcher):
         actions = self.pending.pop(trial_id, None)
         if actions is None:
             return
+        began = time.perf_counter()
+        exploring = self.agents.exploring
         reward = self.episode_reward(result, error)
         learned = self.agents.update(actions, reward)
+        greedy = self.agents.greedy()
+        spent = self.spent_s.pop(trial_id, 0.0) + time.perf_counter() - began
         met = int((result or {}).get("loss_met_epoch") or 0)
         if self.auto_epochs and met > 0:
             shorter = max(self.min_epochs, met)
             if self.episode_epochs is None or shorter < self.episode_epochs:
                 self.episode_epochs = shorter
-        self.log.append({"trial_id": trial_id, "actions": actions, "reward": reward,
+        self.log.append({"episode": self.agents.episodes, "trial_id": trial_id,
+                         "phase": "exploration" if exploring else "exploitation",
+                         "actions": " ".join(map(str, actions)), "reward": reward,
                          "learned": learned, "epsilon": self.agents.epsilon,
-                         "alpha": self.agents.alpha, "episode_epochs": self.episode_epochs})
+                         "alpha": self.agents.alpha, "greedy": " ".join(map(str, greedy)),
+                         "episode_epochs": self.episode_epochs,
+                         "overhead_ms": 1000.0 * spent})
+
+    def save(self, checkpoint_path: str) -> None:
+        """The searcher state, and its episode log as agent_steps.csv beside it (the
+        experiment folder): document 001 Table V's overhead and Fig. 11's convergence."""
+        from service.searching import STEP_LOG, write_log
+
+        super().save(checkpoint_path)
+        write_log(self.log, Path(checkpoint_path).parent / STEP_LOG)
 
     def get_state(self) -> dict[str, Any]:
         return {"agents": self.agents.get_state(), "pending": dict(self.pending),
-                "log": list(self.log), "episode_epochs": self.episode_epochs}
+                "log": list(self.log), "episode_epochs": self.episode_epochs,
+                "spent_s": dict(self.spent_s)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.agents.set_state(state["agents"])
         self.pending, self.log = dict(state["pending"]), list(state["log"])
         self.episode_epochs = state.get("episode_epochs")
+        self.spent_s = dict(state.get("spent_s", {}))

@@ -158,6 +158,9 @@ ENTRIES += [
            "auto_epochs": Option(bool, False, "shorten episodes to the earliest epoch a "
                                  "trial met termination.loss (document 001 VI-A)"),
            "min_epochs": Option(int, 3, "auto_epochs never goes below this (document 001: "
-                                "3)", low=1, high=100_000)},
+                                "3)", low=1, high=100_000),
+           "update": Option(str, "literal", "Algorithm 2 lines 3 and 6: literal (Q += alpha "
+                            "R, as written) or terminal ((1 - alpha) Q + alpha R)",
+                            choices=("literal", "terminal"))},
           check=_two_agents),
 ]

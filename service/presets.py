@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 from service.api import ConfigError, did_you_mean
+from service.space import TABLE_III_VGG16, layer_space
 
 EVERY_ENTRY: tuple[str, ...] = (
     "emerald", "emerald-dynamic", "optuna", "hyperopt", "skopt", "ax", "spearmint",
@@ -42,6 +43,36 @@ def optsel_preset(name: str, dataset: dict[str, Any], backbone: str, epochs: int
         "name": name, "dataset": dataset, "backbones": [backbone],
         "searchers": list(OPTSEL_METHODS), "searcher_options": copy.deepcopy(OPTSEL_METHODS),
         "space": dict(OPTSEL_SPACE), "budget": {"trials": 1, "epochs": epochs},
+        "concurrency": 1, "seeds": list(range(seeds)),
+        "resources": {"cpus": 4, "gpus": 1} if gpu else {"cpus": 1},
+    }
+
+
+LAYERWISE_CPU_LAYERS: tuple[str, ...] = ("conv1", "conv3", "conv5", "conv8", "conv11", "dense")
+"""The CPU preset's agents: the first convolution of each of VGG-16's five blocks and the
+dense layer (the other layers keep the original's values)."""
+LAYERWISE_CPU_SETS: dict[str, tuple[int, ...]] = {"filters": (32, 64, 128, 256),
+                                                  "units": (128, 512, 2048)}
+"""Table III's VGG-16 filters (without 16, which width 0.125 would round up to 4 like 32)
+and three of its dense sizes; kernels, strides and pools stay the original's."""
+
+
+def layerwise_preset(name: str, *, dataset: dict[str, Any], backbone: str,
+                     space: dict[str, Any], trials: int, epochs: int, seeds: int,
+                     termination: dict[str, Any], size_ref_mb: float,
+                     layerwise: dict[str, Any], gpu: bool) -> dict[str, Any]:
+    """Table V of document 001: the layer-wise agents against random search at the same
+    number of episodes, both optimising eq. 2 (`metric: reward`) under the same early
+    termination, and the original network (`fixed:original`, no layer set)."""
+    return {
+        "name": name, "dataset": dataset, "backbones": [backbone],
+        "searchers": ["layerwise", "random", "fixed:original"],
+        "searcher_options": {"layerwise": layerwise,
+                             "fixed:original": {"optimizer": space["optimizer"],
+                                                "lr": space["lr"], "patience": 0}},
+        "space": space, "metric": "reward",
+        "reward": {"c_acc": 0.5, "size_ref_mb": size_ref_mb},
+        "termination": termination, "budget": {"trials": trials, "epochs": epochs},
         "concurrency": 1, "seeds": list(range(seeds)),
         "resources": {"cpus": 4, "gpus": 1} if gpu else {"cpus": 1},
     }
@@ -186,6 +217,33 @@ PRESETS: dict[str, dict[str, Any]] = {
         "budget": {"trials": 20, "epochs": 12}, "concurrency": 1,
         "seeds": list(range(20)),
     },
+    # Document 001 Table V on the CPU: bundled digits at 16 px, VGG-16 at width 0.125 (1 MB
+    # where the original has 57 MB; the size reference shrinks with it), six agents, 40
+    # episodes of at most 8 epochs, 5 seeds. Adam at 1e-3, batch 64 are ours (Table II's
+    # SGD at batch 128 barely moves in a few epochs on 1,079 images).
+    "layerwise-cpu": layerwise_preset(
+        "layerwise-cpu", dataset={"name": "digits", "image_size": 16},
+        backbone="vgg16_layers@0.125",
+        space={**layer_space(LAYERWISE_CPU_SETS, LAYERWISE_CPU_LAYERS), "optimizer": "adam",
+               "lr": 0.001, "batch_size": 64},
+        trials=40, epochs=8, seeds=5, size_ref_mb=1.0,
+        termination={"loss": 1.0, "loss_patience": 4, "restarts": 1, "batch_time_s": 0.5,
+                     "batch_patience": 5},
+        layerwise={"auto_epochs": True, "epsilon_decay": 0.98}, gpu=False),
+    # Document 001 Table V at the paper's scale: VGG-16 on CIFAR-100, all 19 layers over
+    # Table III's sets (conv 5 x 2 x 2 = 20 actions: the largest table has 400 cells; the
+    # paper explores 500 episodes), Table II's SGD at batch 128, augmentation as section
+    # VII (rotation, shift, flip), episodes of at most 10 epochs found automatically.
+    "layerwise-gpu-cifar100": layerwise_preset(
+        "layerwise-gpu-cifar100", dataset={"name": "cifar100", "root": "data/cifar100"},
+        backbone="vgg16_layers",
+        space={**layer_space(TABLE_III_VGG16), "optimizer": "sgd", "lr": 0.01,
+               "momentum": 0.9, "batch_size": 128, "flip": True, "rotation": 10,
+               "shift": True},
+        trials=800, epochs=10, seeds=5, size_ref_mb=100.0,
+        termination={"loss": 3.0, "loss_patience": 3, "restarts": 1, "batch_time_s": 0.5,
+                     "batch_patience": 20},
+        layerwise={"auto_epochs": True, "exploration_episodes": 500}, gpu=True),
     # A tiny run for smoke tests and CI: seconds, not minutes.
     "smoke": {
         "name": "smoke",

@@ -138,9 +138,10 @@ def layer_values(config: Mapping[str, Any]) -> dict[str, int]:
 
 def layer_space(sets: Mapping[str, tuple[int, ...]] = TABLE_III_VGG16,
                 layers: tuple[str, ...] = VGG16_LAYERS) -> dict[str, Any]:
-    """A YAML space searching `layers` over `sets` (default: Table III's VGG-16 row)."""
+    """A YAML space searching `layers` over `sets` (default: Table III's VGG-16 row); a
+    hyperparameter `sets` leaves out keeps the original's value."""
     return {f"{layer}_{part}": {"choice": list(sets[part])}
-            for layer in layers for part in LAYER_FIELDS[layer_kind(layer)]}
+            for layer in layers for part in LAYER_FIELDS[layer_kind(layer)] if part in sets}
 
 
 def check_hparam_name(name: str) -> str:

@@ -326,6 +326,9 @@ def final_test(config: dict[str, Any], schedule: str | None = None,
     JSON) once more from scratch (from the trial's initial weights) and score it on the
     test split no searcher saw; also the timings of document 001 Table V."""
     plan = Schedule.from_json(schedule) if schedule else None
+    # A trial's own shorter budget (document 001's short episodes) is a search economy:
+    # the chosen network is trained for the run's epochs.
+    config = {k: v for k, v in config.items() if k != "epochs"}
     epochs = list(replay(config, plan, init_seed))[-1:]  # the last epoch's weights
     trainer, row, splits = epochs[0]
     if row["diverged"]:

@@ -164,3 +164,74 @@ def test_auto_epochs_shorten_episodes_to_the_loss_threshold_epoch_not_below_min(
     restored = LayerwiseSearch(space, seed=0, auto_epochs=True, metric="val_acc", mode="max")
     restored.set_state(s.get_state())
     assert restored.episode_epochs == 3 and restored.suggest("e")["epochs"] == 3
+
+
+
+SIGN_SEEDS, SIGN_LEVEL = 25, 0.01
+
+
+def _sign_test_need(n: int = SIGN_SEEDS, level: float = SIGN_LEVEL) -> int:
+    """The fewest wins of n that a fair coin reaches with probability <= level (one-sided
+    sign test): 19 of 25 at 0.01."""
+    import math
+
+    return next(k for k in range(n + 1)
+                if sum(math.comb(n, j) for j in range(k, n + 1)) <= level * 2 ** n)
+
+
+def _pair_objective(seed: int) -> tuple[list[np.ndarray], np.random.Generator]:
+    """A cheap seeded objective with the structure the shared Q-tables model: 5 layers of 5
+    actions, reward in [0, 1] the mean of pair weights W_i[a_i, a_i+1]."""
+    rng = np.random.default_rng(seed)
+    return [rng.random((5, 5)) for _ in range(4)], rng
+
+
+def _score(pairs: list[np.ndarray], sets: np.ndarray) -> np.ndarray:
+    return sum(w[sets[..., i], sets[..., i + 1]] for i, w in enumerate(pairs)) / len(pairs)
+
+
+def _greedy_after(seed: int, literal: bool, noise: float = 0.02) -> tuple[float, int]:
+    """Algorithm 3's set after 4 x the exploration length (100 episodes: 25 exploring, then
+    epsilon-greedy) of noisy rewards, scored without noise; and the episode count."""
+    pairs, rng = _pair_objective(seed)
+    agents = LayerwiseQ([5] * 5, seed=seed, literal=literal)
+    episodes = 4 * agents.exploration_episodes
+    for _ in range(episodes):
+        actions = agents.act()
+        agents.update(actions, float(_score(pairs, np.array(actions)))
+                      + noise * float(rng.standard_normal()))
+    assert not agents.exploring and agents.epsilon < 0.5
+    return float(_score(pairs, np.array(agents.exploit()))), episodes
+
+
+def test_literal_algorithm_2_greedy_set_does_not_beat_random_search_median() -> None:
+    """Document 001's claim, not reproduced (one-sided sign test, alpha 0.01, 25 seeded
+    objectives): as written (lines 3 and 6: Q += alpha R), the last table sums rewards by
+    visit count, and after N episodes random search's median best-of-N (101 replicates,
+    picked by the noisy reward it saw) beats Algorithm 3's set in nearly every instance,
+    while Algorithm 3 run on the true weights beats that median."""
+    random_wins = oracle_wins = 0
+    for seed in range(SIGN_SEEDS):
+        greedy, episodes = _greedy_after(seed, literal=True)
+        pairs, _ = _pair_objective(seed)
+        rng = np.random.default_rng(seed + 10_000)  # random search's own draws
+        sets = np.stack([rng.integers(5, size=(101, episodes)) for _ in range(5)], axis=-1)
+        true = _score(pairs, sets)
+        best = true[np.arange(101), (true + 0.02 * rng.standard_normal(true.shape)).argmax(1)]
+        median = float(np.median(best))
+        random_wins += median > greedy
+        oracle = LayerwiseQ([5] * 5, seed=seed)
+        oracle.tables = [w.copy() for w in pairs]  # Algorithm 3 on the true pair weights
+        oracle_wins += float(_score(pairs, np.array(oracle.exploit()))) > median
+    need = _sign_test_need()
+    assert random_wins >= need, f"random search won {random_wins} of {SIGN_SEEDS}"
+    assert oracle_wins >= need, f"the greedy chain on true weights won {oracle_wins}"
+
+
+def test_terminal_reading_of_algorithm_2_gives_a_better_greedy_set() -> None:
+    """The other reading (`literal=False`: lines 3 and 6 as (1 - alpha) Q + alpha R, line 8
+    without its bootstrap term) stops the visit-count sum: its greedy set beats the
+    literal rule's in at least 19 of 25 seeded objectives (sign test, alpha 0.01)."""
+    wins = sum(_greedy_after(seed, literal=False)[0] > _greedy_after(seed, literal=True)[0]
+               for seed in range(SIGN_SEEDS))
+    assert wins >= _sign_test_need(), f"the terminal reading won {wins} of {SIGN_SEEDS}"

@@ -44,7 +44,8 @@ TRIAL_FILES = ("result.json", "params.json", ERROR_FILE, "error.pkl")
 
 EPOCH_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "grad_norm",
                  "epoch_time_s", "elapsed_s", "unix_time", "images_per_s", "model_size_mb",
-                 "diverged", "schedule")
+                 "diverged", "schedule", "reward", "terminated", "restarts",
+                 "train_ms_per_batch")
 """What each epoch row of the epochs frame keeps of a result line, besides its cell, trial,
 epoch, Tune's timestamp and time_total_s, config and the `ANALYSIS_HP` settings."""
 NUMERIC = ("epoch", "timestamp", "time_total_s", "val_acc", "train_acc", "epoch_time_s",
@@ -227,9 +228,10 @@ def _schedule_text(schedule: Any) -> str:
 
 
 FINAL_SCORES: tuple[str, ...] = ("test_loss", "test_precision_macro", "test_recall_macro",
-                                 "test_f1_macro", "epochs")
+                                 "test_f1_macro", "epochs", "model_size_mb",
+                                 "train_ms_per_batch", "infer_ms_per_batch")
 """final_test.json's other numbers (NaN where an older file lacks them): document 004's
-Table 2 reads the macro metrics."""
+Table 2 reads the macro metrics, document 001's Table V the size and timings."""
 
 
 def load_final_tests(storage: str | Path) -> pd.DataFrame:

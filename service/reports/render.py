@@ -27,6 +27,13 @@ from service.reports.table2 import (
     table2_folders,
     write_table2,
 )
+from service.reports.table5 import (
+    SETTLED_DEFINITION,
+    TABLE5_NOTE,
+    table5_display,
+    table5_folders,
+    write_table5,
+)
 from service.reports.tables import (
     _in_config_order,
     _ordered,
@@ -168,6 +175,9 @@ def write_report(storage: str | Path, out_dir: str | Path | None = None,
     if table2_from:
         written.update(write_table2(table2_from, out, epochs=views.labelled_epochs,
                                     labels=views.labels))
+    table5_from = table5_folders(views.folders)  # document 001's layer-wise agents
+    if table5_from:
+        written.update(write_table5(table5_from, out))
     written["index"] = write_index(out, storage, views, gen, written)
     return written
 
@@ -226,6 +236,11 @@ def write_index(out: Path, storage: Path, views: _Views, gen: pd.DataFrame,
          SEARCHERS_NOTE),
         ("Table 8: grid vs Bayesian on VGG (val acc %)", _html_table(views.table8), ""),
     ]
+    if "table5_csv" in written:
+        sections.insert(1, (
+            "Table V: the agents' network against random search and the original "
+            "(document 001)", _html_table(table5_display(pd.read_csv(written["table5_csv"]))),
+            f"{TABLE5_NOTE} {SETTLED_DEFINITION}"))
     if "table2_csv" in written:
         sections.insert(1, (
             "Table 2: test metrics, convergence and time per epoch (document 004)",
