@@ -21,9 +21,9 @@ to zero" we read "a cell never visited".
   Q += alpha R (lines 3 and 6 as written; `literal=False` reads them as (1 - alpha) Q +
   alpha R, line 8 without its bootstrap term, which the prose's "updated slightly
   differently ... since there is no Q-table afterward" also allows: as written, repeated
-  cells sum their rewards, so Q tracks visit counts), else Q = (1 - alpha) Q + alpha (R + gamma max Q_{i+1}[a_{i+1}, .]). Tables are
-  read as they were before the episode. A set that repeats an earlier one updates nothing
-  (section VI-C).
+  cells sum their rewards, so Q tracks visit counts), else Q = (1 - alpha) Q + alpha (R +
+  gamma max Q_{i+1}[a_{i+1}, .]). Tables are read as they were before the episode. A set
+  that repeats an earlier one updates nothing (section VI-C).
 """
 
 from __future__ import annotations

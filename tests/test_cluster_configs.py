@@ -293,3 +293,16 @@ def test_optsel_gpu_experiment_files_are_their_presets(name: str) -> None:
     assert cfg.dataset.root.startswith("/mnt/results/")
     assert cfg.backbones == ["resnet18_imagenet"] and cfg.budget.epochs == 100
     assert get_preset(f"optsel-gpu-{name}")["resources"]["gpus"] == 1
+
+
+def test_layerwise_gpu_experiment_file_is_its_preset() -> None:
+    """Document 001's GPU setting for the RayJob: the preset, with the volume's paths."""
+    from service.config import load_config
+
+    cfg = load_config(ROOT / "cluster" / "experiments" / "gpu-layerwise-cifar100.yaml")
+    preset = load_config(preset="layerwise-gpu-cifar100")
+    for key in ("name", "backbones", "searchers", "searcher_options", "seeds", "space",
+                "budget", "resources", "concurrency", "metric", "reward", "termination"):
+        assert getattr(cfg, key) == getattr(preset, key), key
+    assert cfg.dataset.name == "cifar100" and cfg.storage == "/mnt/results"
+    assert cfg.dataset.root.startswith("/mnt/results/")

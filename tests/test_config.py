@@ -52,6 +52,22 @@ INVALID: list[tuple[dict, str]] = [
     ({"resources": {"gpus": 1.5}}, "whole number"),
     ({"resources": {"cpus": 0}}, "resources.cpus"),
     ({"concurrency": 0}, "concurrency"),
+    # document 001: per-layer names, eq. 2 as the metric, early termination
+    ({"space": {"conv1_filters": [16, 32], "conv2_filters": [16, 32]}},
+     "space.conv1_filters: per-layer hyperparameters need backbone vgg16_layers, not "
+     "resnet18@0.25"),
+    ({"backbones": ["vgg16_layers"], "space": {"conv1_kernel": {"choice": [3, 13]}}},
+     "space.conv1_kernel: 13 is outside [1, 11]"),
+    ({"space": {"conv14_filters": [16, 32]}}, "per layer conv<1-13>_filters|kernel|stride"),
+    ({"metric": "reward"}, "metric: 'reward' is document 001's eq. 2; add a reward section"),
+    ({"metric": "reward", "reward": {"c_acc": 1.5}}, "reward.c_acc"),
+    ({"termination": {"loss": -1}}, "termination.loss"),
+    ({"termination": {"batch_patience": 0}}, "termination.batch_patience"),
+    ({"backend": "replay", "replay": {"tables": ["docs/tables/digits-vgg16.parquet"]},
+      "termination": {"loss": 1.0}}, "termination: a replay has no batch times"),
+    ({"searchers": ["layerwise"], "backbones": ["vgg16_layers"],
+      "space": {"conv1_filters": [16, 32], "conv1_kernel": [3, 5]}},
+     "needs at least two agents"),
 ]
 
 
@@ -128,3 +144,19 @@ def test_cli_validate_prints_resolved_config(tmp_path: Path) -> None:
     proc = _cli("validate", "--preset", "smoke", "--set", "budget.trials=3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "trials: 3" in proc.stdout
+
+
+def test_layerwise_presets_validate_and_carry_document_001s_settings() -> None:
+    from service.config import load_config
+    from service.presets import get_preset
+
+    cpu = load_config(preset="layerwise-cpu")
+    assert cpu.metric == "reward" and cpu.mode == "max" and cpu.reward is not None
+    assert cpu.termination.active and cpu.backbones == ["vgg16_layers@0.125"]
+    assert cpu.searchers == ["layerwise", "random", "fixed:original"] and len(cpu.seeds) == 5
+    gpu = get_preset("layerwise-gpu-cifar100")
+    # Table III's VGG-16 row over all 19 layers: 13 x 3 + 5 + 1 per-layer dimensions
+    layered = [k for k in gpu["space"] if k.startswith(("conv", "pool", "dense"))]
+    assert len(layered) == 45 and gpu["space"]["conv7_filters"] == {
+        "choice": [16, 32, 64, 128, 256]}
+    assert gpu["resources"]["gpus"] == 1 and gpu["budget"]["epochs"] == 10
