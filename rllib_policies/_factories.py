@@ -93,4 +93,9 @@ def layerwise(*, space, metric, mode, seed, budget, points: int, c_acc: float,
                                     compound=compound_alpha, auto_epochs=auto_epochs,
                                     min_epochs=min_epochs, literal=update == "literal",
                                     metric=metric, mode=mode)
+    if auto_epochs:  # shorter episodes: as many as the same total epochs afford
+        from baselines._factories import _fidelity_trials
+
+        return SearcherPlan("layerwise", _fidelity_trials(budget), budget.epochs, None,
+                            budget.epoch_budget, searcher=plan_searcher)
     return SearcherPlan("layerwise", budget.trials, budget.epochs, searcher=plan_searcher)

@@ -156,7 +156,9 @@ ENTRIES += [
            "compound_alpha": Option(bool, False, "read eq. 3 as alpha_old x 0.999^n "
                                     "(default: 0.95 x 0.999^n)"),
            "auto_epochs": Option(bool, False, "shorten episodes to the earliest epoch a "
-                                 "trial met termination.loss (document 001 VI-A)"),
+                                 "trial met termination.loss (document 001 VI-A); the "
+                                 "search then runs episodes until the budget's total epochs "
+                                 "are spent"),
            "min_epochs": Option(int, 3, "auto_epochs never goes below this (document 001: "
                                 "3)", low=1, high=100_000),
            "update": Option(str, "literal", "Algorithm 2 lines 3 and 6: literal (Q += alpha "

@@ -248,10 +248,14 @@ EPOCH_FIELDS: tuple[str, ...] = (
     "val_acc", "val_loss", "train_acc", "train_loss", "grad_norm", "epoch_time_s",
     "elapsed_s", "images_per_s", "model_size_mb", "num_parameters", "epoch", "diverged",
     "device", "gpu_ids", "node_id", "unix_time", "controller_wait_s", "schedule",
+    "train_ms_per_batch", "terminated", "restarts", "loss_violations", "loss_met_epoch",
+    "init_seed",
 )
 """What a trial reports per epoch, besides the `hp_*` columns. `elapsed_s` is the trial's
 own wall time from its start to the end of this epoch (training, evaluation, checkpoint,
 controller waits; carried over a resume), which reports plot against; `unix_time` is when
 the epoch ended (Tune's `timestamp` has whole seconds only); `schedule` is the trial's
 `Schedule` through this epoch as JSON; `controller_wait_s` is how long the trial waited for
-its controller's answer before this epoch (0 without one)."""
+its controller's answer before this epoch (0 without one). `terminated` ('' or why) and the
+rest after it are document 001's early termination (`service.trainable._Termination`);
+`reward` joins them when the experiment reports eq. 2."""

@@ -345,6 +345,18 @@ class _MaxPoolUnlessTiny(nn.Module):
         return self.pool(x)
 
 
+def _init_vgg(model: nn.Module) -> None:
+    """VGG's initialisation: Kaiming-normal convolutions (fan out), zero biases, BatchNorm
+    at identity; the linear layers keep torch's default."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class VGG(nn.Module):
     """VGG16/VGG19 with BatchNorm, CIFAR head (global average pool + one Linear layer)."""
 
@@ -368,13 +380,7 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(channels, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        _init_vgg(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.features(x))
@@ -436,13 +442,7 @@ class LayeredVGG16(nn.Module):
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Linear(channels * side * side, units), nn.ReLU(inplace=True),
             nn.Dropout(0.5), nn.Linear(units, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        _init_vgg(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

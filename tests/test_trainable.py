@@ -265,3 +265,7 @@ def test_loss_met_epoch_and_a_config_epoch_budget(monkeypatch, tmp_path) -> None
     assert [r["epoch"] for r in session.reports] == [1, 2]
     assert all(r["loss_met_epoch"] == 1 and r["terminated"] == "" for r in session.reports)
     assert session.reports[-1]["reward"] == pytest.approx(session.reports[-1]["val_acc"])
+    from service.api import EPOCH_FIELDS
+
+    missing = set(EPOCH_FIELDS) - set(session.reports[-1])
+    assert not missing, missing  # the documented row is the reported row

@@ -27,10 +27,12 @@ import numpy as np
 import pandas as pd
 
 from service import registry
+from service.layout import CONFIG_FILE
 from service.reports.load import (
     _cells,
     _config_lists,
     _experiment_name,
+    _read_json,
     load_epochs,
     load_final_tests,
 )
@@ -44,18 +46,21 @@ TABLE5_ENTRIES: tuple[str, ...] = ("layerwise",)
 TABLE5_COLUMNS = [
     "dataset", "backbone", "method", "seeds", "test_acc", "test_acc_ci95", "model_mb",
     "model_mb_ci95", "train_ms_per_batch", "train_ms_ci95", "infer_ms_per_batch",
-    "infer_ms_ci95", "episodes", "trained_epochs", "terminated", "best_reward", "best_reward_ci95",
+    "infer_ms_ci95", "test_reward", "test_reward_ci95", "episodes", "trained_epochs",
+    "terminated", "best_reward", "best_reward_ci95",
     "overhead_ms", "exploration_episodes", "settled_at", "settled_for"]
 
 TABLE5_NOTE = (
     "acc % = test accuracy of each cell's chosen network (its best trial's architecture "
     "retrained for the run's epochs), MB = its parameters and buffers, train / infer ms = "
     "milliseconds per batch of training (the retrain's last epoch) and of a forward pass "
-    "(the test split, batch size of the trial), each mean +- half-width of a t-based 95% "
-    "interval over seeds; episodes = trials per cell, epochs = epochs trained per cell "
+    "(the test split, batch size of the trial), test reward = eq. 2 of that network (its test "
+    "accuracy and MB, the experiment's reward coefficients), each mean +- half-width of a "
+    "t-based 95% interval over seeds; episodes = trials per cell, epochs = epochs trained per cell "
     "(restarts included), terminated = trials per cell ended by document 001's slow-batch "
-    "or loss rule, best reward = the cell's best eq. 2 reward (column `reward`), all means "
-    "over seeds. overhead ms = the agents' own time per episode (suggest and Q-table "
+    "or loss rule, best reward = the cell's best eq. 2 reward during the search (column "
+    "`reward`, at each trial's own epochs: shortened episodes score lower), all means over "
+    "seeds. overhead ms = the agents' own time per episode (suggest and Q-table "
     "update), exploration = episodes in Algorithm 1's phase.")
 SETTLED_DEFINITION = (
     "Settled at = the first episode from which Algorithm 3's greedy set (logged after every "
@@ -137,6 +142,11 @@ def table5(folder: Path) -> pd.DataFrame:
     logs = load_agent_logs(folder)
     keys = ["searcher", "backbone", "seed"]
     cells = work.merge(tests, on=keys, how="outer").merge(logs, on=keys, how="left")
+    reward = (_read_json(folder / CONFIG_FILE) or {}).get("reward")
+    if isinstance(reward, dict) and not cells.empty:  # eq. 2 of the retrained network
+        c_acc, ref = float(reward["c_acc"]), float(reward["size_ref_mb"])
+        cells["test_reward"] = (c_acc * _numbers(cells, "test_acc")
+                                - (1 - c_acc) * _numbers(cells, "model_size_mb") / ref)
     rows = []
     for (searcher, backbone), df in cells.groupby(["searcher", "backbone"], sort=False):
         row: dict[str, Any] = {"dataset": dataset_of(folder), "backbone": backbone,
@@ -147,7 +157,8 @@ def table5(folder: Path) -> pd.DataFrame:
                                    ("model_mb", "model_size_mb", 1.0),
                                    ("train_ms_per_batch", "train_ms_per_batch", 1.0),
                                    ("infer_ms_per_batch", "infer_ms_per_batch", 1.0),
-                                   ("best_reward", "best_reward", 1.0)):
+                                   ("best_reward", "best_reward", 1.0),
+                                   ("test_reward", "test_reward", 1.0)):
             mean, half = mean_ci95(_numbers(df, key).tolist())
             ci = {"train_ms_per_batch": "train_ms_ci95",
                   "infer_ms_per_batch": "infer_ms_ci95"}.get(column, f"{column}_ci95")
@@ -176,6 +187,7 @@ def table5_display(table: pd.DataFrame) -> pd.DataFrame:
         "acc %": _cell(r.test_acc, r.test_acc_ci95), "MB": _cell(r.model_mb, r.model_mb_ci95, 3),
         "train ms/batch": _cell(r.train_ms_per_batch, r.train_ms_ci95, 1),
         "infer ms/batch": _cell(r.infer_ms_per_batch, r.infer_ms_ci95, 1),
+        "test reward": _cell(r.test_reward, r.test_reward_ci95, 3),
         "episodes": _plain(r.episodes), "epochs": _plain(r.trained_epochs),
         "terminated": _plain(r.terminated), "best reward": _cell(r.best_reward,
                                                                  r.best_reward_ci95, 3),

@@ -164,6 +164,15 @@ def test_early_stopping_ends_replayed_trials_as_the_trainable_does(table) -> Non
         assert len(rows) == stop, (curve, len(rows))
 
 
+def test_a_config_epochs_budget_shortens_the_replayed_trial(table) -> None:
+    """`epochs` in a suggestion (document 001's shorter episodes) ends the trial there, as
+    `service.trainable.trial_epochs` does; more than the plan's is capped."""
+    for wanted, expected in ((2, 2), (99, 6)):
+        plan = SearcherPlan("fixed", 2, 6, searcher=Fixed({**FIXED, "epochs": wanted}))
+        sim = Simulation(plan, table, seed=3, slots=1).run()
+        assert [len(rows) for rows in _trials(sim).values()] == [expected, expected]
+
+
 def _comparison(tmp: Path, table) -> pd.DataFrame:
     cfg = build_config({"name": "rep", "storage": str(tmp), "backend": "replay",
                         "replay": {"tables": [table.path], "workers": 1},
