@@ -15,7 +15,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DATASETS: tuple[str, ...] = ("digits", "synthetic", "cifar10", "fashion_mnist", "cifar100")
+DATASETS: tuple[str, ...] = ("digits", "synthetic", "cifar10", "fashion_mnist", "cifar100",
+                             "imagefolder")
 """The datasets `service.data` loads, by config name (the one list config validates)."""
 
 # One of each: "did you mean", numpy to plain values.

@@ -48,10 +48,18 @@ class DatasetConfig(Strict):
 
     @model_validator(mode="after")
     def _root_for_files(self) -> DatasetConfig:
-        if self.name in ("cifar10", "fashion_mnist", "cifar100") and not self.root:
+        if self.name in ("cifar10", "fashion_mnist", "cifar100", "imagefolder") \
+                and not self.root:
             raise ValueError(
                 f"dataset {self.name!r} reads files: set dataset.root to the folder holding them"
             )
+        if self.name == "imagefolder":  # the layout now, the images when a trial loads them
+            from service.imagefolder import ImageFolderError, scan
+
+            try:
+                scan(self.root)  # type: ignore[arg-type]
+            except ImageFolderError as err:
+                raise ValueError(str(err)) from None
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must stay below 0.9")
         return self

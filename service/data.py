@@ -14,6 +14,8 @@ Split rules (all deterministic):
   and chosen with a fixed seed (so the test split is the same for every ``seed`` and never
   depends on ``val_fraction``), is the test split; ``val_fraction`` of all samples, stratified
   and chosen by ``seed`` from the rest, is the val split; the rest is train.
+* ``imagefolder`` (``service.imagefolder``): a ``test/`` folder is the test split, else as
+  digits; a ``val/`` folder is the val split, else ``val_fraction`` of the rest, by ``seed``.
 * ``max_train`` then keeps a stratified, ``seed``-chosen subset of the train split.
 
 Within each split samples keep their source order. Results are cached per process (see
@@ -200,6 +202,33 @@ def _load_cached(
         train_images = val_images = test_images = images
         train_labels = val_labels = test_labels = labels
         num_classes = 10
+    elif name == "imagefolder":
+        from service.imagefolder import ImageFolderError, read_image_folder
+
+        try:
+            classes, parts = read_image_folder(root, image_size)
+        except ImageFolderError as err:
+            raise DataError(str(err)) from None
+        num_classes = len(classes)
+        train_images, train_labels = parts["train"]
+        default_size = int(train_images.shape[-1])
+        everything = np.arange(len(train_labels))
+        if "test" in parts:
+            test_images, test_labels = parts["test"]
+            test_idx, rest = np.arange(len(test_labels)), everything
+        else:  # as digits: a fixed test split, the same for every seed
+            test_images, test_labels = train_images, train_labels
+            test_idx = _stratified_pick(train_labels, round(len(train_labels) * test_fraction),
+                                        _rng(_TEST_SPLIT_SEED, 0))
+            rest = np.setdiff1d(everything, test_idx)
+        if "val" in parts:
+            val_images, val_labels = parts["val"]
+            val_idx = np.arange(len(val_labels))
+        else:
+            val_images, val_labels = train_images, train_labels
+            n_val = round(len(train_labels) * val_fraction)
+            val_idx = rest[_stratified_pick(train_labels[rest], n_val, _rng(seed, 1))]
+        train_idx = np.setdiff1d(rest, val_idx) if "val" not in parts else rest
     else:
         num_classes = 10
         if name == "cifar10":

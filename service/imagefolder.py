@@ -1,0 +1,204 @@
+"""Your own images: the `ImageFolder` layout every vision tool reads, decoded once.
+
+Layouts (``root`` is `dataset.root`):
+
+* ``root/train/<class>/*.png`` with optional ``root/val/<class>/...`` and ``root/test/...``;
+* ``root/<class>/*.png``: one folder, split like the bundled data sets.
+
+Class names are the train folder's sub-folders in sorted order (torchvision's
+``find_classes``); val and test may hold a subset of them. Images are decoded with PIL
+(torchvision's reader), converted to 1 channel (grey modes) or 3 (colour modes, alpha
+dropped), resized to `dataset.image_size` (antialiased bilinear) and stored as uint8 in one
+cached tensor file per split under ``root/.emerald-cache/``: a second run loads that file
+instead of decoding again, and a change to any image (name, size or modification time) or to
+``image_size`` makes a new one. Errors name the folder or file and the fix, in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif",
+                               ".tiff", ".webp")
+"""torchvision's IMG_EXTENSIONS (the suffixes its ImageFolder reads), lower case."""
+CACHE_DIR = ".emerald-cache"
+MAX_BYTES = 8 * 2**30
+"""Largest data set the in-memory trainer takes: every split is held as float32 tensors in
+each worker (and on its GPU), so more than 8 GiB does not fit a typical worker."""
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+class ImageFolderError(ValueError):
+    """A folder of images that cannot be read as a data set; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Folder:
+    """The image files of one split: (path, class index) in a fixed order."""
+
+    split: str
+    path: Path
+    files: tuple[tuple[Path, int], ...]
+
+
+def _classes(folder: Path) -> list[str]:
+    names = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not names:
+        raise ImageFolderError(f"dataset.root: no class folders in {folder}; expected "
+                               f"{folder}/<class>/<image>.png")
+    return names
+
+
+def scan(root: str | Path) -> tuple[list[str], list[Folder]]:
+    """The layout under `root`: class names and each present split's files, checked
+    (no decoding): the root exists, every class has images, val/test classes are known."""
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise ImageFolderError(f"dataset.root: folder {str(base)!r} not found; give the folder "
+                               f"holding train/<class>/ (or <class>/) image folders")
+    train = base / "train" if (base / "train").is_dir() else base
+    classes = _classes(train)
+    index = {name: i for i, name in enumerate(classes)}
+    folders = []
+    for split in SPLITS:
+        path = train if split == "train" else base / split
+        if split != "train" and (train is base or not path.is_dir()):
+            continue
+        files: list[tuple[Path, int]] = []
+        for name in _classes(path):
+            if name not in index:
+                raise ImageFolderError(f"dataset.root: class {name!r} in {path} is not a class "
+                                       f"of {train} ({', '.join(classes)})")
+            found = sorted(p for p in (path / name).iterdir()
+                           if p.is_file() and p.suffix.lower() in EXTENSIONS)
+            if not found:
+                raise ImageFolderError(f"dataset.root: class {name!r} in {path} has no images "
+                                       f"({', '.join(EXTENSIONS)})")
+            files += [(p, index[name]) for p in found]
+        folders.append(Folder(split, path, tuple(files)))
+    return classes, folders
+
+
+def _channels(mode: str) -> int:
+    return 1 if mode in GREY_MODES else 3
+
+
+def _check_memory(folders: list[Folder], image_size: int | None) -> None:
+    """Refuse, before decoding, a data set the in-memory trainer cannot hold."""
+    from PIL import Image
+
+    first = folders[0].files[0][0]
+    with Image.open(first) as img:
+        channels, (w, h) = _channels(img.mode), img.size
+    side_w, side_h = (image_size, image_size) if image_size else (w, h)
+    count = sum(len(f.files) for f in folders)
+    need = count * channels * side_w * side_h * 4
+    if need > MAX_BYTES:
+        raise ImageFolderError(
+            f"dataset.root: {count:,} images of {channels}x{side_h}x{side_w} need "
+            f"{_gib(need)} as float32 in memory, above the in-memory trainer's limit of "
+            f"{_gib(MAX_BYTES)}; set a smaller dataset.image_size")
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:.3g} GiB"
+
+
+def _decode(folder: Folder, image_size: int | None) -> tuple[torch.Tensor, np.ndarray]:
+    """The split's images as uint8 (N, C, S, S) and labels."""
+    from PIL import Image, UnidentifiedImageError
+
+    images, channels, shape = [], None, None
+    for path, _ in folder.files:
+        try:
+            with Image.open(path) as img:
+                img.load()
+                grey = _channels(img.mode) == 1
+                pixels = np.asarray(img.convert("L" if grey else "RGB"))
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            raise ImageFolderError(f"dataset.root: cannot read image {path}: "
+                                   f"{str(err).splitlines()[0]}") from None
+        x = torch.from_numpy(pixels.copy()).reshape(pixels.shape[0], pixels.shape[1], -1)
+        x = x.permute(2, 0, 1)
+        if channels is None:
+            channels, first = x.shape[0], path
+        elif x.shape[0] != channels:
+            raise ImageFolderError(
+                f"dataset.root: {path} has {x.shape[0]} channel(s) but {first} has {channels}; "
+                f"convert the images to one colour mode (all RGB or all greyscale)")
+        if image_size is not None and tuple(x.shape[1:]) != (image_size, image_size):
+            x = F.interpolate(x[None].float(), size=(image_size, image_size), mode="bilinear",
+                              align_corners=False, antialias=True)[0]
+            x = x.round().clamp(0, 255).to(torch.uint8)
+        if shape is None:
+            shape = tuple(x.shape[1:])
+            if image_size is None and shape[0] != shape[1]:
+                raise ImageFolderError(f"dataset.image_size: {path} is {shape[1]}x{shape[0]}, "
+                                       f"not square; set dataset.image_size")
+        elif tuple(x.shape[1:]) != shape:
+            raise ImageFolderError(
+                f"dataset.image_size: {path} is {x.shape[2]}x{x.shape[1]} but the first image "
+                f"is {shape[1]}x{shape[0]}; set dataset.image_size to resize them all")
+        images.append(x)
+    labels = np.array([label for _, label in folder.files], dtype=np.int64)
+    return torch.stack(images), labels
+
+
+def _key(folder: Folder, image_size: int | None) -> str:
+    """What the cached file depends on: every file's name, size and modification time."""
+    entries = []
+    for path, label in folder.files:
+        stat = path.stat()
+        entries.append([str(path.relative_to(folder.path)), label, stat.st_size,
+                        stat.st_mtime_ns])
+    text = json.dumps({"image_size": image_size, "files": entries})
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def load_folder(folder: Folder, root: Path, image_size: int | None
+                ) -> tuple[torch.Tensor, np.ndarray, bool]:
+    """The split's uint8 images and labels, from the cache when it is current; whether the
+    cache was used. A new cache file replaces the split's older ones (written atomically)."""
+    cache = root / CACHE_DIR
+    path = cache / f"{folder.split}-{_key(folder, image_size)}.pt"
+    if path.exists():
+        state = torch.load(path, weights_only=True)
+        return state["images"], state["labels"].numpy(), True
+    images, labels = _decode(folder, image_size)
+    try:
+        cache.mkdir(exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"images": images, "labels": torch.from_numpy(labels)}, tmp)
+        tmp.replace(path)
+        for old in cache.glob(f"{folder.split}-*.pt"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only data folder: decode again next time
+    return images, labels, False
+
+
+def read_image_folder(root: str | Path, image_size: int | None
+                      ) -> tuple[list[str], dict[str, tuple[torch.Tensor, np.ndarray]]]:
+    """Class names and {split: (uint8 images, labels)} of the present splits."""
+    base = Path(root).expanduser()
+    classes, folders = scan(base)
+    _check_memory(folders, image_size)
+    splits = {}
+    for folder in folders:
+        images, labels, _ = load_folder(folder, base, image_size)
+        splits[folder.split] = (images, labels)
+    sizes = {tuple(x.shape[1:]) for x, _ in splits.values()}
+    if len(sizes) > 1:
+        raise ImageFolderError(f"dataset.image_size: the splits differ in image shape "
+                               f"{sorted(sizes)}; set dataset.image_size")
+    return classes, splits
