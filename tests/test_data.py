@@ -109,7 +109,8 @@ def _write_fmnist(
 
 
 def test_datasets_constant() -> None:
-    assert DATASETS == ("digits", "synthetic", "cifar10", "fashion_mnist", "cifar100")
+    assert DATASETS == ("digits", "synthetic", "cifar10", "fashion_mnist", "cifar100",
+                        "imagefolder")
 
 
 @pytest.mark.parametrize(
