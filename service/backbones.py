@@ -40,10 +40,12 @@ Design choices, documented once here:
 
 from __future__ import annotations
 
+import importlib
 import math
 import numbers
 import os
 import pickle
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -94,15 +96,36 @@ def _format_width(width: float) -> str:
     return text.removesuffix(".0")
 
 
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_IMPORT_PATH = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}")
+TORCHVISION = "torchvision"
+"""`torchvision:<name>`: a torchvision classification model by its registry name."""
+
+
+def is_user_backbone(name: str) -> bool:
+    """Whether a backbone name is an import path (`pkg.module:build`, `torchvision:name`)."""
+    return ":" in name
+
+
 def _check_name(name: object) -> str:
     if not isinstance(name, str):
         raise BackboneError(f"backbone: expected a string name, got {type(name).__name__}")
+    if is_user_backbone(name):
+        text = name.strip()
+        if not _IMPORT_PATH.fullmatch(text):
+            raise BackboneError(f"backbone: {name!r} is not an import path like "
+                                f"'mypkg.models:build' or 'torchvision:resnet50'")
+        if "_w" in text or "__" in text:  # the cell folder codec (service.layout) uses them
+            raise BackboneError(f"backbone: {name!r} holds '_w' or '__', which result folder "
+                                f"names reserve; re-export the builder under another name")
+        return text
     key = name.strip().lower().replace("-", "_")
     if key in BACKBONES:
         return key
     accepted = ", ".join(BACKBONES)
     hint = did_you_mean(key, BACKBONES, cutoff=0.6)
-    raise BackboneError(f"backbone: unknown name {name!r}, accepted: {accepted}{hint}")
+    raise BackboneError(f"backbone: unknown name {name!r}, accepted: {accepted}, or an import "
+                        f"path (mypkg.models:build, torchvision:resnet50){hint}")
 
 
 def _check_width(width: object) -> float:
@@ -567,7 +590,79 @@ def build_backbone(
     if layers:
         raise BackboneError(f"backbone {spec.name}: per-layer hyperparameters "
                             f"({next(iter(layers))}) need backbone vgg16_layers")
+    if is_user_backbone(spec.name):
+        return _user_backbone(spec, num_classes, in_channels, image_size)
     return _BUILDERS[spec.name](num_classes, in_channels, spec.width)
+
+
+class _GreyToRGB(nn.Module):
+    """Repeats a 1-channel input to the 3 channels a torchvision model expects."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.expand(-1, 3, -1, -1))
+
+
+def _user_backbone(spec: BackboneSpec, num_classes: int, in_channels: int,
+                   image_size: int) -> nn.Module:
+    """A backbone from an import path: `torchvision:<name>` through torchvision's model
+    registry (fresh weights, `num_classes` outputs; a grey input is repeated to 3 channels),
+    else `module:callable`, called with num_classes, in_channels, image_size and width."""
+    module_name, _, attr = spec.name.partition(":")
+    if module_name == TORCHVISION:
+        import torchvision
+
+        if attr not in torchvision.models.list_models(module=torchvision.models):
+            hint = did_you_mean(attr, torchvision.models.list_models(
+                module=torchvision.models), cutoff=0.6)
+            raise BackboneError(f"backbone {spec.name}: torchvision has no classification "
+                                f"model {attr!r}{hint}")
+        if spec.width != 1.0:
+            raise BackboneError(f"backbone {spec}: torchvision models have no width "
+                                f"multiplier; drop '@{_format_width(spec.width)}'")
+        model = torchvision.models.get_model(attr, weights=None, num_classes=num_classes)
+        return _GreyToRGB(model) if in_channels == 1 else model
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise BackboneError(f"backbone {spec.name}: cannot import {module_name!r} ({err}); "
+                            f"put it on PYTHONPATH (a Ray job: its working_dir)") from None
+    build = getattr(module, attr, None)
+    if not callable(build):
+        raise BackboneError(f"backbone {spec.name}: {module_name} has no callable {attr!r}")
+    try:
+        model = build(num_classes=num_classes, in_channels=in_channels,
+                      image_size=image_size, width=spec.width)
+    except Exception as err:  # noqa: BLE001 - the user's code: report it in one line
+        raise BackboneError(f"backbone {spec.name}: calling it with num_classes, "
+                            f"in_channels, image_size, width failed: {_first_line(err)}") from None
+    if not isinstance(model, nn.Module):
+        raise BackboneError(f"backbone {spec.name}: returned {type(model).__name__}, not a "
+                            f"torch.nn.Module")
+    return model
+
+
+def check_backbone(spec: BackboneSpec | str, *, num_classes: int = 10, in_channels: int = 3,
+                   image_size: int = 32) -> None:
+    """Build `spec` and run a batch of two through it (no gradients): the output must be
+    (2, num_classes). For a user backbone when the config is read, so a bad one fails
+    before Ray starts."""
+    model = build_backbone(spec, num_classes=num_classes, in_channels=in_channels,
+                           image_size=image_size)
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, in_channels, image_size, image_size))
+    except Exception as err:  # noqa: BLE001 - the user's model: one line
+        raise BackboneError(f"backbone {spec}: a {in_channels}x{image_size}x{image_size} "
+                            f"batch fails in forward: {_first_line(err)}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise BackboneError(f"backbone {spec}: output is {shape} for a batch of 2, expected "
+                            f"(2, {num_classes}) class scores")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -25,6 +25,14 @@ METRICS: dict[str, str] = {"val_acc": "max", "val_loss": "min", "reward": "max"}
 """Metrics a searcher can optimise; `reward` is document 001's eq. 2 (needs `reward:`)."""
 
 
+DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+    "digits": (1, 32, 10), "synthetic": (3, 16, 10), "cifar10": (3, 32, 10),
+    "cifar100": (3, 32, 100), "fashion_mnist": (1, 28, 10), "imagefolder": (3, 32, 10)}
+"""(channels, default image size, classes) of each data set, for checking a user backbone
+on a dummy batch when the config is read (an image folder's classes are counted; its channels
+are taken as 3)."""
+
+
 class DatasetConfig(Strict):
     """Which data, where it lives and how it is split."""
 
@@ -193,6 +201,29 @@ class ExperimentConfig(Strict):
         if len(set(specs)) != len(specs):
             raise ValueError(f"repeated backbone in {value}")
         return specs
+
+    @model_validator(mode="after")
+    def _user_backbones(self) -> ExperimentConfig:
+        """An import-path backbone is imported, called and run on a dummy batch of the
+        dataset's shape now, so a bad one fails before Ray starts."""
+        from service.backbones import BackboneError, check_backbone, is_user_backbone
+
+        users = [b for b in self.backbones if is_user_backbone(b)]
+        if not users:
+            return self
+        channels, size, classes = DATASET_SHAPES.get(self.dataset.name, (3, 32, 10))
+        if self.dataset.name == "imagefolder" and self.dataset.root:
+            from service.imagefolder import scan
+
+            classes = len(scan(self.dataset.root)[0])
+        size = self.dataset.image_size or size
+        for backbone in users:
+            try:
+                check_backbone(backbone, num_classes=classes, in_channels=channels,
+                               image_size=size)
+            except BackboneError as err:
+                raise ValueError(str(err)) from None
+        return self
 
     @field_validator("searchers")
     @classmethod

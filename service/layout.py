@@ -2,8 +2,9 @@
 seed) and its folder name, both ways, used by the runner and the reports.
 
 A cell folder is `<searcher>__<backbone>__s<seed>`: a label's `:` becomes `.`, a backbone's
-`@` becomes `_w`. Entry names, labels and backbone names never hold `__` or `.` (the registry
-and the backbone parser refuse them), so the name splits back without loss.
+`@` becomes `_w` and its `:` (an import path, `pkg.models:build`) becomes `+`. Entry names
+and labels never hold `__` or `.`, backbone names never `__`, `_w` or `+` (the registry and
+the backbone parser refuse them), so the name splits back without loss.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ ROWS_FILE = "epochs.parquet"
 """A replayed cell's reported rows (service.replay.run), read by the comparison report."""
 CELL_GLOB = f"*{SEP}*{SEP}s*"
 
-_CELL = re.compile(r"(?P<searcher>[a-z0-9][a-z0-9_.-]*?)__(?P<backbone>[a-z0-9][a-z0-9_.+-]*?)"
-                   r"__s(?P<seed>\d+)")
+_CELL = re.compile(r"(?P<searcher>[a-z0-9][a-z0-9_.-]*?)__"
+                   r"(?P<backbone>[A-Za-z0-9_][A-Za-z0-9_.+-]*?)__s(?P<seed>\d+)")
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Cell:
 
 def cell_name(cell: Cell) -> str:
     searcher = cell.searcher.replace(":", ".")
-    backbone = cell.backbone.replace("@", "_w")
+    backbone = cell.backbone.replace("@", "_w").replace(":", "+")
     name = f"{searcher}{SEP}{backbone}{SEP}s{cell.seed}"
     if parse_cell_name(name) != cell:
         raise ValueError(f"cell {cell} does not round-trip through its folder name {name!r}")
@@ -56,4 +57,4 @@ def parse_cell_name(name: str) -> Cell | None:
         return None
     head, sep, width = match["backbone"].rpartition("_w")
     backbone = f"{head}@{width}" if sep and head else match["backbone"]
-    return Cell(searcher, backbone, int(match["seed"]))
+    return Cell(searcher, backbone.replace("+", ":"), int(match["seed"]))

@@ -520,3 +520,42 @@ def test_vgg16_layers_refuses_bad_layers_and_fixed_backbones_refuse_layers() -> 
         build_backbone("vgg16_layers", num_classes=10, layers={"conv14_filters": 8})
     with pytest.raises(BackboneError, match="need backbone vgg16_layers"):
         build_backbone("vgg16", num_classes=10, layers={"conv1_filters": 8})
+
+
+# --------------------------------------------------------------------------- your own model
+
+
+def test_import_path_backbone_is_called_with_the_data_shape_and_width() -> None:
+    from service.backbones import check_backbone
+
+    model = build_backbone("tests.user_models:small_cnn@0.5", num_classes=7, in_channels=1,
+                           image_size=12)
+    assert model[0].in_channels == 1 and model[0].out_channels == 8  # round(16 * 0.5)
+    assert model(torch.zeros(3, 1, 12, 12)).shape == (3, 7)
+    check_backbone("tests.user_models:small_cnn", num_classes=5, in_channels=3, image_size=8)
+    assert str(BackboneSpec.parse("tests.user_models:small_cnn@0.5")) == \
+        "tests.user_models:small_cnn@0.5"
+
+
+def test_torchvision_models_by_registry_name_take_grey_images() -> None:
+    model = build_backbone("torchvision:resnet18", num_classes=4, in_channels=1, image_size=16)
+    assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 4)
+    assert count_parameters(model) == count_parameters(
+        torchvision.models.resnet18(num_classes=4))
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("torchvision:resnet81", "no classification model 'resnet81' (did you mean 'resnet18'?)"),
+    ("torchvision:resnet18@0.5", "no width multiplier; drop '@0.5'"),
+    ("tests.user_models:not_a_builder", "has no callable 'not_a_builder'"),
+    ("nopkg.models:build", "cannot import 'nopkg.models'"),
+    ("tests.user_models:wrong_output", "output is (2, 11) for a batch of 2, expected (2, 10)"),
+    ("bad path:x", "is not an import path like"),
+    ("pkg.my_wide:build", "holds '_w' or '__'"),
+])
+def test_bad_user_backbones_fail_in_one_line(name: str, message: str) -> None:
+    from service.backbones import check_backbone
+
+    with pytest.raises(BackboneError) as info:
+        check_backbone(name, num_classes=10, in_channels=3, image_size=8)
+    assert message in str(info.value) and "\n" not in str(info.value)

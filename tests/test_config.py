@@ -27,6 +27,10 @@ INVALID: list[tuple[dict, str]] = [
     ({"backbones": ["vgg16@0"]}, "width"),
     ({"backbones": []}, "at least one backbone"),
     ({"backbones": ["vgg16", "vgg16@1"]}, "repeated backbone"),
+    ({"backbones": ["tests.user_models:wrong_output"]},
+     "backbone tests.user_models:wrong_output: output is (2, 11) for a batch of 2, expected "
+     "(2, 10) class scores"),
+    ({"backbones": ["torchvision:resnet81"]}, "did you mean 'resnet18'?"),
     ({"searchers": ["optuan"]}, "did you mean 'optuna'?"),
     ({"searchers": []}, "at least one searcher"),
     ({"searchers": ["random", "random"]}, "repeated searcher"),

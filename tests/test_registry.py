@@ -76,7 +76,9 @@ def test_labels_that_would_break_folder_names_are_refused(label: str) -> None:
 
 @pytest.mark.parametrize("cell", [
     Cell("emerald:a_b-c", "vgg16@0.125", 3), Cell("emerald-dynamic", "resnet18", 0),
-    Cell("random", "efficientnetv2_b0@0.5", 12), Cell("grid:x1", "vgg19@1e-05", 1)])
+    Cell("random", "efficientnetv2_b0@0.5", 12), Cell("grid:x1", "vgg19@1e-05", 1),
+    Cell("random", "torchvision:resnet18", 0), Cell("optuna", "MyPkg.models:Build@0.5", 2),
+    Cell("layerwise", "vgg16_layers@0.125", 4)])
 def test_cell_names_round_trip(cell: Cell) -> None:
     assert parse_cell_name(cell_name(cell)) == cell
 

@@ -269,3 +269,28 @@ def test_loss_met_epoch_and_a_config_epoch_budget(monkeypatch, tmp_path) -> None
 
     missing = set(EPOCH_FIELDS) - set(session.reports[-1])
     assert not missing, missing  # the documented row is the reported row
+
+
+# ------------------------------------------------ your model: import paths and torchvision
+
+
+def test_an_import_path_and_a_torchvision_model_train_an_epoch_as_trials(ray_session,
+                                                                        tmp_path) -> None:
+    """`tests.user_models:small_cnn` (called with num_classes, in_channels, image_size,
+    width) and `torchvision:mobilenet_v3_small` (grey digits repeated to 3 channels) train
+    as Tune trials on Ray workers, each reporting its own model's size."""
+    results = {}
+    for backbone in ("tests.user_models:small_cnn@0.5", "torchvision:mobilenet_v3_small"):
+        run = RunSettings(backbone=backbone, epochs=1, seed=0,
+                          dataset={"name": "digits", "image_size": 16, "max_train": 64})
+        grid = tune.Tuner(
+            tune.with_resources(train_trial, {"cpu": 1}),
+            param_space={**HP, "flip": False, "rotation": 0, "run": run.as_dict()},
+            run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0,
+                                      name=backbone.replace(":", "-").replace("@", "-")),
+        ).fit()
+        assert not grid.errors, grid.errors
+        results[backbone] = grid[0].metrics
+    small, mobile = results.values()
+    assert small["epoch"] == 1 and 0.0 <= small["val_acc"] <= 1.0
+    assert small["num_parameters"] < 10_000 < mobile["num_parameters"]
