@@ -342,6 +342,44 @@ class SearchSpace:
         """The space of a YAML mapping; `free` accepts names outside the catalogue."""
         return cls(tuple(parse_dim(name, value, free) for name, value in raw.items()))
 
+    @classmethod
+    def from_tune(cls, param_space: Mapping[str, Any]) -> SearchSpace:
+        """The searched dimensions of a Tune `param_space` (any names): `tune.choice`,
+        `tune.uniform`, `tune.loguniform`, `tune.randint` (upper bound exclusive, as Tune's)
+        and `tune.lograndint` become choice / uniform / loguniform / int ranges; plain values
+        are constants Tune merges itself. Nested spaces, `grid_search`, quantised and other
+        samplers raise SpaceError naming the key."""
+        from ray.tune.search import sample
+
+        dims: list[Dim] = []
+        for name, value in param_space.items():
+            if isinstance(value, Mapping) and "grid_search" in value:
+                raise SpaceError(f"param_space.{name}: grid_search is Tune's own variant "
+                                 f"generator; use tune.choice with this searcher")
+            if isinstance(value, Mapping) and any(isinstance(v, sample.Domain)
+                                                  for v in value.values()):
+                raise SpaceError(f"param_space.{name}: nested search dimensions are not "
+                                 f"supported; flatten them to top-level keys")
+            if not isinstance(value, sample.Domain):
+                continue
+            sampler = value.get_sampler()
+            kind = type(sampler).__name__
+            if isinstance(value, sample.Categorical):
+                dims.append(Dim(name, "choice", tuple(plain(list(value.categories)))))
+            elif isinstance(value, sample.Float) and kind in ("_Uniform", "_LogUniform"):
+                dims.append(Dim(name, "loguniform" if kind == "_LogUniform" else "uniform",
+                                (), float(value.lower), float(value.upper)))
+            elif isinstance(value, sample.Integer) and kind in ("_Uniform", "_LogUniform"):
+                dims.append(Dim(name, "int", (), int(value.lower), int(value.upper) - 1))
+            else:
+                raise SpaceError(f"param_space.{name}: {type(value).__name__} with a {kind} "
+                                 f"sampler is not supported; use tune.choice, uniform, "
+                                 f"loguniform or randint")
+        if not dims:
+            raise SpaceError("param_space: nothing to search; give at least one tune.choice, "
+                             "tune.uniform, tune.loguniform or tune.randint")
+        return cls(tuple(dims))
+
     def to_dict(self) -> dict[str, Any]:
         """The YAML form, so a space round-trips through a config file."""
         out: dict[str, Any] = {}
