@@ -9,6 +9,7 @@ written.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -70,6 +71,9 @@ def _ray_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray")
     p.add_argument("--num-gpus", type=int, default=None,
                    help="GPUs of the embedded Ray (logical GPUs schedule without hardware)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's, Tune's and the libraries' log lines (default: a progress "
+                        "line; they go to <experiment>/logs/)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,11 +118,13 @@ def init_ray(args: argparse.Namespace) -> None:
     import ray
 
     address = args.address or os.environ.get("RAY_ADDRESS")
+    verbose = bool(getattr(args, "verbose", False))
+    quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
-        ray.init(address=address)
+        ray.init(address=address, **quiet)
     else:
         ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                 include_dashboard=False)
+                 include_dashboard=False, **quiet)
 
 
 def _replay(cfg: ExperimentConfig) -> int:
@@ -149,7 +155,7 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = Fal
     init_ray(args)
     start = time.time()
     try:
-        summaries = run_all(cfg, restore=restore)
+        summaries = run_all(cfg, restore=restore, quiet=not getattr(args, "verbose", False))
     finally:
         ray.shutdown()
     written = write_report(cfg.experiment_dir)

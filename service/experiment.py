@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -191,9 +192,33 @@ def set_aside_orphans(folder: Path) -> list[str]:
     return moved
 
 
-def run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool = False) -> dict[str, Any]:
+def run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool = False,
+             log_file: str | None = None) -> dict[str, Any]:
     """Run (or resume) one cell's Tune experiment, then its final test; write a summary.
-    On resume a cell that wrote its summary is done and is not run again."""
+    On resume a cell that wrote its summary is done and is not run again. With `log_file`
+    this process's output (Tune, the searcher's libraries) goes to that file, not the
+    console."""
+    if log_file is None:
+        return _run_cell(cfg_dict, cell, restore=restore)
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_file, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            return _run_cell(cfg_dict, cell, restore=restore)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool) -> dict[str, Any]:
     import ray
     from ray import tune
 
@@ -244,8 +269,8 @@ def run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool = False) -> 
     return summary
 
 
-def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = print
-            ) -> list[dict[str, Any]]:
+def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
+            quiet: bool = True) -> list[dict[str, Any]]:
     """Run every cell of `cfg` in the connected Ray cluster, at most
     `max_parallel_experiments` at once, and return their summaries."""
     import ray
@@ -265,12 +290,21 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = print
     cfg_dict = cfg.model_dump()
     running: dict[Any, Cell] = {}
     summaries: list[dict[str, Any]] = []
+    from service.progress import LOG_DIR, Progress
+
+    progress = Progress(folder, todo, metric=cfg.metric, mode=cfg.mode,
+                        epochs_per_cell=cfg.budget.epoch_budget)
+    log = log or progress.log
     while todo or running:
         while todo and len(running) < parallel:
             cell = todo.pop(0)
-            running[task.remote(cfg_dict, cell, restore=restore)] = cell
-            log(f"started {cell.name}")
-        done, _ = ray.wait(list(running), num_returns=1)
+            log_file = str(folder / LOG_DIR / f"{cell.name}.log") if quiet else None
+            running[task.remote(cfg_dict, cell, restore=restore, log_file=log_file)] = cell
+            log(f"started {cell.name}" + (f" (its log: {log_file})" if log_file else ""))
+        done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+        if not done:
+            progress.update()
+            continue
         cell = running.pop(done[0])
         try:
             summary = ray.get(done[0])
@@ -281,6 +315,8 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = print
         log(f"finished {cell.name}: " + ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in summary.items() if k not in ("searcher", "backbone", "seed")))
+        progress.update(force=True)
+    progress.close()
     return summaries
 
 
