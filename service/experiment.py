@@ -9,6 +9,7 @@ caps its concurrent trials, so none starves the others.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -111,7 +112,8 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None) -> Any
                       weights=str(Path(weights).expanduser().resolve()) if weights else None,
                       **cfg.termination.run_settings(),
                       reward_c_acc=cfg.reward.c_acc if cfg.reward else None,
-                      reward_size_ref_mb=cfg.reward.size_ref_mb if cfg.reward else 100.0)
+                      reward_size_ref_mb=cfg.reward.size_ref_mb if cfg.reward else 100.0,
+                      searcher=cell.searcher)
     resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
     stopper = _as_stopper(plan.epoch_budget) if plan.multi_fidelity else None
     return tune.Tuner(
@@ -131,9 +133,34 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None) -> Any
             stop=stopper,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+            callbacks=[hparams_logger()],
             verbose=0,
         ),
     )
+
+
+HPARAMS_RUN_KEYS = ("searcher", "backbone", "seed")
+"""What TensorBoard's HParams view gets beside a trial's searched hyperparameters."""
+
+
+def hparams_logger() -> Any:
+    """Tune's TensorBoard logger, whose HParams entry (written when a trial ends) also names
+    the trial's searcher, backbone and seed, so `tensorboard --logdir <experiment>` compares
+    the searchers' trials side by side (Tune's own logs only the searched values)."""
+    from ray.tune.logger import TBXLoggerCallback
+
+    class HParamsLogger(TBXLoggerCallback):
+        def _try_log_hparams(self, trial: Any, result: dict) -> None:
+            run = (trial.config or {}).get("run") or {}
+            searched = trial.evaluated_params
+            trial.evaluated_params = {**searched, **{k: run[k] for k in HPARAMS_RUN_KEYS
+                                                     if run.get(k) not in (None, "")}}
+            try:
+                super()._try_log_hparams(trial, result)
+            finally:
+                trial.evaluated_params = searched
+
+    return HParamsLogger()
 
 
 def best_trial(results: Any, metric: str, mode: str) -> dict[str, Any] | None:
@@ -295,6 +322,7 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     progress = Progress(folder, todo, metric=cfg.metric, mode=cfg.mode,
                         epochs_per_cell=cfg.budget.epoch_budget)
     log = log or progress.log
+    reported = time.time()
     while todo or running:
         while todo and len(running) < parallel:
             cell = todo.pop(0)
@@ -304,6 +332,7 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
         done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
         if not done:
             progress.update()
+            reported = _refresh_report(folder, reported, REPORT_EVERY_S)
             continue
         cell = running.pop(done[0])
         try:
@@ -316,8 +345,28 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in summary.items() if k not in ("searcher", "backbone", "seed")))
         progress.update(force=True)
+        reported = _refresh_report(folder, reported, 0.0 if running or todo else math.inf)
     progress.close()
     return summaries
+
+
+REPORT_EVERY_S = 60.0
+"""While a run goes on, its report (index.html, tables, plots) is rewritten this often and
+when an experiment ends, so a browser on the folder shows the comparison so far."""
+
+
+def _refresh_report(folder: Path, last: float, every_s: float) -> float:
+    """Rewrite the report when `every_s` have passed since `last`; returns when it was last
+    written. A report that cannot be written yet (no results) must not stop the run."""
+    if time.time() - last < every_s:
+        return last
+    from service.reports import write_report
+
+    try:
+        write_report(folder)
+    except Exception:  # noqa: BLE001 - partial results; the final report is written after
+        return last
+    return time.time()
 
 
 def stored_config(folder: Path) -> dict[str, Any]:

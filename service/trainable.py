@@ -64,6 +64,9 @@ class RunSettings:
     """With a value, every row carries `reward`, document 001 eq. 2: -1 when terminated,
     else c_A val_acc - (1 - c_A) model_size_mb / `reward_size_ref_mb`."""
     reward_size_ref_mb: float = 100.0
+    searcher: str = ""
+    """The searcher (as the config spells it) that chose this trial: TensorBoard's HParams
+    view shows it beside the searched values (`service.experiment.hparams_logger`)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

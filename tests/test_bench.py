@@ -15,6 +15,7 @@ from service.reports import mean_ci95, table9, write_report
 SEARCHERS = ["grid", "skopt"]
 BACKBONES = ["vgg16@0.0625", "resnet18@0.0625"]
 SEEDS = [0, 1]
+REFRESHED: list[bool] = []
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,8 @@ def bench(ray_session, tmp_path_factory):
     })
     check_fresh(cfg)
     summaries = run_all(cfg, log=lambda *_: None)
+    # written by the run itself (when each experiment ended), before the final report below
+    REFRESHED.append((cfg.experiment_dir / "report" / "index.html").exists())
     return cfg, summaries, write_report(cfg.experiment_dir)
 
 
@@ -110,3 +113,36 @@ def test_generalization_metrics_by_hand() -> None:
     assert row.VTAG == pytest.approx(0.1)  # chosen trials t1 (|0.8-0.9|) and t3 (|0.4-0.5|)
     assert row.CAPC == pytest.approx(0.2 / 0.6)  # best 0.8 and 0.4: std 0.2, mean 0.6
     assert row.SVDAC == pytest.approx(0.075**2)  # flip on 0.6, off 0.45: variance 0.075**2
+
+
+def test_tensorboard_hparams_name_the_searcher(bench) -> None:
+    """Each finished trial's HParams entry names its searcher and backbone beside the
+    searched values (Tune's own logger writes only the searched values)."""
+    cfg, _, _ = bench
+    for cell in cells(cfg):
+        events = list((cfg.experiment_dir / cell.name).glob("*/events.out.tfevents.*"))
+        assert events, cell.name
+        data = b"".join(e.read_bytes() for e in events)
+        assert b"_hparams_/session_start_info" in data
+        for text in (b"searcher", cell.searcher.encode(), b"backbone", b"optimizer"):
+            assert text in data, text
+
+
+def test_the_report_is_refreshed_while_the_run_goes_on(bench, tmp_path) -> None:
+    """run_all rewrote the report as experiments ended (before the fixture's own final
+    report); a refresh is skipped until it is due, and one without results yet is no
+    error."""
+    import time
+
+    from service.experiment import _refresh_report
+
+    cfg, _, _ = bench
+    assert REFRESHED == [True]
+    index = cfg.experiment_dir / "report" / "index.html"
+    before = index.stat().st_mtime_ns
+    now = time.time()
+    assert _refresh_report(cfg.experiment_dir, now, 60.0) == now and \
+        index.stat().st_mtime_ns == before  # not due: untouched
+    assert _refresh_report(cfg.experiment_dir, 0.0, 60.0) > now  # due: rewritten
+    assert index.stat().st_mtime_ns > before
+    assert _refresh_report(tmp_path, 5.0, 0.0) == 5.0  # nothing to report yet: no error
