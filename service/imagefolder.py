@@ -8,10 +8,11 @@ Layouts (``root`` is `dataset.root`):
 Class names are the train folder's sub-folders in sorted order (torchvision's
 ``find_classes``); val and test may hold a subset of them. Images are decoded with PIL
 (torchvision's reader), converted to 1 channel (grey modes) or 3 (colour modes, alpha
-dropped), resized to `dataset.image_size` (antialiased bilinear) and stored as uint8 in one
-cached tensor file per split under ``root/.emerald-cache/``: a second run loads that file
-instead of decoding again, and a change to any image (name, size or modification time) or to
-``image_size`` makes a new one. Errors name the folder or file and the fix, in one line.
+dropped), resized to `dataset.image_size` (PIL's bilinear filter, antialiased) and stored
+as uint8 in one cached tensor file per split under ``root/.emerald-cache/``: a second run
+loads that file instead of decoding again, and a change to any image (name, size or
+modification time) or to ``image_size`` makes a new one. Errors name the folder or file
+and the fix, in one line.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif",
@@ -123,7 +123,11 @@ def _decode(folder: Folder, image_size: int | None) -> tuple[torch.Tensor, np.nd
             with Image.open(path) as img:
                 img.load()
                 grey = _channels(img.mode) == 1
-                pixels = np.asarray(img.convert("L" if grey else "RGB"))
+                img = img.convert("L" if grey else "RGB")
+                if image_size is not None and img.size != (image_size, image_size):
+                    # PIL's bilinear filter widens with the scale: antialiased downsizing
+                    img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+                pixels = np.asarray(img)
         except (OSError, UnidentifiedImageError, ValueError) as err:
             raise ImageFolderError(f"dataset.root: cannot read image {path}: "
                                    f"{str(err).splitlines()[0]}") from None
@@ -135,10 +139,6 @@ def _decode(folder: Folder, image_size: int | None) -> tuple[torch.Tensor, np.nd
             raise ImageFolderError(
                 f"dataset.root: {path} has {x.shape[0]} channel(s) but {first} has {channels}; "
                 f"convert the images to one colour mode (all RGB or all greyscale)")
-        if image_size is not None and tuple(x.shape[1:]) != (image_size, image_size):
-            x = F.interpolate(x[None].float(), size=(image_size, image_size), mode="bilinear",
-                              align_corners=False, antialias=True)[0]
-            x = x.round().clamp(0, 255).to(torch.uint8)
         if shape is None:
             shape = tuple(x.shape[1:])
             if image_size is None and shape[0] != shape[1]:
