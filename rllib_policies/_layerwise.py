@@ -29,7 +29,6 @@ to zero" we read "a cell never visited".
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from baselines._simple import StateSearcher
+from service.api import eq2_reward
 from service.searching import is_failure
 
 ALPHA0 = 0.95
@@ -49,12 +49,8 @@ GAMMA = 0.9
 """Discount from one table to the next (the document gives none)."""
 
 
-def layer_reward(val_acc: float, size_mb: float, c_acc: float, *,
-                 terminated: bool = False) -> float:
-    """Eq. 2: -1 on early termination, else c_A A_val - c_S S_model with c_S = 1 - c_A."""
-    if terminated or not math.isfinite(val_acc):
-        return -1.0
-    return c_acc * val_acc - (1.0 - c_acc) * size_mb
+layer_reward = eq2_reward
+"""Eq. 2, the agents' shared reward (`service.api.eq2_reward`)."""
 
 
 class LayerwiseQ:

@@ -48,6 +48,16 @@ def import_path(path: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+def eq2_reward(val_acc: float, size: float, c_acc: float, *,
+               terminated: bool = False) -> float:
+    """Document 001 eq. 2: -1 on early termination (or without a finite accuracy), else
+    c_A A_val - c_S S_model with c_S = 1 - c_A; `size` is the model size in the caller's
+    unit (MB over a reference size: our reading, which keeps both terms on one scale)."""
+    if terminated or not math.isfinite(val_acc):
+        return -1.0
+    return c_acc * val_acc - (1.0 - c_acc) * size
+
+
 class ConfigError(ValueError):
     """An invalid experiment configuration or command line; `str()` is the one-line message
     to print (exit status 2, before Ray starts)."""

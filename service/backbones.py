@@ -40,7 +40,6 @@ Design choices, documented once here:
 
 from __future__ import annotations
 
-import importlib
 import math
 import numbers
 import os
@@ -56,7 +55,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation, StochasticDepth
 
-from service.api import did_you_mean
+from service.api import did_you_mean, import_path
 
 __all__ = [
     "BACKBONES",
@@ -626,11 +625,12 @@ def _user_backbone(spec: BackboneSpec, num_classes: int, in_channels: int,
         model = torchvision.models.get_model(attr, weights=None, num_classes=num_classes)
         return _GreyToRGB(model) if in_channels == 1 else model
     try:
-        module = importlib.import_module(module_name)
+        build = import_path(spec.name)
     except ImportError as err:
         raise BackboneError(f"backbone {spec.name}: cannot import {module_name!r} ({err}); "
                             f"put it on PYTHONPATH (a Ray job: its working_dir)") from None
-    build = getattr(module, attr, None)
+    except AttributeError:
+        build = None
     if not callable(build):
         raise BackboneError(f"backbone {spec.name}: {module_name} has no callable {attr!r}")
     try:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from service.api import HP_PREFIX, Observation, Schedule, plateaued
+from service.api import HP_PREFIX, Observation, Schedule, eq2_reward, plateaued
 from service.data import Splits, load_splits
 from service.space import layer_values, resolve_config
 from service.trainer import HParams, Trainer
@@ -147,14 +147,13 @@ def epoch_report(trainer: Trainer, metrics: Any, splits: Splits) -> dict[str, An
     return report
 
 
-def eq2_reward(row: dict[str, Any], c_acc: float, size_ref_mb: float) -> float:
-    """Document 001 eq. 2 of one row: -1 when terminated or without a finite val_acc, else
-    c_A val_acc - c_S model_size_mb / size_ref_mb with c_S = 1 - c_A (our reading: the size
-    is taken relative to `size_ref_mb`, which keeps both terms on one scale)."""
+def row_reward(row: dict[str, Any], c_acc: float, size_ref_mb: float) -> float:
+    """Document 001 eq. 2 of one epoch row (`service.api.eq2_reward`): -1 when terminated
+    or diverged, the size taken as model_size_mb / size_ref_mb."""
     acc = row.get("val_acc")
-    if row.get("terminated") or row.get("diverged") or acc is None or not math.isfinite(acc):
-        return -1.0
-    return c_acc * float(acc) - (1.0 - c_acc) * float(row["model_size_mb"]) / size_ref_mb
+    return eq2_reward(math.nan if acc is None else float(acc),
+                      float(row["model_size_mb"]) / size_ref_mb, c_acc,
+                      terminated=bool(row.get("terminated") or row.get("diverged")))
 
 
 class _Termination:
@@ -258,7 +257,7 @@ def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], 
                    terminated="" if verdict == "restart" else verdict,
                    **guard.state(), init_seed=guard.init_seed())
         if run.reward_c_acc is not None:
-            row["reward"] = eq2_reward(row, run.reward_c_acc, run.reward_size_ref_mb)
+            row["reward"] = row_reward(row, run.reward_c_acc, run.reward_size_ref_mb)
         step.append(row)
         if row["diverged"] or row["terminated"]:
             break

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from service import registry
+from service.api import eq2_reward
 from service.layout import CONFIG_FILE
 from service.reports.load import (
     _cells,
@@ -145,8 +146,10 @@ def table5(folder: Path) -> pd.DataFrame:
     reward = (_read_json(folder / CONFIG_FILE) or {}).get("reward")
     if isinstance(reward, dict) and not cells.empty:  # eq. 2 of the retrained network
         c_acc, ref = float(reward["c_acc"]), float(reward["size_ref_mb"])
-        cells["test_reward"] = (c_acc * _numbers(cells, "test_acc")
-                                - (1 - c_acc) * _numbers(cells, "model_size_mb") / ref)
+        cells["test_reward"] = [
+            eq2_reward(acc, size / ref, c_acc) if math.isfinite(acc + size) else math.nan
+            for acc, size in zip(_numbers(cells, "test_acc"),
+                                 _numbers(cells, "model_size_mb"), strict=True)]
     rows = []
     for (searcher, backbone), df in cells.groupby(["searcher", "backbone"], sort=False):
         row: dict[str, Any] = {"dataset": dataset_of(folder), "backbone": backbone,
