@@ -249,13 +249,14 @@ def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], 
         schedule.append(trainer.hp.as_dict())
         metrics = trainer.train_epoch(run.batch_time_limit_s, run.batch_time_patience)
         row = epoch_report(trainer, metrics, splits)
+        init_seed = guard.init_seed()  # of the weights this epoch trained (before a restart)
         verdict = "" if row["diverged"] else guard.check(metrics, trainer.epoch)
         if run.test_last and trainer.epoch == budget and not row["diverged"] and not verdict:
             row["test_acc"], row["test_loss"] = trainer.evaluate(splits.test_x, splits.test_y)
         row.update(placement, controller_wait_s=wait, schedule=schedule.to_json(),
                    elapsed_s=time.perf_counter() - began, unix_time=time.time(),
                    terminated="" if verdict == "restart" else verdict,
-                   **guard.state(), init_seed=guard.init_seed())
+                   **guard.state(), init_seed=init_seed)
         if run.reward_c_acc is not None:
             row["reward"] = row_reward(row, run.reward_c_acc, run.reward_size_ref_mb)
         step.append(row)

@@ -243,7 +243,9 @@ def test_loss_above_threshold_restarts_once_from_new_weights_then_terminates(
     train_trial(config(run))
     first, second = session.reports
     assert first["terminated"] == "" and first["restarts"] == 1
-    assert first["init_seed"] != RUN.seed and first["reward"] > -1.0
+    # a row names the initial weights that trained it: the run's, then the restart's
+    assert first["init_seed"] == RUN.seed and first["reward"] > -1.0
+    assert second["init_seed"] != RUN.seed
     assert second["terminated"] == "loss" and second["reward"] == -1.0
     assert second["epoch"] == 1 and second["restarts"] == 1  # the restart's first epoch
     assert second["train_loss"] != pytest.approx(first["train_loss"], rel=1e-6)  # new init
