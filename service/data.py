@@ -192,13 +192,8 @@ def _load_cached(
             images, labels, default_size = _digits_source()
         else:
             images, labels, default_size = _synthetic_source()
-        test_idx = _stratified_pick(
-            labels, round(len(labels) * test_fraction), _rng(_TEST_SPLIT_SEED, 0)
-        )
-        rest = np.setdiff1d(np.arange(len(labels)), test_idx)
-        n_val = round(len(labels) * val_fraction)
-        val_idx = rest[_stratified_pick(labels[rest], n_val, _rng(seed, 1))]
-        train_idx = np.setdiff1d(rest, val_idx)
+        test_idx, rest = _fixed_test_split(labels, test_fraction)
+        val_idx, train_idx = _val_split(labels, rest, val_fraction, seed)
         train_images = val_images = test_images = images
         train_labels = val_labels = test_labels = labels
         num_classes = 10
@@ -212,23 +207,18 @@ def _load_cached(
         num_classes = len(classes)
         train_images, train_labels = parts["train"]
         default_size = int(train_images.shape[-1])
-        everything = np.arange(len(train_labels))
         if "test" in parts:
             test_images, test_labels = parts["test"]
-            test_idx, rest = np.arange(len(test_labels)), everything
+            test_idx, rest = np.arange(len(test_labels)), np.arange(len(train_labels))
         else:  # as digits: a fixed test split, the same for every seed
             test_images, test_labels = train_images, train_labels
-            test_idx = _stratified_pick(train_labels, round(len(train_labels) * test_fraction),
-                                        _rng(_TEST_SPLIT_SEED, 0))
-            rest = np.setdiff1d(everything, test_idx)
+            test_idx, rest = _fixed_test_split(train_labels, test_fraction)
         if "val" in parts:
             val_images, val_labels = parts["val"]
-            val_idx = np.arange(len(val_labels))
+            val_idx, train_idx = np.arange(len(val_labels)), rest
         else:
             val_images, val_labels = train_images, train_labels
-            n_val = round(len(train_labels) * val_fraction)
-            val_idx = rest[_stratified_pick(train_labels[rest], n_val, _rng(seed, 1))]
-        train_idx = np.setdiff1d(rest, val_idx) if "val" not in parts else rest
+            val_idx, train_idx = _val_split(train_labels, rest, val_fraction, seed)
     else:
         num_classes = 10
         if name == "cifar10":
@@ -247,9 +237,8 @@ def _load_cached(
             )
             default_size = int(train_images.shape[-1])
         test_idx = np.arange(len(test_labels))
-        n_val = round(len(train_labels) * val_fraction)
-        val_idx = _stratified_pick(train_labels, n_val, _rng(seed, 1))
-        train_idx = np.setdiff1d(np.arange(len(train_labels)), val_idx)
+        val_idx, train_idx = _val_split(train_labels, np.arange(len(train_labels)),
+                                        val_fraction, seed)
         val_images, val_labels = train_images, train_labels
 
     if len(train_idx) == 0:
@@ -276,6 +265,21 @@ def _load_cached(
 def _rng(seed: int, stream: int) -> np.random.Generator:
     """Independent numpy generator per (seed, purpose) so one split never shifts another."""
     return np.random.default_rng([seed & 0xFFFF_FFFF_FFFF_FFFF, stream])
+
+
+def _fixed_test_split(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(test, rest) positions: a stratified `fraction` chosen with a fixed seed, so the test
+    split is the same for every run seed (data sets without an official test set)."""
+    test = _stratified_pick(labels, round(len(labels) * fraction), _rng(_TEST_SPLIT_SEED, 0))
+    return test, np.setdiff1d(np.arange(len(labels)), test)
+
+
+def _val_split(labels: np.ndarray, rest: np.ndarray, fraction: float, seed: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(val, train) positions out of `rest`: `fraction` of all `labels`, stratified and
+    chosen by `seed`; the remainder of `rest` trains."""
+    val = rest[_stratified_pick(labels[rest], round(len(labels) * fraction), _rng(seed, 1))]
+    return val, np.setdiff1d(rest, val)
 
 
 def _stratified_pick(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
