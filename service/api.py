@@ -256,8 +256,8 @@ HP_PREFIX = "hp_"
 """Columns `hp_<name>`: the hyperparameters in force that epoch (bools as 0/1)."""
 
 EPOCH_FIELDS: tuple[str, ...] = (
-    "val_acc", "val_loss", "train_acc", "train_loss", "grad_norm", "epoch_time_s",
-    "elapsed_s", "images_per_s", "model_size_mb", "num_parameters", "epoch", "diverged",
+    "val_acc", "val_loss", "train_acc", "train_loss", "grad_norm", "grad_norm_std",
+    "epoch_time_s", "elapsed_s", "images_per_s", "model_size_mb", "num_parameters", "epoch", "diverged",
     "device", "gpu_ids", "node_id", "unix_time", "controller_wait_s", "schedule",
     "train_ms_per_batch", "terminated", "restarts", "loss_violations", "loss_met_epoch",
     "init_seed",

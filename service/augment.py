@@ -26,7 +26,7 @@ from torchvision.transforms import v2
 __all__ = ["AugmentSpec", "augment_batch"]
 
 _SHIFT_RANGE = 0.1  # Keras width_shift_range / height_shift_range
-_ZOOM_RANGE = (0.9, 1.1)  # Keras zoom_range=0.1
+_ZOOM_RANGE = 0.1  # Keras zoom_range=0.1: factors in [0.9, 1.1]
 
 
 @dataclass(frozen=True)
@@ -42,19 +42,44 @@ class AugmentSpec:
     shift: bool = False  # random translation up to 0.1 of width/height (Keras-style)
     zoom: bool = False  # random zoom, x and y factors independently in [0.9, 1.1] (Keras-style)
     trivialaugment: bool = False  # torchvision TrivialAugmentWide instead of the above
+    # Continuous magnitudes (document 002's data agent); above 0 each replaces its flag's
+    # fixed setting: flip probability, shift fraction, zoom half-range.
+    flip_prob: float = 0.0
+    shift_frac: float = 0.0
+    zoom_frac: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.rotation, bool) or not isinstance(self.rotation, numbers.Integral):
             raise TypeError(f"rotation must be an int number of degrees, got {self.rotation!r}")
         if not 0 <= self.rotation <= 180:
             raise ValueError(f"rotation must be in [0, 180] degrees, got {self.rotation}")
+        for name, high in (("flip_prob", 1.0), ("shift_frac", 0.5), ("zoom_frac", 0.5)):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) <= high:
+                raise ValueError(f"{name} must be in [0, {high:g}], got {value}")
+
+    @property
+    def p_flip(self) -> float:
+        """The flip probability in force: flip_prob, else 0.5 with flip."""
+        return float(self.flip_prob) if self.flip_prob > 0 else (0.5 if self.flip else 0.0)
+
+    @property
+    def shift_range(self) -> float:
+        """The max shift fraction in force: shift_frac, else 0.1 with shift."""
+        return float(self.shift_frac) if self.shift_frac > 0 else (
+            _SHIFT_RANGE if self.shift else 0.0)
+
+    @property
+    def zoom_range(self) -> float:
+        """The zoom half-range in force: zoom_frac, else 0.1 with zoom."""
+        return float(self.zoom_frac) if self.zoom_frac > 0 else (
+            _ZOOM_RANGE if self.zoom else 0.0)
 
     @property
     def is_identity(self) -> bool:
         """True when no augmentation is enabled, so :func:`augment_batch` returns x as is."""
-        return not (
-            self.flip or self.rotation > 0 or self.shift or self.zoom or self.trivialaugment
-        )
+        return not (self.p_flip > 0 or self.rotation > 0 or self.shift_range > 0
+                    or self.zoom_range > 0 or self.trivialaugment)
 
 
 def augment_batch(
@@ -76,9 +101,9 @@ def augment_batch(
         return x
     if spec.trivialaugment:
         return _trivialaugment(x, generator)
-    if spec.flip and spec.rotation == 0 and not spec.shift and not spec.zoom:
+    if spec.rotation == 0 and spec.shift_range == 0 and spec.zoom_range == 0:
         # Flip only: exact mirror without interpolation error, and cheaper than grid_sample.
-        mirror = _rand(x.shape[0], generator) < 0.5
+        mirror = _rand(x.shape[0], generator) < spec.p_flip
         return torch.where(mirror.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
     theta = _affine_matrices(spec, x.shape[0], x.shape[-2], x.shape[-1], generator)
     theta = theta.to(device=x.device, dtype=x.dtype)
@@ -103,21 +128,23 @@ def _affine_matrices(
     the normalised [-1, 1] coordinates ``affine_grid`` uses.
     """
     ones = torch.ones(n)
-    flip = torch.where(_rand(n, generator) < 0.5, -ones, ones) if spec.flip else ones
+    p_flip = spec.p_flip
+    flip = torch.where(_rand(n, generator) < p_flip, -ones, ones) if p_flip > 0 else ones
     angle = (
         (2.0 * _rand(n, generator) - 1.0) * math.radians(spec.rotation)
         if spec.rotation > 0 else torch.zeros(n)
     )
-    lo, hi = _ZOOM_RANGE
-    if spec.zoom:
+    lo, hi = 1.0 - spec.zoom_range, 1.0 + spec.zoom_range
+    if spec.zoom_range > 0:
         zoom_x = lo + (hi - lo) * _rand(n, generator)
         zoom_y = lo + (hi - lo) * _rand(n, generator)
     else:
         zoom_x = zoom_y = ones
-    if spec.shift:
-        # Fraction of the side in [-0.1, 0.1]; the normalised span of a side is 2.
-        shift_x = 2.0 * _SHIFT_RANGE * (2.0 * _rand(n, generator) - 1.0)
-        shift_y = 2.0 * _SHIFT_RANGE * (2.0 * _rand(n, generator) - 1.0)
+    shift = spec.shift_range
+    if shift > 0:
+        # Fraction of the side in [-shift, shift]; the normalised span of a side is 2.
+        shift_x = 2.0 * shift * (2.0 * _rand(n, generator) - 1.0)
+        shift_y = 2.0 * shift * (2.0 * _rand(n, generator) - 1.0)
     else:
         shift_x = shift_y = torch.zeros(n)
 

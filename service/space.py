@@ -70,6 +70,17 @@ HPARAMS: dict[str, HParam] = {
     "batch_size": HParam(int, 64, 1, 65536, help="mini-batch size"),
     "width": HParam(float, 1.0, 0.01, 4.0, help="backbone width multiplier (architecture)"),
     "label_smoothing": HParam(float, 0.0, 0.0, 0.5, help="cross-entropy label smoothing"),
+    # Continuous magnitudes for document 002's regularization, data and loss agents.
+    "dropout": HParam(float, 0.0, 0.0, 0.9, help="dropout on the classifier's input, on top "
+                      "of the backbone's own (document 002, regularization)"),
+    "flip_prob": HParam(float, 0.0, 0.0, 1.0, help="horizontal flip probability; above 0 it "
+                        "replaces flip's 0.5 (document 002, data)"),
+    "shift_frac": HParam(float, 0.0, 0.0, 0.5, help="max shift as a fraction of the side; "
+                         "above 0 it replaces shift's 0.1 (document 002, data)"),
+    "zoom_frac": HParam(float, 0.0, 0.0, 0.5, help="zoom factors in [1 - z, 1 + z]; above 0 "
+                        "it replaces zoom's 0.1 (document 002, data)"),
+    "focal_gamma": HParam(float, 0.0, 0.0, 5.0, help="focal loss gamma (Lin et al.; 0: plain "
+                          "cross-entropy; document 002, loss)"),
     "epochs": HParam(int, None, 1, 100_000, filled=False,
                      help="this trial's epoch budget, at most the run's (Syne Tune's "
                           "max_resource_attr; document 001's epochs per episode)"),

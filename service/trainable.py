@@ -134,6 +134,7 @@ def epoch_report(trainer: Trainer, metrics: Any, splits: Splits) -> dict[str, An
         "train_acc": metrics.train_acc,
         "train_loss": metrics.train_loss,
         "grad_norm": metrics.grad_norm,
+        "grad_norm_std": metrics.grad_norm_std,
         "epoch_time_s": metrics.epoch_time_s,
         "images_per_s": metrics.images_per_s,
         "train_ms_per_batch": metrics.ms_per_batch,

@@ -52,6 +52,11 @@ class HParams:
     zoom: bool = _default("zoom")
     trivialaugment: bool = _default("trivialaugment")
     label_smoothing: float = _default("label_smoothing")
+    dropout: float = _default("dropout")
+    flip_prob: float = _default("flip_prob")
+    shift_frac: float = _default("shift_frac")
+    zoom_frac: float = _default("zoom_frac")
+    focal_gamma: float = _default("focal_gamma")
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> HParams:
@@ -71,7 +76,9 @@ class HParams:
     @property
     def augment(self) -> AugmentSpec:
         return AugmentSpec(flip=self.flip, rotation=self.rotation, shift=self.shift,
-                           zoom=self.zoom, trivialaugment=self.trivialaugment)
+                           zoom=self.zoom, trivialaugment=self.trivialaugment,
+                           flip_prob=self.flip_prob, shift_frac=self.shift_frac,
+                           zoom_frac=self.zoom_frac)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -128,6 +135,46 @@ def make_optimizer(hp: HParams, params: Any) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
+class FocalLoss(nn.Module):
+    """Focal loss (Lin et al. 2017): cross-entropy (with label smoothing) weighted by
+    (1 - p_t)^gamma per sample, so that easy examples count less (document 002's loss
+    agent tunes gamma)."""
+
+    def __init__(self, gamma: float, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.gamma, self.label_smoothing = float(gamma), float(label_smoothing)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ce = nn.functional.cross_entropy(logits, target, reduction="none",
+                                         label_smoothing=self.label_smoothing)
+        p_t = torch.softmax(logits, 1).gather(1, target[:, None]).squeeze(1)
+        return ((1.0 - p_t).clamp(min=0.0) ** self.gamma * ce).mean()
+
+
+def make_loss(hp: HParams) -> nn.Module:
+    """The training loss `hp` names: cross-entropy, or focal loss when focal_gamma > 0."""
+    if hp.focal_gamma > 0:
+        return FocalLoss(hp.focal_gamma, hp.label_smoothing)
+    return nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+
+
+class _ClassifierDropout:
+    """Dropout on the input of the model's last `nn.Linear` (its classifier), as a forward
+    pre-hook whose rate can change between epochs; off at rate 0 and in eval mode."""
+
+    def __init__(self, model: nn.Module, rate: float) -> None:
+        self.rate = float(rate)
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        self.attached = bool(linears)
+        if linears:
+            linears[-1].register_forward_pre_hook(self)
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> Any:
+        if self.rate <= 0 or not module.training:
+            return None
+        return (nn.functional.dropout(args[0], self.rate, True), *args[1:])
+
+
 @dataclass
 class EpochMetrics:
     """What one epoch measured."""
@@ -138,6 +185,9 @@ class EpochMetrics:
     epoch_time_s: float
     images_per_s: float
     ms_per_batch: float = math.nan
+    grad_norm_std: float = math.nan
+    """Standard deviation of the per-batch gradient norms over the epoch (document 002's
+    state: gradient variance); summed on the device, no extra sync per step."""
     slow_batches: bool = False
     """The epoch stopped early: `batch_time_patience` consecutive batches each took longer
     than `batch_time_limit_s` (document 001 section V-E's early termination)."""
@@ -163,7 +213,8 @@ class Trainer:
         self.train_y = splits.train_y.to(self.device) if on_device else splits.train_y
         self.hp = hp
         self.optimizer = make_optimizer(hp, self.model.parameters())
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+        self.loss_fn = make_loss(hp)
+        self._dropout = _ClassifierDropout(self.model, hp.dropout)
         self.num_parameters = count_parameters(self.model)
         self.model_size_mb = model_size_mb(self.model)
 
@@ -198,8 +249,10 @@ class Trainer:
                 group["weight_decay"] = hp.weight_decay
                 if "momentum" in group:
                     group["momentum"] = hp.momentum
-        if hp.label_smoothing != self.hp.label_smoothing:
-            self.loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+        if (hp.label_smoothing, hp.focal_gamma) != (self.hp.label_smoothing,
+                                                     self.hp.focal_gamma):
+            self.loss_fn = make_loss(hp)
+        self._dropout.rate = hp.dropout
         self.hp = hp
         return changed
 
@@ -221,6 +274,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         norm_sum = torch.zeros((), device=self.device)
+        norm_sq = torch.zeros((), device=self.device)
         steps = seen = slow = 0
         start = time.perf_counter()
         timed, cuda = batch_time_limit_s > 0, self.device.type == "cuda"
@@ -234,7 +288,9 @@ class Trainer:
             out = self.model(x)
             loss = self.loss_fn(out, y)
             loss.backward()
-            norm_sum += nn.utils.clip_grad_norm_(self.model.parameters(), math.inf)
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), math.inf)
+            norm_sum += norm
+            norm_sq += norm * norm
             if sam:
                 def closure(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
                     self.optimizer.zero_grad(set_to_none=True)
@@ -258,10 +314,14 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - start
         self.epoch += 1
+        mean_norm = float(norm_sum) / max(1, steps)
+        var_norm = float(norm_sq) / max(1, steps) - mean_norm ** 2
         return EpochMetrics(
             train_loss=float(loss_sum) / max(1, seen),
             train_acc=float(correct) / max(1, seen),
-            grad_norm=float(norm_sum) / max(1, steps),
+            grad_norm=mean_norm,
+            grad_norm_std=math.sqrt(max(0.0, var_norm)) if math.isfinite(var_norm)
+            else math.nan,
             epoch_time_s=elapsed,
             images_per_s=seen / elapsed if elapsed > 0 else float("inf"),
             ms_per_batch=1000.0 * elapsed / max(1, steps),

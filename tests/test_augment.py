@@ -161,3 +161,42 @@ def test_trivialaugment_runs_and_stays_in_range(channels: int) -> None:
 def test_trivialaugment_rejects_other_channel_counts() -> None:
     with pytest.raises(ValueError, match="1 or 3 channels"):
         augment_batch(_batch(c=2), AugmentSpec(trivialaugment=True), _gen(0))
+
+
+# Continuous magnitudes (document 002's data agent).
+
+
+@pytest.mark.parametrize(("flags", "magnitudes"), [
+    ({"flip": True}, {"flip_prob": 0.5}),
+    ({"shift": True}, {"shift_frac": 0.1}),
+    ({"zoom": True}, {"zoom_frac": 0.1}),
+    ({"flip": True, "rotation": 10, "shift": True}, {"flip_prob": 0.5, "rotation": 10,
+                                                     "shift_frac": 0.1}),
+])
+def test_magnitudes_at_the_flags_settings_give_the_same_images(flags, magnitudes) -> None:
+    x = _batch()
+    a = augment_batch(x, AugmentSpec(**flags), _gen(3))
+    b = augment_batch(x, AugmentSpec(**magnitudes), _gen(3))
+    assert torch.equal(a, b)
+
+
+def test_flip_probability_is_honoured() -> None:
+    x = _batch(n=2000, h=4, w=4)
+    for p in (0.0, 0.2, 0.9):
+        out = augment_batch(x, AugmentSpec(flip_prob=p), _gen(0))
+        mirrored = (out != x).flatten(1).any(1).float().mean().item()
+        assert mirrored == pytest.approx(p, abs=0.04)
+
+
+def test_larger_shift_moves_pixels_further() -> None:
+    x = _batch(n=64)
+    small = (augment_batch(x, AugmentSpec(shift_frac=0.05), _gen(1)) - x).abs().mean()
+    large = (augment_batch(x, AugmentSpec(shift_frac=0.4), _gen(1)) - x).abs().mean()
+    assert large > small > 0
+
+
+@pytest.mark.parametrize(("name", "value"), [("flip_prob", 1.5), ("shift_frac", -0.1),
+                                             ("zoom_frac", 0.6)])
+def test_magnitudes_out_of_range_are_refused(name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=name):
+        AugmentSpec(**{name: value})

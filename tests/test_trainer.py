@@ -425,3 +425,46 @@ def test_init_seed_draws_other_weights_with_the_same_batches(small: Splits) -> N
     assert not torch.equal(wa, wb) and torch.equal(wa, wc)
     assert torch.equal(a._generator(0).initial_seed() * torch.ones(1),
                        b._generator(0).initial_seed() * torch.ones(1))
+
+
+# Document 002's regularization and loss hyperparameters, and the gradient statistics.
+
+
+def test_focal_loss_known_value_and_gamma_zero_is_cross_entropy() -> None:
+    from service.trainer import FocalLoss, make_loss
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    target = torch.tensor([0, 2])
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    p_t = torch.softmax(logits, 1)[[0, 1], [0, 2]]
+    want = ((1 - p_t) ** 2 * ce).mean()
+    assert FocalLoss(2.0)(logits, target).item() == pytest.approx(want.item(), rel=1e-6)
+    assert FocalLoss(0.0)(logits, target).item() == pytest.approx(ce.mean().item(), rel=1e-6)
+    assert isinstance(make_loss(_hp()), torch.nn.CrossEntropyLoss)
+    assert isinstance(make_loss(_hp(focal_gamma=1.5)), FocalLoss)
+
+
+def test_focal_gamma_and_dropout_change_training_and_apply_switches_them(small: Splits
+                                                                         ) -> None:
+    def losses(**hp: object) -> float:
+        trainer = _fresh(small, _hp(), init_seed=0)
+        trainer.apply(_hp(**hp))
+        return trainer.train_epoch().train_loss
+
+    plain = losses()
+    assert losses(dropout=0.0, focal_gamma=0.0) == plain  # the defaults change nothing
+    assert losses(focal_gamma=2.0) != plain
+    assert losses(dropout=0.5) != plain
+
+
+def test_classifier_dropout_is_off_in_evaluation(small: Splits) -> None:
+    trainer = _fresh(small, _hp(dropout=0.9), init_seed=0)
+    assert trainer._dropout.attached
+    first = trainer.evaluate(small.val_x, small.val_y)
+    assert trainer.evaluate(small.val_x, small.val_y) == first  # deterministic: no dropout
+
+
+def test_grad_norm_std_is_the_spread_of_the_batch_norms(small: Splits) -> None:
+    metrics = _fresh(small, _hp(), init_seed=0).train_epoch()
+    assert math.isfinite(metrics.grad_norm_std) and metrics.grad_norm_std > 0
+    assert metrics.grad_norm_std < 10 * metrics.grad_norm
