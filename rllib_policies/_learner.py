@@ -1,11 +1,14 @@
-"""Two cooperating EMERALD-O agents ("aug", "opt") learning with RLlib's own DQN/PPO learners.
+"""Cooperating agents learning with RLlib's own DQN / PPO learners (discrete actions:
+EMERALD-O's "aug" and "opt", document 004's optimizer choice) and SAC learners (Box actions:
+document 002's five HYPERA agents).
 
 RLlib's new API stack is used piecewise, without an `Algorithm` or env loop: a local
 `LearnerGroup` (``num_learners=0``, no Ray cluster needed) owns the trainable `MultiRLModule`,
 its optimizers and RLlib's DQN/PPO losses; an inference-only copy of the module picks actions.
 Every `observe()` call becomes one self-contained one-step `MultiAgentEpisode`, because in
 EMERALD-O a decision's reward arrives later, from a Ray Tune trial, in any order. DQN replays
-those episodes through a `MultiAgentEpisodeReplayBuffer`; PPO keeps them until the next update.
+those episodes through a `MultiAgentEpisodeReplayBuffer` (SAC too); PPO keeps them until the
+next update.
 
 Pitfalls handled here (RLlib 2.60):
 
@@ -19,6 +22,10 @@ Pitfalls handled here (RLlib 2.60):
 * Sets of module ids (``policies={...}``, the replay buffer's default `modules_to_sample`,
   PPO's per-module shuffle) make module init and sampling depend on PYTHONHASHSEED; ordered
   lists and our own shuffle keep runs reproducible across processes.
+* SAC: RLlib 2.60's Learner state leaves out the learned temperature (`curr_log_alpha`), so
+  `get_state` saves it and `set_state` fills it back in place; SACConfig's actor rate
+  defaults to 3e-5 and its buffer to the prioritised one, so both are set. The squashed
+  Gaussian is sampled here from [mean, log_std] (log_std clamped to [-5, 2] as RLlib does).
 * `config.debugging(seed=...)` makes the Learner seed the *global* random/numpy/torch RNGs
   (and set cuDNN/cuBLAS determinism flags) of the host process. Instead, all RLlib work runs
   inside private numpy/torch RNG streams seeded from `LearnerSettings.seed`, so runs are
@@ -53,7 +60,8 @@ from ray.rllib.utils.replay_buffers.multi_agent_episode_buffer import (
 
 __all__ = ["AgentSpec", "Decision", "LearnerSettings", "MultiAgentLearner"]
 
-_ALGOS = ("dqn", "ppo")
+_ALGOS = ("dqn", "ppo", "sac")
+_REPLAY_ALGOS = ("dqn", "sac")
 # Keys of `Decision.extra` that PPO's loss reads from the episodes' extra_model_outputs.
 _PPO_EXTRA_KEYS = (Columns.ACTION_LOGP, Columns.ACTION_DIST_INPUTS)
 # Learner state entry that makes `Learner.set_state()` skip "older" weights.
@@ -63,10 +71,14 @@ _STATE_VERSION = 1
 
 @dataclass(frozen=True)
 class AgentSpec:
-    """One agent's interface: a flat float observation and a discrete action set."""
+    """One agent's interface: a flat float observation and a discrete action set, or for
+    SAC a Box action in [-1, 1]^action_dim (`n_actions` unused) with its own initial
+    temperature (document 002: each agent's "exploration temperature")."""
 
     obs_dim: int
-    n_actions: int
+    n_actions: int = 0
+    action_dim: int = 0
+    temperature: float | None = None  # SAC's initial alpha (None: the settings')
 
 
 @dataclass(frozen=True)
@@ -94,13 +106,20 @@ class LearnerSettings:
     td_loss: str = "huber"  # DQN: "huber" (RLlib's default) or "mse" (document 004)
     double_q: bool = True  # DQN: double-Q targets (document 004: plain max over the target)
     target_update_freq: int = 1  # DQN: env steps between target updates (1 with Polyak tau)
+    # SAC (document 002; `lr` is the actor's, critic's and temperature's rate, `target_tau`
+    # the Polyak factor, `batch_size` / `replay_capacity` / `learning_starts` /
+    # `updates_per_step` as for DQN):
+    initial_alpha: float = 1.0
+    twin_q: bool = True
 
 
 @dataclass
 class Decision:
-    """One agent's action for one observation, with what its learner needs later."""
+    """One agent's action for one observation, with what its learner needs later (SAC:
+    the action vector in [-1, 1], `probs` empty, `extra["mean"]` its deterministic
+    action)."""
 
-    action: int
+    action: Any  # int; SAC: np.ndarray of float32
     probs: np.ndarray  # behaviour distribution the action was drawn from (see `act`)
     extra: dict[str, Any] = field(default_factory=dict)  # PPO: action_logp, action_dist_inputs
 
@@ -110,7 +129,7 @@ class _Transition:
     """One decision step of all acting agents, kept as plain picklable numpy data."""
 
     obs: dict[str, np.ndarray]
-    actions: dict[str, int]
+    actions: dict[str, Any]
     rewards: dict[str, float]
     next_obs: dict[str, np.ndarray]
     terminated: bool
@@ -217,8 +236,10 @@ class MultiAgentLearner:
         if not agents:
             raise ValueError("need at least one agent")
         for aid, spec in agents.items():
-            if spec.obs_dim < 1 or spec.n_actions < 2:
-                raise ValueError(f"agent {aid!r}: need obs_dim >= 1 and n_actions >= 2")
+            box = settings.algo == "sac"
+            if spec.obs_dim < 1 or (spec.action_dim < 1 if box else spec.n_actions < 2):
+                need = "action_dim >= 1" if box else "n_actions >= 2"
+                raise ValueError(f"agent {aid!r}: need obs_dim >= 1 and {need}")
         if settings.torch_threads is not None:
             torch.set_num_threads(settings.torch_threads)
         self.agents = dict(agents)
@@ -226,7 +247,8 @@ class MultiAgentLearner:
         self._spaces = {
             aid: (
                 gym.spaces.Box(-np.inf, np.inf, (spec.obs_dim,), np.float32),
-                gym.spaces.Discrete(spec.n_actions),
+                gym.spaces.Box(-1.0, 1.0, (spec.action_dim,), np.float32)
+                if settings.algo == "sac" else gym.spaces.Discrete(spec.n_actions),
             )
             for aid, spec in self.agents.items()
         }
@@ -239,7 +261,7 @@ class MultiAgentLearner:
             ).build()
         self._sync_weights()
         self._buffer: MultiAgentEpisodeReplayBuffer | None = None
-        if settings.algo == "dqn":
+        if settings.algo in _REPLAY_ALGOS:
             self._buffer = MultiAgentEpisodeReplayBuffer(
                 capacity=settings.replay_capacity, batch_size_B=settings.batch_size
             )
@@ -253,6 +275,8 @@ class MultiAgentLearner:
     def _make_config(self) -> Any:
         """Build the RLlib AlgorithmConfig whose learner class and loss settings are used."""
         s = self.settings
+        if s.algo == "sac":
+            return self._sac_config()
         if s.algo == "dqn":
             from ray.rllib.algorithms.dqn import DQNConfig
 
@@ -315,6 +339,39 @@ class MultiAgentLearner:
             .learners(num_learners=0, num_gpus_per_learner=0)
         )
 
+    def _sac_config(self) -> Any:
+        """RLlib's SAC on Box actions: one actor, twin critics and a learned temperature
+        per agent, each agent starting from its own alpha (per-module overrides)."""
+        from ray.rllib.algorithms.sac import SACConfig
+
+        s = self.settings
+        config = SACConfig().training(
+            # SACConfig's own actor rate is 3e-5: every rate is set (document 002: 3e-4).
+            actor_lr=s.lr, critic_lr=s.lr, alpha_lr=s.lr,
+            gamma=s.gamma, tau=s.target_tau,
+            target_network_update_freq=0,  # a soft update after every gradient step
+            train_batch_size=s.batch_size, initial_alpha=s.initial_alpha,
+            target_entropy="auto", n_step=1, twin_q=s.twin_q,
+            num_steps_sampled_before_learning_starts=s.learning_starts,
+            # The uniform buffer the other algorithms use (SAC's default is prioritised).
+            replay_buffer_config={"type": "MultiAgentEpisodeReplayBuffer",
+                                  "capacity": s.replay_capacity},
+        )
+        overrides = {aid: {"initial_alpha": float(spec.temperature)}
+                     for aid, spec in self.agents.items() if spec.temperature is not None}
+        hidden = list(s.hidden)
+        return (
+            config.framework("torch")
+            .environment(observation_space=None, action_space=None)
+            .multi_agent(policies=list(self.agents), policy_mapping_fn=_agent_to_module,
+                         algorithm_config_overrides_per_module=overrides)
+            .rl_module(model_config={
+                "fcnet_hiddens": hidden, "fcnet_activation": s.activation,
+                "fusionnet_hiddens": hidden[-1:], "fusionnet_activation": s.activation,
+                "head_fcnet_hiddens": []})
+            .learners(num_learners=0, num_gpus_per_learner=0)
+        )
+
     # ------------------------------------------------------------------ acting
     def _obs_tensor(self, aid: str, obs: np.ndarray) -> torch.Tensor:
         arr = np.asarray(obs, dtype=np.float32).reshape(1, -1)
@@ -353,6 +410,9 @@ class MultiAgentLearner:
             raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
         decisions: dict[str, Decision] = {}
         for aid in obs:
+            if self.settings.algo == "sac":
+                decisions[aid] = self._act_box(aid, obs[aid], rng, greedy)
+                continue
             scores = self._scores(aid, obs[aid])
             n = scores.shape[0]
             best = int(np.argmax(scores))
@@ -374,8 +434,51 @@ class MultiAgentLearner:
                 decisions[aid] = Decision(action, probs, extra)
         return decisions
 
-    def greedy(self, obs: dict[str, np.ndarray]) -> dict[str, int]:
-        """Each agent's argmax action (max Q for DQN, most likely action for PPO)."""
+    def _act_box(self, aid: str, obs: np.ndarray, rng: np.random.Generator,
+                 greedy: bool) -> Decision:
+        """SAC's squashed Gaussian: tanh(mean + std * noise), the noise from `rng`; the
+        greedy action is tanh(mean). RLlib's dist inputs are [mean, log_std], log_std
+        clamped to [-5, 2] as its `TorchSquashedGaussian` does."""
+        module = self._module[aid]
+        with torch.no_grad():
+            out = module.forward_inference({Columns.OBS: self._obs_tensor(aid, obs)})
+        mean, log_std = np.split(out[Columns.ACTION_DIST_INPUTS][0].detach().numpy().astype(
+            np.float64), 2)
+        log_std = np.clip(log_std, -5.0, 2.0)
+        u = mean if greedy else mean + np.exp(log_std) * rng.standard_normal(mean.shape)
+        action = np.tanh(u).astype(np.float32)
+        return Decision(action, np.zeros(0), {"mean": np.tanh(mean).astype(np.float32),
+                                              "log_std": log_std.astype(np.float32)})
+
+    def q_values(self, aid: str, obs: np.ndarray, actions: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """SAC: both critics' estimates Q1(obs, a), Q2(obs, a) for each row of `actions`
+        (K x action_dim, in [-1, 1]); the learner's own module (the acting copy has no
+        critics)."""
+        if self.settings.algo != "sac":
+            raise ValueError("q_values needs algo 'sac'")
+        module = self._learner_group._learner.module[aid].unwrapped()
+        acts = torch.as_tensor(np.asarray(actions, np.float32).reshape(
+            -1, self.agents[aid].action_dim))
+        obs_t = self._obs_tensor(aid, obs).expand(acts.shape[0], -1)
+        batch = {Columns.OBS: obs_t, Columns.ACTIONS: acts}
+        with torch.no_grad():
+            q1 = module._qf_forward_train_helper(batch, module.qf_encoder, module.qf)
+            q2 = module._qf_forward_train_helper(batch, module.qf_twin_encoder,
+                                                 module.qf_twin) if module.twin_q else q1
+        return (q1.reshape(-1).numpy().astype(np.float64),
+                q2.reshape(-1).numpy().astype(np.float64))
+
+    def temperature(self, aid: str) -> float:
+        """SAC: an agent's current entropy coefficient alpha."""
+        return float(torch.exp(self._learner_group._learner.curr_log_alpha[aid]).item())
+
+    def greedy(self, obs: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Each agent's argmax action (max Q for DQN, most likely action for PPO; SAC:
+        tanh of the policy mean)."""
+        if self.settings.algo == "sac":
+            rng = np.random.default_rng(0)
+            return {aid: self._act_box(aid, o, rng, True).action for aid, o in obs.items()}
         return {aid: int(np.argmax(self._scores(aid, o))) for aid, o in obs.items()}
 
     # ------------------------------------------------------------------ learning
@@ -407,7 +510,7 @@ class MultiAgentLearner:
         )
         step = _Transition(
             obs={aid: np.asarray(obs[aid], np.float32).reshape(-1).copy() for aid in aids},
-            actions={aid: int(decisions[aid].action) for aid in aids},
+            actions={aid: self._action(aid, decisions[aid].action) for aid in aids},
             rewards=rewards,
             next_obs={
                 aid: np.asarray(next_obs[aid], np.float32).reshape(-1).copy() for aid in aids
@@ -434,6 +537,16 @@ class MultiAgentLearner:
             self._buffer.add([self._episode([step])])
         else:
             self._pending.append(step)
+
+    def _action(self, aid: str, action: Any) -> Any:
+        """An action as stored: an int, or SAC's float32 vector clipped to [-1, 1]."""
+        if self.settings.algo != "sac":
+            return int(action)
+        vec = np.clip(np.asarray(action, np.float32).reshape(-1), -1.0, 1.0)
+        if vec.shape != (self.agents[aid].action_dim,):
+            raise ValueError(f"agent {aid!r}: action of shape {vec.shape}, expected "
+                             f"({self.agents[aid].action_dim},)")
+        return vec
 
     def _episode(self, steps: list[_Transition]) -> MultiAgentEpisode:
         """A fresh MultiAgentEpisode holding consecutive `steps` (numpy-ised, like
@@ -542,6 +655,8 @@ class MultiAgentLearner:
             "policy_loss": "policy_loss",
             "vf_loss": "vf_loss",
             "entropy": "entropy",
+            "qf_loss": "qf_loss",
+            "alpha": "alpha_value",
         }
         flat: dict[str, float] = {}
         for aid in self.agents:
@@ -563,10 +678,15 @@ class MultiAgentLearner:
         learner = self._learner_group.get_state(
             not_components="learner/metrics_logger"
         )
+        log_alpha = None
+        if self.settings.algo == "sac":  # not part of RLlib 2.60's Learner state
+            log_alpha = {a: float(self._learner_group._learner.curr_log_alpha[a].detach()[0])
+                         for a in self.agents}
         return {
             "version": _STATE_VERSION,
             "algo": self.settings.algo,
-            "agents": {a: (s.obs_dim, s.n_actions) for a, s in self.agents.items()},
+            "agents": self._signature(),
+            "log_alpha": log_alpha,
             "learner_group": learner,
             "buffer": None if self._buffer is None else self._buffer.get_state(),
             "buffer_rng": None if self._buffer is None else self._buffer.rng.bit_generator.state,
@@ -580,13 +700,17 @@ class MultiAgentLearner:
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a `get_state()` snapshot taken from a learner with the same agents/algo."""
-        agents = {a: (s.obs_dim, s.n_actions) for a, s in self.agents.items()}
+        agents = self._signature()
         if state.get("algo") != self.settings.algo or state.get("agents") != agents:
             raise ValueError("state comes from a learner with other agents or algorithm")
         learner = dict(state["learner_group"]["learner"])
         learner.pop(_WEIGHTS_SEQ_NO, None)  # else "older" weights would be skipped
         with self._rng.active():
             self._learner_group.set_state({"learner": learner})
+        if state.get("log_alpha"):
+            with torch.no_grad():  # in place: the temperature's Adam holds this tensor
+                for aid, value in state["log_alpha"].items():
+                    self._learner_group._learner.curr_log_alpha[aid].fill_(value)
         if self._buffer is not None:
             self._buffer = MultiAgentEpisodeReplayBuffer(
                 capacity=self.settings.replay_capacity, batch_size_B=self.settings.batch_size
@@ -607,6 +731,11 @@ class MultiAgentLearner:
         self._rng.np_state = state["rng_np"]
         self._rng.torch_state = state["rng_torch"].clone()
         self._sync_weights()
+
+    def _signature(self) -> dict[str, tuple[int, int]]:
+        """Each agent's (obs_dim, actions): what a saved state must match."""
+        return {a: (s.obs_dim, s.action_dim if self.settings.algo == "sac" else s.n_actions)
+                for a, s in self.agents.items()}
 
     @property
     def num_steps(self) -> int:
