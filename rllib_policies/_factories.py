@@ -99,3 +99,20 @@ def layerwise(*, space, metric, mode, seed, budget, points: int, c_acc: float,
         return SearcherPlan("layerwise", _fidelity_trials(budget), budget.epochs, None,
                             budget.epoch_budget, searcher=plan_searcher)
     return SearcherPlan("layerwise", budget.trials, budget.epochs, searcher=plan_searcher)
+
+
+def hypera(*, space, metric, mode, seed, budget, step_epochs: int, **options
+           ) -> ControllerPlan:
+    """Document 002's agents inside running trials (`budget.trials` trials)."""
+    return ControllerPlan("hypera", budget.trials, budget.epochs,
+                          controller="rllib_policies._hypera:HyperaController",
+                          controller_options=dict(options), step_epochs=step_epochs)
+
+
+def hypera_search(*, space, metric, mode, seed, budget, **options) -> SearcherPlan:
+    """Document 002's agents as a searcher: one decision per agent per trial."""
+    from rllib_policies._hypera import HyperaSearch
+
+    searcher = HyperaSearch(space, seed=seed, max_epochs=budget.epochs, metric=metric,
+                            mode=mode, **options)
+    return SearcherPlan("hypera-search", budget.trials, budget.epochs, searcher=searcher)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -236,3 +236,67 @@ def best_combination(scores: np.ndarray, weights: Sequence[float]) -> int:
     if scores.ndim != 2 or scores.shape[1] != len(weights):
         raise ValueError(f"scores must be (combinations, {len(weights)}), got {scores.shape}")
     return int(np.argmax(scores @ np.asarray(weights, dtype=np.float64)))
+
+
+# Settings.
+
+
+@dataclass(frozen=True)
+class HyperaSettings:
+    """The coordinator's and the agents' settings (document 002's by default)."""
+
+    strategy: str = "independent"
+    conflict: str = "value"
+    agents: dict[str, AgentConfig] = field(default_factory=lambda: dict(DOCUMENT_AGENTS))
+    candidates: int = 8  # cooperative: candidate combinations scored by the critics
+    random_starts: int = 1
+    reward_scale: float = 100.0
+    # SAC, document 002: lr 3e-4, gamma 0.99, replay 1e6, tau 0.005, batch 256.
+    lr: float = 3e-4
+    gamma: float = 0.99
+    replay_capacity: int = 100_000
+    tau: float = 0.005
+    batch_size: int = 256
+    learning_starts: int = 16
+    updates_per_step: int = 1
+    hidden: tuple[int, ...] = (64, 64)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.conflict not in CONFLICT_RULES:
+            raise ValueError(f"conflict must be one of {CONFLICT_RULES}, got "
+                             f"{self.conflict!r}")
+
+
+def parse_agent_list(text: str, name: str, kind: type) -> tuple[Any, ...]:
+    """Five comma-separated values, one per group in document 002's order."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != len(GROUPS):
+        raise ValueError(f"option {name!r}: give {len(GROUPS)} values joined by commas, one "
+                         f"per agent ({', '.join(GROUPS)}), got {text!r}")
+    try:
+        values = tuple(kind(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"option {name!r}: {text!r} has a value that is not a "
+                         f"{kind.__name__}") from None
+    if any(v <= 0 for v in values):
+        raise ValueError(f"option {name!r}: every value must be above 0, got {text!r}")
+    return values
+
+
+def agent_configs(scales: str, temperatures: str, every: str) -> dict[str, AgentConfig]:
+    """Per-agent settings from the entry's three comma lists."""
+    s = parse_agent_list(scales, "scales", float)
+    t = parse_agent_list(temperatures, "temperatures", float)
+    e = parse_agent_list(every, "every", int)
+    return {g: AgentConfig(s[i], t[i], e[i]) for i, g in enumerate(GROUPS)}
+
+
+def _comma(values: list[Any]) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
+DEFAULT_SCALES = _comma([DOCUMENT_AGENTS[g].scale for g in GROUPS])
+DEFAULT_TEMPERATURES = _comma([DOCUMENT_AGENTS[g].temperature for g in GROUPS])
+DEFAULT_EVERY = _comma([DOCUMENT_AGENTS[g].every for g in GROUPS])

@@ -189,7 +189,11 @@ class Controller(Protocol):
     """Changes hyperparameters inside running trials; one instance serves all trials of an
     experiment. The host calls `decide` at every step boundary and answers the trial at
     once; `learn` runs afterwards, off the trial's path. State must round-trip through
-    `get_state`/`set_state` (the host saves it with Tune's experiment checkpoints)."""
+    `get_state`/`set_state` (the host saves it with Tune's experiment checkpoints).
+
+    A controller may also offer `propose(trial_id, max_epochs) -> dict`: a new trial's
+    starting values of searched dimensions a running trial cannot change (document 002's
+    architecture agent); the host puts them in the trial's config."""
 
     def decide(self, obs: Observation) -> dict[str, Any]:
         """The changes for the next step: names of searched dimensions and their values."""
@@ -257,8 +261,8 @@ HP_PREFIX = "hp_"
 
 EPOCH_FIELDS: tuple[str, ...] = (
     "val_acc", "val_loss", "train_acc", "train_loss", "grad_norm", "grad_norm_std",
-    "epoch_time_s", "elapsed_s", "images_per_s", "model_size_mb", "num_parameters", "epoch", "diverged",
-    "device", "gpu_ids", "node_id", "unix_time", "controller_wait_s", "schedule",
+    "epoch_time_s", "elapsed_s", "images_per_s", "model_size_mb", "num_parameters", "epoch",
+    "diverged", "device", "gpu_ids", "node_id", "unix_time", "controller_wait_s", "schedule",
     "train_ms_per_batch", "terminated", "restarts", "loss_violations", "loss_met_epoch",
     "init_seed",
 )

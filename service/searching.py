@@ -202,6 +202,15 @@ class HostedController:
             return check_answer(self.name, self.controls, answer, own=True)
         return check_answer(self.name, self.space, answer)
 
+    def propose(self, trial_id: str, max_epochs: int) -> dict[str, Any] | None:
+        """A new trial's starting config, from a controller that sets it (`propose`:
+        hyperparameters a running trial cannot change, such as its architecture); None
+        from one that does not."""
+        propose = getattr(self.controller, "propose", None)
+        if propose is None:
+            return None
+        return check_answer(self.name, self.space, propose(trial_id, max_epochs))
+
     def finish(self, obs: Observation) -> None:
         self.controller.finish(obs)
 
@@ -279,6 +288,7 @@ class ControllerHost(Searcher):
         self._rest = None if own is None else SearchSpace(
             tuple(d for d in space.searched if d.name not in own))
         self._seed = plan.seed
+        self._max_epochs = plan.max_epochs
         self._suggested = 0
         self._in_process = in_process
         self._handle: Any = None
@@ -321,12 +331,14 @@ class ControllerHost(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self._handle is None:
             self._call("ready")  # the controller exists before the first trial asks it
+        config = dict(self._call("propose", trial_id, self._max_epochs) or {})
         if not self._rest or not self._rest.searched:
-            return {}
+            return config
         import numpy as np
 
         self._suggested += 1
-        return plain(self._rest.sample(np.random.default_rng([self._seed, self._suggested])))
+        return {**config, **plain(self._rest.sample(np.random.default_rng(
+            [self._seed, self._suggested])))}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
