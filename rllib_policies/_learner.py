@@ -142,6 +142,21 @@ def _agent_to_module(agent_id: str, *args: Any, **kwargs: Any) -> str:
     return agent_id
 
 
+@contextlib.contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    """RLlib 2.60 logs two deprecation warnings about its own internals each time a learner
+    group is built (one per cell and restore): kept out of the user's console."""
+    import logging
+
+    logger = logging.getLogger("ray._common.deprecation")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class _RngStreams:
     """Private numpy-global and torch RNG streams, swapped in only while RLlib code runs."""
 
@@ -253,8 +268,9 @@ class MultiAgentLearner:
             for aid, spec in self.agents.items()
         }
         self._rng = _RngStreams(settings.seed)
-        config = self._make_config()
-        with self._rng.active():
+        with _quiet_deprecations():
+            config = self._make_config()
+        with self._rng.active(), _quiet_deprecations():
             self._learner_group = config.build_learner_group(spaces=self._spaces)
             self._module = config.get_multi_rl_module_spec(
                 spaces=self._spaces, inference_only=True

@@ -78,6 +78,13 @@ def layerwise_preset(name: str, *, dataset: dict[str, Any], backbone: str,
     }
 
 
+HYPERA_PAPER: dict[str, Any] = {"scales": "0.1,0.05,0.2,0.15,0.05", "random_starts": 1}
+# (rllib_policies._hypera_core.DOCUMENT_SCALES; not imported: presets load without RLlib)
+"""Document 002's own action scales, and one random start before the incumbent seeds every
+trial: the `:paper` variant of the HYPERA entries (their defaults won on the replay
+tables)."""
+
+
 def replay_preset(name: str, tables: tuple[str, ...], trials: int) -> dict[str, Any]:
     """Every entry replayed over 20 seeds, `trials` x 12 epochs (the tables' length). PBT
     and PB2 get a population of `trials`, so each member trains the 12 recorded epochs and
@@ -217,6 +224,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "searchers": ["layerwise", "layerwise:terminal", "adaptive-q", "random", "grid",
                       "optuna", "hyperopt"],
         "searcher_options": {"layerwise:terminal": {"update": "terminal"}},
+        "budget": {"trials": 20, "epochs": 12}, "concurrency": 1,
+        "seeds": list(range(20)),
+    },
+    # Document 002 (HYPERA) replayed on the shipped tables against the baselines its issue
+    # names: its two entries with our defaults and with the document's settings
+    # (`:paper`), Optuna and scikit-optimize (the Bayesian optimisers of its claim),
+    # HyperOpt, random, PBT and EMERALD-O; 20 seeds of 20 trials x 12 epochs.
+    "replay-hypera": {
+        "name": "replay-hypera", "backend": "replay",
+        "replay": {"tables": list(SHIPPED_TABLES)},
+        "searchers": ["hypera", "hypera:paper", "hypera-search", "hypera-search:paper",
+                      "optuna", "skopt", "hyperopt", "random", "pbt", "emerald",
+                      "emerald-dynamic"],
+        "searcher_options": {"hypera:paper": HYPERA_PAPER, "hypera-search:paper": HYPERA_PAPER,
+                             "pbt": {"population": 20}},
         "budget": {"trials": 20, "epochs": 12}, "concurrency": 1,
         "seeds": list(range(20)),
     },

@@ -124,6 +124,41 @@ def summary_table(cells: pd.DataFrame, by: tuple[str, ...] = ("searcher",)) -> p
     return pd.DataFrame(rows)
 
 
+ANYTIME_FRACTIONS = (0.25, 0.5, 1.0)
+"""Where the anytime table reads the best-so-far regret: these fractions of the trials."""
+
+
+def anytime_table(rows: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """Per searcher, over the (table, seed) blocks every searcher ran: the best-so-far
+    regret after 25%, 50% and 100% of the trials started (mean and 95% CI: how fast each
+    converges), and the spread of the final regret over seeds (standard deviation within a
+    table, averaged over the tables: how much a result depends on the seed)."""
+    blocks = common_blocks(cells)
+    if rows.empty or blocks.empty:
+        return pd.DataFrame()
+    scale = scale_of(blocks)
+    keep = blocks[["backbone", "seed"]].drop_duplicates()
+    rows = rows.merge(keep, on=["backbone", "seed"])
+    out = []
+    for searcher, group in rows.groupby("searcher", sort=False):
+        entry: dict[str, Any] = {"searcher": searcher}
+        for frac in ANYTIME_FRACTIONS:
+            values = []
+            for _, cell in group.groupby(["backbone", "seed"]):
+                trials = cell["trials_started"].max()
+                upto = cell[cell["trials_started"] <= max(1, math.ceil(frac * trials))]
+                values.append(float(upto["regret"].min()) * scale if len(upto) else math.nan)
+            arr = np.asarray(values, float)
+            low, high = _ci(arr)
+            entry[f"regret_at_{int(frac * 100)}pct"] = (
+                f"{np.nanmean(arr):.2f} [{low:.2f}, {high:.2f}]")
+        final = blocks[blocks["searcher"] == searcher]
+        sd = final.groupby("backbone")["final_regret"].std(ddof=1) * scale
+        entry["seed_sd"] = float(sd.mean())
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
 def common_blocks(cells: pd.DataFrame) -> pd.DataFrame:
     """The cells of the (table, seed) blocks every searcher ran: an overall mean over
     tables only compares searchers on the same problems."""
@@ -349,6 +384,15 @@ def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
                   f"searchers: chi2 = {info['friedman_chi2']:.1f}, p = "
                   f"{info['friedman_p']:.3g}; Nemenyi critical difference of average ranks "
                   f"at alpha {ALPHA}: {info['critical_difference']:.2f}.", ""]
+    anytime = anytime_table(rows, cells)
+    if not anytime.empty:
+        anytime = anytime.set_index("searcher").loc[overall["searcher"]].reset_index()
+        anytime.to_csv(out / "anytime.csv", index=False)
+        lines += ["## Anytime regret and spread over seeds", "",
+                  "Best-so-far regret after 25%, 50% and all of the trials (mean [95% CI] "
+                  "over the same blocks); seed_sd = standard deviation of the final regret "
+                  "over seeds within a table, averaged over the tables.", "",
+                  anytime.to_markdown(index=False, floatfmt=".3g"), ""]
     for table, group in per_table.groupby("backbone", sort=False):
         lines += [f"## Table {table}", "", _fmt_table(group.drop(columns="backbone")), "",
                   separation(group), ""]
