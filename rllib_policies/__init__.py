@@ -1,9 +1,9 @@
 """Decisions by RL agents: EMERALD-O's two agents on RLlib learners, as a Tune searcher
 (`emerald`, one step per trial) and as an in-trial `Controller` (`emerald-dynamic`, one step
 every k epochs); documents 001 and 003's tabular Q-learning searchers (`LayerwiseSearch`,
-`AdaptiveQSearch`), which also work as drop-in searchers of a user's own `tune.Tuner` (built
-without a space, they take Tune's param_space). Their registry entries are in
-`rllib_policies.entries`.
+`AdaptiveQSearch`) and document 002's `HyperaSearch` (and `HyperaController`), which also
+work as drop-in searchers of a user's own `tune.Tuner` (built without a space, they take
+Tune's param_space). Their registry entries are in `rllib_policies.entries`.
 
 Importing this package is cheap; the classes load RLlib and Ray Tune when first used.
 """
@@ -19,6 +19,8 @@ _EXPORTS = {
     "RewardSettings": "rllib_policies._encoding",
     "AdaptiveQSearch": "rllib_policies._adaptive_q",
     "LayerwiseSearch": "rllib_policies._layerwise",
+    "HyperaSearch": "rllib_policies._hypera",
+    "HyperaController": "rllib_policies._hypera",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -38,6 +38,9 @@ import numpy as np
 from baselines._simple import StateSearcher
 from rllib_policies._encoding import FAILURE_REWARD, RewardSettings
 from rllib_policies._hypera_core import (
+    DEFAULT_EVERY,
+    DEFAULT_SCALES,
+    DEFAULT_TEMPERATURES,
     GROUPS,
     HyperaSettings,
     Proposal,
@@ -98,17 +101,19 @@ class Hypera:
     """The five agents (those whose group the space searches) and their coordinator."""
 
     def __init__(self, space: SearchSpace, settings: HyperaSettings, *, seed: int = 0,
-                 metric: str = "val_acc", mode: str = "max") -> None:
+                 metric: str = "val_acc", mode: str = "max",
+                 groups: dict[str, list[str]] | None = None) -> None:
         from rllib_policies._learner import AgentSpec, LearnerSettings, MultiAgentLearner
 
         self.space, self.settings, self.metric = space, settings, metric
         self.sign = 1.0 if mode == "max" else -1.0
-        self.groups = groups_of(space)
-        loose = ungrouped(space)
+        self.groups = groups_of(space, groups)
+        loose = ungrouped(space, groups)
         if loose or not self.groups:
             raise ValueError(
                 f"HYPERA's agents manage {', '.join(GROUPS)} hyperparameters; "
-                + (f"{', '.join(loose)} belong to none (leave them constant)" if loose
+                + (f"{', '.join(loose)} belong to none (leave them constant, or give "
+                   "groups={group: [names]})" if loose
                    else "the space searches none of them"))
         self.dims = {d.name: d for d in space.searched}
         self.order = [d.name for d in space.searched]
@@ -416,19 +421,28 @@ class HyperaController:
         self.core.set_state(state)
 
 
+_SEARCH_DEFAULTS: dict[str, Any] = {
+    "strategy": "independent", "conflict": "value", "scales": DEFAULT_SCALES,
+    "temperatures": DEFAULT_TEMPERATURES, "every": DEFAULT_EVERY, "candidates": 8,
+    "random_starts": 5, "reward_scale": 100.0, "lr": 3e-4, "batch_size": 256,
+    "replay_capacity": 100_000, "learning_starts": 16, "updates_per_step": 1}
+
+
 class HyperaSearch(StateSearcher):
     """Entry `hypera-search`: each trial is the incumbent plus every agent's delta; one
     decision per agent per trial, rewarded by the trial's final gain over the incumbent
-    (the agents' `every` does not apply)."""
+    (the agents' `every` does not apply). As a drop-in searcher of a user's own Tuner,
+    `groups={"optimization": ["my_lr"], ...}` says which agent manages which name."""
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, max_epochs: int = 1,
                  metric: str | None = None, mode: str | None = None,
-                 **options: Any) -> None:
+                 groups: dict[str, list[str]] | None = None, **options: Any) -> None:
         super().__init__(metric=metric, mode=mode)
         self.space = space
         self.max_epochs = max_epochs
-        self.core = Hypera(space, hypera_settings(**options), seed=seed,
-                           metric=metric or "val_acc", mode=mode or "max")
+        self.core = Hypera(space, hypera_settings(**{**_SEARCH_DEFAULTS, **options}),
+                           seed=seed, metric=metric or "val_acc", mode=mode or "max",
+                           groups=groups)
         self._constants = {d.name: d.choices[0] for d in space.dims if d.is_constant}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:

@@ -83,18 +83,31 @@ DEFAULT_AGENTS: dict[str, AgentConfig] = {
 """The entries' defaults: document 002's temperatures and cadences, scales x 4."""
 
 
-def groups_of(space: SearchSpace) -> dict[str, tuple[str, ...]]:
+def groups_of(space: SearchSpace, groups: Mapping[str, Sequence[str]] | None = None
+              ) -> dict[str, tuple[str, ...]]:
     """Each group's searched dimensions (in the space's order); groups with none are left
-    out (they have no agent)."""
+    out (they have no agent). `groups` replaces the catalogue's (a user's own names)."""
+    table = GROUP_HPARAMS if groups is None else check_groups(groups)
     searched = [d.name for d in space.searched]
-    out = {g: tuple(n for n in searched if n in GROUP_HPARAMS[g]) for g in GROUPS}
+    out = {g: tuple(n for n in searched if n in table.get(g, ())) for g in GROUPS}
     return {g: names for g, names in out.items() if names}
 
 
-def ungrouped(space: SearchSpace) -> list[str]:
+def ungrouped(space: SearchSpace, groups: Mapping[str, Sequence[str]] | None = None
+              ) -> list[str]:
     """Searched dimensions no agent manages (the entry refuses such a space)."""
-    managed = {n for names in GROUP_HPARAMS.values() for n in names}
+    table = GROUP_HPARAMS if groups is None else check_groups(groups)
+    managed = {n for names in table.values() for n in names}
     return [d.name for d in space.searched if d.name not in managed]
+
+
+def check_groups(groups: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
+    """A user's group -> names mapping, its groups among document 002's five."""
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        raise ValueError(f"groups: {', '.join(map(str, unknown))} is not a HYPERA group; "
+                         f"use {', '.join(GROUPS)}")
+    return {g: tuple(names) for g, names in groups.items()}
 
 
 # Positions and deltas.

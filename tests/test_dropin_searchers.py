@@ -30,10 +30,14 @@ def _searcher(name: str) -> Any:
             "grid": lambda: baselines.GridSearch(points=3, seed=1),
             "skopt": lambda: baselines.SkOptSearch(n_initial_points=2, seed=1),
             "adaptive-q": lambda: rllib_policies.AdaptiveQSearch(seed=1, points=3),
-            "layerwise": lambda: rllib_policies.LayerwiseSearch(seed=1, points=3)}[name]()
+            "layerwise": lambda: rllib_policies.LayerwiseSearch(seed=1, points=3),
+            "hypera-search": lambda: rllib_policies.HyperaSearch(
+                seed=1, random_starts=2, batch_size=8, learning_starts=2,
+                groups={"optimization": ["scale", "alpha"], "architecture": ["depth"],
+                        "data": ["kind"]})}[name]()
 
 
-NAMES = ["random", "grid", "skopt", "adaptive-q", "layerwise"]
+NAMES = ["random", "grid", "skopt", "adaptive-q", "layerwise", "hypera-search"]
 
 
 def test_param_space_conversion() -> None:
