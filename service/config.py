@@ -149,6 +149,8 @@ class ReplayConfig(Strict):
     tables: list[str] = []
     time_budget_s: float | None = Field(default=None, gt=0)
     workers: int | None = Field(default=None, ge=1, le=1024)
+    paired: list[str] = []
+    """`"a vs b"`: pairs of searchers the report compares seed by seed (paired.md)."""
 
 
 class ExperimentConfig(Strict):
@@ -331,6 +333,11 @@ class ExperimentConfig(Strict):
             raise ValueError(f"replay.tables: {err}") from None
         if len(set(names)) != len(names):
             raise ValueError(f"replay.tables: two tables share a file name {names}")
+        for pair in self.replay.paired:
+            a, sep, b = (x.strip() for x in pair.partition(" vs "))
+            if not sep or a not in self.searchers or b not in self.searchers:
+                raise ValueError(f"replay.paired: {pair!r} must be 'a vs b', two of the "
+                                 f"searchers ({', '.join(self.searchers)})")
         for path in self.replay.tables:
             table = cached_table(path)
             if self.budget.epochs > table.epochs:

@@ -233,7 +233,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # HyperOpt, random, PBT and EMERALD-O; 20 seeds of 20 trials x 12 epochs.
     "replay-hypera": {
         "name": "replay-hypera", "backend": "replay",
-        "replay": {"tables": list(SHIPPED_TABLES)},
+        "replay": {"tables": list(SHIPPED_TABLES), "paired": [
+            f"{a} vs {b}" for a in ("hypera", "hypera-search")
+            for b in ("random", "optuna", "skopt", "hypera:paper")]},
         "searchers": ["hypera", "hypera:paper", "hypera-search", "hypera-search:paper",
                       "optuna", "skopt", "hyperopt", "random", "pbt", "emerald",
                       "emerald-dynamic"],

@@ -159,6 +159,46 @@ def anytime_table(rows: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def paired_table(cells: pd.DataFrame, rows: pd.DataFrame, pairs: list[str]) -> pd.DataFrame:
+    """Each "a vs b" pair over the (table, seed) blocks both ran: the mean difference a - b
+    of final regret, of test accuracy and of the best-so-far regret after a quarter of the
+    trials (95% bootstrap CIs over blocks, and whether the interval excludes 0); each
+    one's median evaluations to target and the ratio b / a (a's speed-up); the seed
+    spread of each (`anytime_table`) and the variance ratio (a / b)^2."""
+    ok = cells[cells["skipped"].isna()] if "skipped" in cells else cells
+    scale = scale_of(ok)
+    out = []
+    for pair in pairs:
+        a, _, b = (x.strip() for x in pair.partition(" vs "))
+        both = ok[ok["searcher"].isin([a, b])]
+        both = both[both.groupby(["backbone", "seed"])["searcher"].transform("nunique") == 2]
+        if both.empty:
+            continue
+        wide = both.pivot_table(index=["backbone", "seed"], columns="searcher",
+                                values=["final_regret", "test_acc", "evals_to_target"],
+                                aggfunc="first")
+        entry: dict[str, Any] = {"a": a, "b": b, "blocks": len(wide)}
+        for column, name in (("final_regret", "regret"), ("test_acc", "test_acc")):
+            diff = (wide[column][a] - wide[column][b]).to_numpy(float) * scale
+            low, high = _ci(diff)
+            entry[f"{name}_diff"] = f"{np.nanmean(diff):+.2f} [{low:+.2f}, {high:+.2f}]"
+            entry[f"{name}_separates"] = bool(low > 0 or high < 0)
+        anytime = anytime_table(rows, both)
+        if not anytime.empty:
+            early = anytime.set_index("searcher")["regret_at_25pct"]
+            entry["regret_at_25pct"] = f"{early[a]} vs {early[b]}"
+            sd = anytime.set_index("searcher")["seed_sd"]
+            entry["seed_sd"] = f"{sd[a]:.2f} vs {sd[b]:.2f}"
+            entry["variance_ratio"] = float((sd[a] / sd[b]) ** 2) if sd[b] > 0 else math.nan
+        evals = wide["evals_to_target"]
+        med_a, med_b = evals[a].median(), evals[b].median()
+        entry["evals_to_target"] = f"{med_a:g} vs {med_b:g}"
+        entry["reached"] = f"{evals[a].notna().mean():.0%} vs {evals[b].notna().mean():.0%}"
+        entry["speedup"] = float(med_b / med_a) if med_a > 0 else math.nan
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
 def common_blocks(cells: pd.DataFrame) -> pd.DataFrame:
     """The cells of the (table, seed) blocks every searcher ran: an overall mean over
     tables only compares searchers on the same problems."""
@@ -331,6 +371,15 @@ def _fmt_table(table: pd.DataFrame) -> str:
                                                                      floatfmt=".3g")
 
 
+def _paired_of(folder: Path) -> list[str]:
+    """The experiment's `replay.paired` pairs (from its stored config)."""
+    try:
+        config = json.loads((folder / "experiment_config.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return list((config.get("replay") or {}).get("paired") or [])
+
+
 def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
     """comparison.md/.csv (overall and per table), cells.csv, the CD diagram and the
     best-so-far plots of one replay experiment folder."""
@@ -393,6 +442,15 @@ def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
                   "over the same blocks); seed_sd = standard deviation of the final regret "
                   "over seeds within a table, averaged over the tables.", "",
                   anytime.to_markdown(index=False, floatfmt=".3g"), ""]
+    pairs = _paired_of(folder)
+    paired = paired_table(cells, rows, pairs) if pairs else pd.DataFrame()
+    if not paired.empty:
+        paired.to_csv(out / "paired.csv", index=False)
+        lines += ["## Paired comparisons", "",
+                  "a - b over the (table, seed) blocks both ran (95% bootstrap CI; "
+                  "`separates`: the interval excludes 0); evals_to_target medians and "
+                  "speedup = b's / a's; seed_sd as above, variance_ratio = (a's / b's)^2.",
+                  "", paired.to_markdown(index=False, floatfmt=".3g"), ""]
     for table, group in per_table.groupby("backbone", sort=False):
         lines += [f"## Table {table}", "", _fmt_table(group.drop(columns="backbone")), "",
                   separation(group), ""]

@@ -194,3 +194,34 @@ def test_same_seed_same_comparison(table, tmp_path) -> None:
     second = _comparison(tmp_path / "b", table)
     pd.testing.assert_frame_equal(first, second)
     assert (first["final_regret"] >= 0).all()
+
+
+def test_anytime_and_paired_tables_agree_with_the_cells(table, tmp_path) -> None:
+    from service.api import ConfigError
+    from service.reports.compare import load_replay
+
+    raw = {"name": "pair", "storage": str(tmp_path), "backend": "replay",
+           "replay": {"tables": [table.path], "workers": 1,
+                      "paired": ["optuna vs random"]},
+           "searchers": ["random", "optuna"], "budget": {"trials": 6, "epochs": 6},
+           "seeds": [0, 1, 2, 3]}
+    with pytest.raises(ConfigError, match="replay.paired: 'optuna vs asha' must be"):
+        build_config({**raw, "replay": {**raw["replay"], "paired": ["optuna vs asha"]}})
+    cfg = build_config(raw)
+    run_replay(cfg, log=lambda *_: None)
+    written = write_report(cfg.experiment_dir)
+    text = written["comparison"].read_text()
+    assert "## Anytime regret and spread over seeds" in text and "## Paired" in text
+    cells, rows = load_replay(cfg.experiment_dir)
+    out = cfg.experiment_dir / "report"
+    anytime = pd.read_csv(out / "anytime.csv").set_index("searcher")
+    paired = pd.read_csv(out / "paired.csv").iloc[0]
+    regret = cells.pivot(index="seed", columns="searcher", values="final_regret") * 100
+    diff = (regret["optuna"] - regret["random"]).mean()
+    assert paired["regret_diff"].startswith(f"{diff:+.2f} [")
+    assert paired["blocks"] == 4
+    sd = regret.std(ddof=1)
+    assert anytime.loc["random", "seed_sd"] == pytest.approx(sd["random"])
+    assert paired["variance_ratio"] == pytest.approx((sd["optuna"] / sd["random"]) ** 2)
+    best = rows[rows["searcher"] == "random"].groupby("seed")["regret"].min().mean() * 100
+    assert anytime.loc["random", "regret_at_100pct"].startswith(f"{best:.2f} [")
