@@ -130,9 +130,10 @@ ANYTIME_FRACTIONS = (0.25, 0.5, 1.0)
 
 def anytime_table(rows: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """Per searcher, over the (table, seed) blocks every searcher ran: the best-so-far
-    regret after 25%, 50% and 100% of the trials started (mean and 95% CI: how fast each
-    converges), and the spread of the final regret over seeds (standard deviation within a
-    table, averaged over the tables: how much a result depends on the seed)."""
+    regret after 25%, 50% and 100% of the epochs the cell trained (its compute; mean and
+    95% CI: how fast each converges at equal budget), and the spread of the final regret
+    over seeds (standard deviation within a table, averaged over the tables: how much a
+    result depends on the seed)."""
     blocks = common_blocks(cells)
     if rows.empty or blocks.empty:
         return pd.DataFrame()
@@ -145,8 +146,8 @@ def anytime_table(rows: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
         for frac in ANYTIME_FRACTIONS:
             values = []
             for _, cell in group.groupby(["backbone", "seed"]):
-                trials = cell["trials_started"].max()
-                upto = cell[cell["trials_started"] <= max(1, math.ceil(frac * trials))]
+                spent = cell["epochs_total"].max()
+                upto = cell[cell["epochs_total"] <= max(1, math.ceil(frac * spent))]
                 values.append(float(upto["regret"].min()) * scale if len(upto) else math.nan)
             arr = np.asarray(values, float)
             low, high = _ci(arr)
@@ -190,6 +191,8 @@ def paired_table(cells: pd.DataFrame, rows: pd.DataFrame, pairs: list[str]) -> p
             sd = anytime.set_index("searcher")["seed_sd"]
             entry["seed_sd"] = f"{sd[a]:.2f} vs {sd[b]:.2f}"
             entry["variance_ratio"] = float((sd[a] / sd[b]) ** 2) if sd[b] > 0 else math.nan
+            low, high = _variance_ratio_ci(wide["final_regret"][[a, b]])
+            entry["variance_ratio_ci"] = f"[{low:.2f}, {high:.2f}]"
         evals = wide["evals_to_target"]
         med_a, med_b = evals[a].median(), evals[b].median()
         entry["evals_to_target"] = f"{med_a:g} vs {med_b:g}"
@@ -197,6 +200,27 @@ def paired_table(cells: pd.DataFrame, rows: pd.DataFrame, pairs: list[str]) -> p
         entry["speedup"] = float(med_b / med_a) if med_a > 0 else math.nan
         out.append(entry)
     return pd.DataFrame(out)
+
+
+def _variance_ratio_ci(regret: pd.DataFrame, resamples: int = 2000, seed: int = 0
+                       ) -> tuple[float, float]:
+    """95% percentile bootstrap of (mean over tables of a's seed sd / the same of b's)^2,
+    resampling seeds within each table, the same seeds for both (paired)."""
+    rng = np.random.default_rng(seed)
+    tables = [g.to_numpy(float) for _, g in regret.groupby(level="backbone")]
+    ratios = []
+    for _ in range(resamples):
+        sd_a, sd_b = [], []
+        for values in tables:
+            pick = values[rng.integers(len(values), size=len(values))]
+            sd_a.append(np.std(pick[:, 0], ddof=1))
+            sd_b.append(np.std(pick[:, 1], ddof=1))
+        if np.mean(sd_b) > 0:
+            ratios.append((np.mean(sd_a) / np.mean(sd_b)) ** 2)
+    if not ratios:
+        return math.nan, math.nan
+    low, high = np.percentile(ratios, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+    return float(low), float(high)
 
 
 def common_blocks(cells: pd.DataFrame) -> pd.DataFrame:
@@ -438,8 +462,10 @@ def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
         anytime = anytime.set_index("searcher").loc[overall["searcher"]].reset_index()
         anytime.to_csv(out / "anytime.csv", index=False)
         lines += ["## Anytime regret and spread over seeds", "",
-                  "Best-so-far regret after 25%, 50% and all of the trials (mean [95% CI] "
-                  "over the same blocks); seed_sd = standard deviation of the final regret "
+                  "Best-so-far regret after 25%, 50% and all of the epochs each cell "
+                  "trained (mean [95% CI] over the same blocks; a population's members "
+                  "train side by side, so its early columns are half-trained networks); "
+                  "seed_sd = standard deviation of the final regret "
                   "over seeds within a table, averaged over the tables.", "",
                   anytime.to_markdown(index=False, floatfmt=".3g"), ""]
     pairs = _paired_of(folder)
@@ -449,7 +475,8 @@ def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
         lines += ["## Paired comparisons", "",
                   "a - b over the (table, seed) blocks both ran (95% bootstrap CI; "
                   "`separates`: the interval excludes 0); evals_to_target medians and "
-                  "speedup = b's / a's; seed_sd as above, variance_ratio = (a's / b's)^2.",
+                  "speedup = b's / a's; seed_sd as above, variance_ratio = (a's / b's)^2 "
+                  "with a 95% bootstrap interval over seeds (paired).",
                   "", paired.to_markdown(index=False, floatfmt=".3g"), ""]
     for table, group in per_table.groupby("backbone", sort=False):
         lines += [f"## Table {table}", "", _fmt_table(group.drop(columns="backbone")), "",
