@@ -36,14 +36,16 @@ class EmeraldController:
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, algo: str = "dqn",
                  combine: str = "weighted", epsilon_decay: float = EPSILON_DECAY,
-                 epsilon: str = "decay", epsilon_lambda: float = -1.0,
+                 epsilon: str = "budget", epsilon_lambda: float = -1.0,
+                 epsilon_fraction: float = 0.5, decisions: int | None = None,
                  settings: EmeraldSettings | None = None) -> None:
         import torch
 
         torch.set_num_threads(1)  # trials share the machine: contention slows updates 10-30x
         self.settings = settings or EmeraldSettings.from_options(
             algo=algo, combine=combine, epsilon_decay=epsilon_decay, epsilon=epsilon,
-            epsilon_lambda=epsilon_lambda)
+            epsilon_lambda=epsilon_lambda, epsilon_fraction=epsilon_fraction,
+            decisions=decisions)
         self.agents = AgentSteps(space, self.settings, seed=seed, gamma=DYNAMIC_GAMMA)
         self.states: dict[str, TrainingState] = {}
 

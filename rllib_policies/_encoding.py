@@ -188,6 +188,10 @@ class EmeraldSettings:
     epsilon_lambda: float | None = None
     """None: EMERALD-O's schedule (5.1.1). A number: document 003's adaptive one, each
     decision's decay epsilon_decay + lambda Var(Q(s, .)) (never below 0), summed."""
+    epsilon_horizon: int | None = None
+    """With a number: the budget schedule, epsilon falling linearly from start to end over
+    this many decisions, then staying at end (`budget_epsilon`); it takes precedence over
+    epsilon_decay. None: EMERALD-O's fixed decay (or the adaptive schedule)."""
     ma_alpha: float = 0.3
     lr_scale: str = "log"
     rewards: RewardSettings = RewardSettings()
@@ -198,10 +202,16 @@ class EmeraldSettings:
     @classmethod
     def from_options(cls, *, algo: str = "dqn", combine: str = "weighted",
                      epsilon_decay: float = EPSILON_DECAY, epsilon: str = "decay",
-                     epsilon_lambda: float = -1.0) -> EmeraldSettings:
-        """The settings of the registry options (validated there)."""
+                     epsilon_lambda: float = -1.0, epsilon_fraction: float = 0.5,
+                     decisions: int | None = None) -> EmeraldSettings:
+        """The settings of the registry options (validated there); `decisions` is how many
+        the budget affords (the budget schedule ends at `epsilon_fraction` of them)."""
+        horizon = None
+        if epsilon == "budget":
+            horizon = max(1, math.ceil(epsilon_fraction * (decisions or 1)))
         return cls(algo=algo, epsilon_decay=epsilon_decay,
                    epsilon_lambda=epsilon_lambda if epsilon == "adaptive" else None,
+                   epsilon_horizon=horizon,
                    rewards=RewardSettings(combine=combine))  # type: ignore[arg-type]
 
 
@@ -253,6 +263,13 @@ def shared_reward(before: TrainingState, result: Mapping[str, Any] | None,
     if early_stopped:
         reward -= settings.early_stop_penalty
     return float(reward)
+
+
+def budget_epsilon(step: int, horizon: int, *, start: float = 1.0, end: float = 0.05
+                   ) -> float:
+    """Exploration that fits the budget: start at step 0, falling linearly to `end` at
+    `horizon` decisions (a stated fraction of those the budget affords), then `end`."""
+    return float(end + (start - end) * max(0.0, 1.0 - step / max(1, horizon)))
 
 
 def epsilon(step: int, *, start: float = 1.0, end: float = 0.05,

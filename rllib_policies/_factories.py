@@ -6,34 +6,45 @@ from service.api import ControllerPlan, SearcherPlan
 
 
 def emerald(*, space, metric, mode, seed, budget, algo: str, combine: str,
-            epsilon_decay: float, early_stopping: bool, epsilon: str = "decay",
-            epsilon_lambda: float = -1.0) -> SearcherPlan:
+            epsilon_decay: float, early_stopping: bool, epsilon: str = "budget",
+            epsilon_lambda: float = -1.0, epsilon_fraction: float = 0.5) -> SearcherPlan:
     from ray.tune.schedulers import ASHAScheduler
 
+    from baselines._factories import _fidelity_trials
     from rllib_policies._encoding import EmeraldSettings
     from rllib_policies._search import EmeraldSearch
 
+    # One decision per trial: the budget schedule spans the budget's trials.
     settings = EmeraldSettings.from_options(algo=algo, combine=combine,
                                             epsilon_decay=epsilon_decay, epsilon=epsilon,
-                                            epsilon_lambda=epsilon_lambda)
+                                            epsilon_lambda=epsilon_lambda,
+                                            epsilon_fraction=epsilon_fraction,
+                                            decisions=budget.trials)
     searcher = EmeraldSearch(space, metric=metric, mode=mode, seed=seed, settings=settings,
                              max_epochs=budget.epochs)
+    if not (early_stopping and budget.epochs > 1):
+        return SearcherPlan("emerald", budget.trials, budget.epochs, searcher=searcher)
     # EMERALD-O 5.1.2: configurations that keep underperforming stop early; the searcher
-    # counts a stopped trial as a penalty.
+    # counts a stopped trial as a penalty. The epochs they leave go to more trials, until
+    # the budget's total epochs are spent (as the multi-fidelity entries do).
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=budget.epochs,
-                              grace_period=1, reduction_factor=3, metric=metric, mode=mode
-                              ) if early_stopping and budget.epochs > 1 else None
-    return SearcherPlan("emerald", budget.trials, budget.epochs, scheduler, searcher=searcher)
+                              grace_period=1, reduction_factor=3, metric=metric, mode=mode)
+    return SearcherPlan("emerald", _fidelity_trials(budget), budget.epochs, scheduler,
+                        budget.epoch_budget, searcher=searcher)
 
 
 def emerald_dynamic(*, space, metric, mode, seed, budget, algo: str, combine: str,
-                    epsilon_decay: float, step_epochs: int, epsilon: str = "decay",
-                    epsilon_lambda: float = -1.0) -> ControllerPlan:
+                    epsilon_decay: float, step_epochs: int, epsilon: str = "budget",
+                    epsilon_lambda: float = -1.0, epsilon_fraction: float = 0.5
+                    ) -> ControllerPlan:
+    # A decision every step_epochs epochs of every trial: the budget schedule spans them.
+    decisions = budget.trials * -(-budget.epochs // step_epochs)
     return ControllerPlan(
         "emerald-dynamic", budget.trials, budget.epochs,
         controller="rllib_policies._controller:EmeraldController",
         controller_options={"algo": algo, "combine": combine, "epsilon_decay": epsilon_decay,
-                            "epsilon": epsilon, "epsilon_lambda": epsilon_lambda},
+                            "epsilon": epsilon, "epsilon_lambda": epsilon_lambda,
+                            "epsilon_fraction": epsilon_fraction, "decisions": decisions},
         step_epochs=step_epochs)
 
 

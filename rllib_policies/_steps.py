@@ -18,6 +18,7 @@ from rllib_policies._encoding import (
     ActionSet,
     EmeraldSettings,
     TrainingState,
+    budget_epsilon,
     encode,
     epsilon,
     shared_reward,
@@ -83,6 +84,9 @@ class AgentSteps:
         s = self.settings
         if s.epsilon_lambda is not None:
             return adaptive_epsilon(self.cumulative_k, s.epsilon_start, s.epsilon_end)
+        if s.epsilon_horizon is not None:
+            return budget_epsilon(self.steps, s.epsilon_horizon, start=s.epsilon_start,
+                                  end=s.epsilon_end)
         return epsilon(self.steps, start=s.epsilon_start, end=s.epsilon_end,
                        decay=s.epsilon_decay)
 

@@ -17,25 +17,44 @@ _EMERALD_OPTIONS = {
                       choices=("weighted", "product", "min")),
     "epsilon_decay": Option(float, EPSILON_DECAY, "exploration decay rate (EMERALD-O 5.1.1)",
                             above=0.0, high=100.0),
-    "epsilon": Option(str, "decay", "exploration schedule: decay (EMERALD-O 5.1.1) or "
-                      "adaptive (document 003: each decision's decay + lambda Var(Q))",
-                      choices=("decay", "adaptive")),
+    "epsilon": Option(str, "budget", "exploration schedule: budget (linear from 1 to 0.05 "
+                      "over epsilon_fraction of the decisions the trial budget affords), "
+                      "decay (EMERALD-O 5.1.1's exp(-epsilon_decay t)) or adaptive "
+                      "(document 003: each decision's decay + lambda Var(Q))",
+                      choices=("budget", "decay", "adaptive")),
+    "epsilon_fraction": Option(float, 0.5, "budget schedule: the fraction of the budget's "
+                               "decisions after which epsilon stays at its end", above=0.0,
+                               high=1.0),
     "epsilon_lambda": Option(float, -1.0, "document 003's lambda for epsilon: adaptive "
                              "(< 0: uncertainty slows the decay)", low=-1e6, high=1e6),
 }
+
+def _epsilon_options(space: SearchSpace, options: dict[str, Any]) -> str | None:
+    """epsilon_decay and epsilon_lambda belong to their schedules: set with another one they
+    would be ignored silently."""
+    if options["epsilon"] != "decay" and options["epsilon"] != "adaptive" and \
+            options["epsilon_decay"] != EPSILON_DECAY:
+        return (f"option 'epsilon_decay' applies to the decay and adaptive schedules, not "
+                f"epsilon: {options['epsilon']}; add epsilon: decay")
+    if options["epsilon"] != "adaptive" and options["epsilon_lambda"] != -1.0:
+        return ("option 'epsilon_lambda' applies to epsilon: adaptive only; add "
+                "epsilon: adaptive")
+    return None
+
 
 ENTRIES: list[Entry] = [
     Entry("emerald", "EMERALD-O: two RLlib agents as a Tune searcher, one step per trial",
           _F + "emerald",
           {**_EMERALD_OPTIONS,
-           "early_stopping": Option(bool, True, "stop underperformers (EMERALD-O 5.1.2)")},
-          table9_row="EMERALD-O (Proposed)"),
+           "early_stopping": Option(bool, True, "stop underperformers (EMERALD-O 5.1.2); "
+                                    "the epochs they leave go to more trials")},
+          table9_row="EMERALD-O (Proposed)", check=_epsilon_options),
     Entry("emerald-dynamic", "EMERALD-O inside running trials: new settings every k epochs",
           _F + "emerald_dynamic",
           {**_EMERALD_OPTIONS,
            "step_epochs": Option(int, 1, "epochs per step (the paper: 50)", low=1,
                                  high=100_000)},
-          kind="controller"),
+          kind="controller", check=_epsilon_options),
 ]
 
 

@@ -131,9 +131,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         # With 8 trials the paper's decay 0.01 leaves epsilon at 0.93: the three variants
         # then make the same (random) choices (measured: identical tables). 0.3 reaches
         # epsilon 0.1 by the 8th trial so the rewards can matter.
-        "searcher_options": {"emerald:weighted": {"combine": "weighted", "epsilon_decay": 0.3},
-                             "emerald:product": {"combine": "product", "epsilon_decay": 0.3},
-                             "emerald:min": {"combine": "min", "epsilon_decay": 0.3}},
+        "searcher_options": {"emerald:weighted": {"combine": "weighted", "epsilon": "decay",
+                                             "epsilon_decay": 0.3},
+                             "emerald:product": {"combine": "product", "epsilon": "decay",
+                                             "epsilon_decay": 0.3},
+                             "emerald:min": {"combine": "min", "epsilon": "decay",
+                                             "epsilon_decay": 0.3}},
         "budget": {"trials": 8, "epochs": 3},
         "concurrency": 1,
         "seeds": [0, 1, 2],

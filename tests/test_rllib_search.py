@@ -141,3 +141,60 @@ def test_dynamic_mode_switches_settings_inside_real_trials(ray_session, tmp_path
     log = pd.read_csv(steps)
     assert len(log) == 6  # 2 trials x 3 one-epoch steps, each closed with its reward
     assert log.reward.notna().all()
+
+
+# Issue 13: exploration that fits the budget, and equal epoch budgets.
+
+
+def test_budget_epsilon_reaches_its_end_at_the_stated_fraction() -> None:
+    from rllib_policies._encoding import budget_epsilon
+
+    values = [budget_epsilon(t, 10) for t in (0, 5, 10, 20)]
+    assert values == pytest.approx([1.0, 0.525, 0.05, 0.05])
+    settings = EmeraldSettings.from_options(epsilon="budget", epsilon_fraction=0.25,
+                                            decisions=40)
+    assert settings.epsilon_horizon == 10
+    assert EmeraldSettings.from_options(epsilon="decay").epsilon_horizon is None
+
+
+def test_emerald_plans_fit_the_schedule_to_their_budget() -> None:
+    from service import registry
+    from service.api import Budget
+
+    def plan(name: str, **options):
+        return registry.build(name, space=SPACE, metric="val_acc", mode="max", seed=0,
+                              budget=Budget(trials=12, epochs=4), options=options)
+
+    searcher = plan("emerald").searcher.searcher  # inside the result guard
+    assert searcher.settings.epsilon_horizon == 6  # half of the 12 trials
+    agents = searcher.agents
+    agents.steps = 6
+    assert agents.epsilon == pytest.approx(0.05)
+    dynamic = plan("emerald-dynamic", step_epochs=2)
+    assert dynamic.controller_options["decisions"] == 24  # 12 trials x 2 steps
+    paper = plan("emerald", epsilon="decay")
+    assert paper.searcher.searcher.settings.epsilon_horizon is None
+
+
+def test_early_stopping_emerald_spends_the_epoch_budget() -> None:
+    from service import registry
+    from service.api import Budget
+
+    budget = Budget(trials=12, epochs=4)
+    stopping = registry.build("emerald", space=SPACE, metric="val_acc", mode="max", seed=0,
+                              budget=budget)
+    assert stopping.multi_fidelity and stopping.epoch_budget == 48
+    assert stopping.num_samples >= 48  # trials enough for every epoch to be spent
+    plain = registry.build("emerald", space=SPACE, metric="val_acc", mode="max", seed=0,
+                           budget=budget, options={"early_stopping": False})
+    assert not plain.multi_fidelity and plain.num_samples == 12
+
+
+def test_schedule_options_set_with_another_schedule_are_refused() -> None:
+    from service import registry
+    from service.api import Budget
+    from service.registry import RegistryError
+
+    with pytest.raises(RegistryError, match="add epsilon: decay"):
+        registry.build("emerald", space=SPACE, metric="val_acc", mode="max", seed=0,
+                       budget=Budget(), options={"epsilon_decay": 0.3})

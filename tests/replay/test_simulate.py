@@ -225,3 +225,13 @@ def test_anytime_and_paired_tables_agree_with_the_cells(table, tmp_path) -> None
     assert paired["variance_ratio"] == pytest.approx((sd["optuna"] / sd["random"]) ** 2)
     best = rows[rows["searcher"] == "random"].groupby("seed")["regret"].min().mean() * 100
     assert anytime.loc["random", "regret_at_100pct"].startswith(f"{best:.2f} [")
+
+
+def test_early_stopping_emerald_spends_the_whole_epoch_budget(table) -> None:
+    budget = Budget(trials=6, epochs=6)
+    sim = replay_cell("emerald", table, seed=0, budget=budget)
+    epochs = len(sim.rows)
+    stopped_early = sum(len(g) < 6 for g in _trials(sim).values())
+    assert stopped_early > 0  # ASHA stopped some trials ...
+    assert epochs == budget.epoch_budget  # ... and their epochs went to more trials
+    assert len(_trials(sim)) > budget.trials
