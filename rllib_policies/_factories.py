@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+import math
+
 from service.api import ControllerPlan, SearcherPlan
+
+ASHA_GRACE = 1
+ASHA_REDUCTION = 3
+"""EMERALD-O 5.1.2's early stopping as ASHA: rungs at 1, 3, 9, ... epochs, a third going
+on from each (the paper gives no schedule)."""
+
+
+def asha_mean_epochs(max_t: int, grace: int, reduction: int) -> float:
+    """Expected epochs of one trial under ASHA when results are exchangeable: every trial
+    reaches the grace period, a 1/reduction share of those at a rung goes on to the next
+    (grace * reduction^k below max_t), the rest stop; survivors of the last rung train to
+    max_t."""
+    rungs = [grace]
+    while rungs[-1] * reduction < max_t:
+        rungs.append(rungs[-1] * reduction)
+    stops = [*rungs, max_t] if rungs[-1] < max_t else rungs
+    mean, share = float(stops[0]), 1.0
+    for before, after in zip(stops, stops[1:], strict=False):
+        share /= reduction
+        mean += share * (after - before)
+    return mean
 
 
 def emerald(*, space, metric, mode, seed, budget, algo: str, combine: str,
@@ -14,21 +37,26 @@ def emerald(*, space, metric, mode, seed, budget, algo: str, combine: str,
     from rllib_policies._encoding import EmeraldSettings
     from rllib_policies._search import EmeraldSearch
 
-    # One decision per trial: the budget schedule spans the budget's trials.
+    stopping = early_stopping and budget.epochs > 1
+    # One decision per trial: the budget schedule spans the trials the budget affords (with
+    # early stopping, the epoch budget over ASHA's mean epochs per trial).
+    decisions = math.ceil(budget.epoch_budget / asha_mean_epochs(
+        budget.epochs, ASHA_GRACE, ASHA_REDUCTION)) if stopping else budget.trials
     settings = EmeraldSettings.from_options(algo=algo, combine=combine,
                                             epsilon_decay=epsilon_decay, epsilon=epsilon,
                                             epsilon_lambda=epsilon_lambda,
                                             epsilon_fraction=epsilon_fraction,
-                                            decisions=budget.trials)
+                                            decisions=decisions)
     searcher = EmeraldSearch(space, metric=metric, mode=mode, seed=seed, settings=settings,
                              max_epochs=budget.epochs)
-    if not (early_stopping and budget.epochs > 1):
+    if not stopping:
         return SearcherPlan("emerald", budget.trials, budget.epochs, searcher=searcher)
     # EMERALD-O 5.1.2: configurations that keep underperforming stop early; the searcher
     # counts a stopped trial as a penalty. The epochs they leave go to more trials, until
     # the budget's total epochs are spent (as the multi-fidelity entries do).
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=budget.epochs,
-                              grace_period=1, reduction_factor=3, metric=metric, mode=mode)
+                              grace_period=ASHA_GRACE, reduction_factor=ASHA_REDUCTION,
+                              metric=metric, mode=mode)
     return SearcherPlan("emerald", _fidelity_trials(budget), budget.epochs, scheduler,
                         budget.epoch_budget, searcher=searcher)
 

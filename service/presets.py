@@ -247,6 +247,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "budget": {"trials": 20, "epochs": 12}, "concurrency": 1,
         "seeds": list(range(20)),
     },
+    # Issue 13: EMERALD-O's exploration schedules and equal epoch budgets on the two shipped
+    # tables with augmentation dimensions (a), against Optuna, HyperOpt and random; 20
+    # seeds of 12 trials x 12 epochs (`--trials 30`, `--trials 100` for the longer budgets).
+    "replay-emerald": {
+        "name": "replay-emerald", "backend": "replay",
+        "replay": {"tables": list(SHIPPED_TABLES[:2]),
+                   "paired": ["emerald vs random", "emerald vs optuna",
+                              "emerald vs emerald:decay"]},
+        "searchers": ["emerald", "emerald:decay", "emerald:adaptive", "emerald:no-stop",
+                      "emerald-dynamic", "optuna", "hyperopt", "random"],
+        "searcher_options": {"emerald:decay": {"epsilon": "decay"},
+                             "emerald:adaptive": {"epsilon": "adaptive"},
+                             "emerald:no-stop": {"early_stopping": False}},
+        "budget": {"trials": 12, "epochs": 12}, "concurrency": 1,
+        "seeds": list(range(20)),
+    },
     # Document 001 Table V on the CPU: bundled digits at 16 px, VGG-16 at width 0.125 (1 MB
     # where the original has 57 MB; the size reference shrinks with it), six agents, 5
     # seeds, 320 epochs per search: random search 40 trials of 8 epochs, the agents as many

@@ -165,11 +165,21 @@ def test_emerald_plans_fit_the_schedule_to_their_budget() -> None:
         return registry.build(name, space=SPACE, metric="val_acc", mode="max", seed=0,
                               budget=Budget(trials=12, epochs=4), options=options)
 
+    from rllib_policies._factories import asha_mean_epochs
+
+    # ASHA (rungs 1, 3, 9 of 12 epochs, a third going on): 1 + 2/3 + 6/9 + 3/27 epochs.
+    assert asha_mean_epochs(12, 1, 3) == pytest.approx(22 / 9)
+    assert asha_mean_epochs(4, 1, 3) == pytest.approx(1 + 2 / 3 + 1 / 9)
     searcher = plan("emerald").searcher.searcher  # inside the result guard
-    assert searcher.settings.epsilon_horizon == 6  # half of the 12 trials
+    # 48 epochs afford 27 ASHA trials of 1.78 epochs on average: half of them explore.
+    assert searcher.settings.epsilon_horizon == 14
     agents = searcher.agents
-    agents.steps = 6
+    agents.steps = 14
     assert agents.epsilon == pytest.approx(0.05)
+    agents.steps = 7
+    assert agents.epsilon == pytest.approx(0.525)
+    no_stop = plan("emerald", early_stopping=False).searcher.searcher
+    assert no_stop.settings.epsilon_horizon == 6  # half of the 12 trials
     dynamic = plan("emerald-dynamic", step_epochs=2)
     assert dynamic.controller_options["decisions"] == 24  # 12 trials x 2 steps
     paper = plan("emerald", epsilon="decay")
