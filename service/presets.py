@@ -248,15 +248,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": list(range(20)),
     },
     # Issue 13: EMERALD-O's exploration schedules and equal epoch budgets on the two shipped
-    # tables with augmentation dimensions (a), against Optuna, HyperOpt and random; 20
+    # tables with augmentation dimensions (a), against Optuna, HyperOpt, random and ASHA; 20
     # seeds of 12 trials x 12 epochs (`--trials 30`, `--trials 100` for the longer budgets).
     "replay-emerald": {
         "name": "replay-emerald", "backend": "replay",
         "replay": {"tables": list(SHIPPED_TABLES[:2]),
-                   "paired": ["emerald vs random", "emerald vs optuna",
+                   "paired": ["emerald vs random", "emerald vs optuna", "emerald vs asha",
                               "emerald vs emerald:decay"]},
+        # asha: random search under the same early stopping, at the same epoch budget.
         "searchers": ["emerald", "emerald:decay", "emerald:adaptive", "emerald:no-stop",
-                      "emerald-dynamic", "optuna", "hyperopt", "random"],
+                      "emerald-dynamic", "optuna", "hyperopt", "random", "asha"],
         "searcher_options": {"emerald:decay": {"epsilon": "decay"},
                              "emerald:adaptive": {"epsilon": "adaptive"},
                              "emerald:no-stop": {"early_stopping": False}},
