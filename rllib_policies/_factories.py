@@ -140,12 +140,20 @@ def layerwise(*, space, metric, mode, seed, budget, points: int, c_acc: float,
     return SearcherPlan("layerwise", budget.trials, budget.epochs, searcher=plan_searcher)
 
 
+def _random_starts(budget, options: dict) -> dict:
+    """At most a quarter of the trial budget starts from random points (5 of 20 by
+    default), at least one, so the agents act in short runs too."""
+    return {**options, "random_starts": min(options["random_starts"],
+                                            max(1, budget.trials // 4))}
+
+
 def hypera(*, space, metric, mode, seed, budget, step_epochs: int, **options
            ) -> ControllerPlan:
     """Document 002's agents inside running trials (`budget.trials` trials)."""
     return ControllerPlan("hypera", budget.trials, budget.epochs,
                           controller="rllib_policies._hypera:HyperaController",
-                          controller_options=dict(options), step_epochs=step_epochs)
+                          controller_options=_random_starts(budget, options),
+                          step_epochs=step_epochs)
 
 
 def hypera_search(*, space, metric, mode, seed, budget, **options) -> SearcherPlan:
@@ -153,5 +161,5 @@ def hypera_search(*, space, metric, mode, seed, budget, **options) -> SearcherPl
     from rllib_policies._hypera import HyperaSearch
 
     searcher = HyperaSearch(space, seed=seed, max_epochs=budget.epochs, metric=metric,
-                            mode=mode, **options)
+                            mode=mode, **_random_starts(budget, options))
     return SearcherPlan("hypera-search", budget.trials, budget.epochs, searcher=searcher)

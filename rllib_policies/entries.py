@@ -212,8 +212,8 @@ def _hypera_options() -> dict[str, Option]:
         "candidates": Option(int, s.candidates, "cooperative: joint candidates scored",
                              low=1, high=1000),
         "random_starts": Option(int, s.random_starts, "trials started from a random point "
-                                "before the incumbent seeds every trial", low=1,
-                                high=100_000),
+                                "before the incumbent seeds every trial (at most a quarter "
+                                "of the trial budget)", low=1, high=100_000),
         "reward_scale": Option(float, s.reward_scale, "reward per unit of validation "
                                "accuracy gained (100: points)", above=0.0, high=1e6),
         "lr": Option(float, s.lr, "SAC's actor, critic and temperature learning rate "
