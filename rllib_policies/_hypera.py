@@ -38,9 +38,6 @@ import numpy as np
 from baselines._simple import StateSearcher
 from rllib_policies._encoding import FAILURE_REWARD, RewardSettings
 from rllib_policies._hypera_core import (
-    DEFAULT_EVERY,
-    DEFAULT_SCALES,
-    DEFAULT_TEMPERATURES,
     GROUPS,
     HyperaSettings,
     Proposal,
@@ -54,6 +51,7 @@ from rllib_policies._hypera_core import (
     ungrouped,
 )
 from service.api import Observation
+from service.searching import is_failure
 from service.space import SearchSpace
 
 EARLY_STOP_PENALTY = RewardSettings().early_stop_penalty
@@ -90,11 +88,6 @@ def _finite(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
-
-
-def _failed(row: dict[str, Any]) -> bool:
-    return bool(row.get("diverged") or row.get("terminated")) or \
-        _finite(row.get("val_acc")) is None
 
 
 class Hypera:
@@ -283,7 +276,7 @@ class Hypera:
         for row in rows:
             trial.rows.append(row)
             value = _finite(row.get(self.metric))
-            failed = failed or _failed(row)
+            failed = failed or is_failure(row, self.metric)
             trial.history.append(value if value is not None else math.nan)
         return failed
 
@@ -421,11 +414,13 @@ class HyperaController:
         self.core.set_state(state)
 
 
-_SEARCH_DEFAULTS: dict[str, Any] = {
-    "strategy": "independent", "conflict": "value", "scales": DEFAULT_SCALES,
-    "temperatures": DEFAULT_TEMPERATURES, "every": DEFAULT_EVERY, "candidates": 8,
-    "random_starts": 5, "reward_scale": 100.0, "lr": 3e-4, "batch_size": 256,
-    "replay_capacity": 100_000, "learning_starts": 16, "updates_per_step": 1}
+
+
+def _option_defaults() -> dict[str, Any]:
+    """The entries' option defaults (one definition), for a searcher built directly."""
+    from rllib_policies.entries import _hypera_options
+
+    return {name: option.default for name, option in _hypera_options().items()}
 
 
 class HyperaSearch(StateSearcher):
@@ -440,7 +435,7 @@ class HyperaSearch(StateSearcher):
         super().__init__(metric=metric, mode=mode)
         self.space = space
         self.max_epochs = max_epochs
-        self.core = Hypera(space, hypera_settings(**{**_SEARCH_DEFAULTS, **options}),
+        self.core = Hypera(space, hypera_settings(**{**_option_defaults(), **options}),
                            seed=seed, metric=metric or "val_acc", mode=mode or "max",
                            groups=groups)
         self._constants = {d.name: d.choices[0] for d in space.dims if d.is_constant}
