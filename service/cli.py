@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("folder", help="<storage>/<name>")
     _ray_args(res)
     sub.add_parser("searchers", help="list the registry")
+    so = sub.add_parser("sockets", help="start the embedded local Ray, list the sockets it "
+                        "listens on and what a request with no token gets, stop it")
+    so.add_argument("--json", action="store_true", help="rows as JSON")
     return parser
 
 
@@ -112,6 +115,21 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return load_config(args.config, overrides, preset=args.preset)
 
 
+LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch for single-node platforms: off, Ray takes 127.0.0.1 as the node's address, so
+every socket of the embedded local Ray binds to loopback (`python -m service sockets`)."""
+
+
+def bind_loopback() -> None:
+    """Make the embedded local Ray bind to loopback: `ray.init` offers no argument for it (it
+    turns a given 127.0.0.1 into the machine's address), so set Ray's own single-node switch,
+    in this process and for every process Ray starts. A cluster (`--address`) is unaffected."""
+    os.environ[LOOPBACK_ONLY_ENV] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def init_ray(args: argparse.Namespace) -> None:
     """Join the cluster named by --address or RAY_ADDRESS; otherwise start a local Ray that
     never joins another instance on the machine."""
@@ -123,6 +141,7 @@ def init_ray(args: argparse.Namespace) -> None:
     if address:
         ray.init(address=address, **quiet)
     else:
+        bind_loopback()
         ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                  include_dashboard=False, **quiet)
 
@@ -198,6 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for key, opt in entry.options.items():
                     print(f"{'':15s}   {key}={opt.default!r}: {opt.help} ({opt.accepted()})")
             return 0
+        if args.command == "sockets":
+            from service.sockets import main as sockets_main
+
+            return sockets_main(as_json=args.json)
         if args.command == "report":
             from service.reports import write_report
 

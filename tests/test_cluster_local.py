@@ -77,6 +77,25 @@ def test_jobs_api_needs_the_token(cluster: lc.ClusterState) -> None:
     assert status == 200 and isinstance(json.loads(body), list)
 
 
+def test_cluster_sockets_refuse_callers_without_the_token(cluster: lc.ClusterState) -> None:
+    """Nodes of a cluster must reach each other, so Ray binds most ports to every interface
+    (README, security): each gRPC service refuses a call with no token, each HTTP port but the
+    metrics and the dashboard's static page answers 401, and the dashboard binds to loopback."""
+    from service.sockets import listening_sockets
+
+    rows = [row for node in cluster.nodes for row in listening_sockets(node.pid)]
+    assert {"GCS server", "raylet", "dashboard agent", "dashboard (head)"} <= {
+        r.role for r in rows}
+    for r in rows:
+        if r.answer.startswith("gRPC"):
+            assert not r.answer.endswith("answered"), r
+        elif r.answer.startswith("HTTP"):
+            assert r.answer in ("HTTP 401", "HTTP 200: Prometheus metrics",
+                                "HTTP 200: HTML page"), r
+    port = int(cluster.dashboard_url.rsplit(":", 1)[1])
+    assert {r.interface for r in rows if r.port == port} == {"loopback"}
+
+
 def test_half_gpu_trials_pack_two_per_gpu_on_both_nodes(cluster: lc.ClusterState,
                                                         tmp_path: Path) -> None:
     proc = _bench(cluster, tmp_path, "pack", epochs=3, image_size=32)
