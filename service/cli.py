@@ -146,13 +146,13 @@ def init_ray(args: argparse.Namespace) -> None:
                  include_dashboard=False, **quiet)
 
 
-def _replay(cfg: ExperimentConfig) -> int:
+def _replay(cfg: ExperimentConfig, verbose: bool = False) -> int:
     """A replay needs no Ray: cells run in a process pool on the simulated clock."""
     from service.replay.run import run_replay
     from service.reports import write_report
 
     start = time.time()
-    summaries = run_replay(cfg)
+    summaries = run_replay(cfg, quiet=not verbose)
     written = write_report(cfg.experiment_dir)
     ran = [s for s in summaries if "skipped" not in s]
     print(f"\n{len(ran)} replayed cells ({len(summaries) - len(ran)} could not run) in "
@@ -167,7 +167,7 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = Fal
     import ray
 
     if cfg.backend == "replay":
-        return _replay(cfg)
+        return _replay(cfg, verbose=bool(getattr(args, "verbose", False)))
     from service.experiment import run_all
     from service.reports import write_report
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -225,24 +224,10 @@ def run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool = False,
     On resume a cell that wrote its summary is done and is not run again. With `log_file`
     this process's output (Tune, the searcher's libraries) goes to that file, not the
     console."""
-    if log_file is None:
+    from service.progress import output_to
+
+    with output_to(log_file):
         return _run_cell(cfg_dict, cell, restore=restore)
-    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log_file, "a") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            return _run_cell(cfg_dict, cell, restore=restore)
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
 
 
 def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool) -> dict[str, Any]:

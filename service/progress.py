@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,6 +25,31 @@ from service.layout import SUMMARY_FILE, Cell
 LOG_DIR = "logs"
 """Per experiment folder: each cell's driver output (Tune, searchers, libraries) as
 <cell>.log, what the console no longer shows."""
+
+
+@contextmanager
+def output_to(log_file: str | Path | None) -> Iterator[None]:
+    """This process's stdout and stderr (file descriptors 1 and 2, so C libraries and child
+    processes too) go to `log_file` (appended) for the block; None leaves them alone."""
+    if log_file is None:
+        yield
+        return
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_file, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def _duration(seconds: float) -> str:

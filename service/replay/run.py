@@ -23,6 +23,7 @@ import numpy as np
 
 from service.config import ExperimentConfig
 from service.layout import CONFIG_FILE, ROWS_FILE, SUMMARY_FILE, Cell
+from service.progress import LOG_DIR
 from service.replay.table import ReplayTable, cached_table
 
 TARGET_QUANTILE = 0.95
@@ -133,9 +134,19 @@ def score(sim: Any, table: ReplayTable) -> tuple[list[dict[str, Any]], dict[str,
     return rows, summary
 
 
-def run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str) -> dict[str, Any]:
+def run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str,
+             log_dir: str | None = None) -> dict[str, Any]:
     """One cell in a worker process: simulate, score, write its folder, return the summary
-    (or why the entry cannot run on this table)."""
+    (or why the entry cannot run on this table). With `log_dir` the libraries' output
+    (Optuna's INFO lines, scikit-learn's warnings) goes to <log_dir>/replay-<pid>.log."""
+    from service.progress import output_to
+
+    log_file = None if log_dir is None else Path(log_dir) / f"replay-{os.getpid()}.log"
+    with output_to(log_file):
+        return _run_cell(cfg_dict, cell, table_path)
+
+
+def _run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str) -> dict[str, Any]:
     import pandas as pd
 
     from service.config import build_config
@@ -177,9 +188,11 @@ def _write_summary(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def run_replay(cfg: ExperimentConfig, log: Any = print) -> list[dict[str, Any]]:
+def run_replay(cfg: ExperimentConfig, log: Any = print, quiet: bool = False
+               ) -> list[dict[str, Any]]:
     """Every cell of `cfg` against its tables, `replay.workers` processes at once (default:
-    the machine's cores)."""
+    the machine's cores). `quiet`: the cells' library output goes to the experiment's logs/
+    folder, the console shows only progress."""
     import multiprocessing
 
     folder = cfg.experiment_dir
@@ -190,19 +203,22 @@ def run_replay(cfg: ExperimentConfig, log: Any = print) -> list[dict[str, Any]]:
     stored = {**cfg_dict, "storage": str(Path(cfg.storage).expanduser().resolve())}
     (folder / CONFIG_FILE).write_text(json.dumps(stored, indent=1))
     todo = cells(cfg)
+    log_dir = str(folder / LOG_DIR) if quiet else None
     workers = cfg.replay.workers or os.cpu_count() or 1
     summaries: list[dict[str, Any]] = []
     start = time.time()
     log(f"replaying {len(todo)} cells ({len(cfg.searchers)} entries x "
-        f"{len(cfg.replay.tables)} tables x {len(cfg.seeds)} seeds) in {workers} processes")
+        f"{len(cfg.replay.tables)} tables x {len(cfg.seeds)} seeds) in {workers} processes"
+        + (f"; library output in {log_dir}" if log_dir else ""))
     if workers == 1:
-        results = (run_cell(cfg_dict, cell, path) for cell, path in todo)
+        results = (run_cell(cfg_dict, cell, path, log_dir) for cell, path in todo)
         for summary in results:
             summaries.append(_logged(summary, len(summaries), len(todo), start, log))
         return summaries
     context = multiprocessing.get_context("spawn")  # no forked Ray or torch state
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [pool.submit(run_cell, cfg_dict, cell, path) for cell, path in todo]
+        futures = [pool.submit(run_cell, cfg_dict, cell, path, log_dir)
+                   for cell, path in todo]
         for future in as_completed(futures):
             summaries.append(_logged(future.result(), len(summaries), len(todo), start, log))
     return summaries

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -300,7 +301,8 @@ def curves(rows: pd.DataFrame, axis: str, points: int = 60) -> pd.DataFrame:
             idx = np.searchsorted(x, grid, side="right") - 1
             per_seed.append(np.where(idx >= 0, y[np.clip(idx, 0, None)], np.nan))
         stack = np.vstack(per_seed)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # points before any seed's first result are all NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
             q = np.nanpercentile(stack, [25, 50, 75], axis=0)
         out.append(pd.DataFrame({"backbone": table, "searcher": searcher, axis: grid,
                                  "q25": q[0], "median": q[1], "q75": q[2]}))

@@ -235,3 +235,21 @@ def test_early_stopping_emerald_spends_the_whole_epoch_budget(table) -> None:
     assert stopped_early > 0  # ASHA stopped some trials ...
     assert epochs == budget.epoch_budget  # ... and their epochs went to more trials
     assert len(_trials(sim)) > budget.trials
+
+
+def test_a_quiet_replay_sends_library_output_to_the_log_folder(table, tmp_path, capfd) -> None:
+    """`python -m service bench` on a replay: Optuna's "A new study created" lines go to
+    <experiment>/logs/replay-<pid>.log, not the console (`--verbose` keeps them there)."""
+    raw = {"name": "quiet", "storage": str(tmp_path), "backend": "replay",
+           "replay": {"tables": [table.path], "workers": 2}, "searchers": ["optuna"],
+           "budget": {"trials": 4, "epochs": 6}, "seeds": [0, 1]}
+    cfg = build_config(raw)  # two workers: spawned processes, as the CLI runs them
+    run_replay(cfg, log=print, quiet=True)
+    console = capfd.readouterr()
+    assert "replaying 2 cells" in console.out
+    assert "A new study created" not in console.out + console.err
+    logs = list((cfg.experiment_dir / "logs").glob("replay-*.log"))
+    assert logs and all("A new study created" in log.read_text() for log in logs)
+    run_replay(build_config({**raw, "name": "loud"}), log=print, quiet=False)
+    assert "A new study created" in capfd.readouterr().err
+    assert not (tmp_path / "loud" / "logs").exists()
