@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,14 @@ demo: $(STAMP)
 	$(PY) -m service bench --preset cpu-small --storage results
 	$(PY) -m service bench --preset replay-demo --storage results
 
-test: $(STAMP)
+# The report's browser test drives Debian's Chromium (no browser download): installed here
+# when missing and allowed, else that one test is skipped.
+chromium:
+	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	  echo "Chromium could not be installed: tests/test_report_browser.py will be skipped"
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

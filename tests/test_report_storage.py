@@ -93,6 +93,10 @@ def add_experiment(storage: Path, name: str, searchers: list[str],
 
 @pytest.fixture
 def storage(tmp_path: Path) -> Path:
+    return build_storage(tmp_path)
+
+
+def build_storage(tmp_path: Path) -> Path:
     """expA: random on two backbones (one trial errored), optuna crashed (cut line, no
     summary.json). expB: random again on vgg16 (so labelled per experiment), hyperband with a
     trial that failed before reporting and a cell whose only trial diverged."""

@@ -264,7 +264,9 @@ def write_index(out: Path, storage: Path, views: _Views, gen: pd.DataFrame,
         body.append("<h2>Plots</h2>")
         body += [f'<p><img src="{html.escape(p.name)}" alt="{html.escape(p.stem)}" '
                  'style="max-width:100%"></p>' for p in pngs]
-    page = ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Report: "
+    # An empty icon: without one a browser asks for /favicon.ico and logs its 404 as an error.
+    page = ("<!doctype html>\n<html><head><meta charset=\"utf-8\">"
+            "<link rel=\"icon\" href=\"data:,\"><title>Report: "
             f"{html.escape(_experiment_name(storage))}</title>\n<style>{_CSS}</style>"
             "</head><body>\n" + "\n".join(body) + "\n</body></html>\n")
     path = out / "index.html"
