@@ -38,6 +38,7 @@ class EmeraldController:
                  combine: str = "weighted", epsilon_decay: float = EPSILON_DECAY,
                  epsilon: str = "budget", epsilon_lambda: float = -1.0,
                  epsilon_fraction: float = 0.5, decisions: int | None = None,
+                 warm_start: str = "", epsilon_start: float = -1.0,
                  settings: EmeraldSettings | None = None) -> None:
         import torch
 
@@ -45,7 +46,7 @@ class EmeraldController:
         self.settings = settings or EmeraldSettings.from_options(
             algo=algo, combine=combine, epsilon_decay=epsilon_decay, epsilon=epsilon,
             epsilon_lambda=epsilon_lambda, epsilon_fraction=epsilon_fraction,
-            decisions=decisions)
+            decisions=decisions, warm_start=warm_start, epsilon_start=epsilon_start)
         self.agents = AgentSteps(space, self.settings, seed=seed, gamma=DYNAMIC_GAMMA)
         self.states: dict[str, TrainingState] = {}
 

@@ -175,6 +175,11 @@ class RewardSettings:
     early_stop_penalty: float = 0.5
 
 
+WARM_EPSILON_START = 0.3
+"""Exploration at the first decision of warm-started agents (ours: the paper has no warm
+start). Fresh agents start at 1."""
+
+
 @dataclass(frozen=True)
 class EmeraldSettings:
     """Settings of EMERALD-O's agents; defaults follow the paper where it says."""
@@ -198,20 +203,28 @@ class EmeraldSettings:
     batch_size: int = 16
     learning_starts: int = 4
     updates_per_step: int = 4
+    warm_start: str | None = None
+    """An agents file (or the folder of an earlier experiment holding one): the agents start
+    from its weights; buffer, optimizers, counters and exploration start fresh."""
 
     @classmethod
     def from_options(cls, *, algo: str = "dqn", combine: str = "weighted",
                      epsilon_decay: float = EPSILON_DECAY, epsilon: str = "decay",
                      epsilon_lambda: float = -1.0, epsilon_fraction: float = 0.5,
-                     decisions: int | None = None) -> EmeraldSettings:
+                     decisions: int | None = None, warm_start: str = "",
+                     epsilon_start: float = -1.0) -> EmeraldSettings:
         """The settings of the registry options (validated there); `decisions` is how many
-        the budget affords (the budget schedule ends at `epsilon_fraction` of them)."""
+        the budget affords (the budget schedule ends at `epsilon_fraction` of them);
+        `epsilon_start` < 0: 1 for fresh agents, WARM_EPSILON_START for warm-started ones."""
         horizon = None
         if epsilon == "budget":
             horizon = max(1, math.ceil(epsilon_fraction * (decisions or 1)))
+        if epsilon_start < 0:
+            epsilon_start = WARM_EPSILON_START if warm_start else 1.0
         return cls(algo=algo, epsilon_decay=epsilon_decay,
                    epsilon_lambda=epsilon_lambda if epsilon == "adaptive" else None,
-                   epsilon_horizon=horizon,
+                   epsilon_horizon=horizon, epsilon_start=epsilon_start,
+                   warm_start=warm_start or None,
                    rewards=RewardSettings(combine=combine))  # type: ignore[arg-type]
 
 

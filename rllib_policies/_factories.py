@@ -30,7 +30,8 @@ def asha_mean_epochs(max_t: int, grace: int, reduction: int) -> float:
 
 def emerald(*, space, metric, mode, seed, budget, algo: str, combine: str,
             epsilon_decay: float, early_stopping: bool, epsilon: str = "budget",
-            epsilon_lambda: float = -1.0, epsilon_fraction: float = 0.5) -> SearcherPlan:
+            epsilon_lambda: float = -1.0, epsilon_fraction: float = 0.5,
+            warm_start: str = "", epsilon_start: float = -1.0) -> SearcherPlan:
     from ray.tune.schedulers import ASHAScheduler
 
     from baselines._factories import _fidelity_trials
@@ -46,7 +47,8 @@ def emerald(*, space, metric, mode, seed, budget, algo: str, combine: str,
                                             epsilon_decay=epsilon_decay, epsilon=epsilon,
                                             epsilon_lambda=epsilon_lambda,
                                             epsilon_fraction=epsilon_fraction,
-                                            decisions=decisions)
+                                            decisions=decisions, warm_start=warm_start,
+                                            epsilon_start=epsilon_start)
     searcher = EmeraldSearch(space, metric=metric, mode=mode, seed=seed, settings=settings,
                              max_epochs=budget.epochs)
     if not stopping:
@@ -63,8 +65,8 @@ def emerald(*, space, metric, mode, seed, budget, algo: str, combine: str,
 
 def emerald_dynamic(*, space, metric, mode, seed, budget, algo: str, combine: str,
                     epsilon_decay: float, step_epochs: int, epsilon: str = "budget",
-                    epsilon_lambda: float = -1.0, epsilon_fraction: float = 0.5
-                    ) -> ControllerPlan:
+                    epsilon_lambda: float = -1.0, epsilon_fraction: float = 0.5,
+                    warm_start: str = "", epsilon_start: float = -1.0) -> ControllerPlan:
     # A decision every step_epochs epochs of every trial: the budget schedule spans them.
     decisions = budget.trials * -(-budget.epochs // step_epochs)
     return ControllerPlan(
@@ -72,7 +74,8 @@ def emerald_dynamic(*, space, metric, mode, seed, budget, algo: str, combine: st
         controller="rllib_policies._controller:EmeraldController",
         controller_options={"algo": algo, "combine": combine, "epsilon_decay": epsilon_decay,
                             "epsilon": epsilon, "epsilon_lambda": epsilon_lambda,
-                            "epsilon_fraction": epsilon_fraction, "decisions": decisions},
+                            "epsilon_fraction": epsilon_fraction, "decisions": decisions,
+                            "warm_start": warm_start, "epsilon_start": epsilon_start},
         step_epochs=step_epochs)
 
 

@@ -748,6 +748,28 @@ class MultiAgentLearner:
         self._rng.torch_state = state["rng_torch"].clone()
         self._sync_weights()
 
+    def get_weights(self) -> dict[str, Any]:
+        """Each agent's network weights (DQN's target network among them), as numpy: what a
+        warm start carries over, without optimizer state, replay buffer or counters."""
+        weights = self._learner_group.get_weights()
+        return {aid: {k: np.asarray(v).copy() for k, v in weights[aid].items()}
+                for aid in self.agents}
+
+    def load_weights(self, weights: dict[str, Any]) -> None:
+        """Start from `get_weights()` of a learner with the same agents (each agent's layer
+        shapes must match); the optimizers, buffer and counters stay as they are (fresh)."""
+        mine = self._learner_group.get_weights()
+        for aid in self.agents:
+            if aid not in weights:
+                raise ValueError(f"the weights have no agent {aid!r}")
+            shapes = {k: np.shape(v) for k, v in mine[aid].items()}
+            theirs = {k: np.shape(v) for k, v in weights[aid].items()}
+            if shapes != theirs:
+                raise ValueError(f"agent {aid!r}: layer shapes {theirs} differ from {shapes}")
+        with self._rng.active():
+            self._learner_group.set_weights({aid: weights[aid] for aid in self.agents})
+        self._sync_weights()
+
     def _signature(self) -> dict[str, tuple[int, int]]:
         """Each agent's (obs_dim, actions): what a saved state must match."""
         return {a: (s.obs_dim, s.action_dim if self.settings.algo == "sac" else s.n_actions)

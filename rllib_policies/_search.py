@@ -19,6 +19,7 @@ from ray.tune.search import Searcher
 
 from rllib_policies._encoding import EmeraldSettings, TrainingState
 from rllib_policies._steps import AgentSteps
+from rllib_policies._warm import AGENTS_FILE
 from service.searching import STEP_LOG, STEP_TB, write_log, write_tensorboard
 from service.space import SearchSpace
 
@@ -95,6 +96,7 @@ class EmeraldSearch(Searcher):
         # Tune saves searchers into the experiment folder: the step log goes beside it.
         folder = Path(checkpoint_path).parent
         write_log(self.log, folder / STEP_LOG)
+        self.agents.save_agents(folder / AGENTS_FILE, {"experiment": str(folder)})
         self._tb_written = write_tensorboard(self.log, folder / STEP_TB,
                                              self._tb_written)
 

@@ -58,6 +58,16 @@ class AgentSteps:
                             batch_size=s.batch_size, learning_starts=s.learning_starts,
                             updates_per_step=s.updates_per_step, seed=seed),
         )
+        self.warm_source: dict[str, Any] | None = None
+        if settings.warm_start:
+            from rllib_policies._warm import load_agents
+
+            payload = load_agents(settings.warm_start, self.actions, algo=s.algo,
+                                  hidden=s.hidden)
+            self.learner.load_weights(payload["weights"])
+            # One level: where the weights came from, not that file's own history.
+            self.warm_source = {**{k: v for k, v in payload["source"].items()
+                                   if k != "warm_from"}, "file": settings.warm_start}
         self.steps = 0
         self.cumulative_k = 0.0  # document 003's summed decay (adaptive epsilon only)
         self.pending: dict[str, dict[str, Any]] = {}
@@ -154,6 +164,17 @@ class AgentSteps:
     def greedy(self, state: TrainingState) -> dict[str, Any]:
         """What the policies choose on `state` without exploration."""
         return self.actions.decode(self.learner.greedy(self.encode(state)))
+
+    def save_agents(self, path: Any, source: dict[str, Any]) -> Any:
+        """The agents' weights as a warm-start file (`rllib_policies._warm`); `source` says
+        where they learned (a warm start's own source is kept under `warm_from`)."""
+        from rllib_policies._warm import save_agents
+
+        if self.warm_source is not None:
+            source = {**source, "warm_from": self.warm_source}
+        return save_agents(path, self.learner.get_weights(), self.actions,
+                           algo=self.settings.algo, hidden=self.settings.hidden,
+                           source={**source, "decisions": len(self.log)})
 
     def get_state(self) -> dict[str, Any]:
         return {"learner": self.learner.get_state(), "steps": self.steps,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rllib_policies._encoding import EPSILON_DECAY
+from rllib_policies._encoding import EPSILON_DECAY, WARM_EPSILON_START, ActionSet, EmeraldSettings
 from service.registry import Entry, Option
 from service.space import HPARAMS, OPTIMIZERS, SearchSpace
 
@@ -27,6 +27,12 @@ _EMERALD_OPTIONS = {
                                high=1.0),
     "epsilon_lambda": Option(float, -1.0, "document 003's lambda for epsilon: adaptive "
                              "(< 0: uncertainty slows the decay)", low=-1e6, high=1e6),
+    "epsilon_start": Option(float, -1.0, "exploration at the first decision (-1: 1 for fresh "
+                            f"agents, {WARM_EPSILON_START:g} warm-started)", low=-1.0,
+                            high=1.0),
+    "warm_start": Option(str, "", "agents file (emerald-agents.pkl) or folder of an earlier "
+                         "EMERALD-O experiment or `pretrain` run: the agents start from its "
+                         "weights, with a fresh buffer and exploration ('': fresh agents)"),
 }
 
 def _epsilon_options(space: SearchSpace, options: dict[str, Any]) -> str | None:
@@ -39,6 +45,14 @@ def _epsilon_options(space: SearchSpace, options: dict[str, Any]) -> str | None:
     if options["epsilon"] != "adaptive" and options["epsilon_lambda"] != -1.0:
         return ("option 'epsilon_lambda' applies to epsilon: adaptive only; add "
                 "epsilon: adaptive")
+    if options["warm_start"]:
+        from rllib_policies._warm import WarmStartError, load_agents
+
+        try:
+            load_agents(options["warm_start"], ActionSet.from_space(space),
+                        algo=options["algo"], hidden=EmeraldSettings().hidden)
+        except WarmStartError as err:
+            return str(err)
     return None
 
 

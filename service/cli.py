@@ -93,6 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("folder", help="<storage>/<name>")
     _ray_args(res)
     sub.add_parser("searchers", help="list the registry")
+    pre = sub.add_parser("pretrain", help="train EMERALD-O's agents on replay tables, for "
+                         "searcher_options.emerald.warm_start")
+    pre.add_argument("--table", dest="tables", action="append", default=[], required=True,
+                     help="replay table to train on (repeatable: episodes take them in turn)")
+    pre.add_argument("--out", required=True, help="agents file to write, e.g. agents.pkl")
+    pre.add_argument("--episodes", type=int, default=20, help="replayed searches (default 20)")
+    pre.add_argument("--trials", type=int, default=12, help="trials per episode (default 12)")
+    pre.add_argument("--epochs", type=int, default=12, help="epochs per trial (default 12)")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="an emerald option, e.g. --option algo=dqn (repeatable)")
+    pre.add_argument("--resume", action="store_true",
+                     help="start from the weights already in --out")
     so = sub.add_parser("sockets", help="start the embedded local Ray, list the sockets it "
                         "listens on and what a request with no token gets, stop it")
     so.add_argument("--json", action="store_true", help="rows as JSON")
@@ -144,6 +157,27 @@ def init_ray(args: argparse.Namespace) -> None:
         bind_loopback()
         ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                  include_dashboard=False, **quiet)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    """Check everything, then run the episodes (no Ray: replayed on the simulated clock)."""
+    from service.api import Budget
+    from service.replay.pretrain import check_pretrain, pretrain
+
+    options = parse_set(args.option)
+    try:
+        budget = Budget(trials=args.trials, epochs=args.epochs)
+    except ValueError as err:
+        raise ConfigError(f"--trials/--epochs: {err.errors()[0]['msg']}") from None
+    check_pretrain(args.tables, args.out, args.episodes, options)
+    if args.resume and not Path(args.out).is_file():
+        raise ConfigError(f"--resume: {args.out!r} does not exist yet; drop --resume")
+    summary = pretrain(args.tables, args.out, episodes=args.episodes, budget=budget,
+                       seed=args.seed, options=options, resume=args.resume)
+    print(f"agents after {summary['episodes']} episodes: {summary['out']} "
+          f"({summary['wall_time_s']:.0f} s); warm-start a search with "
+          f"searcher_options: {{emerald: {{warm_start: {summary['out']}}}}}")
+    return 0
 
 
 def _replay(cfg: ExperimentConfig, verbose: bool = False) -> int:
@@ -217,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for key, opt in entry.options.items():
                     print(f"{'':15s}   {key}={opt.default!r}: {opt.help} ({opt.accepted()})")
             return 0
+        if args.command == "pretrain":
+            return _pretrain(args)
         if args.command == "sockets":
             from service.sockets import main as sockets_main
 

@@ -98,6 +98,33 @@ def replay_preset(name: str, tables: tuple[str, ...], trials: int) -> dict[str, 
     }
 
 
+PRETRAINED_AGENTS = {t: t.replace("docs/tables/", "docs/agents/emerald-").replace(
+    ".parquet", ".pkl") for t in SHIPPED_TABLES[:2]}
+"""EMERALD-O's agents pretrained on each table (a), 50 episodes of 12 trials x 12 epochs:
+`python -m service pretrain --table <table> --episodes 50 --out <file>`."""
+
+
+def warm_preset(name: str, test_table: str, trials: int = 12) -> dict[str, Any]:
+    """Transfer, honestly: EMERALD-O started from agents pretrained on the *other* table (a)
+    (another backbone), against fresh EMERALD-O and the baselines on `test_table`, 20 seeds,
+    equal epochs."""
+    (source,) = [t for t in PRETRAINED_AGENTS if t != test_table]
+    warm = {"warm_start": PRETRAINED_AGENTS[source]}
+    return {
+        "name": name, "backend": "replay", "replay": {
+            "tables": [test_table],
+            "paired": ["emerald:warm vs random", "emerald:warm vs optuna",
+                       "emerald:warm vs emerald", "emerald:warm vs emerald:warm-explore"]},
+        "searchers": ["emerald", "emerald:warm", "emerald:warm-explore", "optuna",
+                      "hyperopt", "random", "asha"],
+        # warm-explore: the same weights with a full exploration schedule (from 1)
+        "searcher_options": {"emerald:warm": warm,
+                             "emerald:warm-explore": {**warm, "epsilon_start": 1.0}},
+        "budget": {"trials": trials, "epochs": 12}, "concurrency": 1,
+        "seeds": list(range(20)),
+    }
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The README's main job: a side-by-side comparison that finishes on a 2-core CPU in
     # well under 15 minutes (bundled digits, width-scaled VGG16 and ResNet-18).
@@ -250,6 +277,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Issue 13: EMERALD-O's exploration schedules and equal epoch budgets on the two shipped
     # tables with augmentation dimensions (a), against Optuna, HyperOpt, random and ASHA; 20
     # seeds of 12 trials x 12 epochs (`--trials 30`, `--trials 100` for the longer budgets).
+    # Warm start across backbones: agents pretrained on the VGG table, tested on the
+    # ResNet table, and the other way round (`--trials 30` for 30 trials).
+    "replay-warm-resnet": warm_preset("replay-warm-resnet", SHIPPED_TABLES[1]),
+    "replay-warm-vgg": warm_preset("replay-warm-vgg", SHIPPED_TABLES[0]),
     "replay-emerald": {
         "name": "replay-emerald", "backend": "replay",
         "replay": {"tables": list(SHIPPED_TABLES[:2]),
