@@ -14,7 +14,7 @@ import dataclasses
 import math
 from typing import Any
 
-from rllib_policies._encoding import EPSILON_DECAY, EmeraldSettings, TrainingState
+from rllib_policies._encoding import EmeraldSettings, TrainingState
 from rllib_policies._steps import AgentSteps
 from service.api import Observation
 from service.space import SearchSpace
@@ -34,19 +34,13 @@ def step_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 class EmeraldController:
     """The agents and their learner, shared by all trials of an experiment."""
 
-    def __init__(self, space: SearchSpace, *, seed: int = 0, algo: str = "dqn",
-                 combine: str = "weighted", epsilon_decay: float = EPSILON_DECAY,
-                 epsilon: str = "budget", epsilon_lambda: float = -1.0,
-                 epsilon_fraction: float = 0.5, decisions: int | None = None,
-                 warm_start: str = "", epsilon_start: float = -1.0,
-                 settings: EmeraldSettings | None = None) -> None:
+    def __init__(self, space: SearchSpace, *, seed: int = 0,
+                 settings: EmeraldSettings | None = None, **options: Any) -> None:
+        """`options`: the entry's (EmeraldSettings.from_options' keywords, `decisions`)."""
         import torch
 
         torch.set_num_threads(1)  # trials share the machine: contention slows updates 10-30x
-        self.settings = settings or EmeraldSettings.from_options(
-            algo=algo, combine=combine, epsilon_decay=epsilon_decay, epsilon=epsilon,
-            epsilon_lambda=epsilon_lambda, epsilon_fraction=epsilon_fraction,
-            decisions=decisions, warm_start=warm_start, epsilon_start=epsilon_start)
+        self.settings = settings or EmeraldSettings.from_options(**options)
         self.agents = AgentSteps(space, self.settings, seed=seed, gamma=DYNAMIC_GAMMA)
         self.states: dict[str, TrainingState] = {}
 
@@ -59,8 +53,10 @@ class EmeraldController:
             float(last.get("val_acc", math.nan)))
         for norm in (last or {}).get("step_grad_norms", ()):
             self.agents.note_grad_norm(obs.trial_id, norm)
+        # A trial that ends before its budget without failing was stopped early (5.1.2).
+        early = terminated and not failed and obs.epoch < obs.max_epochs
         after = self.agents.close(obs.trial_id, state, last, failed=failed,
-                                  terminated=terminated)
+                                  terminated=terminated, early_stopped=early)
         if after is not None:
             self.states[obs.trial_id] = after
 

@@ -56,16 +56,23 @@ class ActionSet:
     optimizers: tuple[str, ...]
 
     @classmethod
-    def from_space(cls, space: SearchSpace, lr_bins_per_decade: int = LR_BINS_PER_DECADE
-                   ) -> ActionSet:
+    def from_space(cls, space: SearchSpace, lr_bins_per_decade: int = LR_BINS_PER_DECADE,
+                   aug_actions: str = "combinations") -> ActionSet:
         """`aug`: every combination of the searched augmentation dimensions (Table 4's none /
-        flip / rotation / shift are among them); `opt`: optimizer x log-spaced rate bins."""
+        flip / rotation / shift are among them), or with `aug_actions="table4"` Table 4's
+        one technique at a time (`table4_actions`); `opt`: optimizer x log-spaced rate
+        bins."""
         searched = {d.name: d for d in space.searched}
         aug_dims = [searched[n] for n in AUG_FLAGS if n in searched]
-        aug = tuple(
-            dict(zip([d.name for d in aug_dims], values, strict=True))
-            for values in itertools.product(*(d.choices for d in aug_dims))
-        ) or ({},)
+        if aug_actions == "table4":
+            aug = table4_actions(aug_dims)
+        elif aug_actions == "combinations":
+            aug = tuple(
+                dict(zip([d.name for d in aug_dims], values, strict=True))
+                for values in itertools.product(*(d.choices for d in aug_dims))
+            ) or ({},)
+        else:
+            raise ValueError(f"aug_actions: {aug_actions!r} is not combinations or table4")
         if "optimizer" in searched:
             optimizers = tuple(searched["optimizer"].choices)
         else:
@@ -83,15 +90,69 @@ class ActionSet:
             rate = float(space.constants.get("lr", 1e-3))
             rates, low, high = (rate,), rate / 10, rate * 10
         opt = tuple({"optimizer": o, "lr": r} for o in optimizers for r in rates)
-        return cls(aug, opt, (low, high), optimizers)
+        choices = rates if lr_dim is not None and lr_dim.kind not in (
+            "loguniform", "uniform") else None
+        return cls(aug, opt, (low, high), optimizers, choices)
+
+    lr_choices: tuple[float, ...] | None = None
+    """The space's rates when it lists them (a continuous rate snaps to the nearest)."""
 
     @property
     def sizes(self) -> dict[str, int]:
         return {"aug": len(self.aug), "opt": len(self.opt)}
 
-    def decode(self, actions: Mapping[str, int]) -> dict[str, Any]:
-        """The trial configuration of a joint action."""
-        return {**self.aug[int(actions["aug"])], **self.opt[int(actions["opt"])]}
+    @property
+    def opt_box_dim(self) -> int:
+        """The continuous head's Box: one score per optimizer (the softmax head of Fig 4,
+        as scores; the largest wins) and the log learning rate (its linear head)."""
+        return len(self.optimizers) + 1
+
+    def decode(self, actions: Mapping[str, Any]) -> dict[str, Any]:
+        """The trial configuration of a joint action (Agent 2's a discrete index, or a Box
+        vector in [-1, 1] from the continuous head)."""
+        opt = actions["opt"]
+        if np.ndim(opt) == 0:
+            return {**self.aug[int(actions["aug"])], **self.opt[int(opt)]}
+        return {**self.aug[int(actions["aug"])], **self.decode_box(np.asarray(opt))}
+
+    def decode_box(self, vector: np.ndarray) -> dict[str, Any]:
+        """Optimizer = the largest of the first scores; rate = the last entry mapped
+        linearly onto the log range (-1: low, 1: high), snapped to the space's listed rates
+        if it lists them."""
+        optimizer = self.optimizers[int(np.argmax(vector[:len(self.optimizers)]))]
+        low, high = (math.log10(v) for v in self.lr_range)
+        position = (float(np.clip(vector[-1], -1.0, 1.0)) + 1.0) / 2.0
+        lr = 10 ** (low + position * (high - low))
+        if self.lr_choices is not None:
+            lr = min(self.lr_choices, key=lambda r: abs(math.log10(r) - math.log10(lr)))
+        return {"optimizer": optimizer, "lr": float(f"{lr:.6g}")}
+
+
+TABLE4_TECHNIQUES: tuple[str, ...] = ("flip", "rotation", "shift")
+"""Table 4's augmentation actions besides "no augmentation": apply flip, apply rotation,
+apply shift, one at a time (zoom is in Table 3's state but is no action there)."""
+
+
+def _off(dim: Any) -> Any:
+    """A dimension's "not applied" value: False, or its smallest range (rotation 0)."""
+    choices = list(dim.choices)
+    return False if all(isinstance(c, bool) for c in choices) else min(choices)
+
+
+def table4_actions(aug_dims: Sequence[Any]) -> tuple[dict[str, Any], ...]:
+    """EMERALD-O Table 4's actions over the searched augmentation dimensions: no
+    augmentation, then each technique alone; "apply rotation" once per rotation range above
+    0 that the space offers (Figs 10-12 compare 10, 20 and 30). Every action sets every
+    searched dimension, so one technique at a time is what trains."""
+    base = {d.name: _off(d) for d in aug_dims}
+    actions = [dict(base)]
+    for dim in aug_dims:
+        if dim.name not in TABLE4_TECHNIQUES:
+            continue
+        for value in dim.choices:
+            if value != base[dim.name]:
+                actions.append({**base, dim.name: value})
+    return tuple(actions)
 
 
 def normalize_lr(lr: float, lr_range: tuple[float, float], scale: str = "log") -> float:
@@ -173,6 +234,15 @@ class RewardSettings:
     low_acc_penalty: float = 0.0
     grad_penalty: float = 0.05
     early_stop_penalty: float = 0.5
+    acc_scale: float = 1.0
+    """Agent 1's reward unit: 1 = accuracy as a fraction; 100 = percentage points, as Fig 6
+    counts "+2 for 2% improvement" (Agent 2's loss reduction stays in loss units there)."""
+
+
+def agents_label(algo: str, lr_head: str) -> str:
+    """What learned the agents' networks, as a warm-start file records it: the algorithm,
+    with "+sac-lr" when Agent 2 is the continuous head's SAC agent."""
+    return algo if lr_head == "bins" else f"{algo}+sac-lr"
 
 
 WARM_EPSILON_START = 0.3
@@ -206,13 +276,24 @@ class EmeraldSettings:
     warm_start: str | None = None
     """An agents file (or the folder of an earlier experiment holding one): the agents start
     from its weights; buffer, optimizers, counters and exploration start fresh."""
+    aug_actions: str = "combinations"
+    """Agent 1's actions: every combination of the augmentation dimensions, or "table4"
+    (Table 4's none / flip / rotation / shift, one at a time)."""
+    lr_head: str = "bins"
+    """Agent 2's learning rate: "bins" (discrete log-spaced rates, one action with the
+    optimizer, on `algo`) or "continuous" (section 4.4.2's linear output: Agent 2 is a SAC
+    agent with a Box action, optimizer scores and the log rate; Agent 1 stays on `algo`)."""
 
     @classmethod
     def from_options(cls, *, algo: str = "dqn", combine: str = "weighted",
                      epsilon_decay: float = EPSILON_DECAY, epsilon: str = "decay",
                      epsilon_lambda: float = -1.0, epsilon_fraction: float = 0.5,
                      decisions: int | None = None, warm_start: str = "",
-                     epsilon_start: float = -1.0) -> EmeraldSettings:
+                     epsilon_start: float = -1.0, aug_actions: str = "combinations",
+                     lr_head: str = "bins",
+                     w1: float = 0.5, w2: float = 0.5, acc_scale: str = "fraction",
+                     low_acc_floor: float = 0.0, low_acc_penalty: float = 0.0
+                     ) -> EmeraldSettings:
         """The settings of the registry options (validated there); `decisions` is how many
         the budget affords (the budget schedule ends at `epsilon_fraction` of them);
         `epsilon_start` < 0: 1 for fresh agents, WARM_EPSILON_START for warm-started ones."""
@@ -224,8 +305,11 @@ class EmeraldSettings:
         return cls(algo=algo, epsilon_decay=epsilon_decay,
                    epsilon_lambda=epsilon_lambda if epsilon == "adaptive" else None,
                    epsilon_horizon=horizon, epsilon_start=epsilon_start,
-                   warm_start=warm_start or None,
-                   rewards=RewardSettings(combine=combine))  # type: ignore[arg-type]
+                   warm_start=warm_start or None, aug_actions=aug_actions, lr_head=lr_head,
+                   rewards=RewardSettings(  # type: ignore[arg-type]
+                       combine=combine, weights=(w1, w2),
+                       acc_scale=100.0 if acc_scale == "points" else 1.0,
+                       low_acc_floor=low_acc_floor, low_acc_penalty=low_acc_penalty))
 
 
 def agent_rewards(before: TrainingState, val_acc: float, train_loss: float) -> tuple[float, float]:
@@ -270,7 +354,7 @@ def shared_reward(before: TrainingState, result: Mapping[str, Any] | None,
     ):
         return FAILURE_REWARD
     r1, r2 = agent_rewards(before, float(val_acc), float(train_loss))
-    reward = combine(r1, r2, settings.combine, settings.weights)
+    reward = combine(settings.acc_scale * r1, r2, settings.combine, settings.weights)
     reward -= settings.low_acc_penalty * max(0.0, settings.low_acc_floor - float(val_acc))
     reward -= settings.grad_penalty * grad_instability(grad_norms)
     if early_stopped:

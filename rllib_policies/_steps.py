@@ -18,6 +18,7 @@ from rllib_policies._encoding import (
     ActionSet,
     EmeraldSettings,
     TrainingState,
+    agents_label,
     budget_epsilon,
     encode,
     epsilon,
@@ -31,12 +32,76 @@ def step_record(step: dict[str, Any]) -> dict[str, Any]:
     """The logged part of a closed step: states, action probabilities, actions and the
     config they decode to."""
     return {
-        **{f"action_{k}": d.action for k, d in step["decisions"].items()},
+        **{f"action_{k}": d.action if np.ndim(d.action) == 0 else
+           " ".join(f"{x:.3f}" for x in np.asarray(d.action)) for k, d in
+           step["decisions"].items()},
         **{f"probs_{k}": " ".join(f"{p:.3f}" for p in d.probs)
            for k, d in step["decisions"].items()},
         **{f"state_{k}": " ".join(f"{x:.4g}" for x in v) for k, v in step["obs"].items()},
         **{f"config_{k}": v for k, v in step["config"].items()},
     }
+
+
+class SplitLearner:
+    """Agents on separate learners (Agent 1 on DQN or PPO, Agent 2 on SAC for the continuous
+    rate head) behind one learner's interface: each call goes to the learner of each
+    agent."""
+
+    def __init__(self, learners: dict[str, Any]) -> None:
+        self.learners = learners  # agent name -> MultiAgentLearner holding only that agent
+
+    def _split(self, mapping: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {aid: {aid: mapping[aid]} for aid in self.learners if aid in mapping}
+
+    def act(self, obs: dict[str, np.ndarray], **kwargs: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for aid, part in self._split(obs).items():
+            out.update(self.learners[aid].act(part, **kwargs))
+        return out
+
+    def greedy(self, obs: dict[str, np.ndarray]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for aid, part in self._split(obs).items():
+            out.update(self.learners[aid].greedy(part))
+        return out
+
+    def observe(self, obs: dict[str, np.ndarray], decisions: dict[str, Any], reward: Any,
+                next_obs: dict[str, np.ndarray], **kwargs: Any) -> None:
+        for aid, learner in self.learners.items():
+            learner.observe({aid: obs[aid]}, {aid: decisions[aid]}, reward,
+                            {aid: next_obs[aid]}, **kwargs)
+
+    def update(self, flush: bool = False) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for learner in self.learners.values():
+            metrics.update(learner.update(flush))
+        return metrics
+
+    def get_state(self) -> dict[str, Any]:
+        return {aid: learner.get_state() for aid, learner in self.learners.items()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        for aid, learner in self.learners.items():
+            learner.set_state(state[aid])
+
+    def get_weights(self) -> dict[str, Any]:
+        return {aid: learner.get_weights()[aid] for aid, learner in self.learners.items()}
+
+    def load_weights(self, weights: dict[str, Any]) -> None:
+        for aid, learner in self.learners.items():
+            learner.load_weights({aid: weights[aid]})
+
+    @property
+    def replay_size(self) -> int:
+        return sum(learner.replay_size for learner in self.learners.values())
+
+    @property
+    def num_steps(self) -> int:
+        return max(learner.num_steps for learner in self.learners.values())
+
+    def stop(self) -> None:
+        for learner in self.learners.values():
+            learner.stop()
 
 
 class AgentSteps:
@@ -47,22 +112,33 @@ class AgentSteps:
         from rllib_policies._learner import AgentSpec, LearnerSettings, MultiAgentLearner
 
         self.settings = settings
-        self.actions = ActionSet.from_space(space)
+        self.actions = ActionSet.from_space(space, aug_actions=settings.aug_actions)
         self.rng = np.random.default_rng(seed)
         obs = self.encode(self.initial_state())
         s = settings
-        self.learner = MultiAgentLearner(
-            {name: AgentSpec(obs_dim=int(obs[name].shape[0]), n_actions=n)
-             for name, n in self.actions.sizes.items()},
-            LearnerSettings(algo=s.algo, hidden=s.hidden, lr=s.lr, gamma=gamma,
-                            batch_size=s.batch_size, learning_starts=s.learning_starts,
-                            updates_per_step=s.updates_per_step, seed=seed),
-        )
+
+        def learner(algo: str, specs: dict[str, Any], seed: int) -> MultiAgentLearner:
+            return MultiAgentLearner(specs, LearnerSettings(
+                algo=algo, hidden=s.hidden, lr=s.lr, gamma=gamma, batch_size=s.batch_size,
+                learning_starts=s.learning_starts, updates_per_step=s.updates_per_step,
+                seed=seed))
+
+        dims = {name: int(obs[name].shape[0]) for name in obs}
+        if s.lr_head == "continuous":  # Agent 2 on SAC with a Box action (section 4.4.2)
+            self.learner: Any = SplitLearner({
+                "aug": learner(s.algo, {"aug": AgentSpec(
+                    obs_dim=dims["aug"], n_actions=self.actions.sizes["aug"])}, seed),
+                "opt": learner("sac", {"opt": AgentSpec(
+                    obs_dim=dims["opt"], action_dim=self.actions.opt_box_dim)}, seed + 1)})
+        else:
+            self.learner = learner(s.algo, {name: AgentSpec(obs_dim=dims[name], n_actions=n)
+                                            for name, n in self.actions.sizes.items()}, seed)
         self.warm_source: dict[str, Any] | None = None
         if settings.warm_start:
             from rllib_policies._warm import load_agents
 
-            payload = load_agents(settings.warm_start, self.actions, algo=s.algo,
+            payload = load_agents(settings.warm_start, self.actions,
+                                  algo=agents_label(s.algo, s.lr_head),
                                   hidden=s.hidden)
             self.learner.load_weights(payload["weights"])
             # One level: where the weights came from, not that file's own history.
@@ -173,7 +249,8 @@ class AgentSteps:
         if self.warm_source is not None:
             source = {**source, "warm_from": self.warm_source}
         return save_agents(path, self.learner.get_weights(), self.actions,
-                           algo=self.settings.algo, hidden=self.settings.hidden,
+                           algo=agents_label(self.settings.algo, self.settings.lr_head),
+                           hidden=self.settings.hidden,
                            source={**source, "decisions": len(self.log)})
 
     def get_state(self) -> dict[str, Any]:

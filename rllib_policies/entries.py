@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from rllib_policies._encoding import EPSILON_DECAY, WARM_EPSILON_START, ActionSet, EmeraldSettings
+from rllib_policies._encoding import (
+    EPSILON_DECAY,
+    WARM_EPSILON_START,
+    ActionSet,
+    EmeraldSettings,
+    agents_label,
+)
 from service.registry import Entry, Option
 from service.space import HPARAMS, OPTIMIZERS, SearchSpace
 
@@ -33,6 +39,28 @@ _EMERALD_OPTIONS = {
     "warm_start": Option(str, "", "agents file (emerald-agents.pkl) or folder of an earlier "
                          "EMERALD-O experiment or `pretrain` run: the agents start from its "
                          "weights, with a fresh buffer and exploration ('': fresh agents)"),
+    "aug_actions": Option(str, "combinations", "Agent 1's actions: every combination of the "
+                          "augmentation dimensions, or table4 (EMERALD-O Table 4: none / flip "
+                          "/ rotation / shift, one at a time, rotation at each range > 0)",
+                          choices=("combinations", "table4")),
+    "lr_head": Option(str, "bins", "Agent 2's rate: bins (log-spaced rates, one discrete "
+                      "action with the optimizer) or continuous (section 4.4.2's linear head: "
+                      "Agent 2 on SAC, Box of optimizer scores and the log rate)",
+                      choices=("bins", "continuous")),
+    "w1": Option(float, 0.5, "weight of Agent 1's reward in the weighted sum (eq. 6)",
+                 low=0.0, high=100.0),
+    "w2": Option(float, 0.5, "weight of Agent 2's reward in the weighted sum (eq. 6)",
+                 low=0.0, high=100.0),
+    "acc_scale": Option(str, "fraction", "Agent 1's reward unit: fraction (0.02 for 2%) or "
+                        "points (Fig 6: +2 for 2%)", choices=("fraction", "points")),
+    "low_acc_floor": Option(float, 0.0, "section 4.6.1: validation accuracy (fraction) below "
+                            "which a step is penalised", low=0.0, high=1.0),
+    "low_acc_penalty": Option(float, 0.0, "section 4.6.1: penalty per unit of accuracy "
+                              "below low_acc_floor (0: off)", low=0.0, high=1000.0),
+    "variant": Option(str, "", "paper: the paper's own settings wherever an option is at "
+                      "its default (table4 actions, decay schedule, reward in points, "
+                      "low-accuracy penalty, early stopping); '': this project's defaults",
+                      choices=("", "paper")),
 }
 
 def _epsilon_options(space: SearchSpace, options: dict[str, Any]) -> str | None:
@@ -49,8 +77,10 @@ def _epsilon_options(space: SearchSpace, options: dict[str, Any]) -> str | None:
         from rllib_policies._warm import WarmStartError, load_agents
 
         try:
-            load_agents(options["warm_start"], ActionSet.from_space(space),
-                        algo=options["algo"], hidden=EmeraldSettings().hidden)
+            actions = ActionSet.from_space(space, aug_actions=options["aug_actions"])
+            load_agents(options["warm_start"], actions,
+                        algo=agents_label(options["algo"], options["lr_head"]),
+                        hidden=EmeraldSettings().hidden)
         except WarmStartError as err:
             return str(err)
     return None
@@ -67,7 +97,12 @@ ENTRIES: list[Entry] = [
           _F + "emerald_dynamic",
           {**_EMERALD_OPTIONS,
            "step_epochs": Option(int, 1, "epochs per step (the paper: 50)", low=1,
-                                 high=100_000)},
+                                 high=100_000),
+           "early_stopping": Option(bool, False, "EMERALD-O 5.1.2 inside trials: a trial "
+                                    "that has not improved for `patience` epochs ends (a "
+                                    "penalty step); its epochs go to more trials"),
+           "patience": Option(int, 3, "early_stopping: epochs without improvement", low=1,
+                              high=100_000)},
           kind="controller", check=_epsilon_options),
 ]
 

@@ -125,6 +125,42 @@ def warm_preset(name: str, test_table: str, trials: int = 12) -> dict[str, Any]:
     }
 
 
+EMERALD_VARIANTS: dict[str, dict[str, Any]] = {
+    "emerald:paper": {"variant": "paper"},
+    "emerald:table4": {"aug_actions": "table4"},
+    "emerald:continuous": {"lr_head": "continuous"},
+    "emerald:points": {"acc_scale": "points", "low_acc_floor": 0.5, "low_acc_penalty": 1.0},
+    "emerald:decay": {"epsilon": "decay"},
+    "emerald:adaptive": {"epsilon": "adaptive"},
+    "emerald:no-stop": {"early_stopping": False},
+    "emerald-dynamic:stop": {"early_stopping": True},
+    "emerald-dynamic:paper": {"variant": "paper"},
+}
+"""Issue 13's variants: the paper's settings one at a time and all together (variant:
+paper), in both modes."""
+
+
+def emerald_replay_preset(name: str, trials: int, searchers: list[str] | None = None
+                          ) -> dict[str, Any]:
+    """EMERALD-O's variants against Optuna, HyperOpt, random search and ASHA (random search
+    under the same early stopping) on the two tables (a), 20 seeds, `trials` x 12 epochs,
+    equal epochs."""
+    searchers = searchers or ["emerald", *[k for k in EMERALD_VARIANTS if "dynamic" not in k],
+                              "emerald-dynamic", "emerald-dynamic:stop",
+                              "emerald-dynamic:paper", "optuna", "hyperopt", "random", "asha"]
+    pairs = ["emerald vs random", "emerald vs optuna", "emerald vs asha",
+             "emerald vs emerald:decay", "emerald vs emerald:paper"]
+    return {
+        "name": name, "backend": "replay",
+        "replay": {"tables": list(SHIPPED_TABLES[:2]),
+                   "paired": [p for p in pairs if p.split(" vs ")[1] in searchers]},
+        "searchers": searchers,
+        "searcher_options": {k: v for k, v in EMERALD_VARIANTS.items() if k in searchers},
+        "budget": {"trials": trials, "epochs": 12}, "concurrency": 1,
+        "seeds": list(range(20)),
+    }
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The README's main job: a side-by-side comparison that finishes on a 2-core CPU in
     # well under 15 minutes (bundled digits, width-scaled VGG16 and ResNet-18).
@@ -281,20 +317,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ResNet table, and the other way round (`--trials 30` for 30 trials).
     "replay-warm-resnet": warm_preset("replay-warm-resnet", SHIPPED_TABLES[1]),
     "replay-warm-vgg": warm_preset("replay-warm-vgg", SHIPPED_TABLES[0]),
-    "replay-emerald": {
-        "name": "replay-emerald", "backend": "replay",
-        "replay": {"tables": list(SHIPPED_TABLES[:2]),
-                   "paired": ["emerald vs random", "emerald vs optuna", "emerald vs asha",
-                              "emerald vs emerald:decay"]},
-        # asha: random search under the same early stopping, at the same epoch budget.
-        "searchers": ["emerald", "emerald:decay", "emerald:adaptive", "emerald:no-stop",
-                      "emerald-dynamic", "optuna", "hyperopt", "random", "asha"],
-        "searcher_options": {"emerald:decay": {"epsilon": "decay"},
-                             "emerald:adaptive": {"epsilon": "adaptive"},
-                             "emerald:no-stop": {"early_stopping": False}},
-        "budget": {"trials": 12, "epochs": 12}, "concurrency": 1,
-        "seeds": list(range(20)),
-    },
+    "replay-emerald": emerald_replay_preset("replay-emerald", 12),
+    # 100 trials: the defaults of both modes against the baselines (the variants' learners,
+    # SAC above all, cost minutes per cell at this length).
+    "replay-emerald-100": emerald_replay_preset(
+        "replay-emerald-100", 100, ["emerald", "emerald-dynamic", "emerald-dynamic:stop",
+                                    "optuna", "hyperopt", "random", "asha"]),
     # Document 001 Table V on the CPU: bundled digits at 16 px, VGG-16 at width 0.125 (1 MB
     # where the original has 57 MB; the size reference shrinks with it), six agents, 5
     # seeds, 320 epochs per search: random search 40 trials of 8 epochs, the agents as many

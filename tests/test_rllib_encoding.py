@@ -64,6 +64,55 @@ def test_action_set_covers_the_shared_space() -> None:
     assert {"flip": False, "rotation": 0, "shift": True, "zoom": False} in aug
 
 
+def test_table4_actions_apply_one_technique_at_a_time() -> None:
+    """Table 4: no augmentation, flip, rotation (at each of Figs 10-12's ranges the space
+    offers), shift; zoom is state, not an action. The state layout does not change."""
+    space = default_space()  # rotation 0 / 10 / 20 / 30 (Figs 10-12), zoom searched too
+    actions = ActionSet.from_space(space, aug_actions="table4")
+    off = {"flip": False, "rotation": 0, "shift": False, "zoom": False}
+    assert list(actions.aug) == [off, {**off, "flip": True}, {**off, "rotation": 10},
+                                 {**off, "rotation": 20}, {**off, "rotation": 30},
+                                 {**off, "shift": True}]
+    assert actions.sizes == {"aug": 6, "opt": 27}
+    assert all(space.contains(actions.decode({"aug": a, "opt": 0})) for a in range(6))
+    obs = encode(PAPER, actions.lr_range)
+    assert obs["aug"].shape == (10,) and obs["opt"].shape == (10,)
+    with pytest.raises(ValueError, match="combinations or table4"):
+        ActionSet.from_space(space, aug_actions="table5")
+
+
+def test_the_continuous_head_decodes_optimizer_scores_and_a_log_rate() -> None:
+    """Section 4.4.2: the optimizer is the largest score, the rate the last entry of the Box
+    mapped linearly onto the log range; a space that lists its rates snaps to them."""
+    actions = ActionSet.from_space(default_space())  # lr log-uniform 1e-5..1e-1
+    assert actions.opt_box_dim == 4
+    decoded = actions.decode({"aug": 0, "opt": np.array([0.1, 0.9, -0.3, 0.0])})
+    assert decoded["optimizer"] == "sgd" and decoded["lr"] == pytest.approx(1e-3)
+    assert actions.decode_box(np.array([1, 0, 0, -1.0]))["lr"] == pytest.approx(1e-5)
+    assert actions.decode_box(np.array([0, 0, 1, 1.0])) == {"optimizer": "rmsprop",
+                                                            "lr": pytest.approx(0.1)}
+    listed = ActionSet.from_space(default_space().with_overrides(
+        lr={"choice": [1e-4, 1e-3, 1e-2]}))
+    assert listed.decode_box(np.array([1, 0, 0, 0.2]))["lr"] == 1e-3  # 10^-2.6 -> 1e-3
+    assert listed.decode_box(np.array([1, 0, 0, 0.9]))["lr"] == 1e-2
+
+
+def test_reward_weights_scale_and_low_accuracy_penalty() -> None:
+    """Eq. 6's w1, w2; Fig 6's points (+2 for 2%); section 4.6.1's low-accuracy penalty."""
+    before = TrainingState(ma_val_acc=0.85, ma_train_loss=0.35, steps=3)
+    result = {"val_acc": 0.87, "train_loss": 0.32}
+    r = shared_reward(before, result, RewardSettings(weights=(1.0, 1.0), grad_penalty=0.0))
+    assert r == pytest.approx(0.02 + 0.03)
+    r = shared_reward(before, result, RewardSettings(weights=(1.0, 1.0), grad_penalty=0.0,
+                                                     acc_scale=100.0))
+    assert r == pytest.approx(2.0 + 0.03)  # Fig 6: +2 for agent 1, +0.03 for agent 2
+    low = {"val_acc": 0.3, "train_loss": 0.32}
+    plain = shared_reward(before, low, RewardSettings(grad_penalty=0.0))
+    penalised = shared_reward(before, low, RewardSettings(
+        grad_penalty=0.0, low_acc_floor=0.5, low_acc_penalty=2.0))
+    assert plain - penalised == pytest.approx(2.0 * (0.5 - 0.3))
+
+
 def test_action_set_with_constant_optimizer() -> None:
     space = default_space().with_overrides(optimizer="sgd")
     actions = ActionSet.from_space(space)

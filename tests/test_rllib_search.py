@@ -208,3 +208,51 @@ def test_schedule_options_set_with_another_schedule_are_refused() -> None:
     with pytest.raises(RegistryError, match="add epsilon: decay"):
         registry.build("emerald", space=SPACE, metric="val_acc", mode="max", seed=0,
                        budget=Budget(), options={"epsilon_decay": 0.3})
+
+
+def test_variant_paper_sets_the_papers_settings_where_options_are_at_default() -> None:
+    from service import registry
+    from service.api import Budget
+
+    def settings(name: str, **options):
+        plan = registry.build(name, space=SPACE, metric="val_acc", mode="max", seed=0,
+                              budget=Budget(trials=12, epochs=4), options=options)
+        if name == "emerald":
+            return plan, plan.searcher.searcher.settings
+        return plan, EmeraldSettings.from_options(**plan.controller_options)
+
+    plan, ours = settings("emerald")
+    assert (ours.aug_actions, ours.epsilon_horizon is not None, ours.rewards.acc_scale,
+            ours.rewards.low_acc_penalty) == ("combinations", True, 1.0, 0.0)
+    plan, paper = settings("emerald", variant="paper")
+    assert paper.aug_actions == "table4" and paper.epsilon_horizon is None
+    assert paper.epsilon_decay == 0.01 and paper.rewards.acc_scale == 100.0
+    assert (paper.rewards.low_acc_floor, paper.rewards.low_acc_penalty) == (0.5, 1.0)
+    assert plan.multi_fidelity  # 5.1.2's early stopping
+    assert plan.searcher.searcher.agents.actions.sizes["aug"] == 5  # none/flip/3 rotations
+    # an option given at another value than its default wins over the variant
+    _, mixed = settings("emerald", variant="paper", epsilon="adaptive", w1=0.8)
+    assert mixed.epsilon_lambda is not None and mixed.rewards.weights == (0.8, 0.5)
+    plan, dynamic = settings("emerald-dynamic", variant="paper")
+    assert dynamic.aug_actions == "table4" and plan.multi_fidelity and plan.patience == 3
+    plan, _ = settings("emerald-dynamic")
+    assert not plan.multi_fidelity and plan.patience == 0
+
+
+def test_the_continuous_rate_head_proposes_rates_off_the_bins_and_restores(tmp_path) -> None:
+    """lr_head: continuous puts Agent 2 on SAC (its own learner), Agent 1 stays on DQN."""
+    settings = EmeraldSettings(lr_head="continuous", epsilon_decay=0.03)
+    first = EmeraldSearch(SPACE, seed=2, settings=settings, max_epochs=3)
+    run(first, 12, 2)
+    bins = {c["lr"] for c in first.actions.opt}
+    rates = [row["config_lr"] for row in first.log]
+    assert all(1e-5 <= r <= 1e-1 for r in rates) and not set(rates) <= bins
+    assert {row["config_optimizer"] for row in first.log} <= {"adam", "sgd", "rmsprop"}
+    assert len(first.log[0]["action_opt"].split()) == 4  # 3 optimizer scores + the log rate
+    path = str(tmp_path / "state.pkl")
+    first.save(path)
+    second = EmeraldSearch(SPACE, seed=9, settings=settings, max_epochs=3)
+    second.restore(path)
+    assert second.greedy_config() == first.greedy_config()
+    assert [second.suggest(f"n{i}") for i in range(3)] == [first.suggest(f"n{i}")
+                                                           for i in range(3)]

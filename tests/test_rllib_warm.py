@@ -84,6 +84,11 @@ def test_unusable_files_are_refused_in_one_line(tmp_path: Path) -> None:
         (lambda: load_agents(file, actions, algo="ppo"), "set algo: dqn"),
         (lambda: load_agents(file, actions, hidden=(8,)), "hidden layers"),
     ]
+    continuous = EmeraldSearch(SPACE, seed=1, max_epochs=3, settings=dataclasses.replace(
+        FAST, lr_head="continuous"))
+    continuous.agents.save_agents(tmp_path / "sac.pkl", {})
+    cases.append((lambda: load_agents(tmp_path / "sac.pkl", actions, algo="dqn"),
+                  "holds dqn\\+sac-lr agents"))
     (tmp_path / "junk.pkl").write_bytes(b"not a pickle")
     cases.append((lambda: load_agents(tmp_path / "junk.pkl"), "cannot be read"))
     (tmp_path / "dict.pkl").write_bytes(pickle.dumps({"kind": "other"}))

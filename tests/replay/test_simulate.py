@@ -237,6 +237,24 @@ def test_early_stopping_emerald_spends_the_whole_epoch_budget(table) -> None:
     assert len(_trials(sim)) > budget.trials
 
 
+def test_early_stopping_emerald_dynamic_spends_the_epoch_budget_with_penalties(table) -> None:
+    """emerald-dynamic with early_stopping: a trial whose metric has not improved for
+    `patience` epochs ends, its step closes with the early-stop penalty, and more trials
+    spend the epochs it left, never more than the budget."""
+    budget = Budget(trials=4, epochs=6)
+    sim = replay_cell("emerald-dynamic", table, seed=1, budget=budget,
+                      options={"early_stopping": True, "patience": 1, "step_epochs": 2})
+    lengths = [len(g) for g in _trials(sim).values()]
+    assert len(sim.rows) == budget.epoch_budget and len(lengths) > budget.trials, lengths
+    assert any(n < budget.epochs for n in lengths)
+    log = sim.client._local.controller.agents.log  # the host in this process
+    stopped = [row for row in log if row["early_stopped"]]
+    assert stopped and not any(row["failed"] for row in stopped)
+    plain = replay_cell("emerald-dynamic", table, seed=1, budget=budget,
+                        options={"step_epochs": 2})
+    assert [len(g) for g in _trials(plain).values()] == [6] * 4
+
+
 def test_a_quiet_replay_sends_library_output_to_the_log_folder(table, tmp_path, capfd) -> None:
     """`python -m service bench` on a replay: Optuna's "A new study created" lines go to
     <experiment>/logs/replay-<pid>.log, not the console (`--verbose` keeps them there)."""
