@@ -212,6 +212,8 @@ def test_kuberay_rayjob_runs_the_real_entrypoint() -> None:
     preset = get_preset("table9-gpu")
     for key in ("backbones", "searchers", "seeds", "concurrency"):
         assert getattr(cfg, key) == preset[key], key
+    # every Table 9 row: both EMERALD-O entries and random search ("Additional Tools")
+    assert {"emerald", "emerald-dynamic", "random"} <= set(cfg.searchers)
     assert cfg.budget.model_dump(exclude_none=True) == preset["budget"]
     assert cfg.resources.model_dump() == {k: float(v) for k, v in preset["resources"].items()}
     assert cfg.dataset.name == preset["dataset"]["name"]
