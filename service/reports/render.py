@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from service.reports.compare import is_replay, write_replay_report
+from service.reports.figures import paper_figures
 from service.reports.load import (
     _config_lists,
     _experiment_name,
@@ -164,6 +165,8 @@ def write_report(storage: str | Path, out_dir: str | Path | None = None,
     written["generalization"] = out / "generalization.md"
     for path in plot_analysis(epochs, out):
         written[path.stem] = path
+    for path in paper_figures(views.labelled_trials, epochs, out):
+        written[path.stem] = path
     searchers = views.searchers
     searchers.to_csv(out / "searchers.csv", index=False)
     (out / "searchers.md").write_text(
@@ -184,8 +187,8 @@ def write_report(storage: str | Path, out_dir: str | Path | None = None,
 
 GENERALIZATION_NOTE = (
     "VTAG = |val - train accuracy| of the chosen trial; CAPC = coefficient of variation of "
-    "best val accuracy across backbones; SVDAC = variance of mean val accuracy across "
-    "augmentation conditions.")
+    "best val accuracy across backbones (CAPC_pct: the same in percent, as the paper gives "
+    "it); SVDAC = variance of mean val accuracy across augmentation conditions.")
 SEARCHERS_NOTE = (
     "cells = Tune experiments (backbone x seed); trials = trial folders Tune created; "
     "errored = trials with Tune's error.txt (a failure, retried or not); epochs = last "

@@ -132,7 +132,8 @@ def generalization(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
                 cond = last[list(AUGMENT_HP)].astype(str).agg("|".join, axis=1)
                 means = last.groupby(cond)["val_acc"].mean()
                 svdac = float(means.var(ddof=0)) if len(means) > 1 else 0.0
-        rows.append({"searcher": searcher, "VTAG": vtag, "CAPC": capc, "SVDAC": svdac,
+        rows.append({"searcher": searcher, "VTAG": vtag, "CAPC": capc,
+                     "CAPC_pct": 100 * capc, "SVDAC": svdac,
                      "conditions": int(len(means)) if not ep.empty and not last.empty else 0})
     return pd.DataFrame(rows)
 
