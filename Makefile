@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint chromium
+.PHONY: setup demo test lint chromium gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ chromium:
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+# The GPU check: torch and the project only (no Ray), at most 5 minutes on one GPU; without
+# a GPU it runs its reduced form on the CPU.
+gpu-check: $(STAMP)
+	$(PY) -m service.benchmark gpu
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -4,6 +4,7 @@
     python -m service.benchmark overhead     # Tune per-trial overhead with a no-op trainable
     python -m service.benchmark emerald      # EMERALD-O suggest/update vs Optuna's suggest
     python -m service.benchmark scaling      # trials/min on 1 vs 2 local nodes (linear = 2x)
+    python -m service.benchmark gpu          # the GPU check: torch only, no Ray (make gpu-check)
 
 Not tests: timings depend on the machine. Each prints its ratio to the reference.
 """
@@ -21,21 +22,119 @@ from torch import nn
 
 
 def plain_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
-                y: torch.Tensor, batch_size: int, seed: int) -> float:
-    """The reference: the shortest correct PyTorch training epoch on in-memory tensors."""
+                y: torch.Tensor, batch_size: int, seed: int,
+                amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> float:
+    """The reference: the shortest correct PyTorch training epoch on in-memory tensors (with
+    the same autocast and memory format as the trainer it is compared with)."""
     model.train()
-    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed)).to(
+        x.device)
     loss_fn = nn.CrossEntropyLoss()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     start = time.perf_counter()
     for i in range(0, x.shape[0], batch_size):
         idx = order[i:i + batch_size]
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x[idx]), y[idx])
+        with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32,
+                            enabled=amp_dtype is not None):
+            loss = loss_fn(model(x[idx].contiguous(memory_format=fmt)).float(), y[idx])
         loss.backward()
         opt.step()
     if x.device.type == "cuda":
         torch.cuda.synchronize()
     return x.shape[0] / (time.perf_counter() - start)
+
+
+GPU_BACKBONES = ("resnet18", "vgg16", "vgg19", "efficientnetv2_b0")
+"""Every built-in backbone of Table 9, at full width."""
+GPU_SWITCHES = ("fp32", "bf16", "channels_last", "bf16+channels_last", "compile")
+"""The trainer's settings measured: everything off, each switch alone, the CUDA default
+(bf16 + channels-last), and the default with torch.compile."""
+
+
+def _switch(name: str) -> Any:
+    from service.trainer import Perf
+
+    return {"fp32": Perf(amp="off", channels_last="off"),
+            "bf16": Perf(amp="bf16", channels_last="off"),
+            "channels_last": Perf(amp="off", channels_last="on"),
+            "bf16+channels_last": Perf(amp="bf16", channels_last="on"),
+            "compile": Perf(amp="bf16", channels_last="on", compile=True)}[name]
+
+
+def cifar_shaped(images: int, seed: int = 0) -> Any:
+    """Random CIFAR-10-shaped splits (3 x 32 x 32, 10 classes): throughput needs the shape,
+    not the pictures, and nothing is downloaded."""
+    from service.data import Splits
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(images, 3, 32, 32, generator=gen)
+    y = torch.randint(0, 10, (images,), generator=gen)
+    return Splits(x, y, x[:256], y[:256], x[:256], y[:256], num_classes=10, name="cifar-shaped")
+
+
+def gpu_check(backbones: tuple[str, ...] = GPU_BACKBONES, switches: tuple[str, ...] =
+              GPU_SWITCHES, images: int = 10_240, batch_size: int = 256, epochs: int = 3,
+              width: float = 1.0, device: str | None = None) -> list[dict[str, Any]]:
+    """Per backbone and switch: median images/s of `Trainer.train_epoch` over `epochs` (after
+    one warm-up epoch, which also compiles), of `plain_epoch` with the same settings on the
+    same model and data (the ratio), peak GPU memory, and how many such trials fit on one
+    GPU at once by memory (90% of it; fractional-GPU packing)."""
+    from service.trainer import HParams, Trainer
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = dev.type == "cuda"
+    splits = cifar_shaped(images)
+    hp = HParams(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=batch_size)
+    total = torch.cuda.get_device_properties(dev).total_memory if cuda else 0
+    rows = []
+    for backbone in backbones:
+        name = backbone if width == 1.0 else f"{backbone}@{width:g}"
+        for switch in switches:
+            perf = _switch(switch)
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(dev)
+            trainer = Trainer.build(name, splits, hp, device=dev, seed=0, perf=perf)
+            trainer.train_epoch()  # warm-up: allocator, cuDNN autotuning, compilation
+            ours = [trainer.train_epoch().images_per_s for _ in range(epochs)]
+            peak = torch.cuda.max_memory_allocated(dev) if cuda else 0
+            ref = Trainer.build(name, splits, hp, device=dev, seed=0, perf=perf)
+            opt = torch.optim.SGD(ref.model.parameters(), lr=0.05, momentum=0.9)
+            plain_epoch(ref.forward, opt, ref.train_x, ref.train_y, batch_size, 0,
+                        ref.amp_dtype, ref.channels_last)
+            bare = [plain_epoch(ref.forward, opt, ref.train_x, ref.train_y, batch_size,
+                                e + 1, ref.amp_dtype, ref.channels_last)
+                    for e in range(epochs)]
+            rows.append({
+                "backbone": name, "switch": switch, "device": str(dev),
+                "trainer_images_per_s": statistics.median(ours),
+                "bare_images_per_s": statistics.median(bare),
+                "ratio": statistics.median(ours) / statistics.median(bare),
+                "peak_mem_gib": peak / 2 ** 30 if cuda else float("nan"),
+                "trials_per_gpu": int(0.9 * total // peak) if cuda and peak else None,
+            })
+            del trainer, ref, opt
+    return rows
+
+
+def print_gpu_check(rows: list[dict[str, Any]]) -> None:
+    """The figures as a table, each backbone's speed-up over its fp32 row beside them."""
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        print(f"{props.name}, {props.total_memory / 2 ** 30:.0f} GiB, torch {torch.__version__}")
+    else:
+        print(f"no GPU: the reduced form on the CPU (torch {torch.__version__})")
+    print(f"{'backbone':22s} {'switch':20s} {'trainer img/s':>13s} {'bare img/s':>11s} "
+          f"{'ratio':>6s} {'vs fp32':>7s} {'peak GiB':>8s} {'per GPU':>7s}")
+    fp32 = {r["backbone"]: r["trainer_images_per_s"] for r in rows if r["switch"] == "fp32"}
+    for r in rows:
+        base = fp32.get(r["backbone"])
+        speedup = f"{r['trainer_images_per_s'] / base:7.2f}" if base else f"{'':7s}"
+        packing = "" if r["trials_per_gpu"] is None else str(r["trials_per_gpu"])
+        print(f"{r['backbone']:22s} {r['switch']:20s} {r['trainer_images_per_s']:13.0f} "
+              f"{r['bare_images_per_s']:11.0f} {r['ratio']:6.3f} {speedup} "
+              f"{r['peak_mem_gib']:8.2f} {packing:>7s}")
 
 
 def throughput(backbone: str, dataset: str, epochs: int, batch_size: int, device: str,
@@ -236,11 +335,33 @@ def main() -> None:
     sc.add_argument("--trials", type=int, default=24)
     sc.add_argument("--seconds", type=float, default=4.0, help="duration of every trial")
     sc.add_argument("--cpus-per-node", type=int, default=2)
+    g = sub.add_parser("gpu", help="the GPU check (torch only, no Ray); on a machine without "
+                       "a GPU its reduced form on the CPU")
+    g.add_argument("--backbones", default=",".join(GPU_BACKBONES))
+    g.add_argument("--switches", default=",".join(GPU_SWITCHES))
+    g.add_argument("--images", type=int, default=None,
+                   help="images per epoch (default 10240 on a GPU, 256 on the CPU)")
+    g.add_argument("--batch-size", type=int, default=256)
+    g.add_argument("--epochs", type=int, default=3)
+    g.add_argument("--width", type=float, default=None,
+                   help="backbone width (default 1 on a GPU, 0.0625 on the CPU)")
     sr = sub.add_parser("scaling-run", help="(used by scaling) one measurement")
     sr.add_argument("--trials", type=int, required=True)
     sr.add_argument("--seconds", type=float, required=True)
     sr.add_argument("--concurrency", type=int, required=True)
     args = parser.parse_args()
+    if args.what == "gpu":
+        cuda = torch.cuda.is_available()
+        switches = tuple(x for x in args.switches.split(",") if x)
+        if not cuda and args.switches == ",".join(GPU_SWITCHES):
+            switches = tuple(x for x in switches if x != "compile")  # minutes on the CPU
+        start = time.perf_counter()
+        print_gpu_check(gpu_check(
+            tuple(x for x in args.backbones.split(",") if x), switches,
+            images=args.images or (10_240 if cuda else 256), batch_size=args.batch_size,
+            epochs=args.epochs, width=args.width or (1.0 if cuda else 0.0625)))
+        print(f"({time.perf_counter() - start:.0f} s)")
+        return
     if args.what == "throughput":
         r = throughput(args.backbone, args.dataset, args.epochs, args.batch_size, args.device,
                        args.threads)

@@ -108,6 +108,16 @@ class RecordConfig(Strict):
         return value
 
 
+class PerfConfig(Strict):
+    """How trials run on their device (`service.trainer.Perf`), never what they learn:
+    bf16 autocast and channels-last are on by default on CUDA and off on the CPU (`on` /
+    `bf16` force them); `compile` runs the model through torch.compile."""
+
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: bool = False
+
+
 class TerminationConfig(Strict):
     """Document 001 section V-E's early termination, applied to every searcher's trials
     alike: batches slower than `batch_time_s` (t_th) for `batch_patience` (N_th,t)
@@ -178,6 +188,7 @@ class ExperimentConfig(Strict):
     record: RecordConfig = RecordConfig()
     replay: ReplayConfig = ReplayConfig()
     termination: TerminationConfig = TerminationConfig()
+    perf: PerfConfig = PerfConfig()
     reward: RewardConfig | None = None
 
     @field_validator("name")

@@ -112,7 +112,7 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None) -> Any
                       **cfg.termination.run_settings(),
                       reward_c_acc=cfg.reward.c_acc if cfg.reward else None,
                       reward_size_ref_mb=cfg.reward.size_ref_mb if cfg.reward else 100.0,
-                      searcher=cell.searcher)
+                      searcher=cell.searcher, perf=cfg.perf.model_dump())
     resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
     stopper = _as_stopper(plan.epoch_budget) if plan.multi_fidelity else None
     return tune.Tuner(

@@ -27,7 +27,7 @@ import torch
 from service.api import HP_PREFIX, Observation, Schedule, eq2_reward, plateaued
 from service.data import Splits, load_splits
 from service.space import layer_values, resolve_config
-from service.trainer import HParams, Trainer
+from service.trainer import HParams, Perf, Trainer
 
 CHECKPOINT_FILE = "trial_state.pt"
 
@@ -67,6 +67,8 @@ class RunSettings:
     searcher: str = ""
     """The searcher (as the config spells it) that chose this trial: TensorBoard's HParams
     view shows it beside the searched values (`service.experiment.hparams_logger`)."""
+    perf: dict[str, Any] = field(default_factory=dict)
+    """`service.trainer.Perf`'s fields (the config's `perf`)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,7 +211,7 @@ def build_trainer(run: RunSettings, splits: Splits, hp: HParams, hp_config: dict
     """The trial's trainer on the device Ray assigned, per-layer architecture included."""
     return Trainer.build(run.backbone, splits, hp, device=pick_device(), seed=run.seed,
                          weights=run.weights, layers=layer_values(hp_config),
-                         init_seed=init_seed)
+                         init_seed=init_seed, perf=Perf(**run.perf))
 
 
 def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], None],

@@ -197,19 +197,50 @@ class EpochMetrics:
         return not (math.isfinite(self.train_loss) and math.isfinite(self.grad_norm))
 
 
+@dataclass(frozen=True)
+class Perf:
+    """How a trial runs on its device, never what it learns: mixed precision, memory format,
+    compilation. `auto` switches bf16 autocast and channels-last on for CUDA (bf16 where the
+    GPU supports it) and off on the CPU; `on` forces them anywhere (tested on the CPU)."""
+
+    amp: str = "auto"  # auto | bf16 | off
+    channels_last: str = "auto"  # auto | on | off
+    compile: bool = False  # torch.compile the model (inductor; the first epoch compiles)
+
+    def resolve(self, device: torch.device, model: nn.Module) -> tuple[torch.dtype | None,
+                                                                      bool]:
+        """(autocast dtype or None, channels-last or not) for this device and model."""
+        cuda = device.type == "cuda"
+        amp = self.amp == "bf16" or (self.amp == "auto" and cuda and
+                                      torch.cuda.is_bf16_supported())
+        convs = any(isinstance(m, nn.Conv2d) for m in model.modules())
+        last = convs and (self.channels_last == "on" or (self.channels_last == "auto" and cuda))
+        return (torch.bfloat16 if amp else None), last
+
+
 class Trainer:
     """Trains one backbone on in-memory splits; hyperparameters can change between epochs
     (optimizer rebuilt on the same weights), as PBT and in-training controllers need."""
 
     def __init__(self, model: nn.Module, splits: Splits, hp: HParams, *,
-                 device: torch.device | str = "cpu", seed: int = 0) -> None:
+                 device: torch.device | str = "cpu", seed: int = 0,
+                 perf: Perf | None = None) -> None:
         self.device = torch.device(device)
+        self.perf = perf or Perf()
+        self.amp_dtype, self.channels_last = self.perf.resolve(self.device, model)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         self.model = model.to(self.device)
+        # The compiled module shares the eager one's parameters; state dicts come from the
+        # eager one (no "_orig_mod." prefix), so checkpoints load either way.
+        self.forward = torch.compile(self.model) if self.perf.compile else self.model
         self.splits = splits
         self.seed = seed
         self.epoch = 0
         on_device = self.device.type != "cpu"
         self.train_x = splits.train_x.to(self.device) if on_device else splits.train_x
+        if self.channels_last:  # stored once in the layout the convolutions read
+            self.train_x = self.train_x.contiguous(memory_format=torch.channels_last)
         self.train_y = splits.train_y.to(self.device) if on_device else splits.train_y
         self.hp = hp
         self.optimizer = make_optimizer(hp, self.model.parameters())
@@ -222,7 +253,7 @@ class Trainer:
     def build(cls, backbone: str | BackboneSpec, splits: Splits, hp: HParams, *,
               device: torch.device | str = "cpu", seed: int = 0,
               weights: str | None = None, layers: dict[str, int] | None = None,
-              init_seed: int | None = None) -> Trainer:
+              init_seed: int | None = None, perf: Perf | None = None) -> Trainer:
         """Seeded model init, so every config of one seed starts from the same weights
         (`init_seed`, default `seed`: a restart draws fresh ones, same batches); `weights`
         is a local state dict file (loaded with weights_only, never unpickled); `layers`
@@ -233,7 +264,7 @@ class Trainer:
                                layers=layers)
         if weights:
             load_state_dict_file(model, weights)
-        return cls(model, splits, hp, device=device, seed=seed)
+        return cls(model, splits, hp, device=device, seed=seed, perf=perf)
 
     def apply(self, hp: HParams) -> list[str]:
         """Switch hyperparameters in place; returns the names that changed. A new optimizer
@@ -255,6 +286,15 @@ class Trainer:
         self._dropout.rate = hp.dropout
         self.hp = hp
         return changed
+
+    def _autocast(self) -> Any:
+        """bf16 autocast for the forward pass and loss when `perf.amp` resolved to it (no
+        loss scaling: bf16 keeps float32's range)."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _generator(self, salt: int) -> torch.Generator:
         # Seeded per (seed, epoch): a resumed trial draws the same batches and augmentations.
@@ -284,9 +324,11 @@ class Trainer:
             x, y = self.train_x[idx], self.train_y[idx]
             if not aug.is_identity:
                 x = augment_batch(x, aug, generator=gen)
+            x = self._layout(x)
             self.optimizer.zero_grad(set_to_none=True)
-            out = self.model(x)
-            loss = self.loss_fn(out, y)
+            with self._autocast():
+                out = self.forward(x)
+                loss = self.loss_fn(out.float(), y)
             loss.backward()
             norm = nn.utils.clip_grad_norm_(self.model.parameters(), math.inf)
             norm_sum += norm
@@ -294,7 +336,8 @@ class Trainer:
             if sam:
                 def closure(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
                     self.optimizer.zero_grad(set_to_none=True)
-                    second = self.loss_fn(self.model(x), y)
+                    with self._autocast():
+                        second = self.loss_fn(self.forward(x).float(), y)
                     second.backward()
                     return second
                 self.optimizer.step(closure)
@@ -336,9 +379,10 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for i in range(0, x.shape[0], batch_size):
-            xb = x[i:i + batch_size].to(self.device, non_blocking=True)
+            xb = self._layout(x[i:i + batch_size].to(self.device, non_blocking=True))
             yb = y[i:i + batch_size].to(self.device, non_blocking=True)
-            out = self.model(xb)
+            with self._autocast():
+                out = self.forward(xb).float()
             loss_sum += nn.functional.cross_entropy(out, yb, reduction="sum")
             correct += (out.argmax(1) == yb).sum()
         n = max(1, x.shape[0])
@@ -350,15 +394,18 @@ class Trainer:
         synchronised on a GPU; one warm-up batch is not counted (document 001 Table V)."""
         self.model.eval()
         size = batch_size or self.hp.batch_size
-        batches = [x[i:i + size].to(self.device) for i in range(0, x.shape[0], size)]
+        batches = [self._layout(x[i:i + size].to(self.device))
+                   for i in range(0, x.shape[0], size)]
         if not batches:
             return math.nan
-        self.model(batches[0])
+        with self._autocast():
+            self.forward(batches[0])
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        for xb in batches:
-            self.model(xb)
+        with self._autocast():
+            for xb in batches:
+                self.forward(xb)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return 1000.0 * (time.perf_counter() - start) / len(batches)
@@ -367,8 +414,11 @@ class Trainer:
     def predict(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """Predicted classes of a split (on the CPU), without augmentation."""
         self.model.eval()
-        out = [self.model(x[i:i + batch_size].to(self.device, non_blocking=True)).argmax(1)
-               for i in range(0, x.shape[0], batch_size)]
+        out = []
+        for i in range(0, x.shape[0], batch_size):
+            with self._autocast():
+                xb = self._layout(x[i:i + batch_size].to(self.device, non_blocking=True))
+                out.append(self.forward(xb).argmax(1))
         return torch.cat(out).cpu() if out else torch.empty(0, dtype=torch.long)
 
     def state_dict(self) -> dict[str, Any]:
