@@ -18,10 +18,11 @@ import math
 import numbers
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 __all__ = ["AugmentSpec", "augment_batch"]
 
@@ -165,7 +166,13 @@ def _affine_matrices(
     )
 
 
-_TRIVIAL_AUGMENT = v2.TrivialAugmentWide()
+@lru_cache(maxsize=1)
+def _trivial_augment() -> Any:
+    """torchvision's TrivialAugmentWide, imported on first use: torchvision's import costs a
+    fresh trial process about 1.6 s, and only this policy needs it."""
+    from torchvision.transforms import v2
+
+    return v2.TrivialAugmentWide()
 
 
 def _trivialaugment(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -185,5 +192,5 @@ def _trivialaugment(x: torch.Tensor, generator: torch.Generator | None) -> torch
     with ctx:
         if generator is not None:
             torch.manual_seed(seed)
-        out = torch.stack([_TRIVIAL_AUGMENT(img) for img in images])
+        out = torch.stack([_trivial_augment()(img) for img in images])
     return out.to(x.dtype).div_(255.0)

@@ -52,8 +52,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock
-from torchvision.ops import Conv2dNormActivation, SqueezeExcitation, StochasticDepth
 
 from service.api import did_you_mean, import_path
 
@@ -83,6 +81,92 @@ MAX_WIDTH = 4.0
 
 class BackboneError(ValueError):
     """Invalid backbone name, width, build argument or checkpoint; the message is one line."""
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks with torchvision's module layout (state-dict keys, creation order, hence the
+# same initial weights for a seed), written here so that a trial's fresh worker process need
+# not import torchvision: its import pulls in torch._dynamo and costs about 1.6 s of CPU per
+# process (issue: time goes into training).
+# --------------------------------------------------------------------------------------------
+
+
+class Conv2dNormActivation(nn.Sequential):
+    """Conv ("same" padding, bias only without a norm) -> norm -> activation, as children
+    '0', '1', '2' (torchvision.ops.Conv2dNormActivation's layout)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1,
+                 norm_layer: Callable[..., nn.Module] | None = nn.BatchNorm2d,
+                 activation_layer: Callable[..., nn.Module] | None = nn.ReLU) -> None:
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2,
+                                             groups=groups, bias=norm_layer is None)]
+        if norm_layer is not None:
+            layers.append(norm_layer(cout))
+        if activation_layer is not None:
+            layers.append(activation_layer(inplace=True))
+        super().__init__(*layers)
+        self.out_channels = cout
+
+
+class SqueezeExcitation(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018): input x sigmoid(fc2(act(fc1(avgpool(x)))))."""
+
+    def __init__(self, channels: int, squeeze: int,
+                 activation: Callable[..., nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.activation = activation()
+        self.scale_activation = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.fc2(self.activation(self.fc1(self.avgpool(x))))
+        return self.scale_activation(scale) * x
+
+
+class StochasticDepth(nn.Module):
+    """Drops a residual branch per sample with probability p while training and rescales
+    the kept ones by 1 / (1 - p) (Huang et al. 2016, torchvision's "row" mode)."""
+
+    def __init__(self, p: float, mode: str = "row") -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0 or mode != "row":
+            raise ValueError(f"stochastic depth: p in [0, 1] and mode 'row', got {p}, {mode}")
+        self.p, self.mode = p, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        noise = torch.empty([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype, device=x.device)
+        noise.bernoulli_(keep)
+        if keep > 0.0:
+            noise.div_(keep)
+        return x * noise
+
+
+class BasicBlock(nn.Module):
+    """ResNet's two 3x3 convolutions with a shortcut (He et al. 2016; torchvision's
+    BasicBlock: conv1, bn1, relu, conv2, bn2, downsample)."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + identity)
 
 
 # --------------------------------------------------------------------------------------------

@@ -169,6 +169,46 @@ def _noop(config: dict[str, Any]) -> None:
     tune.report({"val_acc": 0.0})
 
 
+def noop_trial(config: dict[str, Any]) -> None:
+    """The trainable's Tune interface without training: one row per epoch with a small
+    checkpoint, the controller asked at each step boundary and told when the trial ends,
+    as `service.trainable.train_loop` does; `val_acc` a smooth function of the rate."""
+    import math
+    import os
+    import tempfile
+
+    from ray import tune
+
+    from service.api import Observation
+    from service.searching import ControllerClient
+    from service.trainable import split_config
+
+    run, hp = split_config(config)
+    trial_id = tune.get_context().get_trial_id() or "local"
+    client = ControllerClient(run.controller) if run.controller else None
+    step: list[dict[str, Any]] = []
+    row: dict[str, Any] = {}
+    for epoch in range(run.epochs):
+        if client is not None and epoch % max(1, run.controller_every) == 0:
+            changes, _ = client.decide(Observation(trial_id, epoch, run.epochs, hp, step))
+            hp, step = {**hp, **changes}, []
+        acc = 0.9 - 0.05 * abs(math.log10(float(hp.get("lr", 1e-3))) + 3) - 0.2 / (epoch + 1)
+        row = {"val_acc": acc, "val_loss": 1 - acc, "train_acc": acc, "train_loss": 1 - acc,
+               "grad_norm": 1.0, "epoch_time_s": 0.0, "epoch": epoch + 1, "diverged": False}
+        step.append(row)
+        with tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, "state"), "w") as f:
+                f.write(str(epoch + 1))
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(folder))
+    if client is not None:
+        client.finish(Observation(trial_id, run.epochs, run.epochs, hp, step))
+
+
+OVERHEAD_ENTRIES = ("random", "optuna", "asha", "pbt", "emerald-dynamic")
+"""One entry per plan kind: searchers (a sampler, a model-based one), schedulers (a
+multi-fidelity one, a population) and an in-trial controller."""
+
+
 def overhead(trials: int, reuse: bool) -> dict[str, Any]:
     """Seconds per trial of a Tune experiment whose trainable reports once, against a Ray
     task round trip as the reference."""
@@ -201,6 +241,50 @@ def overhead(trials: int, reuse: bool) -> dict[str, Any]:
         ray.shutdown()
     return {"trials": trials, "reuse_actors": reuse, "tune_s_per_trial": tune_s,
             "ray_task_s": task_s, "ratio_to_task": tune_s / task_s}
+
+
+def plan_overhead(entries: tuple[str, ...], trials: int, epochs: int) -> list[dict[str, Any]]:
+    """Seconds per trial of each entry's plan run by the service's own Tuner (`build_tuner`:
+    its searcher or scheduler, the controller host, loggers, checkpoints and stoppers) on
+    `noop_trial`, 2 trials at a time on 2 CPUs, actors reused; per epoch as well, since a
+    scheduler's trial may stop early."""
+    import tempfile
+
+    import ray
+
+    from service import registry
+    from service.config import build_config
+    from service.experiment import build_tuner
+    from service.layout import Cell
+
+    rows = []
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level="WARNING")
+    try:
+        for entry in entries:
+            with tempfile.TemporaryDirectory() as storage:
+                cfg = build_config({
+                    "name": "overhead", "storage": storage, "searchers": [entry],
+                    "backbones": ["resnet18@0.0625"], "seeds": [0], "concurrency": 2,
+                    "budget": {"trials": trials, "epochs": epochs},
+                    "dataset": {"name": "synthetic", "max_train": 100}})
+                cell = Cell(entry, cfg.backbones[0], 0)
+                tuner = build_tuner(cfg, cell, trainable=noop_trial)
+                scheduler = type(tuner._local_tuner._tune_config.scheduler).__name__
+                kind = registry.entry(entry).kind
+                kind = f"{kind} + {scheduler}" if scheduler != "NoneType" else kind
+                start = time.perf_counter()
+                results = tuner.fit()
+                wall = time.perf_counter() - start
+                done = [r.metrics.get("training_iteration", 0) for r in results]
+                rows.append({"entry": entry, "kind": kind, "trials": len(results),
+                             "epochs": int(sum(done)), "errors": len(results.errors),
+                             "wall_s": wall,
+                             "ms_per_trial": 1000 * wall / max(1, len(results)),
+                             "ms_per_epoch": 1000 * wall / max(1, sum(done))})
+    finally:
+        ray.shutdown()
+    return rows
 
 
 def scaling_run(trials: int, seconds: float, concurrency: int) -> dict[str, Any]:
@@ -328,6 +412,8 @@ def main() -> None:
     t.add_argument("--threads", type=int, default=1)
     o = sub.add_parser("overhead")
     o.add_argument("--trials", type=int, default=40)
+    o.add_argument("--epochs", type=int, default=3, help="epochs per trial of the plans")
+    o.add_argument("--entries", default=",".join(OVERHEAD_ENTRIES))
     e = sub.add_parser("emerald")
     e.add_argument("--calls", type=int, default=200)
     e.add_argument("--algo", choices=("dqn", "ppo"), default="dqn")
@@ -398,6 +484,15 @@ def main() -> None:
             print(f"reuse_actors={reuse}: Tune {r['tune_s_per_trial'] * 1000:.0f} ms/trial "
                   f"(no-op trainable, {r['trials']} trials, 2 slots); Ray task round trip "
                   f"{r['ray_task_s'] * 1000:.1f} ms; ratio {r['ratio_to_task']:.0f}x")
+        entries = tuple(x for x in args.entries.split(",") if x)
+        print(f"The service's plans on a no-op trial ({args.trials} trials x {args.epochs} "
+              f"epochs, 2 at a time, actors reused, start-up included):")
+        print(f"  {'entry':<16} {'kind':<34} {'trials':>6} {'epochs':>6} {'ms/trial':>9} "
+              f"{'ms/epoch':>9}")
+        for row in plan_overhead(entries, args.trials, args.epochs):
+            print(f"  {row['entry']:<16} {row['kind']:<34} {row['trials']:>6} {row['epochs']:>6} "
+                  f"{row['ms_per_trial']:>9.0f} {row['ms_per_epoch']:>9.0f}"
+                  + (f"  ({row['errors']} errors)" if row["errors"] else ""))
 
 
 if __name__ == "__main__":

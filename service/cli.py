@@ -216,6 +216,11 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = Fal
     print(f"\n{len(summaries)} experiments in {time.time() - start:.0f} s under "
           f"{cfg.experiment_dir}")
     print(Path(written["table9"]).read_text())
+    from service.reports.overhead import breakdown, breakdown_markdown
+
+    phases = breakdown(cfg.experiment_dir)
+    if phases is not None:
+        print("Where the time went:\n" + breakdown_markdown(phases))
     for name, path in written.items():
         print(f"  {name}: {path}")
     print(f"TensorBoard: tensorboard --logdir {cfg.experiment_dir}")

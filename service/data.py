@@ -28,6 +28,7 @@ import functools
 import gzip
 import hashlib
 import importlib
+import importlib.util
 import os
 import pickle
 import tarfile
@@ -329,12 +330,20 @@ def _to_float_images(
 
 
 def _digits_source() -> tuple[torch.Tensor, np.ndarray, int]:
-    """scikit-learn's bundled 8x8 digits (1797 samples), scaled from 0..16 to [0, 1]."""
-    from sklearn.datasets import load_digits
+    """scikit-learn's bundled 8x8 digits (1797 samples), scaled from 0..16 to [0, 1].
 
-    bunch = load_digits()
-    images = torch.from_numpy(np.asarray(bunch.images, dtype=np.float32) / 16.0).unsqueeze(1)
-    return images.clamp_(0.0, 1.0), np.asarray(bunch.target, dtype=np.int64), 32
+    Read from the package's own file as `sklearn.datasets.load_digits` reads it (the same
+    array), without importing scikit-learn: that import costs a fresh trial process about a
+    second of CPU (issue: time goes into training)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("dataset digits: scikit-learn is not installed; pip install "
+                        "scikit-learn (its bundled digits are the data)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        data = np.loadtxt(f, delimiter=",")
+    images = torch.from_numpy((data[:, :-1] / 16.0).astype(np.float32).reshape(-1, 1, 8, 8))
+    return images.clamp_(0.0, 1.0), data[:, -1].astype(np.int64), 32
 
 
 def _synthetic_source(

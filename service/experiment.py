@@ -255,11 +255,15 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool) -> dict[st
                                    resume_errored=True)
     else:
         tuner = build_tuner(cfg, cell)
+    fit_start = time.time()
     results = tuner.fit()
+    fit_end = time.time()
     summary: dict[str, Any] = {
         "searcher": cell.searcher, "backbone": cell.backbone, "seed": cell.seed,
         "trials": len(results), "errors": len(results.errors),
-        "wall_time_s": time.time() - start,
+        "wall_time_s": fit_end - start,
+        # service.reports.overhead: the cell's own phases on the wall clock
+        "started_unix": start, "fit_started_unix": fit_start, "fit_ended_unix": fit_end,
     }
     best = best_trial(results, cfg.metric, cfg.mode)
     if cfg.final_test and best is not None:
@@ -269,9 +273,14 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool) -> dict[st
         # the test retrains the schedule that produced the best result, not one config.
         replays = registry.entry(cell.searcher).replays_schedule
         schedule = best["schedule"] if replays else None
-        remote = ray.remote(num_cpus=cfg.resources.cpus, num_gpus=cfg.resources.gpus)(
-            final_test)
-        test = ray.get(remote.remote(best["config"], schedule, best["init_seed"]))
+        tested = time.time()
+        args = (best["config"], schedule, best["init_seed"])
+        if cfg.resources.gpus:  # a GPU is Ray's to assign: a task of its own
+            test = ray.get(ray.remote(num_cpus=cfg.resources.cpus, num_gpus=cfg.resources.gpus)(
+                final_test).remote(*args))
+        else:  # here, where torch and the data are loaded already, on a reserved slot
+            test = run_reserved({"CPU": cfg.resources.cpus}, final_test, *args)
+        summary["final_test_s"] = time.time() - tested
         test["config"] = {k: v for k, v in best["config"].items() if k != "run"}
         if schedule is not None:
             test["schedule"] = json.loads(schedule)
@@ -279,6 +288,25 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool) -> dict[st
         summary["test_acc"] = test["test_acc"]
     (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def run_reserved(bundle: dict[str, float], fn: Any, *args: Any) -> Any:
+    """`fn(*args)` in this process once `bundle` is reserved for it on this node (a placement
+    group pinned by node id), so Ray schedules no trial onto those CPUs meanwhile. A cell's
+    driver runs its final test this way: in a fresh worker the test paid seconds of process
+    start, imports and data loading for a second or two of training (issue: time goes into
+    training); here they are already done. The reservation is released afterwards."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    node = ray.get_runtime_context().get_node_id()
+    group = placement_group([bundle], strategy="STRICT_PACK",
+                            bundle_label_selector=[{"ray.io/node-id": node}])
+    try:
+        ray.get(group.ready())
+        return fn(*args)
+    finally:
+        remove_placement_group(group)
 
 
 def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
@@ -299,6 +327,7 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     todo = cells(cfg)
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.resources.cpus))
     parallel = cfg.max_parallel_experiments or min(len(todo), slots)
+    run_started = time.time()
     cfg_dict = cfg.model_dump()
     running: dict[Any, Cell] = {}
     summaries: list[dict[str, Any]] = []
@@ -307,51 +336,114 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     progress = Progress(folder, todo, metric=cfg.metric, mode=cfg.mode,
                         epochs_per_cell=cfg.budget.epoch_budget)
     log = log or progress.log
-    reported = time.time()
-    while todo or running:
-        while todo and len(running) < parallel:
-            cell = todo.pop(0)
-            log_file = str(folder / LOG_DIR / f"{cell.name}.log") if quiet else None
-            running[task.remote(cfg_dict, cell, restore=restore, log_file=log_file)] = cell
-            log(f"started {cell.name}" + (f" (its log: {log_file})" if log_file else ""))
-        done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-        if not done:
-            progress.update()
-            reported = _refresh_report(folder, reported, REPORT_EVERY_S)
-            continue
-        cell = running.pop(done[0])
-        try:
-            summary = ray.get(done[0])
-        except Exception as err:  # one broken experiment must not lose the others
-            summary = {"searcher": cell.searcher, "backbone": cell.backbone,
-                       "seed": cell.seed, "failed": f"{type(err).__name__}: {err}"[:500]}
-        summaries.append(summary)
-        log(f"finished {cell.name}: " + ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in summary.items() if k not in ("searcher", "backbone", "seed")))
-        progress.update(force=True)
-        reported = _refresh_report(folder, reported, 0.0 if running or todo else math.inf)
+    refresher = ReportRefresher(folder)
+    try:
+        while todo or running:
+            # New experiments go out first: nothing else (a report, a log line) keeps a
+            # trial slot idle.
+            while todo and len(running) < parallel:
+                cell = todo.pop(0)
+                log_file = str(folder / LOG_DIR / f"{cell.name}.log") if quiet else None
+                running[task.remote(cfg_dict, cell, restore=restore, log_file=log_file)] = cell
+                log(f"started {cell.name}" + (f" (its log: {log_file})" if log_file else ""))
+            done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            if done:
+                cell = running.pop(done[0])
+                try:
+                    summary = ray.get(done[0])
+                except Exception as err:  # one broken experiment must not lose the others
+                    summary = {"searcher": cell.searcher, "backbone": cell.backbone,
+                               "seed": cell.seed, "failed": f"{type(err).__name__}: {err}"[:500]}
+                summaries.append(summary)
+                log(f"finished {cell.name}: " + ", ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in summary.items() if k not in ("searcher", "backbone", "seed")
+                    and not k.endswith("_unix")))
+                if running or todo:
+                    refresher.request()  # an experiment ended: show it
+            progress.update(force=bool(done))
+            refresher.tick()
+    finally:
+        refresher.close()
     progress.close()
+    from service.reports.overhead import RUN_FILE
+
+    (folder / RUN_FILE).write_text(json.dumps({
+        "started_unix": run_started, "ended_unix": time.time(), "slots": slots,
+        "cells": len(summaries), "restore": restore}, indent=1))
     return summaries
 
 
 REPORT_EVERY_S = 60.0
-"""While a run goes on, its report (index.html, tables, plots) is rewritten this often and
-when an experiment ends, so a browser on the folder shows the comparison so far."""
+"""While a run goes on, its report (index.html, tables and plots but the paper's figures) is
+rewritten this often, and when an experiment ends (at most every REPORT_GAP_S), so a browser
+on the folder shows the comparison so far."""
+REPORT_GAP_S = 30.0
+"""At least this long between two refreshes' starts (after the first): a refresh costs
+seconds of CPU, which on a small machine the trials would otherwise have had."""
 
 
-def _refresh_report(folder: Path, last: float, every_s: float) -> float:
-    """Rewrite the report when `every_s` have passed since `last`; returns when it was last
-    written. A report that cannot be written yet (no results) must not stop the run."""
-    if time.time() - last < every_s:
-        return last
+class ReportRefresher:
+    """Rewrites a running experiment's report in a background thread at low CPU priority
+    (nice 10 on Linux), one refresh at a time, so neither the run loop nor the trials wait
+    for it: every `every_s`, and soon after `request` (an experiment ended) but not sooner
+    than `gap_s` after the last refresh began. A report that cannot be written yet (no
+    results) is no error; the final report is the caller's."""
+
+    def __init__(self, folder: Path, every_s: float = REPORT_EVERY_S,
+                 gap_s: float = REPORT_GAP_S, clock: Any = time.time,
+                 writer: Any = None) -> None:
+        self.folder, self.every_s, self.gap_s, self.clock = folder, every_s, gap_s, clock
+        self.writer = writer or _live_report
+        self.started = -math.inf  # when the last refresh began
+        self.due = clock() + every_s
+        self.written = 0  # refreshes that wrote a report
+        self._thread: Any = None
+
+    def request(self) -> None:
+        """Refresh as soon as the gap since the last refresh allows."""
+        self.due = min(self.due, self.started + self.gap_s)
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def tick(self) -> bool:
+        """Start a refresh if one is due and none is running; whether one started."""
+        now = self.clock()
+        if now < self.due or self.busy:
+            return False
+        import threading
+
+        self.started, self.due = now, now + self.every_s
+        self._thread = threading.Thread(target=self._refresh, name="report-refresh",
+                                        daemon=True)
+        self._thread.start()
+        return True
+
+    def _refresh(self) -> None:
+        import threading
+
+        try:  # this thread only (Linux: a thread is a schedulable task with its own nice)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
+        try:
+            self.writer(self.folder)
+            self.written += 1
+        except Exception:  # noqa: BLE001 - partial results; the final report is written after
+            pass
+
+    def close(self) -> None:
+        """Wait for a refresh in progress (the caller writes the final report next)."""
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _live_report(folder: Path) -> None:
     from service.reports import write_report
 
-    try:
-        write_report(folder)
-    except Exception:  # noqa: BLE001 - partial results; the final report is written after
-        return last
-    return time.time()
+    write_report(folder, live=True)
 
 
 def stored_config(folder: Path) -> dict[str, Any]:

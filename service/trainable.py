@@ -222,6 +222,7 @@ def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], 
     terminated epoch ends the trial, reported once more without a checkpoint."""
     from service.searching import ControllerClient
 
+    entered = time.perf_counter()
     run, hp_config = split_config(config)
     torch.set_num_threads(max(1, run.threads))
     placement = {"gpu_ids": ",".join(assigned_gpus()), "node_id": node_id()}
@@ -239,6 +240,9 @@ def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], 
         history = [float(v) for v in state.get("history", [])]
     client = ControllerClient(run.controller) if run.controller else None
     began = time.perf_counter() - elapsed
+    # Where the trial's time goes (service.reports.overhead): data and model before the
+    # first epoch, each epoch's evaluation, and each checkpoint + report call.
+    phases = {"setup_s": began + elapsed - entered, "report_s": 0.0}
     step: list[dict[str, Any]] = []  # rows since the controller last decided
     row: dict[str, Any] = {}
     while trainer.epoch < budget:
@@ -251,7 +255,9 @@ def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], 
                 trainer.apply(trainer.hp.replace(changes))
         schedule.append(trainer.hp.as_dict())
         metrics = trainer.train_epoch(run.batch_time_limit_s, run.batch_time_patience)
+        evaluated = time.perf_counter()
         row = epoch_report(trainer, metrics, splits)
+        phases["eval_s"] = time.perf_counter() - evaluated
         init_seed = guard.init_seed()  # of the weights this epoch trained (before a restart)
         verdict = "" if row["diverged"] else guard.check(metrics, trainer.epoch)
         if run.test_last and trainer.epoch == budget and not row["diverged"] and not verdict:
@@ -259,7 +265,8 @@ def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], 
         row.update(placement, controller_wait_s=wait, schedule=schedule.to_json(),
                    elapsed_s=time.perf_counter() - began, unix_time=time.time(),
                    terminated="" if verdict == "restart" else verdict,
-                   **guard.state(), init_seed=init_seed)
+                   **guard.state(), init_seed=init_seed, **phases)
+        phases = {"setup_s": 0.0, "report_s": 0.0}  # setup once; report_s: the last call
         if run.reward_c_acc is not None:
             row["reward"] = row_reward(row, run.reward_c_acc, run.reward_size_ref_mb)
         step.append(row)
@@ -270,8 +277,10 @@ def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], 
             schedule, history = Schedule(), []
         else:
             history.append(float(row.get(run.metric, math.nan)))
+        reporting = time.perf_counter()
         report(row, {**trainer.state_dict(), "schedule": schedule.to_json(),
                      "elapsed_s": row["elapsed_s"], "history": history, **guard.state()})
+        phases["report_s"] = time.perf_counter() - reporting  # told with the next epoch
         if plateaued(history, run.patience, run.mode):
             break  # early stopping: the trial ends here, its controller is told below
     if client is not None:

@@ -10,12 +10,12 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 from service.backbones import (
     BACKBONES,
     BackboneError,
     BackboneSpec,
+    BasicBlock,
     CifarResNet18,
     ImageNetResNet18,
     build_backbone,
@@ -559,3 +559,58 @@ def test_bad_user_backbones_fail_in_one_line(name: str, message: str) -> None:
     with pytest.raises(BackboneError) as info:
         check_backbone(name, num_classes=10, in_channels=3, image_size=8)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_blocks_written_here_are_torchvisions() -> None:
+    """BasicBlock, Conv2dNormActivation, SqueezeExcitation and StochasticDepth are written in
+    service.backbones so a trial's process need not import torchvision; for the same seed
+    they hold torchvision's state-dict keys and initial weights and compute its outputs (in
+    training mode, stochastic depth's draws included)."""
+    from torchvision.models.resnet import BasicBlock as TvBasicBlock
+    from torchvision.ops import Conv2dNormActivation as TvConv
+    from torchvision.ops import SqueezeExcitation as TvSE
+    from torchvision.ops import StochasticDepth as TvSD
+
+    from service import backbones as ours
+
+    def down() -> nn.Module:
+        return nn.Sequential(nn.Conv2d(8, 16, 1, 2, bias=False), nn.BatchNorm2d(16))
+
+    pairs = [
+        (lambda: TvBasicBlock(8, 16, 2, down()), lambda: ours.BasicBlock(8, 16, 2, down())),
+        (lambda: TvConv(8, 16, 3, 2, groups=8, activation_layer=nn.SiLU),
+         lambda: ours.Conv2dNormActivation(8, 16, 3, 2, groups=8, activation_layer=nn.SiLU)),
+        (lambda: TvConv(8, 16, 1, norm_layer=None, activation_layer=None),
+         lambda: ours.Conv2dNormActivation(8, 16, 1, norm_layer=None, activation_layer=None)),
+        (lambda: TvSE(8, 2, activation=nn.SiLU), lambda: ours.SqueezeExcitation(8, 2, nn.SiLU)),
+        (lambda: TvSD(0.3, "row"), lambda: ours.StochasticDepth(0.3, "row")),
+    ]
+    x = torch.randn(6, 8, 9, 9)
+    for theirs, mine in pairs:
+        torch.manual_seed(1)
+        a = theirs()
+        torch.manual_seed(1)
+        b = mine()
+        assert list(a.state_dict()) == list(b.state_dict())
+        assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+        torch.manual_seed(2)
+        ya = a.train()(x.clone())
+        torch.manual_seed(2)
+        yb = b.train()(x.clone())
+        assert torch.equal(ya, yb), type(b).__name__
+
+
+def test_a_trial_process_does_not_import_torchvision() -> None:
+    """Importing the trainable and building a backbone leaves torchvision unimported: its
+    import (torch._dynamo, sympy) cost each fresh trial process about 1.6 s."""
+    import subprocess
+    import sys
+
+    code = ("import sys, service.trainable\n"
+            "from service.backbones import build_backbone\n"
+            "for b in ('resnet18', 'efficientnetv2_b0', 'vgg16'):\n"
+            "    build_backbone(b + '@0.0625', num_classes=3, image_size=16)\n"
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"

@@ -4,6 +4,7 @@ experiment under one storage path, final tests, and tables of the right shape.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -130,19 +131,76 @@ def test_tensorboard_hparams_name_the_searcher(bench) -> None:
 
 def test_the_report_is_refreshed_while_the_run_goes_on(bench, tmp_path) -> None:
     """run_all rewrote the report as experiments ended (before the fixture's own final
-    report); a refresh is skipped until it is due, and one without results yet is no
+    report), without the paper's figures; a refresh that cannot be written yet is no
     error."""
-    import time
+    from service.experiment import ReportRefresher
 
-    from service.experiment import _refresh_report
-
-    cfg, _, _ = bench
+    cfg, _, written = bench
     assert REFRESHED == [True]
-    index = cfg.experiment_dir / "report" / "index.html"
-    before = index.stat().st_mtime_ns
-    now = time.time()
-    assert _refresh_report(cfg.experiment_dir, now, 60.0) == now and \
-        index.stat().st_mtime_ns == before  # not due: untouched
-    assert _refresh_report(cfg.experiment_dir, 0.0, 60.0) > now  # due: rewritten
-    assert index.stat().st_mtime_ns > before
-    assert _refresh_report(tmp_path, 5.0, 0.0) == 5.0  # nothing to report yet: no error
+    refresher = ReportRefresher(tmp_path, every_s=0.0)  # nothing to report yet
+    assert refresher.tick()
+    refresher.close()
+    assert refresher.written == 0 and not (tmp_path / "report").exists()
+    refresher = ReportRefresher(cfg.experiment_dir, every_s=0.0, gap_s=0.0)
+    assert refresher.tick()
+    refresher.close()
+    assert refresher.written == 1
+    live = write_report(cfg.experiment_dir, tmp_path / "live", live=True)
+    assert "index" in live and "best_vs_trials" in live
+    assert not [k for k in live if k.startswith("fig")]  # the paper's figures: at the end
+    assert [k for k in written if k.startswith("fig")]
+
+
+def test_refreshes_are_due_every_so_often_and_when_an_experiment_ends() -> None:
+    """The schedule: periodic, soon after an experiment ends but never closer than the gap
+    to the last refresh (after the first), one at a time."""
+    from service.experiment import ReportRefresher
+
+    now = [100.0]
+    calls: list[float] = []
+    refresher = ReportRefresher(Path("."), every_s=60.0, gap_s=30.0, clock=lambda: now[0],
+                                writer=lambda _: calls.append(now[0]))
+
+    def tick() -> bool:
+        started = refresher.tick()
+        refresher.close()
+        return started
+
+    assert not tick()  # nothing due yet
+    refresher.request()  # the first ended experiment: at once
+    assert tick() and calls == [100.0]
+    now[0] = 110.0
+    refresher.request()  # 10 s later: waits for the gap
+    assert not tick()
+    now[0] = 130.0
+    assert tick() and calls == [100.0, 130.0]
+    now[0] = 189.0
+    assert not tick()
+    now[0] = 190.0  # periodic
+    assert tick() and len(calls) == 3
+
+
+def test_the_time_breakdown_adds_up_to_the_slot_time(bench) -> None:
+    """Where the run's slot-seconds went (service.reports.overhead): every measured phase is
+    there and positive where it must be, the measured ones fit in the slot time, and with
+    the rest they add up to it; searchers.md carries the table."""
+    from service.reports.overhead import PHASES, RUN_FILE, breakdown
+
+    cfg, _, written = bench
+    run = json.loads((cfg.experiment_dir / RUN_FILE).read_text())
+    result = breakdown(cfg.experiment_dir)
+    assert result["slots"] == run["slots"] == 2  # 2 CPUs, 1 per trial
+    seconds = result["seconds"]
+    assert list(seconds) == list(PHASES)
+    for phase in ("training", "evaluation", "trial setup", "experiment start", "final test"):
+        assert seconds[phase] > 0, phase
+    # a row carries the report call before it: these one-epoch trials have none to tell
+    assert seconds["checkpoint and report"] == 0
+    measured = sum(v for k, v in seconds.items() if k != PHASES[-1])
+    assert 0 < measured <= result["slot_s"] * 1.05  # cells side by side, one slot each
+    assert sum(seconds.values()) == pytest.approx(result["slot_s"])
+    assert sum(result["share"].values()) == pytest.approx(1.0)
+    epochs = pd.read_csv(written["trials"])  # one row per trial
+    assert seconds["training"] < result["slot_s"]
+    assert len(epochs) > 0
+    assert "## Where the time went" in written["searchers"].read_text()

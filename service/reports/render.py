@@ -20,6 +20,7 @@ from service.reports.load import (
     _load_one,
     find_experiments,
 )
+from service.reports.overhead import breakdown, breakdown_markdown
 from service.reports.plots import best_so_far, plot_analysis, plot_best_so_far
 from service.reports.table2 import (
     CONVERGENCE_DEFINITION,
@@ -115,14 +116,16 @@ def _storage_views(folders: list[Path]) -> _Views:
 
 
 def write_report(storage: str | Path, out_dir: str | Path | None = None,
-                 fmt: str = "csv") -> dict[str, Path]:
+                 fmt: str = "csv", *, live: bool = False) -> dict[str, Path]:
     """Write trials.csv (or .parquet), table9.md/.csv, table8.md/.csv, generalization,
     searchers.md/.csv, plots, table2.md/.csv and optimizer_schedule.png (when an experiment
     runs an optimizer-selection or fixed-optimizer method, `table2.TABLE2_ENTRIES`) and
     index.html (default into <storage>/report) for one
     experiment folder, or for every experiment under a storage root: then trials.csv,
     table8 and searchers gain an `experiment` column and Table 9 rows follow `row_labels`.
-    A folder that is neither raises ConfigError before anything is written."""
+    A folder that is neither raises ConfigError before anything is written. `live`: the
+    refresh while a run goes on, without the paper's figures (two thirds of the report's
+    CPU time, mostly the pair plots; the report written when the run ends has them)."""
     storage = Path(storage)
     folders = find_experiments(storage)
     out = Path(out_dir) if out_dir else storage / "report"
@@ -165,14 +168,17 @@ def write_report(storage: str | Path, out_dir: str | Path | None = None,
     written["generalization"] = out / "generalization.md"
     for path in plot_analysis(epochs, out):
         written[path.stem] = path
-    for path in paper_figures(views.labelled_trials, epochs, out):
+    for path in [] if live else paper_figures(views.labelled_trials, epochs, out):
         written[path.stem] = path
     searchers = views.searchers
     searchers.to_csv(out / "searchers.csv", index=False)
+    phases = breakdown(storage) if folders == [storage] else None
     (out / "searchers.md").write_text(
         "# Searchers: work done and best result\n\n"
         + (searchers.to_markdown(index=False, floatfmt=".4g") if not searchers.empty
-           else "_no cells_") + "\n\n" + SEARCHERS_NOTE + "\n")
+           else "_no cells_") + "\n\n" + SEARCHERS_NOTE + "\n"
+        + ("" if phases is None else "\n## Where the time went\n\n" + breakdown_markdown(
+            phases) + "\n" + OVERHEAD_NOTE + "\n"))
     written["searchers"] = out / "searchers.md"
     table2_from = table2_folders(views.folders)  # document 004's optimizer-selection runs
     if table2_from:
@@ -189,6 +195,12 @@ GENERALIZATION_NOTE = (
     "VTAG = |val - train accuracy| of the chosen trial; CAPC = coefficient of variation of "
     "best val accuracy across backbones (CAPC_pct: the same in percent, as the paper gives "
     "it); SVDAC = variance of mean val accuracy across augmentation conditions.")
+OVERHEAD_NOTE = (
+    "training, evaluation, checkpoint and report, trial setup: summed over every trial's "
+    "epochs; experiment start / end and final test: over cells (a cell's Tune driver before "
+    "its first trial's setup and after its last epoch); the rest is actor start-up between "
+    "trials, Tune's snapshots and idle slots. Phases of cells that ran side by side each "
+    "count in full.")
 SEARCHERS_NOTE = (
     "cells = Tune experiments (backbone x seed); trials = trial folders Tune created; "
     "errored = trials with Tune's error.txt (a failure, retried or not); epochs = last "
