@@ -264,7 +264,7 @@ EPOCH_FIELDS: tuple[str, ...] = (
     "epoch_time_s", "elapsed_s", "images_per_s", "model_size_mb", "num_parameters", "epoch",
     "diverged", "device", "gpu_ids", "node_id", "unix_time", "controller_wait_s", "schedule",
     "train_ms_per_batch", "terminated", "restarts", "loss_violations", "loss_met_epoch",
-    "init_seed", "setup_s", "eval_s", "report_s",
+    "init_seed", "setup_s", "eval_s", "report_s", "pid",
 )
 """What a trial reports per epoch, besides the `hp_*` columns. `elapsed_s` is the trial's
 own wall time from its start to the end of this epoch (training, evaluation, checkpoint,

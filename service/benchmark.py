@@ -101,11 +101,12 @@ def gpu_check(backbones: tuple[str, ...] = GPU_BACKBONES, switches: tuple[str, .
             peak = torch.cuda.max_memory_allocated(dev) if cuda else 0
             ref = Trainer.build(name, splits, hp, device=dev, seed=0, perf=perf)
             opt = torch.optim.SGD(ref.model.parameters(), lr=0.05, momentum=0.9)
-            plain_epoch(ref.forward, opt, ref.train_x, ref.train_y, batch_size, 0,
-                        ref.amp_dtype, ref.channels_last)
-            bare = [plain_epoch(ref.forward, opt, ref.train_x, ref.train_y, batch_size,
-                                e + 1, ref.amp_dtype, ref.channels_last)
-                    for e in range(epochs)]
+            with ref.kernels():  # the same kernels as the trainer's
+                plain_epoch(ref.forward, opt, ref.train_x, ref.train_y, batch_size, 0,
+                            ref.amp_dtype, ref.channels_last)
+                bare = [plain_epoch(ref.forward, opt, ref.train_x, ref.train_y, batch_size,
+                                    e + 1, ref.amp_dtype, ref.channels_last)
+                        for e in range(epochs)]
             rows.append({
                 "backbone": name, "switch": switch, "device": str(dev),
                 "trainer_images_per_s": statistics.median(ours),

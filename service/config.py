@@ -183,6 +183,9 @@ class ExperimentConfig(Strict):
     weights: dict[str, str] = {}
     max_failures: int = Field(default=1, ge=0, le=100)
     reuse_actors: bool = True
+    warm_pool: bool = True
+    """CPU trials train in warm processes, one per trial slot and node, kept for the whole
+    run (service.warm); false: each experiment's trials start their own processes."""
     keep_checkpoints: int = Field(default=2, ge=1, le=1000)
     backend: Literal["tune", "replay"] = "tune"
     record: RecordConfig = RecordConfig()

@@ -87,14 +87,17 @@ def search_alg(plan: Any, cfg: ExperimentConfig, cell: Cell) -> tuple[Any, str |
     raise TypeError(f"{cell.searcher}: unknown plan kind {type(plan).__name__}")
 
 
-def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None) -> Any:
+def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None,
+                warm_pool: str | None = None) -> Any:
     """The Tuner of one cell: the registry's plan, the trainable with its resources, and the
     run settings that make it resumable (checkpoints, failure retries). `trainable`
-    replaces the real one (tests drive the registry with a cheap objective)."""
+    replaces the real one (tests drive the registry with a cheap objective); `warm_pool`
+    names the run's pool of warm trial processes (service.warm)."""
     from ray import tune
 
     from service import registry
-    from service.trainable import RunSettings, train_trial
+    from service.trainable import RunSettings
+    from service.warm import train_trial
 
     plan = registry.build(
         cell.searcher, space=cfg.search_space, metric=cfg.metric, mode=cfg.mode,
@@ -112,7 +115,8 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None) -> Any
                       **cfg.termination.run_settings(),
                       reward_c_acc=cfg.reward.c_acc if cfg.reward else None,
                       reward_size_ref_mb=cfg.reward.size_ref_mb if cfg.reward else 100.0,
-                      searcher=cell.searcher, perf=cfg.perf.model_dump())
+                      searcher=cell.searcher, perf=cfg.perf.model_dump(),
+                      warm_pool=warm_pool if not cfg.resources.gpus else None)
     resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
     stopper = _as_stopper(plan.epoch_budget) if plan.multi_fidelity else None
     return tune.Tuner(
@@ -219,23 +223,25 @@ def set_aside_orphans(folder: Path) -> list[str]:
 
 
 def run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool = False,
-             log_file: str | None = None) -> dict[str, Any]:
+             log_file: str | None = None, warm_pool: str | None = None) -> dict[str, Any]:
     """Run (or resume) one cell's Tune experiment, then its final test; write a summary.
     On resume a cell that wrote its summary is done and is not run again. With `log_file`
     this process's output (Tune, the searcher's libraries) goes to that file, not the
-    console."""
+    console; `warm_pool` names the run's warm trial processes."""
     from service.progress import output_to
 
     with output_to(log_file):
-        return _run_cell(cfg_dict, cell, restore=restore)
+        return _run_cell(cfg_dict, cell, restore=restore, warm_pool=warm_pool)
 
 
-def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool) -> dict[str, Any]:
+def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool,
+              warm_pool: str | None = None) -> dict[str, Any]:
     import ray
     from ray import tune
 
     from service.config import build_config
-    from service.trainable import final_test, train_trial
+    from service.trainable import final_test
+    from service.warm import train_trial
 
     # This process is a Tune driver: keep its console output to our own progress lines.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -254,7 +260,7 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool) -> dict[st
         tuner = tune.Tuner.restore(str(folder), tune.with_resources(train_trial, resources),
                                    resume_errored=True)
     else:
-        tuner = build_tuner(cfg, cell)
+        tuner = build_tuner(cfg, cell, warm_pool=warm_pool)
     fit_start = time.time()
     results = tuner.fit()
     fit_end = time.time()
@@ -329,6 +335,7 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     parallel = cfg.max_parallel_experiments or min(len(todo), slots)
     run_started = time.time()
     cfg_dict = cfg.model_dump()
+    warm = _warm_pool(cfg)
     running: dict[Any, Cell] = {}
     summaries: list[dict[str, Any]] = []
     from service.progress import LOG_DIR, Progress
@@ -344,7 +351,8 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
             while todo and len(running) < parallel:
                 cell = todo.pop(0)
                 log_file = str(folder / LOG_DIR / f"{cell.name}.log") if quiet else None
-                running[task.remote(cfg_dict, cell, restore=restore, log_file=log_file)] = cell
+                running[task.remote(cfg_dict, cell, restore=restore, log_file=log_file,
+                                    warm_pool=warm[0] if warm else None)] = cell
                 log(f"started {cell.name}" + (f" (its log: {log_file})" if log_file else ""))
             done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             if done:
@@ -365,6 +373,10 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
             refresher.tick()
     finally:
         refresher.close()
+        if warm:
+            from service.warm import stop_pool
+
+            stop_pool(warm[1])
     progress.close()
     from service.reports.overhead import RUN_FILE
 
@@ -372,6 +384,17 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
         "started_unix": run_started, "ended_unix": time.time(), "slots": slots,
         "cells": len(summaries), "restore": restore}, indent=1))
     return summaries
+
+
+def _warm_pool(cfg: ExperimentConfig) -> tuple[str, Any] | None:
+    """The run's pool of warm trial processes (service.warm): its name and handle; None for
+    GPU trials or `warm_pool: false`."""
+    if not cfg.warm_pool or cfg.resources.gpus:
+        return None
+    from service.warm import pool_name, start_pool
+
+    name = pool_name(cfg.experiment_dir)
+    return name, start_pool(name, cfg.resources.cpus)
 
 
 REPORT_EVERY_S = 60.0

@@ -69,6 +69,8 @@ class RunSettings:
     view shows it beside the searched values (`service.experiment.hparams_logger`)."""
     perf: dict[str, Any] = field(default_factory=dict)
     """`service.trainer.Perf`'s fields (the config's `perf`)."""
+    warm_pool: str | None = None
+    """The run's pool of warm trial processes (`service.warm`), if it has one."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,16 +218,27 @@ def build_trainer(run: RunSettings, splits: Splits, hp: HParams, hp_config: dict
 
 def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], None],
                state: dict[str, Any] | None = None, trial_id: str = "local") -> None:
-    """One trial, with or without Tune: build the trainer from `config` (resumed from a
+    """One trial, with or without Tune: `report(row, checkpoint_state)` for each of
+    `trial_steps`."""
+    for row, checkpoint_state in trial_steps(config, state=state, trial_id=trial_id):
+        report(row, checkpoint_state)
+
+
+def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
+                trial_id: str = "local") -> Iterator[tuple[dict[str, Any], dict | None]]:
+    """One trial, epoch by epoch: build the trainer from `config` (resumed from a
     checkpoint `state`), train to the budget, ask the controller (if any) at every step
-    boundary, and call `report(row, checkpoint_state)` after each epoch. A diverged or
-    terminated epoch ends the trial, reported once more without a checkpoint."""
+    boundary, and yield `(row, checkpoint_state)` after each epoch; the caller reports it
+    before asking for the next (a warm process serves a trial this way, service.warm). A
+    diverged or terminated epoch ends the trial, yielded once more without a checkpoint."""
     from service.searching import ControllerClient
 
     entered = time.perf_counter()
     run, hp_config = split_config(config)
     torch.set_num_threads(max(1, run.threads))
-    placement = {"gpu_ids": ",".join(assigned_gpus()), "node_id": node_id()}
+    # where it trained: a warm process (service.warm) serves many trials
+    placement = {"gpu_ids": ",".join(assigned_gpus()), "node_id": node_id(),
+                 "pid": os.getpid()}
     splits = load_data(run)
     budget = trial_epochs(run, hp_config)
     guard = _Termination(run, state)
@@ -278,8 +291,8 @@ def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], 
         else:
             history.append(float(row.get(run.metric, math.nan)))
         reporting = time.perf_counter()
-        report(row, {**trainer.state_dict(), "schedule": schedule.to_json(),
-                     "elapsed_s": row["elapsed_s"], "history": history, **guard.state()})
+        yield row, {**trainer.state_dict(), "schedule": schedule.to_json(),
+                    "elapsed_s": row["elapsed_s"], "history": history, **guard.state()}
         phases["report_s"] = time.perf_counter() - reporting  # told with the next epoch
         if plateaued(history, run.patience, run.mode):
             break  # early stopping: the trial ends here, its controller is told below
@@ -287,11 +300,23 @@ def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], 
         client.finish(Observation(trial_id, trainer.epoch, budget, trainer.hp.as_dict(),
                                   step))
     if row.get("diverged") or row.get("terminated"):
-        report(row, None)
+        yield row, None
+
+
+def load_state(folder: str | Path) -> dict[str, Any]:
+    """A trial checkpoint's state (the folder Tune restores)."""
+    return torch.load(Path(folder) / CHECKPOINT_FILE, map_location=pick_device(),
+                      weights_only=True)
+
+
+def save_state(state: dict[str, Any], folder: str | Path) -> None:
+    """Write a trial checkpoint's state into `folder` (Tune then persists the folder)."""
+    torch.save(state, os.path.join(folder, CHECKPOINT_FILE))
 
 
 def train_trial(config: dict[str, Any]) -> None:
-    """Tune function trainable (see module docstring)."""
+    """Tune function trainable, training in this process (see module docstring);
+    `service.warm.train_trial` hands CPU trials to a warm process instead."""
     from ray import tune
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint
@@ -299,15 +324,14 @@ def train_trial(config: dict[str, Any]) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=pick_device(),
-                               weights_only=True)
+            state = load_state(folder)
 
     def report(row: dict[str, Any], checkpoint_state: dict[str, Any] | None) -> None:
         if checkpoint_state is None:
             tune.report(row)
             return
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(checkpoint_state, os.path.join(folder, CHECKPOINT_FILE))
+            save_state(checkpoint_state, folder)
             tune.report(row, checkpoint=tune.Checkpoint.from_directory(folder))
 
     train_loop(config, report=report, state=state,

@@ -8,6 +8,7 @@ epoch, which keeps the trainer at the speed of a bare PyTorch loop.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -233,7 +234,11 @@ class Trainer:
         self.model = model.to(self.device)
         # The compiled module shares the eager one's parameters; state dicts come from the
         # eager one (no "_orig_mod." prefix), so checkpoints load either way.
-        self.forward = torch.compile(self.model) if self.perf.compile else self.model
+        # On the CPU, inductor would move convolutions to channels-last by itself, into the
+        # oneDNN crash `kernels` describes: it keeps the model's layout there.
+        cpu = {"layout_optimization": False} if self.device.type == "cpu" else None
+        self.forward = (torch.compile(self.model, options=cpu) if self.perf.compile
+                        else self.model)
         self.splits = splits
         self.seed = seed
         self.epoch = 0
@@ -300,11 +305,25 @@ class Trainer:
         # Seeded per (seed, epoch): a resumed trial draws the same batches and augmentations.
         return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + salt)
 
+    def kernels(self) -> Any:
+        """torch 2.14.1's oneDNN corrupts the heap (the process aborts) in the backward of a
+        1x1 stride-2 convolution with fewer than 8 input channels in channels-last on the
+        CPU (a width-scaled ResNet-18's shortcut; seen here): channels-last on the CPU runs
+        on ATen's own kernels instead. CUDA, and the CPU's default layout, are unchanged."""
+        if self.device.type == "cpu" and self.channels_last and self.forward is self.model:
+            return torch.backends.mkldnn.flags(enabled=False)
+        return contextlib.nullcontext()
+
     def train_epoch(self, batch_time_limit_s: float = 0.0,
                     batch_time_patience: int = 1) -> EpochMetrics:
         """One pass over the training split. With `batch_time_limit_s` > 0 every batch is
         timed (synchronised on a GPU) and the pass stops once `batch_time_patience`
         consecutive batches were slower (`EpochMetrics.slow_batches`)."""
+        with self.kernels():
+            return self._train_epoch(batch_time_limit_s, batch_time_patience)
+
+    def _train_epoch(self, batch_time_limit_s: float, batch_time_patience: int
+                     ) -> EpochMetrics:
         self.model.train()
         hp, n = self.hp, self.train_x.shape[0]
         gen = self._generator(0)

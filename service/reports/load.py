@@ -45,7 +45,7 @@ TRIAL_FILES = ("result.json", "params.json", ERROR_FILE, "error.pkl")
 EPOCH_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "grad_norm",
                  "epoch_time_s", "elapsed_s", "unix_time", "images_per_s", "model_size_mb",
                  "diverged", "schedule", "reward", "terminated", "restarts",
-                 "train_ms_per_batch", "setup_s", "eval_s", "report_s")
+                 "train_ms_per_batch", "setup_s", "eval_s", "report_s", "pid")
 """What each epoch row of the epochs frame keeps of a result line, besides its cell, trial,
 epoch, Tune's timestamp and time_total_s, config and the `ANALYSIS_HP` settings."""
 NUMERIC = ("epoch", "timestamp", "time_total_s", "val_acc", "train_acc", "epoch_time_s",
