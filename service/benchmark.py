@@ -189,13 +189,19 @@ def noop_trial(config: dict[str, Any]) -> None:
     client = ControllerClient(run.controller) if run.controller else None
     step: list[dict[str, Any]] = []
     row: dict[str, Any] = {}
-    for epoch in range(run.epochs):
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # a paused or cloned trial goes on from its epoch
+        with checkpoint.as_directory() as folder:
+            start = int(open(os.path.join(folder, "state")).read())
+    for epoch in range(start, run.epochs):
         if client is not None and epoch % max(1, run.controller_every) == 0:
             changes, _ = client.decide(Observation(trial_id, epoch, run.epochs, hp, step))
             hp, step = {**hp, **changes}, []
         acc = 0.9 - 0.05 * abs(math.log10(float(hp.get("lr", 1e-3))) + 3) - 0.2 / (epoch + 1)
         row = {"val_acc": acc, "val_loss": 1 - acc, "train_acc": acc, "train_loss": 1 - acc,
-               "grad_norm": 1.0, "epoch_time_s": 0.0, "epoch": epoch + 1, "diverged": False}
+               "grad_norm": 1.0, "epoch_time_s": 0.0, "epoch": epoch + 1, "diverged": False,
+               "pid": os.getpid()}
         step.append(row)
         with tempfile.TemporaryDirectory() as folder:
             with open(os.path.join(folder, "state"), "w") as f:
@@ -232,7 +238,7 @@ def overhead(trials: int, reuse: bool) -> dict[str, Any]:
             tuner = tune.Tuner(
                 tune.with_resources(_noop, {"cpu": 1}),
                 tune_config=tune.TuneConfig(num_samples=trials, reuse_actors=reuse,
-                                            max_concurrent_trials=2),
+                                            max_concurrent_trials=1),
                 run_config=tune.RunConfig(storage_path=storage, name="noop", verbose=0),
             )
             start = time.perf_counter()
@@ -244,11 +250,13 @@ def overhead(trials: int, reuse: bool) -> dict[str, Any]:
             "ray_task_s": task_s, "ratio_to_task": tune_s / task_s}
 
 
-def plan_overhead(entries: tuple[str, ...], trials: int, epochs: int) -> list[dict[str, Any]]:
-    """Seconds per trial of each entry's plan run by the service's own Tuner (`build_tuner`:
-    its searcher or scheduler, the controller host, loggers, checkpoints and stoppers) on
-    `noop_trial`, 2 trials at a time on 2 CPUs, actors reused; per epoch as well, since a
-    scheduler's trial may stop early."""
+def plan_overhead(entries: tuple[str, ...], trials: int, epochs: int,
+                  concurrency: int = 1) -> list[dict[str, Any]]:
+    """Milliseconds per trial and per epoch of each entry's plan run by the service's own
+    Tuner (`build_tuner`: its searcher or scheduler, the controller host, loggers,
+    checkpoints and stoppers) on `noop_trial`, `concurrency` trials at a time (the presets'
+    1) on 2 CPUs, actors reused, after a warm-up experiment (Ray's and Tune's start-up is
+    not per trial). A population's "trials" are its members, so per epoch is its figure."""
     import tempfile
 
     import ray
@@ -258,31 +266,33 @@ def plan_overhead(entries: tuple[str, ...], trials: int, epochs: int) -> list[di
     from service.experiment import build_tuner
     from service.layout import Cell
 
+    def run(entry: str, n: int) -> tuple[Any, float, str]:
+        with tempfile.TemporaryDirectory() as storage:
+            cfg = build_config({
+                "name": "overhead", "storage": storage, "searchers": [entry],
+                "backbones": ["resnet18@0.0625"], "seeds": [0], "concurrency": concurrency,
+                "budget": {"trials": n, "epochs": epochs},
+                "dataset": {"name": "synthetic", "max_train": 100}})
+            tuner = build_tuner(cfg, Cell(entry, cfg.backbones[0], 0), trainable=noop_trial)
+            scheduler = type(tuner._local_tuner._tune_config.scheduler).__name__
+            kind = registry.entry(entry).kind
+            kind = f"{kind} + {scheduler}" if scheduler != "NoneType" else kind
+            start = time.perf_counter()
+            results = tuner.fit()
+            return results, time.perf_counter() - start, kind
+
     rows = []
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              logging_level="WARNING")
     try:
+        run("random", 4)  # warm-up
         for entry in entries:
-            with tempfile.TemporaryDirectory() as storage:
-                cfg = build_config({
-                    "name": "overhead", "storage": storage, "searchers": [entry],
-                    "backbones": ["resnet18@0.0625"], "seeds": [0], "concurrency": 2,
-                    "budget": {"trials": trials, "epochs": epochs},
-                    "dataset": {"name": "synthetic", "max_train": 100}})
-                cell = Cell(entry, cfg.backbones[0], 0)
-                tuner = build_tuner(cfg, cell, trainable=noop_trial)
-                scheduler = type(tuner._local_tuner._tune_config.scheduler).__name__
-                kind = registry.entry(entry).kind
-                kind = f"{kind} + {scheduler}" if scheduler != "NoneType" else kind
-                start = time.perf_counter()
-                results = tuner.fit()
-                wall = time.perf_counter() - start
-                done = [r.metrics.get("training_iteration", 0) for r in results]
-                rows.append({"entry": entry, "kind": kind, "trials": len(results),
-                             "epochs": int(sum(done)), "errors": len(results.errors),
-                             "wall_s": wall,
-                             "ms_per_trial": 1000 * wall / max(1, len(results)),
-                             "ms_per_epoch": 1000 * wall / max(1, sum(done))})
+            results, wall, kind = run(entry, trials)
+            done = [r.metrics.get("training_iteration", 0) for r in results]
+            rows.append({"entry": entry, "kind": kind, "trials": len(results),
+                         "epochs": int(sum(done)), "errors": len(results.errors),
+                         "wall_s": wall, "ms_per_trial": 1000 * wall / max(1, len(results)),
+                         "ms_per_epoch": 1000 * wall / max(1, sum(done))})
     finally:
         ray.shutdown()
     return rows
@@ -412,8 +422,8 @@ def main() -> None:
     t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     t.add_argument("--threads", type=int, default=1)
     o = sub.add_parser("overhead")
-    o.add_argument("--trials", type=int, default=40)
-    o.add_argument("--epochs", type=int, default=3, help="epochs per trial of the plans")
+    o.add_argument("--trials", type=int, default=60)
+    o.add_argument("--epochs", type=int, default=1, help="epochs per trial of the plans")
     o.add_argument("--entries", default=",".join(OVERHEAD_ENTRIES))
     e = sub.add_parser("emerald")
     e.add_argument("--calls", type=int, default=200)
@@ -483,11 +493,12 @@ def main() -> None:
         for reuse in (True, False):
             r = overhead(args.trials, reuse)
             print(f"reuse_actors={reuse}: Tune {r['tune_s_per_trial'] * 1000:.0f} ms/trial "
-                  f"(no-op trainable, {r['trials']} trials, 2 slots); Ray task round trip "
+                  f"(no-op trainable, {r['trials']} trials, one at a time); Ray task round trip "
                   f"{r['ray_task_s'] * 1000:.1f} ms; ratio {r['ratio_to_task']:.0f}x")
         entries = tuple(x for x in args.entries.split(",") if x)
         print(f"The service's plans on a no-op trial ({args.trials} trials x {args.epochs} "
-              f"epochs, 2 at a time, actors reused, start-up included):")
+              f"epoch(s), one at a time as in the presets, actors reused, after a warm-up; "
+              f"each epoch reported with a checkpoint):")
         print(f"  {'entry':<16} {'kind':<34} {'trials':>6} {'epochs':>6} {'ms/trial':>9} "
               f"{'ms/epoch':>9}")
         for row in plan_overhead(entries, args.trials, args.epochs):

@@ -9,7 +9,8 @@ Measured phases, summed over trials and cells:
 - trial setup: data and model before a trial's first epoch (`setup_s`);
 - experiment start: a cell's Tune driver until its first trial began its setup, and
   experiment end: from its last trial's last epoch until `fit` returned;
-- final test: the retraining of each cell's best trial;
+- final test: the retraining of each cell's best trial on its reserved slot (the wait for
+  a free slot is not counted: other trials used the slot meanwhile);
 and the rest, "trial starts, snapshots and idle slots": slot-seconds minus all of the above
 (actor start-up between trials, Tune's experiment snapshots, slots with nothing to run).
 """
@@ -75,7 +76,8 @@ def breakdown(folder: str | Path) -> dict[str, Any] | None:
     measured = sum(seconds.values())
     seconds["trial starts, snapshots and idle slots"] = slot_s - measured
     return {"wall_s": wall, "slots": int(run["slots"]), "slot_s": slot_s,
-            "seconds": seconds,
+            "seconds": seconds, "cells": len(summaries),
+            "final_test_wait_s": _sum(summaries, "final_test_wait_s"),
             "share": {k: v / slot_s if slot_s > 0 else math.nan for k, v in seconds.items()}}
 
 
@@ -87,4 +89,7 @@ def breakdown_markdown(result: dict[str, Any]) -> str:
     for phase in PHASES:
         lines.append(f"| {phase} | {result['seconds'][phase]:.1f} | "
                      f"{100 * result['share'][phase]:.1f}% |")
+    if result.get("final_test_wait_s"):
+        lines += ["", f"Final tests also waited {result['final_test_wait_s']:.1f} s in all "
+                      f"for a free slot ({result['cells']} cells), while other trials used it."]
     return "\n".join(lines) + "\n"
