@@ -174,6 +174,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": [0, 1],
         "resources": {"cpus": 1},
     },
+    # Trials of about 30 s on 2 CPU cores (VGG-16 at width 0.25 on digits at 32 px, 12
+    # epochs): where the time goes when trials are long (issue: time goes into training).
+    "cpu-30s": {
+        "name": "cpu-30s",
+        "dataset": {"name": "digits", "image_size": 32},
+        "backbones": ["vgg16@0.25"],
+        "searchers": ["random", "optuna"],
+        "budget": {"trials": 10, "epochs": 12},
+        "concurrency": 1,
+        "seeds": [0],
+        "resources": {"cpus": 1},
+    },
     # EMERALD-O Table 9 on the CPU: every registry entry, both EMERALD-O modes, 3 seeds.
     "table9-cpu": {
         "name": "table9-cpu",
