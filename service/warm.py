@@ -112,21 +112,25 @@ class ExecutorPool:
     """The run's executors by node, and their leases."""
 
     def __init__(self, slots: dict[str, int]) -> None:
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        executor = ray.remote(num_cpus=0, max_restarts=-1)(TrialExecutor)
-        self.executors: dict[str, list[Any]] = {
-            node: [executor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-                node, soft=False)).remote() for _ in range(count)]
-            for node, count in slots.items() if count > 0}
+        self.capacity = {node: count for node, count in slots.items() if count > 0}
+        # made when first needed, up to a node's trial slots: a run whose trials never
+        # overlap keeps one, and none starts on a node no trial uses
+        self.executors: dict[str, list[Any]] = {node: [] for node in self.capacity}
         # (node, index) -> (lease, holder id, holder handle)
         self.leases: dict[tuple[str, int], tuple[str, str, Any]] = {}
         self.granted = 0
         self.refused = 0
 
+    @staticmethod
+    def _new_executor(node: str) -> Any:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return ray.remote(num_cpus=0, max_restarts=-1)(TrialExecutor).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+
     def ready(self) -> int:
-        """Waits until every executor is warm; how many there are."""
+        """Waits until every executor made so far is warm; how many there are."""
         import ray
 
         handles = [h for hs in self.executors.values() for h in hs]
@@ -152,6 +156,9 @@ class ExecutorPool:
         keys = [(node, i) for i in range(len(handles))]
         mine = [k for k in keys if k in self.leases and self.leases[k][1] == holder_id]
         free = [k for k in keys if k not in self.leases]
+        if not mine and not free and len(handles) < self.capacity.get(node, 0):
+            handles.append(self._new_executor(node))
+            free = [(node, len(handles) - 1)]
         key = (mine or free or [None])[0]
         if key is None:
             key = next((k for k in keys if self._dead(self.leases[k][2])), None)
@@ -170,12 +177,14 @@ class ExecutorPool:
 
     def stats(self) -> dict[str, int]:
         return {"executors": sum(len(h) for h in self.executors.values()),
+                "capacity": sum(self.capacity.values()),
                 "granted": self.granted, "refused": self.refused, "held": len(self.leases)}
 
 
 def start_pool(name: str, cpus_per_trial: float) -> Any:
-    """Make the run's pool: on every alive node, as many executors as trials fit on its
-    CPUs. Returns the pool's handle (the caller kills it at the end of the run)."""
+    """Make the run's pool: on every alive node, up to as many executors as trials fit on
+    its CPUs, each made when a trial first finds none free. Returns the pool's handle (the
+    caller kills it at the end of the run)."""
     import ray
 
     slots = {n["NodeID"]: int(n["Resources"].get("CPU", 0) // max(cpus_per_trial, 1e-9))

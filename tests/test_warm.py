@@ -58,14 +58,19 @@ def test_an_executor_serves_a_trial_epoch_by_epoch_as_the_trial_itself_would() -
 
 
 def test_leases(ray_session) -> None:
-    """Free executors first; the same holder gets its own back with a new token; a node
-    without executors, or with every one held by a live holder, gets none; a dead holder's
-    lease is taken back."""
+    """Free executors first, a new one while the node has slots for it; the same holder gets
+    its own back with a new token; a node without slots, or with every executor held by a
+    live holder, gets none; a dead holder's lease is taken back."""
     ray = ray_session
     node = ray.get_runtime_context().get_node_id()
-    pool = ExecutorPool.__new__(ExecutorPool)  # the lease rules, without warm processes
-    pool.executors = {node: ["ex0", "ex1"]}
-    pool.leases, pool.granted, pool.refused = {}, 0, 0
+    pool = ExecutorPool({node: 2})
+    made: list[str] = []
+
+    def new_executor(_: str) -> str:  # the lease rules, without warm processes
+        made.append(f"ex{len(made)}")
+        return made[-1]
+
+    pool._new_executor = new_executor
 
     @ray.remote(num_cpus=0)
     class Holder:
@@ -75,18 +80,20 @@ def test_leases(ray_session) -> None:
     alive, doomed = Holder.remote(), Holder.remote()
     ray.get([alive.ping.remote(), doomed.ping.remote()])
     ex, lease = pool.acquire(node, "a", alive)
-    assert ex == "ex0"
+    assert ex == "ex0" and made == ["ex0"]  # made when first needed
     again, lease2 = pool.acquire(node, "a", alive)
     assert again == "ex0" and lease2 != lease
     assert pool.acquire(node, "b", doomed)[0] == "ex1"
-    assert pool.acquire(node, "c", alive) is None  # both held by live holders
+    assert pool.acquire(node, "c", alive) is None  # both held by live holders, no more slots
+    assert made == ["ex0", "ex1"]
     assert pool.acquire("another-node", "c", alive) is None
     ray.kill(doomed)
     ray.wait([doomed.ping.remote()], timeout=10)
     assert pool.acquire(node, "c", alive)[0] == "ex1"  # taken back from the dead holder
     pool.release(lease2)
     assert pool.acquire(node, "d", alive)[0] == "ex0"
-    assert pool.stats() == {"executors": 2, "granted": 5, "refused": 2, "held": 2}
+    assert pool.stats() == {"executors": 2, "capacity": 2, "granted": 5, "refused": 2,
+                            "held": 2}
     ray.kill(alive)
 
 
