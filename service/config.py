@@ -484,7 +484,24 @@ def load_config(
             raw[key] = value
     for dotted, value in (overrides or {}).items():
         set_path(raw, dotted, value)
+    if "searchers" in (overrides or {}):
+        _narrow_to_searchers(raw, set(overrides or {}))
     return build_config(raw)
+
+
+def _narrow_to_searchers(raw: dict[str, Any], given: set[str]) -> None:
+    """`--searchers` over a preset or file: the options and paired comparisons it brought
+    for searchers no longer listed go with them (what the overrides set stays, and is
+    checked as usual)."""
+    keep = set(raw.get("searchers") or [])
+    options = raw.get("searcher_options")
+    if isinstance(options, dict) and not any(k.startswith("searcher_options") for k in given):
+        raw["searcher_options"] = {k: v for k, v in options.items() if k in keep}
+    replay = raw.get("replay")
+    if isinstance(replay, dict) and isinstance(replay.get("paired"), list) \
+            and not any(k.startswith("replay") for k in given - {"replay.tables"}):
+        replay["paired"] = [p for p in replay["paired"] if isinstance(p, str)
+                            and all(side.strip() in keep for side in p.split(" vs "))]
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:

@@ -164,3 +164,15 @@ def test_layerwise_presets_validate_and_carry_document_001s_settings() -> None:
     assert len(layered) == 45 and gpu["space"]["conv7_filters"] == {
         "choice": [16, 32, 64, 128, 256]}
     assert gpu["resources"]["gpus"] == 1 and gpu["budget"]["epochs"] == 10
+
+
+def test_searchers_over_a_preset_take_its_options_for_the_others_along() -> None:
+    """`--searchers` narrowing a preset drops the options and paired comparisons the preset
+    brought for entries no longer listed; options the overrides set are still checked."""
+    cfg = load_config(None, {"searchers": ["emerald", "emerald:decay", "random"]},
+                      preset="replay-emerald")
+    assert set(cfg.searcher_options) == {"emerald:decay"}
+    assert cfg.replay.paired == ["emerald vs random", "emerald vs emerald:decay"]
+    with pytest.raises(ConfigError, match="searcher_options.optuna"):
+        load_config(None, {"searchers": ["random"], "searcher_options.optuna": {}},
+                    preset="cpu-small")

@@ -176,9 +176,11 @@ def paired_table(cells: pd.DataFrame, rows: pd.DataFrame, pairs: list[str]) -> p
         both = both[both.groupby(["backbone", "seed"])["searcher"].transform("nunique") == 2]
         if both.empty:
             continue
+        # dropna=False: a measure no cell reached (evals_to_target in a short run) stays,
+        # as NaN, instead of vanishing from the table
         wide = both.pivot_table(index=["backbone", "seed"], columns="searcher",
                                 values=["final_regret", "test_acc", "evals_to_target"],
-                                aggfunc="first")
+                                aggfunc="first", dropna=False).dropna(how="all")
         entry: dict[str, Any] = {"a": a, "b": b, "blocks": len(wide)}
         for column, name in (("final_regret", "regret"), ("test_acc", "test_acc")):
             diff = (wide[column][a] - wide[column][b]).to_numpy(float) * scale

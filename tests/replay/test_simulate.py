@@ -227,6 +227,20 @@ def test_anytime_and_paired_tables_agree_with_the_cells(table, tmp_path) -> None
     assert anytime.loc["random", "regret_at_100pct"].startswith(f"{best:.2f} [")
 
 
+def test_a_paired_comparison_where_no_cell_reached_the_target() -> None:
+    """A short run in which neither searcher reached the best 5% still gets its paired row
+    (evals_to_target NaN, reached 0%), not a crash of the report."""
+    from service.reports.compare import paired_table
+
+    cells = pd.DataFrame({
+        "searcher": ["a", "b", "a", "b"], "backbone": ["t"] * 4, "seed": [0, 0, 1, 1],
+        "final_regret": [0.02, 0.03, 0.01, 0.05], "test_acc": [0.9, 0.89, 0.91, 0.88],
+        "evals_to_target": [math.nan] * 4, "optimum": [0.98] * 4, "worst": [0.1] * 4})
+    row = paired_table(cells, pd.DataFrame(), ["a vs b"]).iloc[0]
+    assert row["blocks"] == 2 and row["reached"] == "0% vs 0%"
+    assert row["regret_diff"].startswith("-2.50 [")
+
+
 def test_early_stopping_emerald_spends_the_whole_epoch_budget(table) -> None:
     budget = Budget(trials=6, epochs=6)
     sim = replay_cell("emerald", table, seed=0, budget=budget)
