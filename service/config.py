@@ -174,12 +174,16 @@ class ExperimentConfig(Strict):
     budget: Budget = Budget()
     concurrency: int = Field(default=2, ge=1, le=10_000)
     max_parallel_experiments: int | None = Field(default=None, ge=1)
+    """Experiments (cells) run side by side; default: as many as trial slots."""
     resources: Resources = Resources()
     seeds: list[int] = [0]
     storage: str = "results"
     space: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_SPACE))
     metric: str = "val_acc"
     final_test: bool = True
+    final_test_reuse: bool = True
+    """The final test scores the best trial's own final weights where retraining would
+    reproduce them (service.experiment.trained_weights); false: it always retrains."""
     weights: dict[str, str] = {}
     max_failures: int = Field(default=1, ge=0, le=100)
     reuse_actors: bool = True

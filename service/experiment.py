@@ -189,8 +189,41 @@ def best_trial(results: Any, metric: str, mode: str) -> dict[str, Any] | None:
             best = {"config": result.config, "value": value,
                     "schedule": schedule if isinstance(schedule, str) else None,
                     "init_seed": None if init_seed is None or init_seed != init_seed
-                    else int(init_seed)}
+                    else int(init_seed),
+                    # what `trained_weights` needs: the row of the best epoch, the trial's
+                    # last row and its latest checkpoint
+                    "row": df.loc[index].to_dict(), "last": df.iloc[-1].to_dict(),
+                    "checkpoint": result.checkpoint}
     return best
+
+
+def trained_weights(best: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The best trial's own final checkpoint and last row when they are the network the
+    final test would retrain, else None. The retraining is seeded like the trial (same
+    initial weights, batches and augmentation), so on the CPU it reproduces the trial bit
+    for bit; retraining it again is time that goes into no new result (issue: time goes
+    into training). Reused when the trial trained the run's full epochs from its own
+    initial weights without diverging, ending or restarting, and (controllers) its best
+    epoch was its last; never for a population, whose members inherit other members'
+    weights."""
+    from service.trainable import load_state, split_config
+
+    last, checkpoint = best.get("last") or {}, best.get("checkpoint")
+    if kind == "population" or checkpoint is None or not last:
+        return None
+    run, _ = split_config(best["config"])
+    epoch = int(last.get("epoch", -1))
+    if (epoch != run.epochs or bool(last.get("diverged")) or last.get("terminated")
+            or int(last.get("restarts", 0) or 0) or last.get("init_seed") != best["init_seed"]):
+        return None
+    if kind == "controller" and int(best["row"].get("epoch", -1)) != epoch:
+        return None  # the test retrains the schedule through the best epoch only
+    with checkpoint.as_directory() as folder:
+        state = load_state(folder)
+    if int(state.get("epoch", -1)) != epoch:
+        return None
+    return {"checkpoint": state, "row": {k: last.get(k) for k in (
+        "val_acc", "train_acc", "train_ms_per_batch")}}
 
 
 ORPHANS = ".orphaned"
@@ -277,10 +310,11 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool,
 
         # In-trial methods (controllers, PBT, PB2) change hyperparameters inside a trial:
         # the test retrains the schedule that produced the best result, not one config.
-        replays = registry.entry(cell.searcher).replays_schedule
-        schedule = best["schedule"] if replays else None
+        entry = registry.entry(cell.searcher)
+        schedule = best["schedule"] if entry.replays_schedule else None
         tested = time.time()
-        args = (best["config"], schedule, best["init_seed"])
+        state = trained_weights(best, entry.kind) if cfg.final_test_reuse else None
+        args = (best["config"], schedule, best["init_seed"], state)
         if cfg.resources.gpus:  # a GPU is Ray's to assign: a task of its own
             test = ray.get(ray.remote(num_cpus=cfg.resources.cpus, num_gpus=cfg.resources.gpus)(
                 final_test).remote(*args))
@@ -338,6 +372,9 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     )
     todo = cells(cfg)
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.resources.cpus))
+    # As many experiments as slots. One more (its driver started while the others train)
+    # measured no faster on cpu-small (246 s against 252 s): Tune starts a trial's actor
+    # only once the trial holds its slot, and that start is most of an experiment's.
     parallel = cfg.max_parallel_experiments or min(len(todo), slots)
     run_started = time.time()
     cfg_dict = cfg.model_dump()

@@ -360,16 +360,27 @@ def replay(config: dict[str, Any], schedule: Schedule | None = None,
 
 
 def final_test(config: dict[str, Any], schedule: str | None = None,
-               init_seed: int | None = None) -> dict[str, Any]:
+               init_seed: int | None = None, state: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
     """Train the chosen configuration (or replay the chosen trial's schedule, given as
     JSON) once more from scratch (from the trial's initial weights) and score it on the
-    test split no searcher saw; also the timings of document 001 Table V."""
+    test split no searcher saw; also the timings of document 001 Table V. With `state`
+    (service.experiment.trained_weights: the trial's own final checkpoint, which the
+    retraining would reproduce, and its last row) those weights are scored instead."""
     plan = Schedule.from_json(schedule) if schedule else None
     # A trial's own shorter budget (document 001's short episodes) is a search economy:
     # the chosen network is trained for the run's epochs.
     config = {k: v for k, v in config.items() if k != "epochs"}
-    epochs = list(replay(config, plan, init_seed))[-1:]  # the last epoch's weights
-    trainer, row, splits = epochs[0]
+    if state is not None:
+        run, hp_config = split_config(config)
+        torch.set_num_threads(max(1, run.threads))
+        splits = load_data(run)
+        trainer = build_trainer(run, splits, HParams.from_config(hp_config), hp_config,
+                                init_seed)
+        trainer.load_state_dict(state["checkpoint"])
+        row = {"diverged": False, **state["row"]}
+    else:
+        trainer, row, splits = list(replay(config, plan, init_seed))[-1]  # the last epoch
     if row["diverged"]:
         return {"test_acc": float("nan"), "test_loss": float("nan"), "diverged": True,
                 "epochs": trainer.epoch}
@@ -379,6 +390,7 @@ def final_test(config: dict[str, Any], schedule: str | None = None,
             "model_size_mb": trainer.model_size_mb, "num_parameters": trainer.num_parameters,
             "train_ms_per_batch": row["train_ms_per_batch"],
             "infer_ms_per_batch": trainer.inference_ms_per_batch(splits.test_x),
+            "retrained": state is None,
             **macro_scores(splits.test_y, trainer.predict(splits.test_x))}
 
 

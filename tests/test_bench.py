@@ -204,3 +204,16 @@ def test_the_time_breakdown_adds_up_to_the_slot_time(bench) -> None:
     assert seconds["training"] < result["slot_s"]
     assert len(epochs) > 0
     assert "## Where the time went" in written["searchers"].read_text()
+
+
+def test_an_experiment_starting_while_every_slot_is_busy_costs_no_slot_time() -> None:
+    """With more experiments than slots (max_parallel_experiments), a start counts only
+    where a slot held no trial or final test, and never more slots than are free."""
+    from service.reports.overhead import _starting_slot_s
+
+    assert _starting_slot_s([(0.0, 2.0)], [], 2) == pytest.approx(2.0)
+    assert _starting_slot_s([(0.0, 2.0)], [(0.0, 5.0), (-1.0, 3.0)], 2) == pytest.approx(0.0)
+    assert _starting_slot_s([(0.0, 2.0)], [(0.0, 1.0), (0.0, 5.0)], 2) == pytest.approx(1.0)
+    # two starting at once with one slot free: one slot's worth
+    assert _starting_slot_s([(0.0, 2.0), (0.0, 2.0)], [(0.0, 2.0)], 2) == pytest.approx(2.0)
+    assert _starting_slot_s([], [(0.0, 1.0)], 2) == 0.0

@@ -111,6 +111,41 @@ def test_final_test_scores_the_test_split() -> None:
         assert 0.0 <= result[key] <= 1.0, key
 
 
+def test_final_test_of_the_trials_own_weights_equals_the_retraining(monkeypatch,
+                                                                    tmp_path) -> None:
+    """The retraining reproduces the trial bit for bit on the CPU, so scoring the trial's
+    last checkpoint gives the same test result without training (issue: time goes into
+    training); `trained_weights` offers it only where that holds."""
+    import pandas as pd
+
+    from service.experiment import trained_weights
+
+    session = FakeSession(tmp_path)
+    session.install(monkeypatch)
+    train_trial(config())
+    frame = pd.DataFrame(session.reports)
+    checkpoint = tune.Checkpoint.from_directory(session.checkpoints[-1])
+    best = {"config": config(), "init_seed": int(frame.init_seed.iloc[-1]),
+            "row": frame.iloc[0].to_dict(), "last": frame.iloc[-1].to_dict(),
+            "checkpoint": checkpoint}
+    state = trained_weights(best, "searcher")
+    assert state is not None and state["checkpoint"]["epoch"] == RUN.epochs
+    reused, retrained = final_test(config(), state=state), final_test(config())
+    assert reused["retrained"] is False and retrained["retrained"] is True
+    for key in ("test_acc", "test_loss", "retrain_val_acc", "train_acc", "epochs",
+                "test_f1_macro"):
+        assert reused[key] == pytest.approx(retrained[key], abs=1e-6), key
+    # where retraining would give another network, the test retrains
+    assert trained_weights(best, "population") is None
+    assert trained_weights(best, "controller") is None  # its best epoch was not its last
+    assert trained_weights({**best, "row": best["last"]}, "controller") is not None
+    assert trained_weights({**best, "last": {**best["last"], "epoch": 1}}, "searcher") is None
+    assert trained_weights({**best, "init_seed": best["init_seed"] + 1}, "searcher") is None
+    assert trained_weights({**best, "checkpoint": None}, "searcher") is None
+    assert trained_weights({**best, "checkpoint": tune.Checkpoint.from_directory(
+        session.checkpoints[0])}, "searcher") is None  # a checkpoint of another epoch
+
+
 def test_macro_scores_are_scikit_learns_macro_averages() -> None:
     import torch
 

@@ -38,6 +38,25 @@ def _sum(frame: pd.DataFrame, column: str) -> float:
     return float(pd.to_numeric(frame[column], errors="coerce").fillna(0.0).sum())
 
 
+def _starting_slot_s(starts: list[tuple[float, float]], busy: list[tuple[float, float]],
+                     slots: int, step: float = 0.05) -> float:
+    """Slot-seconds that experiments spent starting: at each instant, as many slots as
+    experiments were starting (from their driver's start to their first trial's setup), at
+    most the slots no trial or final test held. An experiment that starts while every slot
+    is busy (the run starts one more than it has slots) costs no slot time until one
+    frees."""
+    import numpy as np
+
+    if not starts:
+        return 0.0
+    t0 = min(a for a, _ in starts)
+    t1 = max(b for _, b in starts)
+    grid = np.arange(t0, t1, step) + step / 2
+    starting = sum(((grid >= a) & (grid < b)).astype(int) for a, b in starts)
+    held = sum(((grid >= a) & (grid < b)).astype(int) for a, b in busy) if busy else 0
+    return float(np.minimum(starting, np.maximum(0, slots - held)).sum() * step)
+
+
 def breakdown(folder: str | Path) -> dict[str, Any] | None:
     """The phases of one experiment folder (seconds and share of slot-seconds), or None
     when it holds no RUN_FILE (a run before this measurement, or a replay)."""
@@ -61,18 +80,23 @@ def breakdown(folder: str | Path) -> dict[str, Any] | None:
         "final test": _sum(summaries, "final_test_s"),
     }
     if not epochs.empty and "fit_started_unix" in summaries:
+        starts, busy = [], []
         for _, cell in summaries.iterrows():
             rows = epochs[(epochs.searcher == cell.searcher) & (epochs.backbone == cell.backbone)
                           & (epochs.seed == cell.seed)]
             if rows.empty or not math.isfinite(float(cell.get("fit_started_unix", math.nan))):
                 continue
             # a trial began its setup at its first row's end minus its elapsed and setup
-            first = rows.sort_values("unix_time").iloc[0]
-            began = float(first.unix_time) - float(first.elapsed_s) - float(
-                first.get("setup_s", 0.0) or 0.0)
-            seconds["experiment start"] += max(0.0, began - float(cell.started_unix))
+            began = rows.unix_time - rows.elapsed_s - pd.to_numeric(
+                rows.get("setup_s", 0.0), errors="coerce").fillna(0.0)
+            starts.append((float(cell.started_unix), float(began.min())))
+            busy += list(zip(began.groupby(rows.trial).min(),
+                             rows.unix_time.groupby(rows.trial).max(), strict=True))
+            tested = float(cell.fit_ended_unix) + float(cell.get("final_test_wait_s", 0) or 0)
+            busy.append((tested, tested + float(cell.get("final_test_s", 0) or 0)))
             seconds["experiment end"] += max(0.0, float(cell.fit_ended_unix) -
                                              float(rows.unix_time.max()))
+        seconds["experiment start"] = _starting_slot_s(starts, busy, int(run["slots"]))
     measured = sum(seconds.values())
     seconds["trial starts, snapshots and idle slots"] = slot_s - measured
     return {"wall_s": wall, "slots": int(run["slots"]), "slot_s": slot_s,
