@@ -66,6 +66,11 @@ class _Views:
     """Row label per (experiment, searcher) where experiments are gathered (`row_labels`)."""
 
 
+TEST_NOTE = ("test accuracy (%) of the chosen configuration trained for the run's epochs (its "
+             "trial's own weights where a retraining would reproduce them).")
+"""What Table 9's bracketed test accuracy is (service.experiment.trained_weights)."""
+
+
 def _with_experiment(df: pd.DataFrame, name: str) -> pd.DataFrame:
     df = df.copy()
     df.insert(0, "experiment", name)
@@ -243,7 +248,7 @@ def write_index(out: Path, storage: Path, views: _Views, gen: pd.DataFrame,
     pngs = [p for p in written.values() if p.suffix == ".png" and p.exists()]
     n_cells = int(views.searchers["cells"].sum()) if not views.searchers.empty else 0
     t9_caption = ("Best validation accuracy (%) as mean +- 95% CI over seeds; in brackets the "
-                  "test accuracy (%) of the chosen configuration, retrained.")
+                  f"{TEST_NOTE}")
     sections = [
         ("Table 9: searchers by backbones", _html_table(table9_grid(views.table9)),
          t9_caption),
@@ -315,5 +320,5 @@ def table9_markdown(table: pd.DataFrame) -> str:
     seeds = int(table.seeds.max())
     lines.append("")
     lines.append(f"Best validation accuracy (%) as mean +- 95% CI over {seeds} seed(s); in "
-                 "brackets the test accuracy (%) of the chosen configuration, retrained.")
+                 f"brackets the {TEST_NOTE}")
     return "\n".join(lines) + "\n"
