@@ -334,9 +334,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "replay-emerald": emerald_replay_preset("replay-emerald", 12),
     # 100 trials: the defaults of both modes against the baselines (the variants' learners,
     # SAC above all, cost minutes per cell at this length).
+    # 30 trials: every variant but two (emerald:no-stop and emerald-dynamic:paper, the
+    # slowest learners and no contenders at 12 trials), about 45 min on 2 cores.
+    "replay-emerald-30": emerald_replay_preset(
+        "replay-emerald-30", 30, ["emerald", *[k for k in EMERALD_VARIANTS if k not in (
+            "emerald:no-stop", "emerald-dynamic:paper") and "dynamic" not in k],
+            "emerald-dynamic", "emerald-dynamic:stop", "optuna", "hyperopt", "random", "asha"]),
+    # 100 trials: the default against the baselines. The variants' learners cost minutes
+    # per cell at this length (emerald-dynamic's decisions each epoch about 70 s per cell:
+    # 45 min for its 40 cells on 2 cores).
     "replay-emerald-100": emerald_replay_preset(
-        "replay-emerald-100", 100, ["emerald", "emerald-dynamic", "emerald-dynamic:stop",
-                                    "optuna", "hyperopt", "random", "asha"]),
+        "replay-emerald-100", 100, ["emerald", "optuna", "hyperopt", "random", "asha"]),
     # Document 001 Table V on the CPU: bundled digits at 16 px, VGG-16 at width 0.125 (1 MB
     # where the original has 57 MB; the size reference shrinks with it), six agents, 5
     # seeds, 320 epochs per search: random search 40 trials of 8 epochs, the agents as many
