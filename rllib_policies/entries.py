@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from rllib_policies._encoding import (
@@ -91,6 +92,9 @@ ENTRIES: list[Entry] = [
     Entry("emerald", "EMERALD-O: two RLlib agents as a Tune searcher, one step per trial",
           _F + "emerald",
           {**_EMERALD_OPTIONS,
+           # Table 4's actions won on the replay tables at 30 trials and tied at 12 (issue 13;
+           # README "EMERALD-O"); emerald-dynamic keeps the combinations (no measurement).
+           "aug_actions": dataclasses.replace(_EMERALD_OPTIONS["aug_actions"], default="table4"),
            "early_stopping": Option(bool, True, "stop underperformers (EMERALD-O 5.1.2); "
                                     "the epochs they leave go to more trials")},
           table9_row="EMERALD-O (Proposed)", check=_epsilon_options),

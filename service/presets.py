@@ -129,7 +129,7 @@ def warm_preset(name: str, test_table: str, trials: int = 12) -> dict[str, Any]:
 
 EMERALD_VARIANTS: dict[str, dict[str, Any]] = {
     "emerald:paper": {"variant": "paper"},
-    "emerald:table4": {"aug_actions": "table4"},
+    "emerald:combinations": {"aug_actions": "combinations"},
     "emerald:continuous": {"lr_head": "continuous"},
     "emerald:points": {"acc_scale": "points", "low_acc_floor": 0.5, "low_acc_penalty": 1.0},
     "emerald:decay": {"epsilon": "decay"},
@@ -151,7 +151,8 @@ def emerald_replay_preset(name: str, trials: int, searchers: list[str] | None = 
                               "emerald-dynamic", "emerald-dynamic:stop",
                               "emerald-dynamic:paper", "optuna", "hyperopt", "random", "asha"]
     pairs = ["emerald vs random", "emerald vs optuna", "emerald vs asha",
-             "emerald vs emerald:decay", "emerald vs emerald:paper"]
+             "emerald vs emerald:combinations", "emerald vs emerald:decay",
+             "emerald vs emerald:paper"]
     return {
         "name": name, "backend": "replay",
         "replay": {"tables": list(SHIPPED_TABLES[:2]),
@@ -331,15 +332,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ResNet table, and the other way round (`--trials 30` for 30 trials).
     "replay-warm-resnet": warm_preset("replay-warm-resnet", SHIPPED_TABLES[1]),
     "replay-warm-vgg": warm_preset("replay-warm-vgg", SHIPPED_TABLES[0]),
-    "replay-emerald": emerald_replay_preset("replay-emerald", 12),
-    # 100 trials: the defaults of both modes against the baselines (the variants' learners,
-    # SAC above all, cost minutes per cell at this length).
-    # 30 trials: every variant but two (emerald:no-stop and emerald-dynamic:paper, the
-    # slowest learners and no contenders at 12 trials), about 45 min on 2 cores.
-    "replay-emerald-30": emerald_replay_preset(
-        "replay-emerald-30", 30, ["emerald", *[k for k in EMERALD_VARIANTS if k not in (
-            "emerald:no-stop", "emerald-dynamic:paper") and "dynamic" not in k],
-            "emerald-dynamic", "emerald-dynamic:stop", "optuna", "hyperopt", "random", "asha"]),
+    # The committed comparisons (docs/results/replay-emerald*): the default, the other
+    # action set, the paper's settings and schedules against the baselines. Every variant
+    # at 12 trials: replay-emerald-variants (about 20 min on 2 cores).
+    "replay-emerald": emerald_replay_preset("replay-emerald", 12, [
+        "emerald", "emerald:combinations", "emerald:paper", "emerald:decay", "emerald:adaptive",
+        "emerald-dynamic", "optuna", "hyperopt", "random", "asha"]),
+    "replay-emerald-variants": emerald_replay_preset("replay-emerald-variants", 12),
+    "replay-emerald-30": emerald_replay_preset("replay-emerald-30", 30, [
+        "emerald", "emerald:combinations", "emerald:paper", "emerald:decay", "optuna",
+        "hyperopt", "random", "asha"]),
     # 100 trials: the default against the baselines. The variants' learners cost minutes
     # per cell at this length (emerald-dynamic's decisions each epoch about 70 s per cell:
     # 45 min for its 40 cells on 2 cores).

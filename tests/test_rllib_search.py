@@ -223,7 +223,8 @@ def test_variant_paper_sets_the_papers_settings_where_options_are_at_default() -
 
     plan, ours = settings("emerald")
     assert (ours.aug_actions, ours.epsilon_horizon is not None, ours.rewards.acc_scale,
-            ours.rewards.low_acc_penalty) == ("combinations", True, 1.0, 0.0)
+            ours.rewards.low_acc_penalty) == ("table4", True, 1.0, 0.0)
+    assert settings("emerald", aug_actions="combinations")[1].aug_actions == "combinations"
     plan, paper = settings("emerald", variant="paper")
     assert paper.aug_actions == "table4" and paper.epsilon_horizon is None
     assert paper.epsilon_decay == 0.01 and paper.rewards.acc_scale == 100.0
@@ -235,8 +236,9 @@ def test_variant_paper_sets_the_papers_settings_where_options_are_at_default() -
     assert mixed.epsilon_lambda is not None and mixed.rewards.weights == (0.8, 0.5)
     plan, dynamic = settings("emerald-dynamic", variant="paper")
     assert dynamic.aug_actions == "table4" and plan.multi_fidelity and plan.patience == 3
-    plan, _ = settings("emerald-dynamic")
+    plan, fresh = settings("emerald-dynamic")
     assert not plan.multi_fidelity and plan.patience == 0
+    assert fresh.aug_actions == "combinations"  # emerald's table4 default is its own
 
 
 def test_the_continuous_rate_head_proposes_rates_off_the_bins_and_restores(tmp_path) -> None:
