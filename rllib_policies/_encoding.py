@@ -246,9 +246,10 @@ def agents_label(algo: str, lr_head: str) -> str:
 
 
 WARM_EPSILON_START = 0.3
-"""A greedier first exploration for warm-started agents (ours: the paper has no warm start),
-the `emerald:warm-greedy` row of the transfer presets. Not the default: on both replay
-tables a warm start that explores from 1 like fresh agents had the lower mean regret."""
+"""Exploration at the first decision of warm-started agents (ours: the paper has no warm
+start); fresh agents start at 1. On both replay tables, agents pretrained on the other
+table's backbone had a lower regret starting here than at 1, intervals separating (README,
+"EMERALD-O")."""
 
 
 @dataclass(frozen=True)
@@ -290,14 +291,17 @@ class EmeraldSettings:
                      epsilon_decay: float = EPSILON_DECAY, epsilon: str = "decay",
                      epsilon_lambda: float = -1.0, epsilon_fraction: float = 0.5,
                      decisions: int | None = None, warm_start: str = "",
-                     epsilon_start: float = 1.0, aug_actions: str = "combinations",
+                     epsilon_start: float = -1.0, aug_actions: str = "combinations",
                      lr_head: str = "bins",
                      w1: float = 0.5, w2: float = 0.5, acc_scale: str = "fraction",
                      low_acc_floor: float = 0.0, low_acc_penalty: float = 0.0
                      ) -> EmeraldSettings:
         """The settings of the registry options (validated there); `decisions` is how many
-        the budget affords (the budget schedule ends at `epsilon_fraction` of them). A
-        warm start resets exploration: `epsilon_start` applies to it as to fresh agents."""
+        the budget affords (the budget schedule ends at `epsilon_fraction` of them);
+        `epsilon_start` < 0: 1 for fresh agents, WARM_EPSILON_START for warm-started ones
+        (exploration restarts either way: its counters start at 0)."""
+        if epsilon_start < 0:
+            epsilon_start = WARM_EPSILON_START if warm_start else 1.0
         horizon = None
         if epsilon == "budget":
             horizon = max(1, math.ceil(epsilon_fraction * (decisions or 1)))

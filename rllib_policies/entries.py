@@ -34,9 +34,8 @@ _EMERALD_OPTIONS = {
                                high=1.0),
     "epsilon_lambda": Option(float, -1.0, "document 003's lambda for epsilon: adaptive "
                              "(< 0: uncertainty slows the decay)", low=-1e6, high=1e6),
-    "epsilon_start": Option(float, 1.0, "exploration at the first decision, fresh or "
-                            f"warm-started (emerald:warm-greedy: {WARM_EPSILON_START:g})",
-                            low=0.0,
+    "epsilon_start": Option(float, -1.0, "exploration at the first decision (-1: 1 for fresh "
+                            f"agents, {WARM_EPSILON_START:g} warm-started)", low=-1.0,
                             high=1.0),
     "warm_start": Option(str, "", "agents file (emerald-agents.pkl) or folder of an earlier "
                          "EMERALD-O experiment or `pretrain` run: the agents start from its "

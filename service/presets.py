@@ -114,14 +114,12 @@ def warm_preset(name: str, test_table: str, trials: int = 12) -> dict[str, Any]:
         "name": name, "backend": "replay", "replay": {
             "tables": [test_table],
             "paired": ["emerald:warm vs random", "emerald:warm vs optuna",
-                       "emerald:warm vs emerald", "emerald:warm vs emerald:warm-greedy"]},
-        "searchers": ["emerald", "emerald:warm", "emerald:warm-greedy", "optuna",
+                       "emerald:warm vs emerald", "emerald:warm vs emerald:warm-explore"]},
+        "searchers": ["emerald", "emerald:warm", "emerald:warm-explore", "optuna",
                       "hyperopt", "random", "asha"],
-        # warm-greedy: the same weights, exploring from 0.3 instead of 1
-        # (rllib_policies._encoding.WARM_EPSILON_START; not imported: presets load without
-        # RLlib)
-        "searcher_options": {"emerald:warm": warm, "emerald:warm-greedy": {
-            **warm, "epsilon_start": 0.3}},
+        # warm-explore: the same weights with a full exploration schedule (from 1)
+        "searcher_options": {"emerald:warm": warm,
+                             "emerald:warm-explore": {**warm, "epsilon_start": 1.0}},
         "budget": {"trials": trials, "epochs": 12}, "concurrency": 1,
         "seeds": list(range(20)),
     }

@@ -67,10 +67,9 @@ def test_a_warm_start_loads_the_weights_and_resets_exploration(tmp_path: Path) -
 
 def test_the_options_resolve_the_start_of_exploration() -> None:
     assert EmeraldSettings.from_options().epsilon_start == 1.0
-    # a warm start resets exploration to the same start as fresh agents
-    assert EmeraldSettings.from_options(warm_start="x.pkl").epsilon_start == 1.0
-    assert EmeraldSettings.from_options(warm_start="x.pkl", epsilon_start=WARM_EPSILON_START
-                                        ).epsilon_start == WARM_EPSILON_START
+    assert EmeraldSettings.from_options(warm_start="x.pkl").epsilon_start == WARM_EPSILON_START
+    assert EmeraldSettings.from_options(warm_start="x.pkl", epsilon_start=1.0
+                                        ).epsilon_start == 1.0
 
 
 def test_unusable_files_are_refused_in_one_line(tmp_path: Path) -> None:
