@@ -338,6 +338,15 @@ def train_trial(config: dict[str, Any]) -> None:
                trial_id=tune.get_context().get_trial_id() or "local")
 
 
+def _fresh_trainer(run: RunSettings, hp_config: dict[str, Any], hp: dict[str, Any],
+                   init_seed: int | None) -> tuple[Trainer, Splits]:
+    """A trainer with `hp` in force, from the initial weights of `init_seed`, and its data,
+    outside a trial (`replay`, `final_test`)."""
+    torch.set_num_threads(max(1, run.threads))
+    splits = load_data(run)
+    return build_trainer(run, splits, HParams.from_config(hp), hp_config, init_seed), splits
+
+
 def replay(config: dict[str, Any], schedule: Schedule | None = None,
            init_seed: int | None = None) -> Iterator[tuple[Trainer, dict[str, Any], Splits]]:
     """Train `config` from scratch, epoch by epoch: with `schedule`, its hyperparameters in
@@ -345,10 +354,8 @@ def replay(config: dict[str, Any], schedule: Schedule | None = None,
     trial's budget. `init_seed` gives the initial weights of a restarted trial. Yields the
     trainer, the epoch's row and the splits; stops after a diverged epoch."""
     run, hp_config = split_config(config)
-    torch.set_num_threads(max(1, run.threads))
-    splits = load_data(run)
-    hp = HParams.from_config(schedule.at(1) if schedule else hp_config)
-    trainer = build_trainer(run, splits, hp, hp_config, init_seed)
+    trainer, splits = _fresh_trainer(run, hp_config, schedule.at(1) if schedule else hp_config,
+                                     init_seed)
     epochs = len(schedule) if schedule else trial_epochs(run, hp_config)
     while trainer.epoch < epochs:
         if schedule:
@@ -373,10 +380,7 @@ def final_test(config: dict[str, Any], schedule: str | None = None,
     config = {k: v for k, v in config.items() if k != "epochs"}
     if state is not None:
         run, hp_config = split_config(config)
-        torch.set_num_threads(max(1, run.threads))
-        splits = load_data(run)
-        trainer = build_trainer(run, splits, HParams.from_config(hp_config), hp_config,
-                                init_seed)
+        trainer, splits = _fresh_trainer(run, hp_config, hp_config, init_seed)
         trainer.load_state_dict(state["checkpoint"])
         row = {"diverged": False, **state["row"]}
     else:

@@ -43,7 +43,7 @@ def _starting_slot_s(starts: list[tuple[float, float]], busy: list[tuple[float, 
     """Slot-seconds that experiments spent starting: at each instant, as many slots as
     experiments were starting (from their driver's start to their first trial's setup), at
     most the slots no trial or final test held. An experiment that starts while every slot
-    is busy (the run starts one more than it has slots) costs no slot time until one
+    is busy (`max_parallel_experiments` above the slots) costs no slot time until one
     frees."""
     import numpy as np
 
