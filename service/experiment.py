@@ -95,28 +95,9 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None,
     names the run's pool of warm trial processes (service.warm)."""
     from ray import tune
 
-    from service import registry
-    from service.trainable import RunSettings
     from service.warm import train_trial
 
-    plan = registry.build(
-        cell.searcher, space=cfg.search_space, metric=cfg.metric, mode=cfg.mode,
-        seed=cell.seed, budget=cfg.budget, options=cfg.searcher_options.get(cell.searcher),
-    )
-    algorithm, controller = search_alg(plan, cfg, cell)
-    dataset = cfg.dataset.model_dump(exclude_none=True)
-    weights = cfg.weights.get(cell.backbone)
-    run = RunSettings(backbone=cell.backbone, epochs=plan.max_epochs, seed=cell.seed,
-                      dataset=dataset, threads=max(1, int(cfg.resources.cpus)),
-                      controller=controller,
-                      controller_every=getattr(plan, "step_epochs", 1),
-                      patience=plan.patience, metric=cfg.metric, mode=cfg.mode,
-                      weights=str(Path(weights).expanduser().resolve()) if weights else None,
-                      **cfg.termination.run_settings(),
-                      reward_c_acc=cfg.reward.c_acc if cfg.reward else None,
-                      reward_size_ref_mb=cfg.reward.size_ref_mb if cfg.reward else 100.0,
-                      searcher=cell.searcher, perf=cfg.perf.model_dump(),
-                      warm_pool=warm_pool if not cfg.resources.gpus else None)
+    plan, algorithm, run = cell_plan(cfg, cell, warm_pool=warm_pool)
     resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
     stopper = _as_stopper(plan.epoch_budget) if plan.multi_fidelity else None
     return tune.Tuner(
@@ -140,6 +121,34 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None,
             verbose=0,
         ),
     )
+
+
+def cell_plan(cfg: ExperimentConfig, cell: Cell, warm_pool: str | None = None
+              ) -> tuple[Any, Any, Any]:
+    """A cell's plan from the registry, its Tune search algorithm, and the run settings
+    every one of its trials carries."""
+    from service import registry
+    from service.trainable import RunSettings
+
+    plan = registry.build(
+        cell.searcher, space=cfg.search_space, metric=cfg.metric, mode=cfg.mode,
+        seed=cell.seed, budget=cfg.budget, options=cfg.searcher_options.get(cell.searcher),
+    )
+    algorithm, controller = search_alg(plan, cfg, cell)
+    dataset = cfg.dataset.model_dump(exclude_none=True)
+    weights = cfg.weights.get(cell.backbone)
+    run = RunSettings(backbone=cell.backbone, epochs=plan.max_epochs, seed=cell.seed,
+                      dataset=dataset, threads=max(1, int(cfg.resources.cpus)),
+                      controller=controller,
+                      controller_every=getattr(plan, "step_epochs", 1),
+                      patience=plan.patience, metric=cfg.metric, mode=cfg.mode,
+                      weights=str(Path(weights).expanduser().resolve()) if weights else None,
+                      **cfg.termination.run_settings(),
+                      reward_c_acc=cfg.reward.c_acc if cfg.reward else None,
+                      reward_size_ref_mb=cfg.reward.size_ref_mb if cfg.reward else 100.0,
+                      searcher=cell.searcher, perf=cfg.perf.model_dump(),
+                      warm_pool=warm_pool if not cfg.resources.gpus else None)
+    return plan, algorithm, run
 
 
 HPARAMS_RUN_KEYS = ("searcher", "backbone", "seed")
@@ -238,11 +247,12 @@ def known_trial_ids(folder: Path) -> set[str] | None:
     return {json.loads(trial_json)["trial_id"] for trial_json, _ in state["trial_data"]}
 
 
-def set_aside_orphans(folder: Path) -> list[str]:
+def set_aside_orphans(folder: Path, snapshots: Path | None = None) -> list[str]:
     """Move trial folders that Tune's last snapshot does not know (trials started after it,
     before a crash) into `.orphaned/`: Tune will not resume them, and a report that counted
-    them would show a trial twice. Kept, not deleted."""
-    known = known_trial_ids(folder)
+    them would show a trial twice. Kept, not deleted. `snapshots`: where the snapshot is
+    when it is not in `folder` (a shared driver's, service.shared)."""
+    known = known_trial_ids(snapshots or folder)
     if known is None:
         return []
     moved = []
@@ -269,11 +279,9 @@ def run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool = False,
 
 def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool,
               warm_pool: str | None = None) -> dict[str, Any]:
-    import ray
     from ray import tune
 
     from service.config import build_config
-    from service.trainable import final_test
     from service.warm import train_trial
 
     # This process is a Tune driver: keep its console output to our own progress lines.
@@ -296,14 +304,29 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool,
         tuner = build_tuner(cfg, cell, warm_pool=warm_pool)
     fit_start = time.time()
     results = tuner.fit()
-    fit_end = time.time()
+    return finish_cell(cfg, cell, list(results), started=start, fit_started=fit_start,
+                       fit_ended=time.time())
+
+
+def finish_cell(cfg: ExperimentConfig, cell: Cell, results: list[Any], *, started: float,
+                fit_started: float, fit_ended: float, shared: bool = False) -> dict[str, Any]:
+    """A cell whose trials have ended: its best trial's final test (final_test.json) and
+    its summary (summary.json), written into its folder and returned. `shared`: the cell
+    ran in a shared Tune driver (service.shared)."""
+    import ray
+
+    from service.trainable import final_test
+
+    folder = cfg.experiment_dir / cell.name
     summary: dict[str, Any] = {
         "searcher": cell.searcher, "backbone": cell.backbone, "seed": cell.seed,
-        "trials": len(results), "errors": len(results.errors),
-        "wall_time_s": fit_end - start,
+        "trials": len(results), "errors": sum(r.error is not None for r in results),
+        "wall_time_s": fit_ended - started,
         # service.reports.overhead: the cell's own phases on the wall clock
-        "started_unix": start, "fit_started_unix": fit_start, "fit_ended_unix": fit_end,
+        "started_unix": started, "fit_started_unix": fit_started, "fit_ended_unix": fit_ended,
     }
+    if shared:
+        summary["shared_driver"] = True
     best = best_trial(results, cfg.metric, cfg.mode)
     if cfg.final_test and best is not None:
         from service import registry
@@ -313,6 +336,7 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool,
         entry = registry.entry(cell.searcher)
         schedule = best["schedule"] if entry.replays_schedule else None
         tested = time.time()
+        summary["final_test_started_unix"] = tested
         state = trained_weights(best, entry.kind) if cfg.final_test_reuse else None
         args = (best["config"], schedule, best["init_seed"], state)
         if cfg.resources.gpus:  # a GPU is Ray's to assign: a task of its own
@@ -327,8 +351,10 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool,
         test["config"] = {k: v for k, v in best["config"].items() if k != "run"}
         if schedule is not None:
             test["schedule"] = json.loads(schedule)
+        folder.mkdir(parents=True, exist_ok=True)
         (folder / FINAL_TEST_FILE).write_text(json.dumps(test, indent=1, default=str))
         summary["test_acc"] = test["test_acc"]
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -367,9 +393,8 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     stored = {**cfg.model_dump(), "storage": str(Path(cfg.storage).expanduser().resolve())}
     (folder / CONFIG_FILE).write_text(json.dumps(stored, indent=1))
     here = ray.get_runtime_context().get_node_id()
-    task = ray.remote(num_cpus=0, max_retries=0)(run_cell).options(
-        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
-    )
+    pinned = NodeAffinitySchedulingStrategy(here, soft=False)
+    task = ray.remote(num_cpus=0, max_retries=0)(run_cell).options(scheduling_strategy=pinned)
     todo = cells(cfg)
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cfg.resources.cpus))
     # As many experiments as slots. One more (its driver started while the others train)
@@ -379,39 +404,79 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     run_started = time.time()
     cfg_dict = cfg.model_dump()
     warm = _warm_pool(cfg)
-    running: dict[Any, Cell] = {}
+    # The cells of plain searchers share one Tune driver (service.shared), first; each
+    # other cell is an experiment of its own.
+    shared = shared_cells(cfg, todo)
+    queue: list[list[Cell]] = ([shared] if shared else []) + [[c] for c in todo
+                                                             if c not in shared]
+    running: dict[Any, list[Cell]] = {}
     summaries: list[dict[str, Any]] = []
+    announced: set[str] = set()  # shared cells whose end was logged
     from service.progress import LOG_DIR, Progress
+    from service.shared import open_cells, run_shared
 
     progress = Progress(folder, todo, metric=cfg.metric, mode=cfg.mode,
                         epochs_per_cell=cfg.budget.epoch_budget)
     log = log or progress.log
     refresher = ReportRefresher(folder)
+
+    def load() -> int:
+        """Trial slots the running experiments may use: a shared driver all `parallel`
+        until its last cell opened, then as many as it has cells open."""
+        return sum(open_cells(folder, parallel) if len(group) > 1 else 1
+                   for group in running.values())
+
     try:
-        while todo or running:
+        while queue or running:
             # New experiments go out first: nothing else (a report, a log line) keeps a
             # trial slot idle.
-            while todo and len(running) < parallel:
-                cell = todo.pop(0)
-                log_file = str(folder / LOG_DIR / f"{cell.name}.log") if quiet else None
-                running[task.remote(cfg_dict, cell, restore=restore, log_file=log_file,
-                                    warm_pool=warm[0] if warm else None)] = cell
-                log(f"started {cell.name}" + (f" (its log: {log_file})" if log_file else ""))
+            while queue and (not running or load() + min(len(queue[0]), parallel)
+                             <= parallel):
+                group = queue.pop(0)
+                name = group[0].name if len(group) == 1 else "shared"
+                log_file = str(folder / LOG_DIR / f"{name}.log") if quiet else None
+                pool = warm[0] if warm else None
+                if len(group) == 1:
+                    ref = task.remote(cfg_dict, group[0], restore=restore, log_file=log_file,
+                                      warm_pool=pool)
+                else:
+                    ref = ray.remote(num_cpus=0, max_retries=0)(run_shared).options(
+                        scheduling_strategy=pinned).remote(
+                        cfg_dict, group, parallel=parallel, restore=restore,
+                        log_file=log_file, warm_pool=pool)
+                running[ref] = group
+                log(f"started {name}" + (f" ({len(group)} cells in one Tune driver)"
+                                         if len(group) > 1 else "")
+                    + (f" (its log: {log_file})" if log_file else ""))
             done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             if done:
-                cell = running.pop(done[0])
+                group = running.pop(done[0])
                 try:
-                    summary = ray.get(done[0])
+                    result = ray.get(done[0])
+                    ended = result if len(group) > 1 else [result]
                 except Exception as err:  # one broken experiment must not lose the others
-                    summary = {"searcher": cell.searcher, "backbone": cell.backbone,
-                               "seed": cell.seed, "failed": f"{type(err).__name__}: {err}"[:500]}
-                summaries.append(summary)
-                log(f"finished {cell.name}: " + ", ".join(
-                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in summary.items() if k not in ("searcher", "backbone", "seed")
-                    and not k.endswith("_unix")))
-                if running or todo:
+                    ended = [{"searcher": cell.searcher, "backbone": cell.backbone,
+                              "seed": cell.seed,
+                              "failed": f"{type(err).__name__}: {err}"[:500]}
+                             for cell in group]
+                for cell, summary in zip(group, ended, strict=True):
+                    summaries.append(summary)
+                    if cell.name not in announced:
+                        log(_finished_line(cell, summary))
+                if running or queue:
                     refresher.request()  # an experiment ended: show it
+            # A shared driver's cells end one by one, each with its summary: show them.
+            for group in running.values():
+                for cell in group if len(group) > 1 else []:
+                    path = folder / cell.name / SUMMARY_FILE
+                    if cell.name not in announced and path.exists():
+                        announced.add(cell.name)
+                        try:
+                            log(_finished_line(cell, json.loads(path.read_text())))
+                        except ValueError:  # being written: shown at the group's end
+                            announced.discard(cell.name)
+                            continue
+                        refresher.request()
             progress.update(force=bool(done))
             refresher.tick()
     finally:
@@ -427,6 +492,26 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
         "started_unix": run_started, "ended_unix": time.time(), "slots": slots,
         "cells": len(summaries), "restore": restore}, indent=1))
     return summaries
+
+
+def _finished_line(cell: Cell, summary: dict[str, Any]) -> str:
+    return f"finished {cell.name}: " + ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in summary.items()
+        if k not in ("searcher", "backbone", "seed") and not k.endswith("_unix"))
+
+
+def shared_cells(cfg: ExperimentConfig, todo: list[Cell]) -> list[Cell]:
+    """The cells that share one Tune driver (service.shared): those of plain searchers
+    (no Tune scheduler, no population, no in-trial controller), when there are two or
+    more and `shared_driver` is on."""
+    from service import registry
+
+    if not cfg.shared_driver:
+        return []
+    shared = [c for c in todo if registry.entry(c.searcher).shares_driver(
+        cfg.searcher_options.get(c.searcher))]
+    return shared if len(shared) > 1 else []
 
 
 def _warm_pool(cfg: ExperimentConfig) -> tuple[str, Any] | None:

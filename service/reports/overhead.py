@@ -92,7 +92,10 @@ def breakdown(folder: str | Path) -> dict[str, Any] | None:
             starts.append((float(cell.started_unix), float(began.min())))
             busy += list(zip(began.groupby(rows.trial).min(),
                              rows.unix_time.groupby(rows.trial).max(), strict=True))
-            tested = float(cell.fit_ended_unix) + float(cell.get("final_test_wait_s", 0) or 0)
+            tested = float(cell.get("final_test_started_unix", math.nan))
+            if not math.isfinite(tested):  # before the start was recorded
+                tested = float(cell.fit_ended_unix)
+            tested += float(cell.get("final_test_wait_s", 0) or 0)
             busy.append((tested, tested + float(cell.get("final_test_s", 0) or 0)))
             seconds["experiment end"] += max(0.0, float(cell.fit_ended_unix) -
                                              float(rows.unix_time.max()))

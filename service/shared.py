@@ -1,0 +1,437 @@
+"""Several cells in one Tune driver (issue: time goes into training).
+
+Every Tune experiment starts its trials' actors afresh: a new process that imports
+`ray.tune` (about 2 s of CPU on a 2-core machine) and holds its trial slot meanwhile, and
+`reuse_actors` reuses an actor only within its experiment. On `cpu-small` (24 cells of 6
+short trials) that start was 17% of the slot time. Here the cells of a run whose plans are
+plain searchers (no scheduler, no population, no controller) share one Tuner: `CellSearcher`
+asks each cell's own searcher for that cell's trials, at most `parallel` cells open at once
+and each within its own concurrency cap, so every cell sees exactly the trials it would
+alone, while the actors (and the warm trial processes behind them) serve cell after cell.
+
+Each trial's folder is `<cell>/trial_<id>` under the run folder, as for a cell's own
+experiment; Tune's experiment state (one snapshot for the group) sits in the run folder,
+each cell's searcher state in its cell folder. When the group's `fit` returns, each cell
+gets its final test and summary as a cell of its own would (`service.experiment.finish_cell`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.search import Searcher
+
+from service.layout import Cell
+
+SEARCHER_STATE = "searcher-state-shared.pkl"
+"""A shared cell's searcher state, in its cell folder (Tune's own is for the group)."""
+LOAD_FILE = ".shared-driver.json"
+"""In the run folder: how many cells the shared driver has open and whether it has cells
+left to open, for `run_all` to start other experiments on the slots it no longer needs."""
+
+
+def open_cells(folder: str | Path, parallel: int) -> int:
+    """Trial slots a running shared driver may still use: all `parallel` until it has
+    opened its last cell, then as many as it has cells open."""
+    try:
+        load = json.loads((Path(folder) / LOAD_FILE).read_text())
+    except (OSError, ValueError):
+        return parallel
+    return parallel if load.get("unopened", 1) else int(load.get("open", parallel))
+
+
+@dataclass
+class CellTrials:
+    """One cell inside the shared driver: its searcher (wrapped as Tune would wrap it), the
+    run settings its trials carry, and what it has asked and been told so far."""
+
+    name: str
+    searcher: Any
+    run: dict[str, Any]
+    constants: dict[str, Any]
+    num_samples: int
+    concurrency: int
+    suggested: int = 0
+    live: set[str] = field(default_factory=set)
+    exhausted: bool = False
+    opened_unix: float | None = None
+    done_unix: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.done_unix is not None
+
+
+def _chain(searcher: Any) -> tuple[list[Any], Any]:
+    """The wrappers (outermost first) and the innermost searcher, as Tune's SearchGenerator
+    walks them when it saves a searcher."""
+    wrappers = []
+    while hasattr(searcher, "searcher"):
+        wrappers.append(searcher)
+        searcher = searcher.searcher
+    return wrappers, searcher
+
+
+class CellSearcher(Searcher):
+    """Tune's searcher for several cells: each trial comes from one cell's searcher and is
+    reported back to that one only. Cells open in order, at most `parallel` at once (as
+    `max_parallel_experiments` experiments would run side by side); a cell is done once its
+    searcher is exhausted and its last trial ended."""
+
+    def __init__(self, cells: list[CellTrials], parallel: int, folder: str,
+                 metric: str, mode: str) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.cells = cells
+        self.parallel = max(1, parallel)
+        self.folder = folder  # the run folder, where each cell's searcher state lives
+        self.owner: dict[str, str] = {}
+        self.started_unix = time.time()
+
+    def _cell(self, name: str) -> CellTrials:
+        return next(c for c in self.cells if c.name == name)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
+                              **spec: Any) -> bool:
+        from ray.tune.search.util import _set_search_properties_backwards_compatible
+
+        for cell in self.cells:  # each with its own space, as its own Tuner would pass
+            own = {**cell.constants, "run": cell.run}
+            _set_search_properties_backwards_compatible(
+                cell.searcher.set_search_properties, metric, mode, own, **spec)
+        return True
+
+    def _finish(self, cell: CellTrials) -> None:
+        if not cell.done and cell.exhausted and not cell.live:
+            cell.done_unix = time.time()
+            self._publish()
+
+    def _publish(self) -> None:
+        """Write LOAD_FILE (atomically: `run_all` reads it while this runs)."""
+        load = {"open": sum(c.opened_unix is not None and not c.done for c in self.cells),
+                "unopened": sum(c.opened_unix is None for c in self.cells)}
+        path = Path(self.folder) / LOAD_FILE
+        try:
+            path.with_suffix(".tmp").write_text(json.dumps(load))
+            path.with_suffix(".tmp").replace(path)
+        except OSError:
+            pass  # only an optimisation of run_all's scheduling
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        opened = sum(c.opened_unix is not None and not c.done for c in self.cells)
+        for cell in self.cells:
+            if cell.done or cell.exhausted or len(cell.live) >= cell.concurrency:
+                continue
+            if cell.opened_unix is None:
+                if opened >= self.parallel:
+                    break  # cells open in order
+                cell.opened_unix = time.time()
+                opened += 1
+                self._publish()
+            config = cell.searcher.suggest(trial_id)
+            if config == Searcher.FINISHED:
+                cell.exhausted = True
+                self._finish(cell)
+                opened -= cell.done  # closed: the next cell may open
+                continue
+            if config is None:
+                continue
+            cell.suggested += 1
+            cell.exhausted = cell.suggested >= cell.num_samples
+            cell.live.add(trial_id)
+            self.owner[trial_id] = cell.name
+            return {**cell.constants, **config, "run": cell.run}
+        if all(c.exhausted for c in self.cells):
+            return Searcher.FINISHED
+        return None
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.owner:
+            self._cell(self.owner[trial_id]).searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if trial_id not in self.owner:
+            return
+        cell = self._cell(self.owner[trial_id])
+        cell.searcher.on_trial_complete(trial_id, result=result, error=error)
+        cell.live.discard(trial_id)
+        self._finish(cell)
+
+    # Tune saves this searcher's file with every experiment snapshot; each cell's own
+    # searcher is saved as Tune's SearchGenerator saves one: each wrapper's state, and
+    # the innermost searcher's file (save), here in the cell's folder next to its trials.
+
+    def save(self, checkpoint_path: str) -> None:
+        staging = Path(checkpoint_path).parent
+        cells = {}
+        for cell in self.cells:
+            wrappers, base = _chain(cell.searcher)
+            (staging / cell.name).mkdir(parents=True, exist_ok=True)
+            base.save(str(staging / cell.name / SEARCHER_STATE))
+            cells[cell.name] = {
+                "wrappers": [w.get_state() for w in wrappers], "suggested": cell.suggested,
+                "live": sorted(cell.live), "exhausted": cell.exhausted,
+                "opened_unix": cell.opened_unix, "done_unix": cell.done_unix}
+        state = {"cells": cells, "owner": self.owner, "started_unix": self.started_unix}
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.owner, self.started_unix = dict(state["owner"]), state["started_unix"]
+        for cell in self.cells:
+            saved = state["cells"].get(cell.name)
+            if saved is None:
+                continue
+            wrappers, base = _chain(cell.searcher)
+            for wrapper, wrapper_state in zip(wrappers, saved["wrappers"], strict=True):
+                wrapper.set_state(wrapper_state)
+            path = Path(self.folder) / cell.name / SEARCHER_STATE
+            if path.exists():
+                base.restore(str(path))
+            cell.suggested, cell.live = saved["suggested"], set(saved["live"])
+            cell.exhausted, cell.opened_unix = saved["exhausted"], saved["opened_unix"]
+            cell.done_unix = saved["done_unix"]
+
+    def timeline(self) -> dict[str, dict[str, float | None]]:
+        """Per cell, when it opened (the first cells: when the driver started, so the
+        group's Tune start-up counts as theirs) and when its last trial ended."""
+        first = [c.name for c in self.cells[:self.parallel]]
+        return {c.name: {"started_unix": self.started_unix if c.name in first
+                         else c.opened_unix, "fit_ended_unix": c.done_unix}
+                for c in self.cells}
+
+
+def shared_dirname(trial: Any) -> str:
+    """`<cell>/trial_<id>`: a shared driver's trial sits in its cell's folder. Tune refuses
+    a '/' in the name this returns, so the nested folder is set where Tune would put the
+    name (the trial's log folder and its storage's trial folder, which Tune keeps when the
+    folder is already set and restores with the trial); the name returned is the last part."""
+    run = trial.config["run"]
+    name = f"trial_{trial.trial_id}"
+    trial.relative_logdir = f"{Cell(run['searcher'], run['backbone'], run['seed']).name}/{name}"
+    trial.storage.trial_dir_name = trial.relative_logdir
+    return name
+
+
+@dataclass
+class TrialResult:
+    """What `service.experiment.best_trial` and `finish_cell` read of a trial, built from
+    the driver's own records while the run goes on (a ResultGrid exists only at the end)."""
+
+    config: dict[str, Any]
+    metrics_dataframe: Any
+    checkpoint: Any
+    error: Any = None
+
+
+class Finisher:
+    """Gives each cell its final test and summary as soon as its last trial ended, in a
+    background thread, while the shared driver runs the other cells: a live report shows
+    a finished cell at once, as it would for a cell of its own. The rows come from the
+    results this driver saw; a cell with trials from before a resume is finished at the
+    end instead, from Tune's results."""
+
+    def __init__(self, cfg: Any, cells: list[Cell], searcher: CellSearcher,
+                 fit_started: float) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.cfg, self.searcher, self.fit_started = cfg, searcher, fit_started
+        self.cells = {c.name: c for c in cells}
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.started: set[str] = set()  # trials that started in this driver
+        self.futures: dict[str, Any] = {}
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="finish-cell")
+
+    def on_start(self, trial: Any) -> None:
+        if trial.trial_id not in self.rows:
+            self.rows[trial.trial_id] = []
+            self.started.add(trial.trial_id)
+
+    def on_result(self, trial: Any, result: dict[str, Any]) -> None:
+        if trial.trial_id in self.started:
+            self.rows[trial.trial_id].append(dict(result))
+
+    def check(self, trials: list[Any]) -> None:
+        """Finish every cell that is done and was run whole by this driver."""
+        times = self.searcher.timeline()
+        for state in self.searcher.cells:
+            name = state.name
+            if not state.done or name in self.futures or name not in self.cells:
+                continue
+            own = [t for t in trials if cell_of(t.config) == name]
+            if any(t.trial_id not in self.started or not t.is_finished() for t in own):
+                continue  # trials from before a resume: at the end
+            import pandas as pd
+
+            results = [TrialResult(t.config, pd.DataFrame(self.rows[t.trial_id]),
+                                   t.checkpoint, True if t.status == "ERROR" else None)
+                       for t in own]
+            self.futures[name] = self.pool.submit(
+                self._finish, self.cells[name], results, times[name])
+
+    def _finish(self, cell: Cell, results: list[TrialResult],
+                when: dict[str, float | None]) -> dict[str, Any]:
+        from service.experiment import finish_cell
+
+        return finish_cell(self.cfg, cell, results,
+                           started=when.get("started_unix") or self.fit_started,
+                           fit_started=self.fit_started,
+                           fit_ended=when.get("fit_ended_unix") or time.time(), shared=True)
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """Wait for the cells finished meanwhile; a cell whose finishing failed is finished
+        again at the end."""
+        self.pool.shutdown(wait=True)
+        out = {}
+        for name, future in self.futures.items():
+            try:
+                out[name] = future.result()
+            except Exception:  # noqa: BLE001 - retried from Tune's results at the end
+                pass
+        return out
+
+
+_FINISHERS: dict[str, Finisher] = {}
+"""The running shared driver's Finisher per run folder (its callback is pickled with the
+Tuner, so it finds the Finisher of the process that runs or resumes it here)."""
+
+
+def cell_of(config: dict[str, Any] | None) -> str | None:
+    """The cell folder name of a trial's config."""
+    run = (config or {}).get("run") or {}
+    return Cell(run["searcher"], run["backbone"], int(run["seed"])).name if run else None
+
+
+class FinishCells(Callback):
+    """The Tune callback that feeds the run's Finisher (found by run folder)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if (finisher := _FINISHERS.get(self.folder)) is not None:
+            finisher.on_start(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        if (finisher := _FINISHERS.get(self.folder)) is not None:
+            finisher.on_result(trial, result)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if (finisher := _FINISHERS.get(self.folder)) is not None and iteration % 5 == 0:
+            finisher.check(trials)
+
+
+def run_shared(cfg_dict: dict[str, Any], cells: list[Cell], *, parallel: int,
+               restore: bool = False, log_file: str | None = None,
+               warm_pool: str | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) `cells` in one Tune driver, then each one's final test; one summary
+    per cell (cells that wrote theirs before a resume are not run again)."""
+    from service.progress import output_to
+
+    with output_to(log_file):
+        return _run_shared(cfg_dict, cells, parallel=parallel, restore=restore,
+                           warm_pool=warm_pool)
+
+
+def _run_shared(cfg_dict: dict[str, Any], cells: list[Cell], *, parallel: int,
+                restore: bool, warm_pool: str | None) -> list[dict[str, Any]]:
+    from ray import tune
+
+    from service.config import build_config
+    from service.experiment import finish_cell, set_aside_orphans
+    from service.layout import SUMMARY_FILE
+    from service.warm import train_trial
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    cfg = build_config(cfg_dict)
+    folder = cfg.experiment_dir
+    (folder / LOAD_FILE).unlink(missing_ok=True)  # a resumed run's last one is stale
+    done = {c.name: json.loads((folder / c.name / SUMMARY_FILE).read_text())
+            for c in cells if restore and (folder / c.name / SUMMARY_FILE).exists()}
+    todo = [c for c in cells if c.name not in done]
+    if not todo:
+        return [{**done[c.name], "resumed": "already done"} for c in cells]
+    resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
+    if restore and tune.Tuner.can_restore(str(folder)):
+        for cell in todo:
+            set_aside_orphans(folder / cell.name, snapshots=folder)
+        tuner = tune.Tuner.restore(str(folder), tune.with_resources(train_trial, resources),
+                                   resume_errored=True)
+    else:
+        tuner = build_shared_tuner(cfg, todo, parallel, warm_pool=warm_pool)
+    searcher = tuner._local_tuner._tune_config.search_alg  # noqa: SLF001 - its cells
+    fit_start = time.time()
+    finisher = Finisher(cfg, todo, searcher, fit_start) if isinstance(
+        searcher, CellSearcher) else None
+    if finisher is not None:
+        _FINISHERS[str(folder)] = finisher
+    try:
+        results = tuner.fit()
+    finally:
+        _FINISHERS.pop(str(folder), None)
+    fit_end = time.time()
+    finished = finisher.summaries() if finisher is not None else {}
+    by_cell: dict[str, list[Any]] = {c.name: [] for c in todo}
+    for result in results:
+        name = cell_of(result.config)
+        if name in by_cell:
+            by_cell[name].append(result)
+    times = searcher.timeline() if isinstance(searcher, CellSearcher) else {}
+    summaries = []
+    for cell in cells:
+        if cell.name in done:
+            summaries.append({**done[cell.name], "resumed": "already done"})
+        elif cell.name in finished:
+            summaries.append(finished[cell.name])
+        else:
+            when = times.get(cell.name, {})
+            summaries.append(finish_cell(
+                cfg, cell, by_cell[cell.name], started=when.get("started_unix") or fit_start,
+                fit_started=fit_start, fit_ended=when.get("fit_ended_unix") or fit_end,
+                shared=True))
+    return summaries
+
+
+def build_shared_tuner(cfg: Any, cells: list[Cell], parallel: int, trainable: Any = None,
+                       warm_pool: str | None = None) -> Any:
+    """One Tuner for `cells` (each `shareable`): every cell's plan, searcher and run
+    settings as its own Tuner would have them (`service.experiment.cell_plan`)."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from service.experiment import cell_plan, hparams_logger
+    from service.warm import train_trial
+
+    members = []
+    for cell in cells:
+        plan, algorithm, run = cell_plan(cfg, cell, warm_pool=warm_pool)
+        cap = plan.concurrency(cfg.concurrency)
+        members.append(CellTrials(
+            cell.name, ConcurrencyLimiter(algorithm, max_concurrent=cap), run.as_dict(),
+            dict(plan.param_space), plan.num_samples, cap))
+    searcher = CellSearcher(members, parallel, str(cfg.experiment_dir), cfg.metric, cfg.mode)
+    resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
+    return tune.Tuner(
+        tune.with_resources(trainable or train_trial, resources),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, num_samples=sum(m.num_samples for m in members),
+            reuse_actors=cfg.reuse_actors, trial_dirname_creator=shared_dirname),
+        run_config=tune.RunConfig(
+            name=cfg.experiment_dir.name, storage_path=str(cfg.experiment_dir.parent),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+            callbacks=[hparams_logger(), FinishCells(str(cfg.experiment_dir))],
+            verbose=0),
+    )
