@@ -302,10 +302,13 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool,
                                    resume_errored=True)
     else:
         tuner = build_tuner(cfg, cell, warm_pool=warm_pool)
-    fit_start = time.time()
+    fit_start, cpu_start = time.time(), time.process_time()
     results = tuner.fit()
+    fit_end = time.time()
+    print(f"{cell.name}: {fit_end - fit_start:.1f} s, "
+          f"{time.process_time() - cpu_start:.1f} s of this driver's CPU", flush=True)
     return finish_cell(cfg, cell, list(results), started=start, fit_started=fit_start,
-                       fit_ended=time.time())
+                       fit_ended=fit_end)
 
 
 def finish_cell(cfg: ExperimentConfig, cell: Cell, results: list[Any], *, started: float,
@@ -342,6 +345,12 @@ def finish_cell(cfg: ExperimentConfig, cell: Cell, results: list[Any], *, starte
         if cfg.resources.gpus:  # a GPU is Ray's to assign: a task of its own
             test = ray.get(ray.remote(num_cpus=cfg.resources.cpus, num_gpus=cfg.resources.gpus)(
                 final_test).remote(*args))
+            summary["final_test_s"] = time.time() - tested
+        elif shared and state is not None:
+            # Scoring the trial's own weights on the test split takes a fraction of a
+            # second. A shared driver's trial actors keep their slots from trial to trial,
+            # so a reservation would wait for its last trial: not reserved.
+            test = final_test(*args)
             summary["final_test_s"] = time.time() - tested
         else:  # here, where torch and the data are loaded already, on a reserved slot
             test, waited = run_reserved({"CPU": cfg.resources.cpus}, final_test, *args)

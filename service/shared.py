@@ -21,6 +21,7 @@ import json
 import os
 import pickle
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class CellTrials:
     exhausted: bool = False
     opened_unix: float | None = None
     done_unix: float | None = None
+    saved_done: bool = False  # its searcher's file was written after it was done
 
     @property
     def done(self) -> bool:
@@ -173,8 +175,12 @@ class CellSearcher(Searcher):
         cells = {}
         for cell in self.cells:
             wrappers, base = _chain(cell.searcher)
-            (staging / cell.name).mkdir(parents=True, exist_ok=True)
-            base.save(str(staging / cell.name / SEARCHER_STATE))
+            # A cell's searcher changes only while it is open: an unopened one is restored
+            # as built, a done one from the file saved after its last trial.
+            if cell.opened_unix is not None and not cell.saved_done:
+                (staging / cell.name).mkdir(parents=True, exist_ok=True)
+                base.save(str(staging / cell.name / SEARCHER_STATE))
+                cell.saved_done = cell.done
             cells[cell.name] = {
                 "wrappers": [w.get_state() for w in wrappers], "suggested": cell.suggested,
                 "live": sorted(cell.live), "exhausted": cell.exhausted,
@@ -222,6 +228,111 @@ def shared_dirname(trial: Any) -> str:
     return name
 
 
+_SYNCED: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
+"""Per (staging folder, storage folder): each file's (mtime_ns, size) when last copied."""
+
+
+def changed_files(local_path: str, fs_path: str) -> list[tuple[str, bytes]]:
+    """The files of `local_path` that changed since the last call for the same folders
+    (all on the first), read now: Tune calls this right after it wrote its experiment
+    snapshot, so what reaches storage is the staging folder at that instant, while its loop
+    goes on appending to the trials' result files. (A copy that read them later could store
+    a trial's newer rows beside the older snapshot: resumed, that trial reran an epoch.)"""
+    seen = _SYNCED.setdefault((local_path, fs_path), {})
+    out = []
+    for root, _, files in os.walk(local_path):
+        for name in files:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, local_path)
+            try:
+                stat = os.stat(full)
+                key = (stat.st_mtime_ns, stat.st_size)
+                if seen.get(rel) == key:
+                    continue
+                with open(full, "rb") as f:
+                    out.append((rel, f.read()))
+            except FileNotFoundError:  # a temporary file renamed meanwhile
+                continue
+            seen[rel] = key
+    return out
+
+
+def write_files(files: list[tuple[str, bytes]], fs: Any, fs_path: str,
+                local_path: str | None = None) -> int:
+    """Write `changed_files`' snapshot under `fs_path` on `fs`; how many files. If that
+    fails, the next snapshot copies every file again (Tune logs the failure)."""
+    made: set[str] = set()
+    try:
+        for rel, data in files:
+            target = "/".join([fs_path.rstrip("/"), *Path(rel).parts])
+            parent = target.rsplit("/", 1)[0]
+            if parent not in made:
+                fs.create_dir(parent, recursive=True)
+                made.add(parent)
+            with fs.open_output_stream(target) as out:
+                out.write(data)
+    except Exception:
+        _SYNCED.pop((local_path or "", fs_path), None)
+        raise
+    return len(files)
+
+
+_PENDING: dict[str, list[tuple[str, bytes]]] = {}
+"""Snapshots read by `changed_files` and not yet written, by token."""
+
+
+def write_pending(token: str, fs: Any, fs_path: str, local_path: str) -> int:
+    """Write the snapshot `token` names; a retry of a written (or failed) one copies the
+    whole folder, as Tune's own sync does."""
+    files = _PENDING.pop(token, None)
+    if files is None:
+        from ray.train._internal.storage import _upload_to_fs_path
+
+        _upload_to_fs_path(local_path=local_path, fs=fs, fs_path=fs_path)
+        return -1
+    return write_files(files, fs, fs_path, local_path)
+
+
+def incremental_upload(local_path: str, fs: Any, fs_path: str) -> int:
+    """Copy the files of `local_path` that changed since this process last copied them to
+    `fs_path` (all on the first call); how many. Tune copies the driver's whole staging
+    folder at every experiment snapshot (every 2 s, and after every `keep_checkpoints`
+    checkpoints of a trial): for a shared driver's 120 trials that was 600 files each
+    time, about 0.1 s of CPU the trials lost. The result on storage is the same."""
+    return write_files(changed_files(local_path, fs_path), fs, fs_path, local_path)
+
+
+def install_incremental_sync() -> bool:
+    """Make Tune's experiment syncer in this process copy only changed files
+    (`incremental_upload`); False where Ray's syncer is not the one this was written
+    against (Ray's full copy stays)."""
+    try:
+        from ray.train._internal.storage import _FilesystemSyncer
+    except ImportError:
+        return False
+    if getattr(_FilesystemSyncer, "_incremental", False):
+        return True
+    if not hasattr(_FilesystemSyncer, "_sync_up_command"):
+        return False
+    _FilesystemSyncer._incremental = True  # noqa: SLF001 - once per process
+
+    original = _FilesystemSyncer._sync_up_command
+
+    def _sync_up_command(self: Any, local_path: str, uri: str,
+                         exclude: list | None = None) -> tuple[Any, dict[str, Any]]:
+        if exclude or not os.path.isdir(local_path):
+            return original(self, local_path, uri, exclude)
+        # Read now, written by Tune's background sync. The command is kept on the syncer,
+        # which Tune pickles into every trial's saved state: it names the read files.
+        token = uuid.uuid4().hex
+        _PENDING[token] = changed_files(local_path, uri)
+        return write_pending, {"token": token, "fs": self.storage_filesystem,
+                               "fs_path": uri, "local_path": local_path}
+
+    _FilesystemSyncer._sync_up_command = _sync_up_command  # noqa: SLF001
+    return True
+
+
 @dataclass
 class TrialResult:
     """What `service.experiment.best_trial` and `finish_cell` read of a trial, built from
@@ -249,7 +360,9 @@ class Finisher:
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.started: set[str] = set()  # trials that started in this driver
         self.futures: dict[str, Any] = {}
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="finish-cell")
+        # one thread per slot: a retraining waits for a reserved slot, the others need not
+        self.pool = ThreadPoolExecutor(max(1, searcher.parallel),
+                                       thread_name_prefix="finish-cell")
 
     def on_start(self, trial: Any) -> None:
         if trial.trial_id not in self.rows:
@@ -262,12 +375,13 @@ class Finisher:
 
     def check(self, trials: list[Any]) -> None:
         """Finish every cell that is done and was run whole by this driver."""
+        ready = [c.name for c in self.searcher.cells
+                 if c.done and c.name not in self.futures and c.name in self.cells]
+        if not ready:  # the usual case, on every few steps of Tune's loop: cheap
+            return
         times = self.searcher.timeline()
-        for state in self.searcher.cells:
-            name = state.name
-            if not state.done or name in self.futures or name not in self.cells:
-                continue
-            own = [t for t in trials if cell_of(t.config) == name]
+        for name in ready:
+            own = [t for t in trials if self.searcher.owner.get(t.trial_id) == name]
             if any(t.trial_id not in self.started or not t.is_finished() for t in own):
                 continue  # trials from before a resume: at the end
             import pandas as pd
@@ -355,6 +469,7 @@ def _run_shared(cfg_dict: dict[str, Any], cells: list[Cell], *, parallel: int,
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    install_incremental_sync()
     cfg = build_config(cfg_dict)
     folder = cfg.experiment_dir
     (folder / LOAD_FILE).unlink(missing_ok=True)  # a resumed run's last one is stale
@@ -372,7 +487,7 @@ def _run_shared(cfg_dict: dict[str, Any], cells: list[Cell], *, parallel: int,
     else:
         tuner = build_shared_tuner(cfg, todo, parallel, warm_pool=warm_pool)
     searcher = tuner._local_tuner._tune_config.search_alg  # noqa: SLF001 - its cells
-    fit_start = time.time()
+    fit_start, cpu_start = time.time(), time.process_time()
     finisher = Finisher(cfg, todo, searcher, fit_start) if isinstance(
         searcher, CellSearcher) else None
     if finisher is not None:
@@ -382,6 +497,8 @@ def _run_shared(cfg_dict: dict[str, Any], cells: list[Cell], *, parallel: int,
     finally:
         _FINISHERS.pop(str(folder), None)
     fit_end = time.time()
+    print(f"shared driver: {len(todo)} cells in {fit_end - fit_start:.1f} s, "
+          f"{time.process_time() - cpu_start:.1f} s of this process's CPU", flush=True)
     finished = finisher.summaries() if finisher is not None else {}
     by_cell: dict[str, list[Any]] = {c.name: [] for c in todo}
     for result in results:
