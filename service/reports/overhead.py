@@ -7,10 +7,13 @@ Measured phases, summed over trials and cells:
 - checkpoint and report: each checkpoint save + `tune.report` call (`report_s`; a trial's
   last call is not measured);
 - trial setup: data and model before a trial's first epoch (`setup_s`);
-- experiment start: a cell's Tune driver until its first trial began its setup, and
-  experiment end: from its last trial's last epoch until `fit` returned;
-- final test: the retraining of each cell's best trial on its reserved slot (the wait for
-  a free slot is not counted: other trials used the slot meanwhile);
+- experiment start: a cell's Tune driver until its first trial began its setup (in a
+  shared driver, service.shared: from the driver's start for the cells it opens first,
+  from when it opened the cell for the others), and experiment end: from its last
+  trial's last epoch until `fit` returned (shared: until the driver saw the cell done);
+- final test: the test of each cell's best trial on its reserved slot (the wait for a
+  free slot is not counted: other trials used the slot meanwhile; a shared driver scores
+  a trial's own weights without reserving one, so that part overlaps other trials);
 and the rest, "trial starts, snapshots and idle slots": slot-seconds minus all of the above
 (actor start-up between trials, Tune's experiment snapshots, slots with nothing to run).
 """
