@@ -279,6 +279,16 @@ def run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool = False,
         return _run_cell(cfg_dict, cell, restore=restore, warm_pool=warm_pool)
 
 
+def driver_environment() -> None:
+    """Settings of a process that runs a Tune driver (a cell's or a shared one)."""
+    # Keep its console output to our own progress lines.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Snapshot the experiment (trials + searcher state) every 2 s instead of Tune's 10 s:
+    # after a crash, less work is redone and fewer trials are left outside the snapshot.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+
+
 def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool,
               warm_pool: str | None = None) -> dict[str, Any]:
     from ray import tune
@@ -286,12 +296,7 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool,
     from service.config import build_config
     from service.warm import train_trial
 
-    # This process is a Tune driver: keep its console output to our own progress lines.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Snapshot the experiment (trials + searcher state) every 2 s instead of Tune's 10 s:
-    # after a crash, less work is redone and fewer trials are left outside the snapshot.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    driver_environment()
     cfg = build_config(cfg_dict)
     folder = cfg.experiment_dir / cell.name
     start = time.time()

@@ -221,9 +221,8 @@ def shared_dirname(trial: Any) -> str:
     a '/' in the name this returns, so the nested folder is set where Tune would put the
     name (the trial's log folder and its storage's trial folder, which Tune keeps when the
     folder is already set and restores with the trial); the name returned is the last part."""
-    run = trial.config["run"]
     name = f"trial_{trial.trial_id}"
-    trial.relative_logdir = f"{Cell(run['searcher'], run['backbone'], run['seed']).name}/{name}"
+    trial.relative_logdir = f"{cell_of(trial.config)}/{name}"
     trial.storage.trial_dir_name = trial.relative_logdir
     return name
 
@@ -293,19 +292,13 @@ def write_pending(token: str, fs: Any, fs_path: str, local_path: str) -> int:
     return write_files(files, fs, fs_path, local_path)
 
 
-def incremental_upload(local_path: str, fs: Any, fs_path: str) -> int:
-    """Copy the files of `local_path` that changed since this process last copied them to
-    `fs_path` (all on the first call); how many. Tune copies the driver's whole staging
-    folder at every experiment snapshot (every 2 s, and after every `keep_checkpoints`
-    checkpoints of a trial): for a shared driver's 120 trials that was 600 files each
-    time, about 0.1 s of CPU the trials lost. The result on storage is the same."""
-    return write_files(changed_files(local_path, fs_path), fs, fs_path, local_path)
-
-
 def install_incremental_sync() -> bool:
-    """Make Tune's experiment syncer in this process copy only changed files
-    (`incremental_upload`); False where Ray's syncer is not the one this was written
-    against (Ray's full copy stays)."""
+    """Make Tune's experiment syncer in this process copy only the files that changed
+    since its last copy (`changed_files`, `write_pending`); False where Ray's syncer is not
+    the one this was written against (Ray's full copy stays). Tune copies the driver's
+    whole staging folder at every experiment snapshot (every 2 s, and after every
+    `keep_checkpoints` checkpoints of a trial): for a shared driver's 120 trials that was
+    600 files each time, CPU the trials lost. The result on storage is the same."""
     try:
         from ray.train._internal.storage import _FilesystemSyncer
     except ImportError:
@@ -357,20 +350,17 @@ class Finisher:
 
         self.cfg, self.searcher, self.fit_started = cfg, searcher, fit_started
         self.cells = {c.name: c for c in cells}
-        self.rows: dict[str, list[dict[str, Any]]] = {}
-        self.started: set[str] = set()  # trials that started in this driver
+        self.rows: dict[str, list[dict[str, Any]]] = {}  # of trials started in this driver
         self.futures: dict[str, Any] = {}
         # one thread per slot: a retraining waits for a reserved slot, the others need not
         self.pool = ThreadPoolExecutor(max(1, searcher.parallel),
                                        thread_name_prefix="finish-cell")
 
     def on_start(self, trial: Any) -> None:
-        if trial.trial_id not in self.rows:
-            self.rows[trial.trial_id] = []
-            self.started.add(trial.trial_id)
+        self.rows.setdefault(trial.trial_id, [])
 
     def on_result(self, trial: Any, result: dict[str, Any]) -> None:
-        if trial.trial_id in self.started:
+        if trial.trial_id in self.rows:
             self.rows[trial.trial_id].append(dict(result))
 
     def check(self, trials: list[Any]) -> None:
@@ -382,7 +372,7 @@ class Finisher:
         times = self.searcher.timeline()
         for name in ready:
             own = [t for t in trials if self.searcher.owner.get(t.trial_id) == name]
-            if any(t.trial_id not in self.started or not t.is_finished() for t in own):
+            if any(t.trial_id not in self.rows or not t.is_finished() for t in own):
                 continue  # trials from before a resume: at the end
             import pandas as pd
 
@@ -462,13 +452,11 @@ def _run_shared(cfg_dict: dict[str, Any], cells: list[Cell], *, parallel: int,
     from ray import tune
 
     from service.config import build_config
-    from service.experiment import finish_cell, set_aside_orphans
+    from service.experiment import driver_environment, finish_cell, set_aside_orphans
     from service.layout import SUMMARY_FILE
     from service.warm import train_trial
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    driver_environment()
     install_incremental_sync()
     cfg = build_config(cfg_dict)
     folder = cfg.experiment_dir

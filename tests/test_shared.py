@@ -211,13 +211,17 @@ def test_a_shared_run_reports_like_one_of_cells_of_their_own(both) -> None:
 def test_the_incremental_sync_copies_what_changed_and_ends_with_the_same_files(tmp_path):
     import pyarrow.fs
 
-    from service.shared import incremental_upload
+    from service.shared import changed_files, write_files
 
     local, remote = tmp_path / "staging", tmp_path / "storage"
     (local / "cell" / "trial_a").mkdir(parents=True)
     (local / "state.json").write_text("1")
     (local / "cell" / "trial_a" / "result.json").write_text("{}\n")
     fs = pyarrow.fs.LocalFileSystem()
+
+    def incremental_upload(local: str, fs: object, remote: str) -> int:  # as the syncer does
+        return write_files(changed_files(local, remote), fs, remote, local)
+
     assert incremental_upload(str(local), fs, str(remote)) == 2
     assert incremental_upload(str(local), fs, str(remote)) == 0  # nothing changed
     (local / "cell" / "trial_a" / "result.json").write_text("{}\n{}\n")
