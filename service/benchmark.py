@@ -216,9 +216,19 @@ OVERHEAD_ENTRIES = ("random", "optuna", "asha", "pbt", "emerald-dynamic")
 multi-fidelity one, a population) and an in-trial controller."""
 
 
+def marginal(run: Any, n: int) -> tuple[float, float, tuple[Any, Any]]:
+    """(seconds per unit, fixed seconds, both runs' outputs) of `run(k) -> (output, wall
+    seconds, units done)` at k = n and 2n: the slope between the two sizes is the cost of
+    one more trial (or epoch), the rest the experiment's fixed start and end."""
+    small, wall1, done1 = run(n)
+    large, wall2, done2 = run(2 * n)
+    per = (wall2 - wall1) / max(1, done2 - done1)
+    return per, wall1 - per * done1, (small, large)
+
+
 def overhead(trials: int, reuse: bool) -> dict[str, Any]:
-    """Seconds per trial of a Tune experiment whose trainable reports once, against a Ray
-    task round trip as the reference."""
+    """Seconds per trial of a Tune experiment whose trainable reports once (the slope
+    between `trials` and twice as many, see `marginal`), against a Ray task round trip."""
     import tempfile
 
     import ray
@@ -234,20 +244,24 @@ def overhead(trials: int, reuse: bool) -> dict[str, Any]:
         start = time.perf_counter()
         ray.get([task.remote() for _ in range(trials)])
         task_s = (time.perf_counter() - start) / trials
-        with tempfile.TemporaryDirectory() as storage:
-            tuner = tune.Tuner(
-                tune.with_resources(_noop, {"cpu": 1}),
-                tune_config=tune.TuneConfig(num_samples=trials, reuse_actors=reuse,
-                                            max_concurrent_trials=1),
-                run_config=tune.RunConfig(storage_path=storage, name="noop", verbose=0),
-            )
-            start = time.perf_counter()
-            tuner.fit()
-            tune_s = (time.perf_counter() - start) / trials
+
+        def run(n: int) -> tuple[None, float, int]:
+            with tempfile.TemporaryDirectory() as storage:
+                tuner = tune.Tuner(
+                    tune.with_resources(_noop, {"cpu": 1}),
+                    tune_config=tune.TuneConfig(num_samples=n, reuse_actors=reuse,
+                                                max_concurrent_trials=1),
+                    run_config=tune.RunConfig(storage_path=storage, name="noop", verbose=0),
+                )
+                start = time.perf_counter()
+                tuner.fit()
+                return None, time.perf_counter() - start, n
+
+        tune_s, fixed_s, _ = marginal(run, trials)
     finally:
         ray.shutdown()
     return {"trials": trials, "reuse_actors": reuse, "tune_s_per_trial": tune_s,
-            "ray_task_s": task_s, "ratio_to_task": tune_s / task_s}
+            "fixed_s": fixed_s, "ray_task_s": task_s, "ratio_to_task": tune_s / task_s}
 
 
 def plan_overhead(entries: tuple[str, ...], trials: int, epochs: int,
@@ -255,8 +269,10 @@ def plan_overhead(entries: tuple[str, ...], trials: int, epochs: int,
     """Milliseconds per trial and per epoch of each entry's plan run by the service's own
     Tuner (`build_tuner`: its searcher or scheduler, the controller host, loggers,
     checkpoints and stoppers) on `noop_trial`, `concurrency` trials at a time (the presets'
-    1) on 2 CPUs, actors reused, after a warm-up experiment (Ray's and Tune's start-up is
-    not per trial). A population's "trials" are its members, so per epoch is its figure."""
+    1) on 2 CPUs, actors reused, after a warm-up experiment: the slope between `trials`
+    and twice as many (`marginal`), so the experiment's own start and end (`fixed_s`) is
+    not spread over its trials. A population's "trials" are its members, so per epoch is
+    its figure."""
     import tempfile
 
     import ray
@@ -266,7 +282,7 @@ def plan_overhead(entries: tuple[str, ...], trials: int, epochs: int,
     from service.experiment import build_tuner
     from service.layout import Cell
 
-    def run(entry: str, n: int) -> tuple[Any, float, str]:
+    def run(entry: str, n: int) -> tuple[Any, float, int]:
         with tempfile.TemporaryDirectory() as storage:
             cfg = build_config({
                 "name": "overhead", "storage": storage, "searchers": [entry],
@@ -279,7 +295,9 @@ def plan_overhead(entries: tuple[str, ...], trials: int, epochs: int,
             kind = f"{kind} + {scheduler}" if scheduler != "NoneType" else kind
             start = time.perf_counter()
             results = tuner.fit()
-            return results, time.perf_counter() - start, kind
+            wall = time.perf_counter() - start
+            done = sum(r.metrics.get("training_iteration", 0) for r in results)
+            return (results, kind, done), wall, len(results)
 
     rows = []
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -287,12 +305,13 @@ def plan_overhead(entries: tuple[str, ...], trials: int, epochs: int,
     try:
         run("random", 4)  # warm-up
         for entry in entries:
-            results, wall, kind = run(entry, trials)
-            done = [r.metrics.get("training_iteration", 0) for r in results]
+            per, fixed, (small, (results, kind, done)) = marginal(
+                lambda n, e=entry: run(e, n), trials)
+            epochs_per_trial = (done - small[2]) / max(1, len(results) - len(small[0]))
             rows.append({"entry": entry, "kind": kind, "trials": len(results),
-                         "epochs": int(sum(done)), "errors": len(results.errors),
-                         "wall_s": wall, "ms_per_trial": 1000 * wall / max(1, len(results)),
-                         "ms_per_epoch": 1000 * wall / max(1, sum(done))})
+                         "epochs": int(done), "errors": len(results.errors),
+                         "fixed_s": fixed, "ms_per_trial": 1000 * per,
+                         "ms_per_epoch": 1000 * per / max(1e-9, epochs_per_trial)})
     finally:
         ray.shutdown()
     return rows
@@ -491,21 +510,23 @@ def main() -> None:
         print(f"  suggest ratio emerald/optuna {r['suggest_ms'] / r['optuna_suggest_ms']:.3f}")
     else:
         for reuse in (True, False):
-            r = overhead(args.trials, reuse)
+            n = args.trials if reuse else max(2, args.trials // 6)  # 2 s a trial without
+            r = overhead(n, reuse)
             print(f"reuse_actors={reuse}: Tune {r['tune_s_per_trial'] * 1000:.0f} ms/trial "
-                  f"(no-op trainable, {r['trials']} trials, one at a time); Ray task round trip "
-                  f"{r['ray_task_s'] * 1000:.1f} ms; ratio {r['ratio_to_task']:.0f}x")
+                  f"+ {r['fixed_s']:.2f} s per experiment (no-op trainable, {n} and {2 * n} "
+                  f"trials, one at a time); Ray task round trip {r['ray_task_s'] * 1000:.1f} "
+                  f"ms; ratio {r['ratio_to_task']:.0f}x")
         entries = tuple(x for x in args.entries.split(",") if x)
-        print(f"The service's plans on a no-op trial ({args.trials} trials x {args.epochs} "
-              f"epoch(s), one at a time as in the presets, actors reused, after a warm-up; "
-              f"each epoch reported with a checkpoint):")
-        print(f"  {'entry':<16} {'kind':<34} {'trials':>6} {'epochs':>6} {'ms/trial':>9} "
-              f"{'ms/epoch':>9}")
+        print(f"The service's plans on a no-op trial ({args.trials} and {2 * args.trials} "
+              f"trials x {args.epochs} epoch(s), one at a time as in the presets, actors "
+              f"reused, after a warm-up; each epoch reported with a checkpoint; per trial and "
+              f"per epoch: the slope between the two sizes; per experiment: the rest):")
+        print(f"  {'entry':<16} {'kind':<34} {'ms/trial':>9} {'ms/epoch':>9} "
+              f"{'s/experiment':>13}")
         for row in plan_overhead(entries, args.trials, args.epochs):
-            print(f"  {row['entry']:<16} {row['kind']:<34} {row['trials']:>6} {row['epochs']:>6} "
-                  f"{row['ms_per_trial']:>9.0f} {row['ms_per_epoch']:>9.0f}"
+            print(f"  {row['entry']:<16} {row['kind']:<34} {row['ms_per_trial']:>9.0f} "
+                  f"{row['ms_per_epoch']:>9.0f} {row['fixed_s']:>13.2f}"
                   + (f"  ({row['errors']} errors)" if row["errors"] else ""))
-
 
 if __name__ == "__main__":
     main()

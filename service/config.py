@@ -111,11 +111,16 @@ class RecordConfig(Strict):
 class PerfConfig(Strict):
     """How trials run on their device (`service.trainer.Perf`), never what they learn:
     bf16 autocast and channels-last are on by default on CUDA and off on the CPU (`on` /
-    `bf16` force them); `compile` runs the model through torch.compile."""
+    `bf16` force them); `compile` runs the model through torch.compile. Evaluation passes
+    run in `eval_channels_last` (auto: the training layout, on the CPU channels-last for
+    convs of 8 channels or more, where it is faster), `eval_batch_size` images at a time
+    (0: 512 on a GPU, 128 on the CPU)."""
 
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False
+    eval_channels_last: Literal["auto", "on", "off"] = "auto"
+    eval_batch_size: int = Field(default=0, ge=0, le=1_000_000)
 
 
 class TerminationConfig(Strict):

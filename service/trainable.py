@@ -388,14 +388,14 @@ def final_test(config: dict[str, Any], schedule: str | None = None,
     if row["diverged"]:
         return {"test_acc": float("nan"), "test_loss": float("nan"), "diverged": True,
                 "epochs": trainer.epoch}
-    test_acc, test_loss = trainer.evaluate(splits.test_x, splits.test_y)
-    return {"test_acc": test_acc, "test_loss": test_loss, "retrain_val_acc": row["val_acc"],
+    test = trainer.score(splits.test_x, splits.test_y)
+    return {"test_acc": test.acc, "test_loss": test.loss, "retrain_val_acc": row["val_acc"],
             "diverged": False, "train_acc": row["train_acc"], "epochs": trainer.epoch,
             "model_size_mb": trainer.model_size_mb, "num_parameters": trainer.num_parameters,
             "train_ms_per_batch": row["train_ms_per_batch"],
             "infer_ms_per_batch": trainer.inference_ms_per_batch(splits.test_x),
             "retrained": state is None,
-            **macro_scores(splits.test_y, trainer.predict(splits.test_x))}
+            **macro_scores(splits.test_y, test.predicted)}
 
 
 def macro_scores(labels: torch.Tensor, predicted: torch.Tensor) -> dict[str, float]:

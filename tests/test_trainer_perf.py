@@ -112,3 +112,54 @@ def test_the_gpu_check_needs_no_ray() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_auto_evaluates_in_channels_last_on_the_cpu_from_8_channels(splits: Splits) -> None:
+    wide = Trainer.build("vgg16@0.125", splits, HP, seed=0)  # narrowest conv: 8 channels
+    narrow = Trainer.build("resnet18@0.0625", splits, HP, seed=0)  # 4 channels
+    assert (wide.eval_channels_last, wide.eval_batch_size) == (True, 128)
+    assert not wide.channels_last  # training keeps the default layout
+    assert not narrow.eval_channels_last
+    off = Trainer.build("vgg16@0.125", splits, HP, seed=0,
+                        perf=Perf(eval_channels_last="off", eval_batch_size=64))
+    assert (off.eval_channels_last, off.eval_batch_size) == (False, 64)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18@0.0625", "vgg16@0.0625"])
+def test_channels_last_evaluation_scores_alike_and_leaves_training_untouched(
+        splits: Splits, backbone: str) -> None:
+    """Evaluating in channels-last between epochs gives the default layout's scores (float
+    summation order aside), predictions included, and training goes on bit for bit as if
+    the other layout never happened: the same Parameter objects, in the training layout."""
+    runs = {}
+    for layout in ("on", "off"):
+        trainer = Trainer.build(backbone, splits, HP, seed=3,
+                                perf=Perf(eval_channels_last=layout))
+        params = [id(p) for p in trainer.optimizer.param_groups[0]["params"]]
+        rows = []
+        for _ in range(2):
+            rows.append((trainer.train_epoch().train_loss,
+                         trainer.score(splits.val_x, splits.val_y)))
+        assert [id(p) for p in trainer.model.parameters()] == params
+        assert all(p.is_contiguous() for p in trainer.model.parameters())
+        runs[layout] = rows
+    for (loss_on, on), (loss_off, off) in zip(runs["on"], runs["off"], strict=True):
+        assert loss_on == loss_off
+        assert on.acc == off.acc and torch.equal(on.predicted, off.predicted)
+        assert on.loss == pytest.approx(off.loss, rel=1e-5, abs=1e-6)
+
+
+def test_per_trial_overhead_is_the_slope_between_two_sizes() -> None:
+    """`service.benchmark overhead` splits a run's wall time into a cost per trial and a
+    fixed cost per experiment, so the experiment's start is not spread over its trials."""
+    from service import benchmark
+
+    sizes = []
+
+    def run(k: int) -> tuple[int, float, int]:
+        sizes.append(k)
+        return k, 4.0 + 0.03 * k, k  # 4 s to start and end, 30 ms a trial
+
+    per, fixed, (small, large) = benchmark.marginal(run, 60)
+    assert sizes == [60, 120] and (small, large) == (60, 120)
+    assert per == pytest.approx(0.03) and fixed == pytest.approx(4.0)
