@@ -96,7 +96,7 @@ ENTRIES: list[Entry] = [
            "aug_actions": dataclasses.replace(_EMERALD_OPTIONS["aug_actions"], default="table4"),
            "early_stopping": Option(bool, True, "stop underperformers (EMERALD-O 5.1.2); "
                                     "the epochs they leave go to more trials")},
-          table9_row="EMERALD-O (Proposed)", check=_epsilon_options, scheduler="early_stopping"),
+          table9_row="EMERALD-O (Proposed)", check=_epsilon_options),
     Entry("emerald-dynamic", "EMERALD-O inside running trials: new settings every k epochs",
           _F + "emerald_dynamic",
           {**_EMERALD_OPTIONS,

@@ -518,15 +518,14 @@ def _finished_line(cell: Cell, summary: dict[str, Any]) -> str:
 
 
 def shared_cells(cfg: ExperimentConfig, todo: list[Cell]) -> list[Cell]:
-    """The cells that share one Tune driver (service.shared): those of plain searchers
-    (no Tune scheduler, no population, no in-trial controller), when there are two or
-    more and `shared_driver` is on."""
+    """The cells that share one Tune driver (service.shared): those of searchers, with or
+    without a Tune scheduler (no population, no in-trial controller), when there are two
+    or more and `shared_driver` is on."""
     from service import registry
 
     if not cfg.shared_driver:
         return []
-    shared = [c for c in todo if registry.entry(c.searcher).shares_driver(
-        cfg.searcher_options.get(c.searcher))]
+    shared = [c for c in todo if registry.entry(c.searcher).shares_driver]
     return shared if len(shared) > 1 else []
 
 

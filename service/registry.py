@@ -113,9 +113,6 @@ class Entry:
     table9_row: str | None = None
     table8: Literal["grid", "bayesian"] | None = None
     kind: Literal["searcher", "population", "controller"] = "searcher"
-    scheduler: bool | str = False
-    """Its plan has a Tune scheduler (HyperBand, ASHA, BOHB): True always, a string names
-    the boolean option that gives it one (EMERALD-O's `early_stopping`)."""
     needs_space: bool = True
     check: Callable[[SearchSpace, dict[str, Any]], str | None] | None = None
 
@@ -123,17 +120,12 @@ class Entry:
     def replays_schedule(self) -> bool:
         return self.kind != "searcher"
 
-    def has_scheduler(self, options: Mapping[str, Any] | None = None) -> bool:
-        """Whether its plan has a Tune scheduler with these options (defaults filled in)."""
-        if isinstance(self.scheduler, str):
-            option = self.options[self.scheduler]
-            return bool((options or {}).get(self.scheduler, option.default))
-        return self.scheduler
-
-    def shares_driver(self, options: Mapping[str, Any] | None = None) -> bool:
-        """Its cells may share one Tune driver with other cells (service.shared): a plain
-        searcher, whose trials nothing but its own searcher decides."""
-        return self.kind == "searcher" and not self.has_scheduler(options)
+    @property
+    def shares_driver(self) -> bool:
+        """Its cells may share one Tune driver with other cells (service.shared): a
+        searcher, whose trials its own searcher and scheduler decide; a population's or a
+        controller's trials change hyperparameters and run as experiments of their own."""
+        return self.kind == "searcher"
 
     def load_factory(self) -> Callable[..., Plan]:
         return import_path(self.factory)

@@ -4,10 +4,13 @@ Every Tune experiment starts its trials' actors afresh: a new process that impor
 `ray.tune` (about 2 s of CPU on a 2-core machine) and holds its trial slot meanwhile, and
 `reuse_actors` reuses an actor only within its experiment. On `cpu-small` (24 cells of 6
 short trials) that start was 17% of the slot time. Here the cells of a run whose plans are
-plain searchers (no scheduler, no population, no controller) share one Tuner: `CellSearcher`
-asks each cell's own searcher for that cell's trials, at most `parallel` cells open at once
-and each within its own concurrency cap, so every cell sees exactly the trials it would
-alone, while the actors (and the warm trial processes behind them) serve cell after cell.
+searchers (with or without a Tune scheduler; no population, no controller) share one Tuner:
+`CellSearcher` asks each cell's own searcher for that cell's trials, at most `parallel`
+cells open at once and each within its own concurrency cap, and `CellScheduler` hands each
+trial's events to its own cell's scheduler (HyperBand, ASHA, BOHB), which sees only that
+cell's trials, and ends a multi-fidelity cell at its epoch budget; so every cell sees the
+trials it would alone, while the actors (and the warm trial processes behind them) serve
+cell after cell.
 
 Each trial's folder is `<cell>/trial_<id>` under the run folder, as for a cell's own
 experiment; Tune's experiment state (one snapshot for the group) sits in the run folder,
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from service.layout import Cell
@@ -166,6 +170,23 @@ class CellSearcher(Searcher):
         cell.live.discard(trial_id)
         self._finish(cell)
 
+    # HyperBandForBOHB tells the searcher of its pauses (Tune's ConcurrencyLimiter and
+    # BOHB's searcher count paused trials apart): to the trial's own cell's searcher.
+
+    def on_pause(self, trial_id: str) -> None:
+        if trial_id in self.owner:
+            self._cell(self.owner[trial_id]).searcher.on_pause(trial_id)
+
+    def on_unpause(self, trial_id: str) -> None:
+        if trial_id in self.owner:
+            self._cell(self.owner[trial_id]).searcher.on_unpause(trial_id)
+
+    def close(self, name: str) -> None:
+        """Suggest nothing more for a cell (its epoch budget is spent)."""
+        cell = self._cell(name)
+        cell.exhausted = True
+        self._finish(cell)
+
     # Tune saves this searcher's file with every experiment snapshot; each cell's own
     # searcher is saved as Tune's SearchGenerator saves one: each wrapper's state, and
     # the innermost searcher's file (save), here in the cell's folder next to its trials.
@@ -214,6 +235,115 @@ class CellSearcher(Searcher):
         return {c.name: {"started_unix": self.started_unix if c.name in first
                          else c.opened_unix, "fit_ended_unix": c.done_unix}
                 for c in self.cells}
+
+
+class _CellView:
+    """Tune's controller as one cell's scheduler sees it: only that cell's trials (BOHB's
+    scheduler, for one, waits until none of "the" trials is running), everything else
+    the controller itself (`stop_trial`, `pause_trial`, `search_alg`, ...)."""
+
+    def __init__(self, controller: Any, trials: list[Any]) -> None:
+        self._controller, self._trials = controller, trials
+
+    def get_trials(self) -> list[Any]:
+        return self._trials
+
+    def get_live_trials(self) -> list[Any]:
+        live = set(self._controller.get_live_trials())
+        return [t for t in self._trials if t in live]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._controller, name)
+
+
+class CellScheduler(TrialScheduler):
+    """Tune's scheduler for several cells: each trial's events go to its own cell's
+    scheduler (HyperBand, ASHA, BOHB as the cell's own Tuner would have it; FIFO for a
+    plain searcher), which sees only that cell's trials, and the trial to run next is the
+    first one a cell's scheduler offers, cells in order. A multi-fidelity cell ends as its
+    own experiment would (`service.experiment.EpochBudgetStopper`): once its trials have
+    trained its epoch budget, its other trials stop (a running one loses its epoch in
+    flight, as there) and its searcher suggests nothing more."""
+
+    def __init__(self, searcher: CellSearcher, schedulers: dict[str, TrialScheduler | None],
+                 budgets: dict[str, int | None], metric: str, mode: str) -> None:
+        super().__init__()
+        self.searcher = searcher
+        self.schedulers = {name: s or FIFOScheduler() for name, s in schedulers.items()}
+        self.budgets = {name: b for name, b in budgets.items() if b is not None}
+        self.epochs: dict[str, dict[str, int]] = {name: {} for name in self.budgets}
+        self._metric, self._mode = metric, mode
+        self._supports_buffered_results = all(
+            s.supports_buffered_results for s in self.schedulers.values())
+
+    def _name(self, trial: Any) -> str | None:
+        return self.searcher.owner.get(trial.trial_id) or cell_of(trial.config)
+
+    def _view(self, controller: Any, name: str | None) -> _CellView:
+        return _CellView(controller, [t for t in controller.get_trials()
+                                      if self._name(t) == name])
+
+    def _route(self, controller: Any, trial: Any) -> tuple[TrialScheduler, _CellView]:
+        name = self._name(trial)
+        return self.schedulers.get(name) or FIFOScheduler(), self._view(controller, name)
+
+    def set_search_properties(self, metric: str | None, mode: str | None,
+                              **spec: Any) -> bool:
+        return True  # each cell's scheduler was built with the run's metric and mode
+
+    def _spent(self, trial: Any, result: dict[str, Any] | None) -> bool:
+        """Count the trial's epochs toward its cell's budget; whether it is spent."""
+        name = self._name(trial)
+        if name not in self.budgets:
+            return False
+        epochs = int((result or {}).get("training_iteration", 0) or 0)
+        self.epochs[name][trial.trial_id] = max(epochs,
+                                                self.epochs[name].get(trial.trial_id, 0))
+        return sum(self.epochs[name].values()) >= self.budgets[name]
+
+    def on_trial_add(self, controller: Any, trial: Any) -> None:
+        self._spent(trial, trial.last_result)  # a restored trial brings its epochs
+        scheduler, view = self._route(controller, trial)
+        scheduler.on_trial_add(view, trial)
+
+    def on_trial_error(self, controller: Any, trial: Any) -> None:
+        scheduler, view = self._route(controller, trial)
+        scheduler.on_trial_error(view, trial)
+
+    def on_trial_complete(self, controller: Any, trial: Any, result: dict) -> None:
+        scheduler, view = self._route(controller, trial)
+        scheduler.on_trial_complete(view, trial, result)
+
+    def on_trial_remove(self, controller: Any, trial: Any) -> None:
+        scheduler, view = self._route(controller, trial)
+        scheduler.on_trial_remove(view, trial)
+
+    def on_trial_result(self, controller: Any, trial: Any, result: dict) -> str:
+        scheduler, view = self._route(controller, trial)
+        decision = scheduler.on_trial_result(view, trial, result)
+        if not self._spent(trial, result):
+            return decision
+        name = self._name(trial)
+        self.searcher.close(name)
+        for other in view.get_trials():
+            if other is not trial and not other.is_finished():
+                controller.stop_trial(other)
+        return TrialScheduler.STOP
+
+    def choose_trial_to_run(self, controller: Any) -> Any:
+        by_cell: dict[str | None, list[Any]] = {}
+        for trial in controller.get_trials():
+            by_cell.setdefault(self._name(trial), []).append(trial)
+        for name, scheduler in self.schedulers.items():
+            if by_cell.get(name):
+                trial = scheduler.choose_trial_to_run(_CellView(controller, by_cell[name]))
+                if trial is not None:
+                    return trial
+        return None
+
+    def debug_string(self) -> str:
+        return "One scheduler per cell: " + "; ".join(
+            f"{name}: {type(s).__name__}" for name, s in self.schedulers.items())
 
 
 def shared_dirname(trial: Any) -> str:
@@ -519,19 +649,23 @@ def build_shared_tuner(cfg: Any, cells: list[Cell], parallel: int, trainable: An
     from service.experiment import cell_plan, hparams_logger
     from service.warm import train_trial
 
-    members = []
+    members, schedulers, budgets = [], {}, {}
     for cell in cells:
         plan, algorithm, run = cell_plan(cfg, cell, warm_pool=warm_pool)
         cap = plan.concurrency(cfg.concurrency)
         members.append(CellTrials(
             cell.name, ConcurrencyLimiter(algorithm, max_concurrent=cap), run.as_dict(),
             dict(plan.param_space), plan.num_samples, cap))
+        schedulers[cell.name] = plan.scheduler
+        budgets[cell.name] = plan.epoch_budget if plan.multi_fidelity else None
     searcher = CellSearcher(members, parallel, str(cfg.experiment_dir), cfg.metric, cfg.mode)
+    scheduler = CellScheduler(searcher, schedulers, budgets, cfg.metric, cfg.mode)
     resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
     return tune.Tuner(
         tune.with_resources(trainable or train_trial, resources),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, num_samples=sum(m.num_samples for m in members),
+            search_alg=searcher, scheduler=scheduler,
+            num_samples=sum(m.num_samples for m in members),
             reuse_actors=cfg.reuse_actors, trial_dirname_creator=shared_dirname),
         run_config=tune.RunConfig(
             name=cfg.experiment_dir.name, storage_path=str(cfg.experiment_dir.parent),

@@ -1,6 +1,7 @@
 """Several cells in one Tune driver (service.shared): each cell gets exactly the trials it
-would get in a Tune experiment of its own, cells open in order, and a resumed driver picks
-up every cell's searcher where it was."""
+would get in a Tune experiment of its own, its own scheduler sees only its trials and its
+epoch budget ends it alone, cells open in order, and a resumed driver picks up every
+cell's searcher where it was."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from service.shared import LOAD_FILE, CellSearcher, CellTrials, open_cells
+from service.shared import LOAD_FILE, CellScheduler, CellSearcher, CellTrials, open_cells
 
 
 class Counting(Searcher):
@@ -124,23 +125,125 @@ def test_open_cells_without_a_load_file_is_every_slot(tmp_path: Path) -> None:
     assert open_cells(tmp_path, 3) == 3
 
 
-def test_the_registry_says_which_plans_have_a_scheduler() -> None:
+def test_every_searcher_shares_a_driver_and_no_population_or_controller() -> None:
     from service import registry
-    from service.api import Budget
-    from service.space import default_space
 
-    space = default_space()
-    for name, entry in registry.entries().items():
-        if entry.kind != "searcher":
-            assert not entry.shares_driver()
-            continue
-        settings = [{}] + ([{entry.scheduler: False}, {entry.scheduler: True}]
-                           if isinstance(entry.scheduler, str) else [])
-        for options in settings:
-            plan = registry.build(name, space=space, metric="val_acc", mode="max", seed=0,
-                                  budget=Budget(trials=4, epochs=3), options=options)
-            assert entry.has_scheduler(options) == (plan.scheduler is not None), (name, options)
-            assert entry.shares_driver(options) == (plan.scheduler is None), (name, options)
+    kinds = {name: (e.kind, e.shares_driver) for name, e in registry.entries().items()}
+    assert all(shares == (kind == "searcher") for kind, shares in kinds.values()), kinds
+    assert kinds["hyperband"][1] and kinds["asha"][1] and kinds["bohb"][1]
+    assert not kinds["pbt"][1] and not kinds["emerald-dynamic"][1]
+
+
+class FakeTrial:
+    def __init__(self, trial_id: str, cell: str, status: str = "PENDING") -> None:
+        self.trial_id, self.status, self.last_result = trial_id, status, {}
+        self.config = {"run": {"searcher": cell, "backbone": "resnet18@0.0625", "seed": 0}}
+
+    def is_finished(self) -> bool:
+        return self.status in ("TERMINATED", "ERROR")
+
+
+class FakeController:
+    def __init__(self, trials: list[FakeTrial]) -> None:
+        self.trials, self.stopped = trials, []
+
+    def get_trials(self) -> list[FakeTrial]:
+        return self.trials
+
+    def get_live_trials(self) -> list[FakeTrial]:
+        return [t for t in self.trials if not t.is_finished()]
+
+    def stop_trial(self, trial: FakeTrial) -> None:
+        self.stopped.append(trial.trial_id)
+        trial.status = "TERMINATED"
+
+
+class Recording:
+    """A cell's scheduler that records the trials it is shown and pauses at epoch 1."""
+
+    supports_buffered_results = False
+
+    def __init__(self) -> None:
+        self.seen: list[list[str]] = []
+
+    def on_trial_add(self, controller: Any, trial: Any) -> None:
+        self.seen.append([t.trial_id for t in controller.get_trials()])
+
+    def on_trial_result(self, controller: Any, trial: Any, result: dict) -> str:
+        self.seen.append([t.trial_id for t in controller.get_trials()])
+        return "PAUSE" if result["training_iteration"] == 1 else "CONTINUE"
+
+    def choose_trial_to_run(self, controller: Any) -> Any:
+        paused = [t for t in controller.get_trials() if t.status == "PAUSED"]
+        return paused[0] if paused else None
+
+
+def _cells_and_scheduler(tmp_path: Path, budget: int | None
+                         ) -> tuple[CellSearcher, CellScheduler, Recording]:
+    from service.layout import Cell
+
+    names = [Cell(s, "resnet18@0.0625", 0).name for s in ("random", "hyperband")]
+    cells = [CellTrials(n, ConcurrencyLimiter(Counting(), max_concurrent=cap), {}, {}, 9, cap)
+             for n, cap in zip(names, (1, 3), strict=True)]
+    searcher = CellSearcher(cells, 2, str(tmp_path), "val_acc", "max")
+    recording = Recording()
+    scheduler = CellScheduler(searcher, {names[0]: None, names[1]: recording},
+                              {names[0]: None, names[1]: budget}, "val_acc", "max")
+    return searcher, scheduler, recording
+
+
+def test_each_cell_s_scheduler_sees_its_own_trials_and_offers_them_in_cell_order(
+        tmp_path: Path) -> None:
+    searcher, scheduler, recording = _cells_and_scheduler(tmp_path, None)
+    plain, hb = [c.name for c in searcher.cells]
+    assert not scheduler.supports_buffered_results  # as HyperBand's own experiment
+    trials = [FakeTrial("p1", "random"), FakeTrial("h1", "hyperband", "RUNNING"),
+              FakeTrial("h2", "hyperband", "RUNNING")]
+    controller = FakeController(trials)
+    for trial in trials:
+        scheduler.on_trial_add(controller, trial)
+    assert recording.seen == [["h1", "h2"], ["h1", "h2"]]  # never the plain cell's p1
+    assert scheduler.on_trial_result(controller, trials[1],
+                                     {"training_iteration": 1}) == "PAUSE"
+    trials[1].status = "PAUSED"
+    assert scheduler.choose_trial_to_run(controller) is trials[0]  # FIFO, first cell first
+    trials[0].status = "RUNNING"
+    assert scheduler.choose_trial_to_run(controller) is trials[1]  # HyperBand's choice
+    trials[1].status = "RUNNING"
+    assert scheduler.choose_trial_to_run(controller) is None
+    assert scheduler.on_trial_result(controller, trials[0],
+                                     {"training_iteration": 1}) == "CONTINUE"  # FIFO
+
+
+def test_a_cell_s_epoch_budget_ends_that_cell_alone(tmp_path: Path) -> None:
+    """As EpochBudgetStopper ends a multi-fidelity experiment of its own: once the cell's
+    trials trained its budget, its other trials stop (paused, pending or running) and its
+    searcher suggests nothing more; the other cell goes on."""
+    searcher, scheduler, _ = _cells_and_scheduler(tmp_path, 4)
+    plain, hb = searcher.cells
+    assert [searcher.suggest(f"t{i}")["x"] for i in range(4)] == [0, 0, 1, 2]
+    assert searcher.owner == {"t0": plain.name, "t1": hb.name, "t2": hb.name, "t3": hb.name}
+    trials = {"t0": FakeTrial("t0", "random", "RUNNING"),
+              "t1": FakeTrial("t1", "hyperband", "RUNNING"),
+              "t2": FakeTrial("t2", "hyperband", "PAUSED"),
+              "t3": FakeTrial("t3", "hyperband", "PENDING")}
+    controller = FakeController(list(trials.values()))
+    trials["t2"].last_result = {"training_iteration": 1}  # e.g. restored, paused at 1
+    for trial in trials.values():
+        scheduler.on_trial_add(controller, trial)
+    assert scheduler.on_trial_result(controller, trials["t1"],
+                                     {"training_iteration": 2}) == "CONTINUE"  # 3 of 4
+    assert scheduler.on_trial_result(controller, trials["t0"],
+                                     {"training_iteration": 5}) == "CONTINUE"  # no budget
+    assert scheduler.on_trial_result(controller, trials["t1"],
+                                     {"training_iteration": 3}) == "STOP"  # 4 of 4
+    assert controller.stopped == ["t2", "t3"] and hb.exhausted and not plain.exhausted
+    for trial_id in ("t2", "t3", "t1"):
+        searcher.on_trial_complete(trial_id)
+    assert hb.done and not plain.done
+    assert searcher.suggest("t4") is None  # the plain cell is at its cap, HyperBand's done
+    searcher.on_trial_complete("t0", {"val_acc": 0.5})
+    assert searcher.suggest("t5")["x"] == 1  # the plain cell goes on
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +256,8 @@ def both(ray_session, tmp_path_factory):
     for shared in (True, False):
         cfg = build_config({
             "name": f"shared-{shared}", "storage": str(tmp_path_factory.mktemp("shared")),
-            "searchers": ["random", "grid", "asha"], "backbones": ["resnet18@0.0625"],
-            "seeds": [0, 1], "budget": {"trials": 3, "epochs": 1}, "concurrency": 1,
+            "searchers": ["random", "asha", "hyperband"], "backbones": ["resnet18@0.0625"],
+            "seeds": [0], "budget": {"trials": 3, "epochs": 3}, "concurrency": 1,
             "dataset": {"name": "synthetic", "max_train": 60}, "shared_driver": shared,
             "space": {"optimizer": ["adam", "sgd"], "lr": {"loguniform": [1e-3, 1e-2]},
                       "batch_size": 30}})
@@ -162,26 +265,40 @@ def both(ray_session, tmp_path_factory):
     return out
 
 
-def _configs(folder: Path) -> list[str]:
-    configs = []
+def _trials(folder: Path) -> list[tuple[str, int]]:
+    """(config, epochs trained) of each trial of a cell, sorted."""
+    out = []
     for params in sorted(folder.glob("trial_*/params.json")):
         config = json.loads(params.read_text())
         config.pop("run")
-        configs.append(json.dumps(config, sort_keys=True))
-    return sorted(configs)
+        rows = (params.parent / "progress.csv").read_text().strip().splitlines()
+        out.append((json.dumps(config, sort_keys=True), len(rows) - 1))
+    return sorted(out)
 
 
 def test_a_shared_driver_gives_every_cell_the_trials_of_its_own_experiment(both) -> None:
+    """Random search and ASHA one trial at a time: the same trials, each stopped at the
+    same epoch. HyperBand (its bracket runs trials side by side, so its order depends on
+    timing): configurations from the same seeded sequence, and its epoch budget spent in
+    full, as in its own experiment."""
     (cfg_shared, shared), (cfg_own, own) = both[True], both[False]
     assert not [s for s in shared + own if "failed" in s]
-    assert sorted(s.get("shared_driver", False) for s in shared) == [False] * 2 + [True] * 4
+    assert [s.get("shared_driver", False) for s in shared] == [True] * 3
     assert not [s for s in own if s.get("shared_driver")]
+    budget = cfg_own.budget.epoch_budget
     for summary in own:
         name = f"{summary['searcher']}__resnet18_w0.0625__s{summary['seed']}"
-        a, b = cfg_shared.experiment_dir / name, cfg_own.experiment_dir / name
-        assert _configs(a) == _configs(b) and len(_configs(a)) == 3, name
+        a, b = _trials(cfg_shared.experiment_dir / name), _trials(cfg_own.experiment_dir / name)
+        if summary["searcher"] == "hyperband":
+            first, second = {c for c, _ in a}, {c for c, _ in b}
+            assert first <= second or second <= first, name
+            assert sum(e for _, e in a) == sum(e for _, e in b) == budget, (a, b)
+        else:
+            assert a == b, name
         for f in ("summary.json", "final_test.json"):
-            assert (a / f).exists(), (name, f)
+            assert (cfg_shared.experiment_dir / name / f).exists(), (name, f)
+    assert sum(e for _, e in _trials(cfg_shared.experiment_dir / "asha__resnet18_w0.0625__s0")
+               ) <= budget
     # Tune's snapshot stays small: the incremental sync keeps no file contents where Tune
     # pickles its syncer (every trial's saved state), which once made it 1.3 GB
     for state in cfg_shared.experiment_dir.glob("experiment_state-*.json"):
@@ -189,7 +306,9 @@ def test_a_shared_driver_gives_every_cell_the_trials_of_its_own_experiment(both)
     by_cell = {(s["searcher"], s["seed"]): s for s in shared}
     for summary in own:
         twin = by_cell[(summary["searcher"], summary["seed"])]
-        assert twin["trials"] == summary["trials"] and twin["errors"] == 0
+        assert twin["errors"] == 0
+        if summary["searcher"] != "hyperband":
+            assert twin["trials"] == summary["trials"]
 
 
 def test_a_shared_run_reports_like_one_of_cells_of_their_own(both) -> None:
@@ -198,10 +317,10 @@ def test_a_shared_run_reports_like_one_of_cells_of_their_own(both) -> None:
     from service.reports import write_report
     from service.reports.overhead import breakdown
 
-    cfg, _ = both[True]
+    cfg, summaries = both[True]
     written = write_report(cfg.experiment_dir)
     trials = pd.read_csv(written["trials"])
-    assert len(trials) == 6 * 3
+    assert len(trials) == sum(s["trials"] for s in summaries)
     parts = breakdown(cfg.experiment_dir)
     assert parts is not None
     assert sum(parts["seconds"].values()) == pytest.approx(parts["slot_s"], rel=1e-6)
