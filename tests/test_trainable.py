@@ -159,6 +159,18 @@ def test_macro_scores_are_scikit_learns_macro_averages() -> None:
     assert got["test_recall_macro"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
     f1 = [2 * p * r / (p + r) for p, r in ((1 / 2, 1 / 2), (2 / 3, 1), (1, 1 / 2))]
     assert got["test_f1_macro"] == pytest.approx(sum(f1) / 3)
+    from sklearn.metrics import precision_recall_fscore_support
+
+    gen = torch.Generator().manual_seed(0)
+    for classes in (2, 5, 10):  # classes missing from one side or both, and a constant guess
+        labels = torch.randint(0, classes, (40,), generator=gen)
+        for predicted in (torch.randint(0, classes + 2, (40,), generator=gen),
+                          torch.full((40,), 1), labels):
+            p, r, f, _ = precision_recall_fscore_support(
+                labels.numpy(), predicted.numpy(), average="macro", zero_division=0)
+            got = macro_scores(labels, predicted)
+            assert (got["test_precision_macro"], got["test_recall_macro"],
+                    got["test_f1_macro"]) == pytest.approx((p, r, f), abs=1e-12)
 
 
 def test_plateaued_counts_epochs_since_the_best() -> None:
