@@ -419,9 +419,12 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     parallel = cfg.max_parallel_experiments or min(len(todo), slots)
     run_started = time.time()
     cfg_dict = cfg.model_dump()
-    warm = _warm_pool(cfg)
-    # The cells of plain searchers share one Tune driver (service.shared), first; each
-    # other cell is an experiment of its own.
+    # the warm processes of the trials that start first, started now: they warm up while
+    # the drivers start, instead of after the first trials asked for them (on cpu-small
+    # the first trial began 7 s after the driver's start)
+    warm = _warm_pool(cfg, prestart=min(slots, parallel * cfg.concurrency))
+    # The cells of searchers share one Tune driver (service.shared), first; each other
+    # cell (populations, controllers) is an experiment of its own.
     shared = shared_cells(cfg, todo)
     queue: list[list[Cell]] = ([shared] if shared else []) + [[c] for c in todo
                                                              if c not in shared]
@@ -529,15 +532,15 @@ def shared_cells(cfg: ExperimentConfig, todo: list[Cell]) -> list[Cell]:
     return shared if len(shared) > 1 else []
 
 
-def _warm_pool(cfg: ExperimentConfig) -> tuple[str, Any] | None:
-    """The run's pool of warm trial processes (service.warm): its name and handle; None for
-    GPU trials or `warm_pool: false`."""
+def _warm_pool(cfg: ExperimentConfig, prestart: int = 0) -> tuple[str, Any] | None:
+    """The run's pool of warm trial processes (service.warm), `prestart` of them started
+    now on this node: its name and handle; None for GPU trials or `warm_pool: false`."""
     if not cfg.warm_pool or cfg.resources.gpus:
         return None
     from service.warm import pool_name, start_pool
 
     name = pool_name(cfg.experiment_dir)
-    return name, start_pool(name, cfg.resources.cpus)
+    return name, start_pool(name, cfg.resources.cpus, prestart=prestart)
 
 
 REPORT_EVERY_S = 60.0

@@ -111,11 +111,17 @@ class TrialExecutor:
 class ExecutorPool:
     """The run's executors by node, and their leases."""
 
-    def __init__(self, slots: dict[str, int]) -> None:
+    def __init__(self, slots: dict[str, int], prestart: dict[str, int] | None = None
+                 ) -> None:
         self.capacity = {node: count for node, count in slots.items() if count > 0}
         # made when first needed, up to a node's trial slots: a run whose trials never
-        # overlap keeps one, and none starts on a node no trial uses
+        # overlap keeps one, and none starts on a node no trial uses; `prestart` starts
+        # some at once (the driver's node: they warm up while Tune starts, instead of
+        # after the first trials' actors asked for them)
         self.executors: dict[str, list[Any]] = {node: [] for node in self.capacity}
+        for node, count in (prestart or {}).items():
+            for _ in range(min(count, self.capacity.get(node, 0))):
+                self.executors[node].append(self._new_executor(node))
         # (node, index) -> (lease, holder id, holder handle)
         self.leases: dict[tuple[str, int], tuple[str, str, Any]] = {}
         self.granted = 0
@@ -181,15 +187,18 @@ class ExecutorPool:
                 "granted": self.granted, "refused": self.refused, "held": len(self.leases)}
 
 
-def start_pool(name: str, cpus_per_trial: float) -> Any:
+def start_pool(name: str, cpus_per_trial: float, prestart: int = 0) -> Any:
     """Make the run's pool: on every alive node, up to as many executors as trials fit on
-    its CPUs, each made when a trial first finds none free. Returns the pool's handle (the
-    caller kills it at the end of the run)."""
+    its CPUs, each made when a trial first finds none free, but `prestart` of them on this
+    node made at once. Returns the pool's handle (the caller kills it at the end of the
+    run)."""
     import ray
 
     slots = {n["NodeID"]: int(n["Resources"].get("CPU", 0) // max(cpus_per_trial, 1e-9))
              for n in ray.nodes() if n.get("Alive")}
-    return ray.remote(num_cpus=0, name=name, max_restarts=0)(ExecutorPool).remote(slots)
+    here = {ray.get_runtime_context().get_node_id(): prestart} if prestart > 0 else None
+    return ray.remote(num_cpus=0, name=name, max_restarts=0)(ExecutorPool).remote(slots,
+                                                                                   here)
 
 
 def stop_pool(pool: Any) -> None:

@@ -57,6 +57,23 @@ def test_an_executor_serves_a_trial_epoch_by_epoch_as_the_trial_itself_would() -
     assert executor.steps is None and executor.folder is None
 
 
+def test_prestarted_executors_are_made_at_once_within_the_node_s_slots() -> None:
+    made: list[str] = []
+
+    class Pool(ExecutorPool):
+        @staticmethod
+        def _new_executor(node: str) -> str:
+            made.append(node)
+            return f"ex{len(made) - 1}"
+
+    pool = Pool({"n1": 3, "n2": 2}, prestart={"n1": 5, "n3": 1})
+    assert made == ["n1"] * 3  # at most its slots; none on a node without slots
+    assert pool.acquire("n1", "a", None)[0] == "ex0"  # prestarted ones are leased first
+    assert pool.acquire("n1", "b", None)[0] == "ex1" and len(made) == 3
+    assert pool.acquire("n2", "c", None)[0] == "ex3"  # made when first needed, as before
+    assert Pool({"n1": 2}).stats()["executors"] == 0
+
+
 def test_leases(ray_session) -> None:
     """Free executors first, a new one while the node has slots for it; the same holder gets
     its own back with a new token; a node without slots, or with every executor held by a
