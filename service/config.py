@@ -193,8 +193,9 @@ class ExperimentConfig(Strict):
     max_failures: int = Field(default=1, ge=0, le=100)
     reuse_actors: bool = True
     shared_driver: bool = True
-    """The cells of plain searchers run in one Tune driver, whose trial actors serve cell
-    after cell (service.shared); false: every cell is a Tune experiment of its own."""
+    """The cells of searchers (with or without a Tune scheduler) run in one Tune driver,
+    whose trial actors serve cell after cell (service.shared); false: every cell is a Tune
+    experiment of its own."""
     warm_pool: bool = True
     """CPU trials train in warm processes, one per trial slot and node, kept for the whole
     run (service.warm); false: each experiment's trials start their own processes."""

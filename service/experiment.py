@@ -3,9 +3,10 @@ several at once in the same Ray cluster, each with the same budget.
 
 Tune drivers run in Ray tasks (no CPUs of their own, pinned to the node of the storage
 path) so several searchers share the cluster's trial slots side by side; each cell caps its
-concurrent trials, so none starves the others. The cells of plain searchers share one Tune
-driver (service.shared), whose trial actors serve cell after cell; a cell whose plan has a
-Tune scheduler, a population or an in-trial controller is a Tune experiment of its own.
+concurrent trials, so none starves the others. The cells of searchers (with or without a
+Tune scheduler) share one Tune driver (service.shared), whose trial actors serve cell after
+cell; a cell whose plan is a population or an in-trial controller is a Tune experiment of
+its own.
 """
 
 from __future__ import annotations

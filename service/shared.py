@@ -259,7 +259,7 @@ class _CellView:
 class CellScheduler(TrialScheduler):
     """Tune's scheduler for several cells: each trial's events go to its own cell's
     scheduler (HyperBand, ASHA, BOHB as the cell's own Tuner would have it; FIFO for a
-    plain searcher), which sees only that cell's trials, and the trial to run next is the
+    searcher without one), which sees only that cell's trials, and the trial to run next is the
     first one a cell's scheduler offers, cells in order. A multi-fidelity cell ends as its
     own experiment would (`service.experiment.EpochBudgetStopper`): once its trials have
     trained its epoch budget, its other trials stop (a running one loses its epoch in
