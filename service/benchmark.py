@@ -2,6 +2,7 @@
 
     python -m service.benchmark throughput   # trainer images/s vs a bare PyTorch loop
     python -m service.benchmark overhead     # Tune per-trial overhead with a no-op trainable
+    python -m service.benchmark eval         # a validation pass in each evaluation layout
     python -m service.benchmark emerald      # EMERALD-O suggest/update vs Optuna's suggest
     python -m service.benchmark scaling      # trials/min on 1 vs 2 local nodes (linear = 2x)
     python -m service.benchmark gpu          # the GPU check: torch only, no Ray (make gpu-check)
@@ -162,6 +163,42 @@ def throughput(backbone: str, dataset: str, epochs: int, batch_size: int, device
             "images": x.shape[0], "trainer_images_per_s": statistics.median(ours),
             "plain_images_per_s": statistics.median(plain),
             "ratio": statistics.median(ours) / statistics.median(plain)}
+
+
+EVAL_CASES = ("vgg16@0.25:32", "vgg16@0.125:16", "resnet18@0.125:16", "resnet18@0.0625:16")
+"""`backbone:image size` on digits: the presets' models (cpu-30s, cpu-small, table9-cpu)."""
+
+
+def eval_speed(case: str, repeats: int = 5, threads: int = 1) -> list[dict[str, Any]]:
+    """Median milliseconds of one validation pass (`Trainer.score`) of `case` in each
+    evaluation layout and batch size, the default layout at 512 (the old evaluation) the
+    reference; also which layout and batch size `perf: auto` picks on this device."""
+    from service.data import load_splits
+    from service.trainer import HParams, Perf, Trainer
+
+    torch.set_num_threads(threads)
+    backbone, size = case.rsplit(":", 1)
+    splits = load_splits("digits", image_size=int(size), seed=0)
+    auto = Trainer.build(backbone, splits, HParams(), seed=0)
+    rows = []
+    for layout in ("off", "on"):
+        for batch in (512, 128):
+            trainer = Trainer.build(backbone, splits, HParams(), seed=0,
+                                    perf=Perf(eval_channels_last=layout, eval_batch_size=batch))
+            trainer.score(splits.val_x, splits.val_y)  # warm-up
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                trainer.score(splits.val_x, splits.val_y)
+                times.append(1000 * (time.perf_counter() - start))
+            rows.append({"case": case, "channels_last": layout == "on", "batch": batch,
+                         "ms": statistics.median(times),
+                         "auto": (auto.eval_channels_last, auto.eval_batch_size) ==
+                         (layout == "on", batch)})
+    ref = rows[0]["ms"]
+    for row in rows:
+        row["speedup"] = ref / row["ms"]
+    return rows
 
 
 def _noop(config: dict[str, Any]) -> None:
@@ -444,6 +481,9 @@ def main() -> None:
     o.add_argument("--trials", type=int, default=60)
     o.add_argument("--epochs", type=int, default=1, help="epochs per trial of the plans")
     o.add_argument("--entries", default=",".join(OVERHEAD_ENTRIES))
+    ev = sub.add_parser("eval", help="a validation pass in each evaluation layout and batch size")
+    ev.add_argument("--cases", default=",".join(EVAL_CASES))
+    ev.add_argument("--repeats", type=int, default=5)
     e = sub.add_parser("emerald")
     e.add_argument("--calls", type=int, default=200)
     e.add_argument("--algo", choices=("dqn", "ppo"), default="dqn")
@@ -477,6 +517,16 @@ def main() -> None:
             images=args.images or (10_240 if cuda else 256), batch_size=args.batch_size,
             epochs=args.epochs, width=args.width or (1.0 if cuda else 0.0625)))
         print(f"({time.perf_counter() - start:.0f} s)")
+        return
+    if args.what == "eval":
+        print(f"One validation pass (Trainer.score) on the digits' val split, 1 thread, "
+              f"median of {args.repeats}; speed-up over the default layout at 512 images a "
+              f"batch; * = what perf: auto picks here")
+        for case in (c for c in args.cases.split(",") if c):
+            for r in eval_speed(case, args.repeats):
+                layout = "channels-last" if r["channels_last"] else "default"
+                print(f"  {r['case']:<20} {layout:<13} batch {r['batch']:>3} {r['ms']:8.1f} ms"
+                      f"  x{r['speedup']:.2f}" + ("  *" if r["auto"] else ""))
         return
     if args.what == "throughput":
         r = throughput(args.backbone, args.dataset, args.epochs, args.batch_size, args.device,

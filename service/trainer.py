@@ -202,9 +202,12 @@ class EpochMetrics:
 EVAL_CHANNELS_LAST_MIN_WIDTH = 8
 """Narrowest conv (output channels) for which `auto` evaluates in channels-last on the CPU."""
 
-EVAL_BATCH = {False: 512, True: 128}
-"""Evaluation batch size by "on the CPU": 128 there (VGG-16 at width 0.25, 32 px,
-channels-last: 190 ms a validation pass against 243 ms at 512, one thread), 512 on a GPU."""
+EVAL_SMALL_BATCH_VALUES = 4096
+"""On the CPU, images whose first convolution outputs at least this many values (channels x
+pixels) evaluate 128 a batch, others 512 (`python -m service.benchmark eval`, one thread:
+VGG-16@0.25 and @0.125 and ResNet-18@0.125 at 32 px, VGG-16@0.25 at 16 px, 4,096 values and
+more, were 12-35% faster at 128; VGG-16@0.125, ResNet-18@0.125 and @0.0625 at 16 px, 2,048
+and fewer, 15-30% faster at 512). A GPU evaluates 512 a batch."""
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,7 @@ class Perf:
     channels_last: str = "auto"  # auto | on | off
     compile: bool = False  # torch.compile the model (inductor; the first epoch compiles)
     eval_channels_last: str = "auto"  # auto | on | off: the layout of evaluation passes
-    eval_batch_size: int = 0  # 0: EVAL_BATCH of the device
+    eval_batch_size: int = 0  # 0: 512, or 128 on the CPU for large images (EVAL_SMALL_BATCH_VALUES)
 
     def resolve(self, device: torch.device, model: nn.Module) -> tuple[torch.dtype | None,
                                                                       bool]:
@@ -229,8 +232,8 @@ class Perf:
         last = convs and (self.channels_last == "on" or (self.channels_last == "auto" and cuda))
         return (torch.bfloat16 if amp else None), last
 
-    def resolve_eval(self, device: torch.device, model: nn.Module, channels_last: bool
-                     ) -> tuple[bool, int]:
+    def resolve_eval(self, device: torch.device, model: nn.Module, channels_last: bool,
+                     pixels: int) -> tuple[bool, int]:
         """(channels-last evaluation or not, evaluation batch size). `auto` evaluates in
         the training layout, except on the CPU, where channels-last forward passes of convs
         with at least EVAL_CHANNELS_LAST_MIN_WIDTH channels are faster (measured here:
@@ -243,7 +246,8 @@ class Perf:
                                      min(widths) >= EVAL_CHANNELS_LAST_MIN_WIDTH)
         else:
             last = bool(widths) and self.eval_channels_last == "on"
-        return last, self.eval_batch_size or EVAL_BATCH[device.type == "cpu"]
+        large = bool(widths) and widths[0] * pixels >= EVAL_SMALL_BATCH_VALUES
+        return last, self.eval_batch_size or (128 if device.type == "cpu" and large else 512)
 
 
 class Scores(NamedTuple):
@@ -265,7 +269,7 @@ class Trainer:
         self.perf = perf or Perf()
         self.amp_dtype, self.channels_last = self.perf.resolve(self.device, model)
         self.eval_channels_last, self.eval_batch_size = self.perf.resolve_eval(
-            self.device, model, self.channels_last)
+            self.device, model, self.channels_last, splits.image_size ** 2)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.to(self.device)

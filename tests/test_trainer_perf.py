@@ -117,7 +117,10 @@ def test_the_gpu_check_needs_no_ray() -> None:
 def test_auto_evaluates_in_channels_last_on_the_cpu_from_8_channels(splits: Splits) -> None:
     wide = Trainer.build("vgg16@0.125", splits, HP, seed=0)  # narrowest conv: 8 channels
     narrow = Trainer.build("resnet18@0.0625", splits, HP, seed=0)  # 4 channels
-    assert (wide.eval_channels_last, wide.eval_batch_size) == (True, 128)
+    # 16 px: 8 x 256 values out of the stem, under 4,096: 512 a batch; 32 px: 128
+    assert (wide.eval_channels_last, wide.eval_batch_size) == (True, 512)
+    large = load_splits("synthetic", image_size=32, max_train=20)
+    assert Trainer.build("vgg16@0.125", large, HP, seed=0).eval_batch_size == 128
     assert not wide.channels_last  # training keeps the default layout
     assert not narrow.eval_channels_last
     off = Trainer.build("vgg16@0.125", splits, HP, seed=0,
