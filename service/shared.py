@@ -25,6 +25,7 @@ import os
 import pickle
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,15 +243,15 @@ class _CellView:
     scheduler, for one, waits until none of "the" trials is running), everything else
     the controller itself (`stop_trial`, `pause_trial`, `search_alg`, ...)."""
 
-    def __init__(self, controller: Any, trials: list[Any]) -> None:
-        self._controller, self._trials = controller, trials
+    def __init__(self, controller: Any, trials: Callable[[], list[Any]]) -> None:
+        self._controller, self._trials = controller, trials  # listed only when asked
 
     def get_trials(self) -> list[Any]:
-        return self._trials
+        return self._trials()
 
     def get_live_trials(self) -> list[Any]:
         live = set(self._controller.get_live_trials())
-        return [t for t in self._trials if t in live]
+        return [t for t in self._trials() if t in live]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._controller, name)
@@ -270,8 +271,10 @@ class CellScheduler(TrialScheduler):
         super().__init__()
         self.searcher = searcher
         self.schedulers = {name: s or FIFOScheduler() for name, s in schedulers.items()}
-        self.budgets = {name: b for name, b in budgets.items() if b is not None}
-        self.epochs: dict[str, dict[str, int]] = {name: {} for name in self.budgets}
+        from service.experiment import EpochBudgetStopper
+
+        self.budgets = {name: EpochBudgetStopper(b) for name, b in budgets.items()
+                        if b is not None}
         self._metric, self._mode = metric, mode
         self._supports_buffered_results = all(
             s.supports_buffered_results for s in self.schedulers.values())
@@ -280,8 +283,8 @@ class CellScheduler(TrialScheduler):
         return self.searcher.owner.get(trial.trial_id) or cell_of(trial.config)
 
     def _view(self, controller: Any, name: str | None) -> _CellView:
-        return _CellView(controller, [t for t in controller.get_trials()
-                                      if self._name(t) == name])
+        return _CellView(controller, lambda: [t for t in controller.get_trials()
+                                              if self._name(t) == name])
 
     def _route(self, controller: Any, trial: Any) -> tuple[TrialScheduler, _CellView]:
         name = self._name(trial)
@@ -293,13 +296,11 @@ class CellScheduler(TrialScheduler):
 
     def _spent(self, trial: Any, result: dict[str, Any] | None) -> bool:
         """Count the trial's epochs toward its cell's budget; whether it is spent."""
-        name = self._name(trial)
-        if name not in self.budgets:
+        stopper = self.budgets.get(self._name(trial))
+        if stopper is None:
             return False
-        epochs = int((result or {}).get("training_iteration", 0) or 0)
-        self.epochs[name][trial.trial_id] = max(epochs,
-                                                self.epochs[name].get(trial.trial_id, 0))
-        return sum(self.epochs[name].values()) >= self.budgets[name]
+        stopper(trial.trial_id, result or {})
+        return stopper.stop_all()
 
     def on_trial_add(self, controller: Any, trial: Any) -> None:
         self._spent(trial, trial.last_result)  # a restored trial brings its epochs
@@ -336,7 +337,8 @@ class CellScheduler(TrialScheduler):
             by_cell.setdefault(self._name(trial), []).append(trial)
         for name, scheduler in self.schedulers.items():
             if by_cell.get(name):
-                trial = scheduler.choose_trial_to_run(_CellView(controller, by_cell[name]))
+                trial = scheduler.choose_trial_to_run(
+                    _CellView(controller, lambda trials=by_cell[name]: trials))
                 if trial is not None:
                     return trial
         return None
