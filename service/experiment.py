@@ -399,9 +399,11 @@ def run_reserved(bundle: dict[str, float], fn: Any, *args: Any) -> tuple[Any, fl
 
 
 def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
-            quiet: bool = True) -> list[dict[str, Any]]:
+            quiet: bool = True, refresher: ReportRefresher | None = None,
+            ) -> list[dict[str, Any]]:
     """Run every cell of `cfg` in the connected Ray cluster, at most
-    `max_parallel_experiments` at once, and return their summaries."""
+    `max_parallel_experiments` at once, and return their summaries. `refresher` rewrites
+    the live report meanwhile (default: every REPORT_EVERY_S and as experiments end)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -438,7 +440,7 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     progress = Progress(folder, todo, metric=cfg.metric, mode=cfg.mode,
                         epochs_per_cell=cfg.budget.epoch_budget)
     log = log or progress.log
-    refresher = ReportRefresher(folder)
+    refresher = refresher or ReportRefresher(folder)
 
     def load() -> int:
         """Trial slots the running experiments may use: a shared driver all `parallel`
@@ -557,8 +559,8 @@ class ReportRefresher:
     """Rewrites a running experiment's report in a background thread at low CPU priority
     (nice 10 on Linux), one refresh at a time, so neither the run loop nor the trials wait
     for it: every `every_s`, and soon after `request` (an experiment ended) but not sooner
-    than `gap_s` after the last refresh began. A report that cannot be written yet (no
-    results) is no error; the final report is the caller's."""
+    than `gap_s` after the last refresh that wrote a report began. A report that cannot be
+    written yet (no results) is no error; the final report is the caller's."""
 
     def __init__(self, folder: Path, every_s: float = REPORT_EVERY_S,
                  gap_s: float = REPORT_GAP_S, clock: Any = time.time,
@@ -568,6 +570,7 @@ class ReportRefresher:
         self.started = -math.inf  # when the last refresh began
         self.due = clock() + every_s
         self.written = 0  # refreshes that wrote a report
+        self.last_error: str | None = None  # why the last refresh wrote nothing
         self._thread: Any = None
 
     def request(self) -> None:
@@ -601,8 +604,10 @@ class ReportRefresher:
         try:
             self.writer(self.folder)
             self.written += 1
-        except Exception:  # noqa: BLE001 - partial results; the final report is written after
-            pass
+            self.last_error = None
+        except Exception as err:  # noqa: BLE001 - partial results; the final report follows
+            self.last_error = f"{type(err).__name__}: {err}"[:500]
+            self.started = -math.inf  # nothing written: the next request need not wait
 
     def close(self) -> None:
         """Wait for a refresh in progress (the caller writes the final report next)."""
