@@ -88,9 +88,13 @@ def augment_batch(
 ) -> torch.Tensor:
     """Augment a float batch (N, C, H, W) in [0, 1] with fresh random parameters per sample.
 
-    Random numbers come from ``generator`` (a CPU generator; the global RNG when None) and are
-    moved to ``x.device``, so a seeded generator reproduces the result. Returns a new tensor of
-    the same shape, dtype and device, or ``x`` itself for an identity spec or an empty batch.
+    Random numbers come from ``generator`` (the global RNG of ``x``'s device when None) and
+    the per-sample matrices are built on the generator's device: with a generator on
+    ``x.device`` nothing crosses between host and device (on a GPU a copy of a CPU tensor
+    waits for the GPU's queue). A seeded generator reproduces the result. Returns a new
+    tensor of the same shape, dtype and device, or ``x`` itself for an identity spec or an
+    empty batch. TrivialAugmentWide draws on the CPU (torchvision's v2 uses the global CPU
+    RNG): give it a CPU generator.
     """
     if spec.is_identity:
         return x
@@ -104,50 +108,57 @@ def augment_batch(
         return _trivialaugment(x, generator)
     if spec.rotation == 0 and spec.shift_range == 0 and spec.zoom_range == 0:
         # Flip only: exact mirror without interpolation error, and cheaper than grid_sample.
-        mirror = _rand(x.shape[0], generator) < spec.p_flip
+        mirror = _rand(x.shape[0], generator, x.device) < spec.p_flip
         return torch.where(mirror.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
-    theta = _affine_matrices(spec, x.shape[0], x.shape[-2], x.shape[-1], generator)
+    theta = _affine_matrices(spec, x.shape[0], x.shape[-2], x.shape[-1], generator, x.device)
     theta = theta.to(device=x.device, dtype=x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.clamp_(0.0, 1.0)
 
 
-def _rand(n: int, generator: torch.Generator | None) -> torch.Tensor:
-    """``n`` uniform [0, 1) float32 numbers from ``generator`` (on its device) or the global RNG."""
-    device = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand(n, generator=generator, device=device).cpu()
+def _rand(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``n`` uniform [0, 1) float32 numbers from ``generator``, on its device, or from the
+    global RNG of ``device``."""
+    return torch.rand(n, generator=generator,
+                      device=generator.device if generator is not None else device)
 
 
 def _affine_matrices(
-    spec: AugmentSpec, n: int, height: int, width: int, generator: torch.Generator | None
+    spec: AugmentSpec, n: int, height: int, width: int, generator: torch.Generator | None,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Per-sample (n, 2, 3) ``affine_grid`` matrices mapping output to input coordinates.
 
     The content is flipped, rotated, zoomed and shifted about the image centre. The composition
     is done in pixel units (so rotation stays a rotation on non-square images) and converted to
-    the normalised [-1, 1] coordinates ``affine_grid`` uses.
+    the normalised [-1, 1] coordinates ``affine_grid`` uses. Built on the generator's
+    device (``device`` without one).
     """
-    ones = torch.ones(n)
+    device = generator.device if generator is not None else torch.device(device)
+
+    def rand() -> torch.Tensor:
+        return _rand(n, generator, device)
+
+    ones, zeros = torch.ones(n, device=device), torch.zeros(n, device=device)
     p_flip = spec.p_flip
-    flip = torch.where(_rand(n, generator) < p_flip, -ones, ones) if p_flip > 0 else ones
+    flip = torch.where(rand() < p_flip, -ones, ones) if p_flip > 0 else ones
     angle = (
-        (2.0 * _rand(n, generator) - 1.0) * math.radians(spec.rotation)
-        if spec.rotation > 0 else torch.zeros(n)
+        (2.0 * rand() - 1.0) * math.radians(spec.rotation) if spec.rotation > 0 else zeros
     )
     lo, hi = 1.0 - spec.zoom_range, 1.0 + spec.zoom_range
     if spec.zoom_range > 0:
-        zoom_x = lo + (hi - lo) * _rand(n, generator)
-        zoom_y = lo + (hi - lo) * _rand(n, generator)
+        zoom_x = lo + (hi - lo) * rand()
+        zoom_y = lo + (hi - lo) * rand()
     else:
         zoom_x = zoom_y = ones
     shift = spec.shift_range
     if shift > 0:
         # Fraction of the side in [-shift, shift]; the normalised span of a side is 2.
-        shift_x = 2.0 * shift * (2.0 * _rand(n, generator) - 1.0)
-        shift_y = 2.0 * shift * (2.0 * _rand(n, generator) - 1.0)
+        shift_x = 2.0 * shift * (2.0 * rand() - 1.0)
+        shift_y = 2.0 * shift * (2.0 * rand() - 1.0)
     else:
-        shift_x = shift_y = torch.zeros(n)
+        shift_x = shift_y = zeros
 
     cos, sin = torch.cos(angle), torch.sin(angle)
     # Inverse map in pixel units: p_in = Flip @ Rot(-angle) @ Zoom^-1 @ (p_out - shift).

@@ -342,9 +342,19 @@ class Trainer:
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _generator(self, salt: int) -> torch.Generator:
+    def _generator(self, salt: int, device: torch.device | str = "cpu") -> torch.Generator:
         # Seeded per (seed, epoch): a resumed trial draws the same batches and augmentations.
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + salt)
+        return torch.Generator(device).manual_seed(
+            self.seed * 1_000_003 + self.epoch * 7919 + salt)
+
+    def _augment_generator(self, order_generator: torch.Generator, spec: AugmentSpec
+                           ) -> torch.Generator:
+        """The epoch's augmentation draws: on the CPU, the batch order's generator (as ever);
+        on a GPU, a generator on the GPU, so a step's random matrices are made there and no
+        copy from the host waits for the GPU's queue. TrivialAugmentWide draws on the CPU."""
+        if self.device.type == "cpu" or spec.trivialaugment:
+            return order_generator
+        return self._generator(1, self.device)
 
     def kernels(self) -> Any:
         """torch 2.14.1's oneDNN corrupts the heap (the process aborts) in the backward of a
@@ -370,6 +380,8 @@ class Trainer:
         gen = self._generator(0)
         order = torch.randperm(n, generator=gen).to(self.device)
         aug = hp.augment
+        aug_gen = self._augment_generator(gen, aug)
+        params = [p for p in self.model.parameters() if p.requires_grad]
         sam = isinstance(self.optimizer, SAM)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -383,14 +395,16 @@ class Trainer:
             idx = order[i:i + hp.batch_size]
             x, y = self.train_x[idx], self.train_y[idx]
             if not aug.is_identity:
-                x = augment_batch(x, aug, generator=gen)
+                x = augment_batch(x, aug, generator=aug_gen)
             x = self._layout(x)
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 out = self.forward(x)
                 loss = self.loss_fn(out.float(), y)
             loss.backward()
-            norm = nn.utils.clip_grad_norm_(self.model.parameters(), math.inf)
+            # the norm alone (clip_grad_norm_ with an infinite bound also multiplies every
+            # gradient by 1, a pass over them each step)
+            norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
             norm_sum += norm
             norm_sq += norm * norm
             if sam:

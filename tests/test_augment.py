@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from service.augment import AugmentSpec, augment_batch
 
@@ -200,3 +201,34 @@ def test_larger_shift_moves_pixels_further() -> None:
 def test_magnitudes_out_of_range_are_refused(name: str, value: float) -> None:
     with pytest.raises(ValueError, match=name):
         AugmentSpec(**{name: value})
+
+
+class _CrossDevice(TorchDispatchMode):
+    """Records every op that takes tensors on one device and gives tensors on another."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.moves: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        out = func(*args, **(kwargs or {}))
+        from torch.utils._pytree import tree_leaves as leaves
+
+        def devices(tree: object) -> set[str]:
+            return {t.device.type for t in leaves(tree) if isinstance(t, torch.Tensor)}
+
+        ins, outs = devices((args, kwargs)), devices(out)
+        if ins and outs and ins != outs:
+            self.moves.append(str(func))
+        return out
+
+
+@pytest.mark.parametrize("spec", AFFINE_SPECS, ids=repr)
+def test_nothing_crosses_between_host_and_device(spec: AugmentSpec) -> None:
+    """The random matrices are made on the batch's device (a "meta" batch stands in for a
+    GPU's here): no copy from the host, which on a GPU waits for its queue every step."""
+    x = torch.empty(8, 3, 16, 16, device="meta")
+    with _CrossDevice() as recorder:
+        out = augment_batch(x, spec)
+    assert out.device.type == "meta" and out.shape == x.shape
+    assert recorder.moves == []

@@ -166,3 +166,32 @@ def test_per_trial_overhead_is_the_slope_between_two_sizes() -> None:
     per, fixed, (small, large) = benchmark.marginal(run, 60)
     assert sizes == [60, 120] and (small, large) == (60, 120)
     assert per == pytest.approx(0.03) and fixed == pytest.approx(4.0)
+
+
+def test_the_gradient_norm_takes_no_pass_that_writes_the_gradients(splits: Splits) -> None:
+    """The per-step gradient norm only reads the gradients: nothing multiplies them in place
+    (clip_grad_norm_ with an infinite bound multiplied each by 1, a pass every step), and
+    the epoch's grad_norm is still their mean norm."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    trainer = Trainer.build("vgg16@0.0625", splits, HParams(optimizer="sgd", lr=0.05,
+                                                            batch_size=40), seed=0)
+    params = list(trainer.model.parameters())
+
+    class Writes(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.on_grads: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            if "mul_" in str(func):
+                grads = {p.grad.data_ptr() for p in params if p.grad is not None}
+                targets = args[0] if isinstance(args[0], list | tuple) else [args[0]]
+                if any(t.data_ptr() in grads for t in targets):
+                    self.on_grads.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Writes() as writes:
+        metrics = trainer.train_epoch()
+    assert writes.on_grads == []
+    assert math.isfinite(metrics.grad_norm) and metrics.grad_norm > 0
