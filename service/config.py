@@ -115,13 +115,18 @@ class PerfConfig(Strict):
     run in `eval_channels_last` (auto: the training layout, on the CPU channels-last for
     convs of 8 channels or more, where it is faster), `eval_batch_size` images at a time
     (0: 512, but 128 on the CPU where a stem convolution's output per image reaches 4,096
-    values, where smaller batches measured faster)."""
+    values, where smaller batches measured faster). `report_ahead`: a trial trains its next
+    epoch while Tune takes the last one's report (Tune holds a function trainable until its
+    driver handled each result); a trial stopped or paused at that report loses only the
+    work done meanwhile. Off for trials with an in-trial controller, which decide between
+    epochs."""
 
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False
     eval_channels_last: Literal["auto", "on", "off"] = "auto"
     eval_batch_size: int = Field(default=0, ge=0, le=1_000_000)
+    report_ahead: bool = True
 
 
 class TerminationConfig(Strict):

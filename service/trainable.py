@@ -15,7 +15,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
+import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,7 +30,7 @@ import torch
 from service.api import HP_PREFIX, Observation, Schedule, eq2_reward, plateaued
 from service.data import Splits, load_splits
 from service.space import layer_values, resolve_config
-from service.trainer import HParams, Perf, Trainer
+from service.trainer import EpochCancelled, HParams, Perf, Trainer
 
 CHECKPOINT_FILE = "trial_state.pt"
 
@@ -225,12 +228,14 @@ def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], 
 
 
 def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
-                trial_id: str = "local") -> Iterator[tuple[dict[str, Any], dict | None]]:
+                trial_id: str = "local", cancel: threading.Event | None = None,
+                ) -> Iterator[tuple[dict[str, Any], dict | None]]:
     """One trial, epoch by epoch: build the trainer from `config` (resumed from a
     checkpoint `state`), train to the budget, ask the controller (if any) at every step
     boundary, and yield `(row, checkpoint_state)` after each epoch; the caller reports it
-    before asking for the next (a warm process serves a trial this way, service.warm). A
-    diverged or terminated epoch ends the trial, yielded once more without a checkpoint."""
+    before asking for the next (`EpochFeed`). A diverged or terminated epoch ends the
+    trial, yielded once more without a checkpoint. `cancel` set: the epoch in flight ends
+    at its next batch (EpochCancelled)."""
     from service.searching import ControllerClient
 
     entered = time.perf_counter()
@@ -244,6 +249,7 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
     guard = _Termination(run, state)
     trainer = build_trainer(run, splits, HParams.from_config(hp_config), hp_config,
                             guard.init_seed())
+    trainer.cancel = cancel
     schedule, elapsed, history = Schedule(), 0.0, []
     if state is not None:
         trainer.load_state_dict(state)
@@ -268,6 +274,8 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
                 trainer.apply(trainer.hp.replace(changes))
         schedule.append(trainer.hp.as_dict())
         metrics = trainer.train_epoch(run.batch_time_limit_s, run.batch_time_patience)
+        if cancel is not None and cancel.is_set():  # no evaluation for nobody
+            raise EpochCancelled(f"epoch {trainer.epoch} cancelled before its evaluation")
         evaluated = time.perf_counter()
         row = epoch_report(trainer, metrics, splits)
         phases["eval_s"] = time.perf_counter() - evaluated
@@ -287,6 +295,7 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
             break
         if verdict == "restart":  # the same hyperparameters from fresh initial weights
             trainer = build_trainer(run, splits, trainer.hp, hp_config, guard.init_seed())
+            trainer.cancel = cancel
             schedule, history = Schedule(), []
         else:
             history.append(float(row.get(run.metric, math.nan)))
@@ -301,6 +310,99 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
                                   step))
     if row.get("diverged") or row.get("terminated"):
         yield row, None
+
+
+class EpochFeed:
+    """A trial's epochs (`trial_steps`) as `(row, checkpoint folder or None)`, for a caller
+    that reports each to Tune before asking for the next (`train_trial`, a warm process).
+    The folder is the feed's: removed at the next `next` or at `close`.
+
+    Ahead (`perf.report_ahead`, no in-trial controller): the epochs train in a thread, one
+    ahead of the reports. Tune holds a function trainable at each report until its driver
+    handled the result and asked for the next one (about 15 ms a report on 2 cores, more
+    when the driver is busy); the next epoch trains meanwhile. An epoch's checkpoint is
+    written before the next epoch touches the weights. `close` (Tune stopped or paused the
+    trial at its last report) ends the epoch in flight at its next batch: only the work
+    done meanwhile is lost. Otherwise each epoch trains inside `next`, as the loop did."""
+
+    def __init__(self, config: dict[str, Any], *, state: dict[str, Any] | None = None,
+                 trial_id: str = "local", ahead: bool | None = None) -> None:
+        if ahead is None:
+            run = RunSettings(**config["run"])
+            ahead = bool(run.perf.get("report_ahead", True)) and not run.controller
+        self.ahead = ahead
+        self.folder: str | None = None  # handed out last
+        self._cancel = threading.Event()
+        self._steps = trial_steps(config, state=state, trial_id=trial_id,
+                                  cancel=self._cancel if ahead else None)
+        if ahead:
+            self._slot: queue.Queue = queue.Queue(maxsize=1)
+            self._taken = threading.Semaphore(0)
+            self._thread = threading.Thread(target=self._produce, name="epoch-feed",
+                                            daemon=True)
+            self._thread.start()
+
+    @staticmethod
+    def _persist(row: dict[str, Any], state: dict | None) -> tuple[dict[str, Any], str | None]:
+        if state is None:
+            return row, None
+        folder = tempfile.mkdtemp(prefix="emerald-checkpoint-")
+        save_state(state, folder)
+        return row, folder
+
+    def _produce(self) -> None:
+        try:
+            for row, state in self._steps:
+                self._slot.put(("epoch", self._persist(row, state)))
+                self._taken.acquire()  # the caller took it: train the next meanwhile
+                if self._cancel.is_set():
+                    return
+            self._slot.put(("end", None))
+        except EpochCancelled:
+            pass
+        except BaseException as err:  # noqa: BLE001 - raised in the caller's thread
+            self._slot.put(("error", err))
+        finally:
+            self._steps.close()
+
+    def __iter__(self) -> EpochFeed:
+        return self
+
+    def __next__(self) -> tuple[dict[str, Any], str | None]:
+        self._remove_folder()
+        if not self.ahead:
+            row, folder = self._persist(*next(self._steps))
+        else:
+            kind, item = self._slot.get()
+            if kind == "end":
+                self._slot.put(("end", None))  # a later `next` ends too
+                raise StopIteration
+            if kind == "error":
+                raise item
+            self._taken.release()
+            row, folder = item
+        self.folder = folder
+        return row, folder
+
+    def _remove_folder(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+    def close(self) -> None:
+        """End the trial here: its loop (an epoch in flight at its next batch) and its
+        folders."""
+        if self.ahead:
+            self._cancel.set()
+            self._taken.release()
+            self._thread.join()
+            while not self._slot.empty():
+                kind, item = self._slot.get_nowait()
+                if kind == "epoch" and item[1] is not None:
+                    shutil.rmtree(item[1], ignore_errors=True)
+        else:
+            self._steps.close()
+        self._remove_folder()
 
 
 def load_state(folder: str | Path) -> dict[str, Any]:
@@ -326,16 +428,14 @@ def train_trial(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as folder:
             state = load_state(folder)
 
-    def report(row: dict[str, Any], checkpoint_state: dict[str, Any] | None) -> None:
-        if checkpoint_state is None:
-            tune.report(row)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            save_state(checkpoint_state, folder)
-            tune.report(row, checkpoint=tune.Checkpoint.from_directory(folder))
-
-    train_loop(config, report=report, state=state,
-               trial_id=tune.get_context().get_trial_id() or "local")
+    feed = EpochFeed(config, state=state, trial_id=tune.get_context().get_trial_id()
+                     or "local")
+    try:
+        for row, folder in feed:
+            tune.report(row, checkpoint=None if folder is None
+                        else tune.Checkpoint.from_directory(folder))
+    finally:  # also when Tune stops the trial (SystemExit inside tune.report)
+        feed.close()
 
 
 def _fresh_trainer(run: RunSettings, hp_config: dict[str, Any], hp: dict[str, Any],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -221,6 +222,7 @@ class Perf:
     compile: bool = False  # torch.compile the model (inductor; the first epoch compiles)
     eval_channels_last: str = "auto"  # auto | on | off: the layout of evaluation passes
     eval_batch_size: int = 0  # 0: 512, or 128 on the CPU for large images (EVAL_SMALL_BATCH_VALUES)
+    report_ahead: bool = True  # train the next epoch while Tune takes the last one's report
 
     def resolve(self, device: torch.device, model: nn.Module) -> tuple[torch.dtype | None,
                                                                       bool]:
@@ -248,6 +250,10 @@ class Perf:
             last = bool(widths) and self.eval_channels_last == "on"
         large = bool(widths) and widths[0] * pixels >= EVAL_SMALL_BATCH_VALUES
         return last, self.eval_batch_size or (128 if device.type == "cpu" and large else 512)
+
+
+class EpochCancelled(Exception):
+    """Raised by `Trainer.train_epoch` at the first batch after `Trainer.cancel` was set."""
 
 
 class Scores(NamedTuple):
@@ -283,6 +289,8 @@ class Trainer:
         self.splits = splits
         self.seed = seed
         self.epoch = 0
+        # set from another thread to end an epoch in flight (service.trainable.EpochFeed)
+        self.cancel: threading.Event | None = None
         on_device = self.device.type != "cpu"
         self.train_x = splits.train_x.to(self.device) if on_device else splits.train_x
         if self.channels_last:  # stored once in the layout the convolutions read
@@ -369,7 +377,8 @@ class Trainer:
                     batch_time_patience: int = 1) -> EpochMetrics:
         """One pass over the training split. With `batch_time_limit_s` > 0 every batch is
         timed (synchronised on a GPU) and the pass stops once `batch_time_patience`
-        consecutive batches were slower (`EpochMetrics.slow_batches`)."""
+        consecutive batches were slower (`EpochMetrics.slow_batches`). Raises
+        EpochCancelled at the first batch after `self.cancel` is set."""
         with self.kernels():
             return self._train_epoch(batch_time_limit_s, batch_time_patience)
 
@@ -390,7 +399,10 @@ class Trainer:
         steps = seen = slow = 0
         start = time.perf_counter()
         timed, cuda = batch_time_limit_s > 0, self.device.type == "cuda"
+        cancel = self.cancel
         for i in range(0, n, hp.batch_size):
+            if cancel is not None and cancel.is_set():
+                raise EpochCancelled(f"epoch {self.epoch + 1} cancelled after {steps} batches")
             began = time.perf_counter()
             idx = order[i:i + hp.batch_size]
             x, y = self.train_x[idx], self.train_y[idx]

@@ -8,9 +8,10 @@ before its first batch: Ray's worker start, `ray.tune`, torch, `torch._dynamo` (
 every `torch.optim` optimizer's constructor), the project and the data, where a small
 trial trains for 2 s. Here the Tune trainable (`train_trial`) is thin: it holds the trial's
 resources, leases a warm `TrialExecutor` on its own node from the run's `ExecutorPool`, and
-relays the epochs (`service.trainable.trial_steps`) one at a time: the executor trains an
+relays the epochs (`service.trainable.EpochFeed`) one at a time: the executor trains an
 epoch, writes its checkpoint into a folder on the node, and the trainable reports the row
-and the folder to Tune before asking for the next. A trial that cannot lease one (GPU trials,
+and the folder to Tune before asking for the next (which, with `perf.report_ahead`, the
+executor trains meanwhile). A trial that cannot lease one (GPU trials,
 a node that joined after the pool was made, a pool that is gone, every executor busy)
 trains in its own process as before, so the pool is an optimisation, never a dependency.
 
@@ -24,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -52,55 +51,41 @@ class TrialExecutor:
         # torch.optim's constructors import torch._dynamo on first use: do it now.
         torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
         self.lease: str | None = None
-        self.steps: Any = None
-        self.folder: str | None = None  # the last checkpoint folder handed out
+        self.feed: Any = None  # the leased trial's service.trainable.EpochFeed
         self.trials = 0
 
     def ready(self) -> int:
         return os.getpid()
 
     def _drop(self) -> None:
-        if self.steps is not None:
-            self.steps.close()  # a trial Tune stopped or paused: its loop ends here
-        self.steps = None
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
+        if self.feed is not None:
+            self.feed.close()  # a trial Tune stopped or paused: its loop ends here
+        self.feed = None
 
     def begin(self, lease: str, config: dict[str, Any], checkpoint: str | None,
               trial_id: str) -> None:
         """Start a trial (from Tune's checkpoint folder, read before this returns)."""
-        from service.trainable import load_state, trial_steps
+        from service.trainable import EpochFeed, load_state
 
         state = load_state(checkpoint) if checkpoint else None
         self._drop()
         self.lease = lease
-        self.steps = trial_steps(config, state=state, trial_id=trial_id)
+        self.feed = EpochFeed(config, state=state, trial_id=trial_id)
         self.trials += 1
 
     def step(self, lease: str) -> tuple[dict[str, Any], str | None] | None:
         """The trial's next epoch: its row and its checkpoint folder (None when the epoch
         has no checkpoint), or None when the trial has ended. The folder lives until the
         next call, by which time the caller has reported it."""
-        from service.trainable import save_state
-
-        if lease != self.lease or self.steps is None:
+        if lease != self.lease or self.feed is None:
             raise RuntimeError("warm trial process: this trial's lease is no longer held (the "
                                "process restarted, or the lease was taken back from a holder "
                                "Ray reported dead); Tune retries the trial from its checkpoint")
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
         try:
-            row, state = next(self.steps)
+            return next(self.feed)
         except StopIteration:
-            self.steps = None
+            self._drop()
             return None
-        if state is None:
-            return row, None
-        self.folder = tempfile.mkdtemp(prefix="emerald-checkpoint-")
-        save_state(state, self.folder)
-        return row, self.folder
 
     def end(self, lease: str) -> None:
         if lease == self.lease:

@@ -343,3 +343,92 @@ def test_an_import_path_and_a_torchvision_model_train_an_epoch_as_trials(ray_ses
     small, mobile = results.values()
     assert small["epoch"] == 1 and 0.0 <= small["val_acc"] <= 1.0
     assert small["num_parameters"] < 10_000 < mobile["num_parameters"]
+
+
+def _feed_config(**perf: Any) -> dict[str, Any]:
+    run = RunSettings(backbone="resnet18@0.0625", epochs=3, seed=1,
+                      dataset={"name": "synthetic", "max_train": 100}, perf=perf)
+    return {**HP, "batch_size": 10, "run": run.as_dict()}
+
+
+def test_epochs_ahead_give_the_same_rows_and_checkpoints_as_epochs_in_turn() -> None:
+    """One epoch ahead of the reports (the default), a trial trains what it trains in turn:
+    the same rows, and each epoch's checkpoint holds that epoch's weights although the next
+    epoch was training meanwhile; each folder is the feed's until the next is asked for."""
+    import torch
+
+    from service.trainable import EpochFeed, load_state
+
+    def epochs(ahead: bool) -> tuple[list[dict], list[dict]]:
+        feed = EpochFeed(_feed_config(), trial_id="t", ahead=ahead)
+        rows, states, last = [], [], None
+        for row, folder in feed:
+            assert last is None or not Path(last).exists()  # the previous: removed
+            rows.append(row)
+            states.append(load_state(folder))
+            last = folder
+        feed.close()
+        assert not Path(last).exists()
+        return rows, states
+
+    (rows, states), (ahead_rows, ahead_states) = epochs(False), epochs(True)
+    keys = ("epoch", "val_acc", "val_loss", "train_loss", "grad_norm", "schedule")
+    assert [[r[k] for k in keys] for r in ahead_rows] == [[r[k] for k in keys] for r in rows]
+    for state, ahead_state in zip(states, ahead_states, strict=True):
+        model, ahead_model = state["model"], ahead_state["model"]
+        assert all(torch.equal(model[k], ahead_model[k]) for k in model)
+
+
+def test_the_next_epoch_trains_while_the_last_is_reported_and_close_ends_it() -> None:
+    """After the caller took epoch 1, epoch 2 becomes ready without being asked for (it
+    trained meanwhile); `close` ends the trial there, its thread and its folders with it."""
+    import time
+
+    from service.trainable import EpochFeed
+
+    feed = EpochFeed(_feed_config(), trial_id="t")
+    assert feed.ahead
+    _, first = next(feed)
+    deadline = time.time() + 120
+    while feed._slot.empty() and time.time() < deadline:
+        time.sleep(0.02)
+    ready = feed._slot.queue[0]
+    assert ready[0] == "epoch" and ready[1][0]["epoch"] == 2
+    feed.close()
+    assert not feed._thread.is_alive()
+    assert not Path(first).exists() and not Path(ready[1][1]).exists()
+
+
+def test_close_cancels_an_epoch_in_flight_at_its_next_batch() -> None:
+    from service.data import load_splits
+    from service.trainer import EpochCancelled, HParams, Trainer
+
+    trainer = Trainer.build("resnet18@0.0625", load_splits("synthetic", max_train=100),
+                            HParams(optimizer="sgd", lr=0.01, batch_size=10), seed=0)
+    import threading
+
+    trainer.cancel = threading.Event()
+    trainer.cancel.set()
+    with pytest.raises(EpochCancelled, match="after 0 batches"):
+        trainer.train_epoch()
+    assert trainer.epoch == 0
+    trainer.cancel.clear()
+    assert trainer.train_epoch().train_loss > 0 and trainer.epoch == 1
+
+
+def test_epochs_go_in_turn_with_a_controller_or_the_switch_off_and_errors_reach_the_caller(
+        ) -> None:
+    from service.trainable import EpochFeed
+
+    assert not EpochFeed(_feed_config(report_ahead=False)).ahead
+    with_controller = _feed_config()
+    with_controller["run"] = {**with_controller["run"], "controller": "some-actor"}
+    # a controller decides between epochs: the trial waits for each report (its loop
+    # starts only when asked, so no controller is looked up here)
+    assert not EpochFeed(with_controller).ahead
+    broken = _feed_config()
+    broken["run"] = {**broken["run"], "backbone": "no-such-backbone"}
+    feed = EpochFeed(broken)
+    with pytest.raises(Exception, match="no-such-backbone"):
+        next(feed)
+    feed.close()

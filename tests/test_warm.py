@@ -54,7 +54,7 @@ def test_an_executor_serves_a_trial_epoch_by_epoch_as_the_trial_itself_would() -
     assert [r["epoch"] for r in resumed] == [2, 3]
     assert [r["val_acc"] for r in resumed] == [r["val_acc"] for r in here[1:]]
     executor.end("lease-3")
-    assert executor.steps is None and executor.folder is None
+    assert executor.feed is None
 
 
 def test_prestarted_executors_are_made_at_once_within_the_node_s_slots() -> None:
