@@ -212,11 +212,15 @@ def trial_epochs(run: RunSettings, hp_config: dict[str, Any]) -> int:
 
 
 def build_trainer(run: RunSettings, splits: Splits, hp: HParams, hp_config: dict[str, Any],
-                  init_seed: int | None = None) -> Trainer:
-    """The trial's trainer on the device Ray assigned, per-layer architecture included."""
-    return Trainer.build(run.backbone, splits, hp, device=pick_device(), seed=run.seed,
-                         weights=run.weights, layers=layer_values(hp_config),
-                         init_seed=init_seed, perf=Perf(**run.perf))
+                  init_seed: int | None = None, cancel: threading.Event | None = None
+                  ) -> Trainer:
+    """The trial's trainer on the device Ray assigned, per-layer architecture included;
+    `cancel` ends an epoch in flight (`Trainer.cancel`)."""
+    trainer = Trainer.build(run.backbone, splits, hp, device=pick_device(), seed=run.seed,
+                            weights=run.weights, layers=layer_values(hp_config),
+                            init_seed=init_seed, perf=Perf(**run.perf))
+    trainer.cancel = cancel
+    return trainer
 
 
 def train_loop(config: dict[str, Any], *, report: Callable[[dict, dict | None], None],
@@ -248,8 +252,7 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
     budget = trial_epochs(run, hp_config)
     guard = _Termination(run, state)
     trainer = build_trainer(run, splits, HParams.from_config(hp_config), hp_config,
-                            guard.init_seed())
-    trainer.cancel = cancel
+                            guard.init_seed(), cancel)
     schedule, elapsed, history = Schedule(), 0.0, []
     if state is not None:
         trainer.load_state_dict(state)
@@ -274,7 +277,7 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
                 trainer.apply(trainer.hp.replace(changes))
         schedule.append(trainer.hp.as_dict())
         metrics = trainer.train_epoch(run.batch_time_limit_s, run.batch_time_patience)
-        if cancel is not None and cancel.is_set():  # no evaluation for nobody
+        if cancel is not None and cancel.is_set():  # nobody will read this epoch's scores
             raise EpochCancelled(f"epoch {trainer.epoch} cancelled before its evaluation")
         evaluated = time.perf_counter()
         row = epoch_report(trainer, metrics, splits)
@@ -294,8 +297,8 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
         if row["diverged"] or row["terminated"]:
             break
         if verdict == "restart":  # the same hyperparameters from fresh initial weights
-            trainer = build_trainer(run, splits, trainer.hp, hp_config, guard.init_seed())
-            trainer.cancel = cancel
+            trainer = build_trainer(run, splits, trainer.hp, hp_config, guard.init_seed(),
+                                    cancel)
             schedule, history = Schedule(), []
         else:
             history.append(float(row.get(run.metric, math.nan)))
