@@ -240,8 +240,6 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
     before asking for the next (`EpochFeed`). A diverged or terminated epoch ends the
     trial, yielded once more without a checkpoint. `cancel` set: the epoch in flight ends
     at its next batch (EpochCancelled)."""
-    from service.searching import ControllerClient
-
     entered = time.perf_counter()
     run, hp_config = split_config(config)
     torch.set_num_threads(max(1, run.threads))
@@ -260,7 +258,11 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
         schedule = Schedule.from_json(state["schedule"]) if "schedule" in state else schedule
         elapsed = float(state.get("elapsed_s", 0.0))
         history = [float(v) for v in state.get("history", [])]
-    client = ControllerClient(run.controller) if run.controller else None
+    client = None
+    if run.controller:  # ray.tune and pandas come with it: about 1 s of CPU per process
+        from service.searching import ControllerClient
+
+        client = ControllerClient(run.controller)
     began = time.perf_counter() - elapsed
     # Where the trial's time goes (service.reports.overhead): data and model before the
     # first epoch, each epoch's evaluation, and each checkpoint + report call.

@@ -45,7 +45,8 @@ class TrialExecutor:
     def __init__(self) -> None:
         import torch
 
-        import service.searching  # noqa: F401 - the imports are the point
+        # The imports are the point. Not service.searching (ray.tune and pandas, about 1 s
+        # of CPU while the run starts): only trials with an in-trial controller need it.
         import service.trainable  # noqa: F401
 
         # torch.optim's constructors import torch._dynamo on first use: do it now.
