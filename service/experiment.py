@@ -512,7 +512,8 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
 
     (folder / RUN_FILE).write_text(json.dumps({
         "started_unix": run_started, "ended_unix": time.time(), "slots": slots,
-        "cells": len(summaries), "restore": restore}, indent=1))
+        "cells": len(summaries), "restore": restore, "report_refreshes": refresher.written,
+        "report_refresh_cpu_s": round(refresher.cpu_s, 3)}, indent=1))
     return summaries
 
 
@@ -553,23 +554,33 @@ on the folder shows the comparison so far."""
 REPORT_GAP_S = 30.0
 """At least this long between two refreshes' starts (after the first): a refresh costs
 seconds of CPU, which on a small machine the trials would otherwise have had."""
+REPORT_CPU_SHARE = 0.05
+"""And at least the last refresh's CPU time / this: refreshes take at most 5% of one core
+(Tune's rule for its automatic experiment snapshots: the period is 19x a snapshot's time).
+A live refresh of cpu-small's 24 cells took 3-5 s of CPU, so one comes every 60-100 s
+rather than every 30 (issue: time goes into training)."""
 
 
 class ReportRefresher:
     """Rewrites a running experiment's report in a background thread at low CPU priority
     (nice 10 on Linux), one refresh at a time, so neither the run loop nor the trials wait
     for it: every `every_s`, and soon after `request` (an experiment ended) but not sooner
-    than `gap_s` after the last refresh that wrote a report began. A report that cannot be
-    written yet (no results) is no error; the final report is the caller's."""
+    than `gap_s` after the last refresh that wrote a report began, nor sooner than its CPU
+    time / `cpu_share` (`cpu_clock`: the refreshing thread's CPU seconds). A report that
+    cannot be written yet (no results) is no error; the final report is the caller's."""
 
     def __init__(self, folder: Path, every_s: float = REPORT_EVERY_S,
                  gap_s: float = REPORT_GAP_S, clock: Any = time.time,
-                 writer: Any = None) -> None:
+                 writer: Any = None, cpu_share: float = REPORT_CPU_SHARE,
+                 cpu_clock: Any = time.thread_time) -> None:
         self.folder, self.every_s, self.gap_s, self.clock = folder, every_s, gap_s, clock
         self.writer = writer or _live_report
+        self.cpu_share, self.cpu_clock = cpu_share, cpu_clock
         self.started = -math.inf  # when the last refresh began
+        self.spacing = 0.0  # the last written refresh's CPU seconds / cpu_share
         self.due = clock() + every_s
         self.written = 0  # refreshes that wrote a report
+        self.cpu_s = 0.0  # CPU seconds of every refresh, written or not
         self.last_error: str | None = None  # why the last refresh wrote nothing
         self._thread: Any = None
 
@@ -584,7 +595,7 @@ class ReportRefresher:
     def tick(self) -> bool:
         """Start a refresh if one is due and none is running; whether one started."""
         now = self.clock()
-        if now < self.due or self.busy:
+        if now < self.due or now < self.started + self.spacing or self.busy:
             return False
         import threading
 
@@ -601,13 +612,17 @@ class ReportRefresher:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         except (AttributeError, OSError):
             pass
+        began = self.cpu_clock()
         try:
             self.writer(self.folder)
             self.written += 1
             self.last_error = None
+            self.spacing = (self.cpu_clock() - began) / self.cpu_share
         except Exception as err:  # noqa: BLE001 - partial results; the final report follows
             self.last_error = f"{type(err).__name__}: {err}"[:500]
             self.started = -math.inf  # nothing written: the next request need not wait
+        finally:
+            self.cpu_s += self.cpu_clock() - began
 
     def close(self) -> None:
         """Wait for a refresh in progress (the caller writes the final report next)."""

@@ -212,11 +212,46 @@ def test_a_refresh_that_wrote_nothing_does_not_hold_back_the_next() -> None:
     assert refresher.written == 1 and refresher.last_error is None
 
 
+def test_refreshes_take_at_most_their_share_of_one_core() -> None:
+    """A refresh that took 4 s of CPU holds the next back 80 s (5% of one core), both the
+    periodic one and one an ended experiment asks for; a cheap one leaves the gaps as they
+    were; the CPU of every refresh is counted."""
+    from service.experiment import ReportRefresher
+
+    now, cpu, cost = [100.0], [0.0], [4.0]
+
+    def writer(_: Path) -> None:
+        cpu[0] += cost[0]
+
+    refresher = ReportRefresher(Path("."), every_s=60.0, gap_s=30.0, clock=lambda: now[0],
+                                writer=writer, cpu_share=0.05, cpu_clock=lambda: cpu[0])
+
+    def tick() -> bool:
+        started = refresher.tick()
+        refresher.close()
+        return started
+
+    refresher.request()
+    assert tick() and refresher.spacing == pytest.approx(80.0)
+    now[0] = 160.0  # periodic, and an experiment ended: both wait for 180
+    refresher.request()
+    assert not tick()
+    now[0] = 180.0
+    cost[0] = 0.5  # 10 s of spacing: under the 30 s gap
+    assert tick()
+    now[0] = 200.0
+    refresher.request()
+    assert not tick()
+    now[0] = 210.0
+    assert tick()
+    assert refresher.written == 3 and refresher.cpu_s == pytest.approx(5.0)
+
+
 def test_the_time_breakdown_adds_up_to_the_slot_time(bench) -> None:
     """Where the run's slot-seconds went (service.reports.overhead): every measured phase is
     there and positive where it must be, the measured ones fit in the slot time, and with
     the rest they add up to it; searchers.md carries the table."""
-    from service.reports.overhead import PHASES, RUN_FILE, breakdown
+    from service.reports.overhead import PHASES, RUN_FILE, breakdown, breakdown_markdown
 
     cfg, _, written = bench
     run = json.loads((cfg.experiment_dir / RUN_FILE).read_text())
@@ -236,6 +271,10 @@ def test_the_time_breakdown_adds_up_to_the_slot_time(bench) -> None:
     assert seconds["training"] < result["slot_s"]
     assert len(epochs) > 0
     assert "## Where the time went" in written["searchers"].read_text()
+    # the live report's refreshes: counted with their CPU, and said under the table
+    assert result["report_refreshes"] == run["report_refreshes"] >= 1
+    assert result["report_refresh_cpu_s"] > 0
+    assert "The live report was rewritten" in breakdown_markdown(result)
 
 
 def test_an_experiment_starting_while_every_slot_is_busy_costs_no_slot_time() -> None:

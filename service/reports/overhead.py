@@ -108,6 +108,8 @@ def breakdown(folder: str | Path) -> dict[str, Any] | None:
     return {"wall_s": wall, "slots": int(run["slots"]), "slot_s": slot_s,
             "seconds": seconds, "cells": len(summaries),
             "final_test_wait_s": _sum(summaries, "final_test_wait_s"),
+            "report_refreshes": run.get("report_refreshes"),
+            "report_refresh_cpu_s": run.get("report_refresh_cpu_s"),
             "share": {k: v / slot_s if slot_s > 0 else math.nan for k, v in seconds.items()}}
 
 
@@ -119,6 +121,10 @@ def breakdown_markdown(result: dict[str, Any]) -> str:
     for phase in PHASES:
         lines.append(f"| {phase} | {result['seconds'][phase]:.1f} | "
                      f"{100 * result['share'][phase]:.1f}% |")
+    if result.get("report_refreshes") is not None:
+        lines += ["", f"The live report was rewritten {result['report_refreshes']} times "
+                      f"meanwhile, on {result['report_refresh_cpu_s']:.1f} s of CPU in all "
+                      f"(at low priority; it is not a phase of the trial slots)."]
     if result.get("final_test_wait_s"):
         lines += ["", f"Final tests also waited {result['final_test_wait_s']:.1f} s in all "
                       f"for a free slot ({result['cells']} cells), while other trials used it."]
