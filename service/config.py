@@ -225,7 +225,7 @@ class ExperimentConfig(Strict):
     @field_validator("backbones")
     @classmethod
     def _backbones(cls, value: list[str]) -> list[str]:
-        from service.backbones import BackboneError, BackboneSpec
+        from service.backbone_spec import BackboneError, BackboneSpec
 
         if not value:
             raise ValueError("give at least one backbone, e.g. ['resnet18@0.25']")
@@ -241,11 +241,12 @@ class ExperimentConfig(Strict):
     def _user_backbones(self) -> ExperimentConfig:
         """An import-path backbone is imported, called and run on a dummy batch of the
         dataset's shape now, so a bad one fails before Ray starts."""
-        from service.backbones import BackboneError, check_backbone, is_user_backbone
+        from service.backbone_spec import is_user_backbone
 
         users = [b for b in self.backbones if is_user_backbone(b)]
         if not users:
             return self
+        from service.backbones import BackboneError, check_backbone
         channels, size, classes = DATASET_SHAPES.get(self.dataset.name, (3, 32, 10))
         if self.dataset.name == "imagefolder" and self.dataset.root:
             from service.imagefolder import scan
@@ -339,7 +340,7 @@ class ExperimentConfig(Strict):
 
     def _check_layers(self, space: SearchSpace) -> None:
         """Per-layer names need a backbone built from them (vgg16_layers)."""
-        from service.backbones import LAYERED
+        from service.backbone_spec import LAYERED
         from service.space import LAYER_HPARAMS
 
         layered = [n for n in space.names if n in LAYER_HPARAMS]

@@ -614,3 +614,30 @@ def test_a_trial_process_does_not_import_torchvision() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False"
+
+
+def test_checking_a_config_s_backbones_does_not_import_torch() -> None:
+    """The CLI validates a config before Ray starts and needs nothing else of torch (about
+    2.5 s of CPU before each command's run): built-in backbone names are checked by
+    service.backbone_spec, the same objects service.backbones exports."""
+    import subprocess
+    import sys
+
+    import service.backbone_spec as spec
+    import service.backbones as backbones
+
+    assert backbones.BackboneSpec is spec.BackboneSpec
+    assert backbones.BackboneError is spec.BackboneError
+    code = ("import sys, tempfile\n"
+            "from service.config import build_config\n"
+            "from service.presets import PRESETS\n"
+            "build_config({**PRESETS['table9-cpu'], 'storage': tempfile.mkdtemp()})\n"
+            "try:\n"
+            "    build_config({**PRESETS['cpu-small'], 'backbones': ['vgg17'],\n"
+            "                  'storage': tempfile.mkdtemp()})\n"
+            "except Exception as err:\n"
+            "    print('vgg16' in str(err) and 'vgg17' in str(err))\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == ["True", "False"]
