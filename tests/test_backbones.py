@@ -23,6 +23,7 @@ from service.backbones import (
     load_state_dict_file,
     model_size_mb,
 )
+from tests.fresh import fresh_python
 
 SMALL = 0.125  # width used for every forward pass: keeps the whole file fast on 2 CPU cores
 
@@ -603,26 +604,18 @@ def test_the_blocks_written_here_are_torchvisions() -> None:
 def test_a_trial_process_does_not_import_torchvision() -> None:
     """Importing the trainable and building a backbone leaves torchvision unimported: its
     import (torch._dynamo, sympy) cost each fresh trial process about 1.6 s."""
-    import subprocess
-    import sys
-
     code = ("import sys, service.trainable\n"
             "from service.backbones import build_backbone\n"
             "for b in ('resnet18', 'efficientnetv2_b0', 'vgg16'):\n"
             "    build_backbone(b + '@0.0625', num_classes=3, image_size=16)\n"
             "print('torchvision' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[1])
-    assert out.stdout.strip() == "False"
+    assert fresh_python(code) == "False"
 
 
 def test_checking_a_config_s_backbones_does_not_import_torch() -> None:
     """The CLI validates a config before Ray starts and needs nothing else of torch (about
     2.5 s of CPU before each command's run): built-in backbone names are checked by
     service.backbone_spec, the same objects service.backbones exports."""
-    import subprocess
-    import sys
-
     import service.backbone_spec as spec
     import service.backbones as backbones
 
@@ -638,6 +631,4 @@ def test_checking_a_config_s_backbones_does_not_import_torch() -> None:
             "except Exception as err:\n"
             "    print('vgg16' in str(err) and 'vgg17' in str(err))\n"
             "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[1])
-    assert out.stdout.split() == ["True", "False"]
+    assert fresh_python(code).split() == ["True", "False"]

@@ -12,6 +12,7 @@ import pytest
 from service import registry
 from service.config import ConfigError, build_config
 from service.layout import Cell, cell_name, parse_cell_name
+from tests.fresh import fresh_python
 
 BAD_OPTIONS = [
     ("emerald", {"algo": "sac"}, "one of dqn, ppo"),
@@ -101,7 +102,4 @@ def test_no_import_cycle_and_validation_loads_no_searcher_library() -> None:
     code = ("import sys, service.config, service.registry as r; r.entries(); "
             "heavy = [m for m in ('ray', 'optuna', 'hyperopt', 'skopt', 'ax', 'torch') "
             "if m in sys.modules]; print(heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert fresh_python(code, timeout=120) == "[]"

@@ -12,6 +12,7 @@ import torch
 from service.config import ConfigError, build_config
 from service.data import Splits, load_splits
 from service.trainer import HParams, Perf, Trainer
+from tests.fresh import fresh_python
 
 HP = HParams(optimizer="sgd", lr=0.05, batch_size=40, flip=True, rotation=10)
 
@@ -103,15 +104,10 @@ def test_the_gpu_check_runs_in_its_reduced_form_on_the_cpu(capsys) -> None:
 
 def test_the_gpu_check_needs_no_ray() -> None:
     """GPU images often lack Ray: the check imports torch, torchvision and the project only."""
-    import subprocess
-    import sys
-
     code = ("import sys, service.benchmark as b; b.gpu_check(('resnet18',), ('fp32',), "
             "images=32, batch_size=32, epochs=1, width=0.0625, device='cpu'); "
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
-    assert out.strip() == "[]"
+    assert fresh_python(code, timeout=120) == "[]"
 
 
 def test_auto_evaluates_in_channels_last_on_the_cpu_from_8_channels(splits: Splits) -> None:

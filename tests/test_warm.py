@@ -12,6 +12,7 @@ import pytest
 
 from service.trainable import RunSettings, trial_steps
 from service.warm import ExecutorPool, TrialExecutor, pool_name
+from tests.fresh import fresh_python
 
 CONFIG = {
     "optimizer": "adam", "lr": 0.003, "batch_size": 50,
@@ -60,19 +61,13 @@ def test_an_executor_serves_a_trial_epoch_by_epoch_as_the_trial_itself_would() -
 def test_an_executor_and_its_trials_without_a_controller_do_not_import_ray_tune() -> None:
     """Executors warm up while the run starts, on the CPU the Tune driver needs then:
     ray.tune and pandas (about 1 s of CPU) come only with an in-trial controller."""
-    import subprocess
-    import sys
-
     code = ("import sys; from service.warm import TrialExecutor; "
             f"config = {CONFIG!r}; "
             "e = TrialExecutor(); e.begin('l', config, None, 't'); "
             "rows = [o for o in iter(lambda: e.step('l'), None)]; e.end('l'); "
             "print(len(rows), sorted(m for m in ('ray.tune', 'pandas', 'service.searching') "
             "if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "3 []"
+    assert fresh_python(code) == "3 []"
 
 
 def test_prestarted_executors_are_made_at_once_within_the_node_s_slots() -> None:
