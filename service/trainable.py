@@ -12,11 +12,14 @@ schedule so far, and the checkpoint carries it too, so a PBT clone inherits its 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import queue
+import re
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -33,6 +36,40 @@ from service.space import layer_values, resolve_config
 from service.trainer import EpochCancelled, HParams, Perf, Trainer
 
 CHECKPOINT_FILE = "trial_state.pt"
+CHECKPOINT_PREFIX = "emerald-checkpoint-"
+# emerald-checkpoint-<pid>@<host tag>-<random>: whose folder it is, on which machine
+_CHECKPOINT_NAME = re.compile(re.escape(CHECKPOINT_PREFIX) + r"(\d+)@([0-9a-f]{8})-")
+
+
+def _host_tag() -> str:
+    """This machine's tag in checkpoint folder names: a folder of another machine or
+    container sharing the temp folder is never taken for one of a dead local process."""
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_checkpoint_folders(root: str | Path | None = None) -> list[str]:
+    """Remove the epoch checkpoint folders (`EpochFeed`) that processes of this machine
+    left when they died without removing them (SIGKILL, the out-of-memory killer, a node
+    stopped mid-trial): Tune had copied each into its storage, or never would. Folders
+    of live processes, of other machines, or without an owner in their name stay. Returns
+    the folders removed."""
+    host, removed = _host_tag(), []
+    for path in Path(root or tempfile.gettempdir()).glob(CHECKPOINT_PREFIX + "*"):
+        owner = _CHECKPOINT_NAME.match(path.name)
+        if owner and owner[2] == host and not _alive(int(owner[1])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    return removed
 
 
 @dataclass(frozen=True)
@@ -320,7 +357,8 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
 class EpochFeed:
     """A trial's epochs (`trial_steps`) as `(row, checkpoint folder or None)`, for a caller
     that reports each to Tune before asking for the next (`train_trial`, a warm process).
-    The folder is the feed's: removed at the next `next` or at `close`.
+    The folder is the feed's: removed at the next `next` or at `close`, or, if its
+    process dies first, by the next feed made on the machine (`sweep_checkpoint_folders`).
 
     Ahead (`perf.report_ahead`, no in-trial controller): the epochs train in a thread, one
     ahead of the reports. Tune holds a function trainable at each report until its driver
@@ -337,6 +375,7 @@ class EpochFeed:
             ahead = bool(run.perf.get("report_ahead", True)) and not run.controller
         self.ahead = ahead
         self.folder: str | None = None  # handed out last
+        sweep_checkpoint_folders()  # what killed processes on this machine left
         self._cancel = threading.Event()
         self._steps = trial_steps(config, state=state, trial_id=trial_id,
                                   cancel=self._cancel if ahead else None)
@@ -351,7 +390,7 @@ class EpochFeed:
     def _persist(row: dict[str, Any], state: dict | None) -> tuple[dict[str, Any], str | None]:
         if state is None:
             return row, None
-        folder = tempfile.mkdtemp(prefix="emerald-checkpoint-")
+        folder = tempfile.mkdtemp(prefix=f"{CHECKPOINT_PREFIX}{os.getpid()}@{_host_tag()}-")
         save_state(state, folder)
         return row, folder
 

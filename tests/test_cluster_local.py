@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -36,6 +37,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     finally:
         lc.stop(folder)
         assert not lc._tagged_processes(folder), "processes of the test cluster survived"
+        shutil.rmtree(folder, ignore_errors=True)  # its logs stay only when that failed
 
 
 def _client_env(state: lc.ClusterState) -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 
 from service.config import build_config
 from service.experiment import Cell, build_tuner
-from service.trainable import train_trial
+from service.trainable import CHECKPOINT_PREFIX, train_trial
 from tests.results import trial_rows
 
 
@@ -59,6 +60,9 @@ def test_killed_trial_worker_resumes_from_checkpoint(ray_session, tmp_path: Path
     # Restarted from the checkpoint of its last reported epoch, not from epoch 1.
     assert after[0]["epoch"] == before[-1]["epoch"] + 1
     assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    # The killed process's epoch folders: removed by the process that took over.
+    left = Path(tempfile.gettempdir()).glob(f"{CHECKPOINT_PREFIX}{killed[0]}@*")
+    assert not list(left)
 
 
 def test_trial_raising_cuda_oom_is_a_searcher_failure(ray_session, tmp_path: Path) -> None:

@@ -432,3 +432,41 @@ def test_epochs_go_in_turn_with_a_controller_or_the_switch_off_and_errors_reach_
     with pytest.raises(Exception, match="no-such-backbone"):
         next(feed)
     feed.close()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    return done.pid
+
+
+def test_a_new_feed_removes_the_checkpoint_folders_dead_processes_of_this_machine_left(
+        monkeypatch, tmp_path) -> None:
+    """A trial process killed between two reports (SIGKILL, a lost node) leaves its epoch
+    folders in the temp folder; the next feed on the machine removes them, and only them:
+    not a live process's, not another machine's, not one without an owner in its name."""
+    import os
+    import tempfile
+
+    from service.trainable import CHECKPOINT_PREFIX, EpochFeed, _host_tag
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    host = _host_tag()
+    dead = tmp_path / f"{CHECKPOINT_PREFIX}{_dead_pid()}@{host}-abc"
+    other = "0" * 8 if host != "0" * 8 else "1" * 8
+    kept = [tmp_path / f"{CHECKPOINT_PREFIX}{os.getpid()}@{host}-live",
+            tmp_path / f"{CHECKPOINT_PREFIX}{_dead_pid()}@{other}-other",
+            tmp_path / f"{CHECKPOINT_PREFIX}oldstyle"]
+    for folder in (dead, *kept):
+        folder.mkdir()
+        (folder / "trial_state.pt").write_bytes(b"x")
+    feed = EpochFeed(_feed_config(), trial_id="t", ahead=False)
+    assert not dead.exists() and all(k.exists() for k in kept)
+    _, folder = next(feed)
+    assert Path(folder).parent == tmp_path
+    assert Path(folder).name.startswith(f"{CHECKPOINT_PREFIX}{os.getpid()}@{host}-")
+    feed.close()
+    assert not Path(folder).exists()
