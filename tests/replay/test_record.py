@@ -18,11 +18,11 @@ from tests.results import sigkill_driver, trial_rows
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 3
 CONFIG = {
-    "name": "rec", "dataset": {"name": "synthetic", "max_train": 600, "image_size": 32},
+    "name": "rec", "dataset": {"name": "synthetic", "max_train": 300, "image_size": 32},
     "backbones": ["resnet18@0.0625"],
     "space": {"optimizer": ["adam", "sgd"], "lr": {"loguniform": [0.001, 0.1]}},
     "record": {"points": 3}, "budget": {"epochs": EPOCHS}, "seeds": [0, 1],
-    "concurrency": 1, "resources": {"cpus": 1},
+    "concurrency": 2, "resources": {"cpus": 1},
 }
 CURVES = 2 * 3 * 2
 
