@@ -93,6 +93,12 @@ class TrialExecutor:
             self._drop()
             self.lease = None
 
+    def close(self) -> None:
+        """End whatever trial is leased (its loop and checkpoint folders): the run is over
+        and the process is about to be killed, which would leave the folders behind."""
+        self._drop()
+        self.lease = None
+
 
 class ExecutorPool:
     """The run's executors by node, and their leases."""
@@ -167,6 +173,18 @@ class ExecutorPool:
             if held[0] == lease:
                 del self.leases[key]
 
+    def close(self, timeout: float) -> int:
+        """Close every executor (`TrialExecutor.close`), waiting at most `timeout` s; how
+        many answered in time."""
+        import ray
+
+        refs = [h.close.remote() for hs in self.executors.values() for h in hs]
+        if not refs:
+            return 0
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        self.leases.clear()
+        return len(done)
+
     def stats(self) -> dict[str, int]:
         return {"executors": sum(len(h) for h in self.executors.values()),
                 "capacity": sum(self.capacity.values()),
@@ -187,11 +205,21 @@ def start_pool(name: str, cpus_per_trial: float, prestart: int = 0) -> Any:
                                                                                    here)
 
 
-def stop_pool(pool: Any) -> None:
+POOL_CLOSE_S = 10.0  # an idle executor closes in milliseconds; one stuck is killed anyway
+
+
+def stop_pool(pool: Any, timeout: float = POOL_CLOSE_S) -> None:
+    """End the pool at the end of a run: first its executors' trials (a trial Tune ended
+    without its trainable's `end` reaching the executor still holds checkpoint folders, on
+    whichever node it ran), then the pool and with it the executors (it owns them)."""
     import ray
 
     try:
-        ray.kill(pool)  # its executors share its fate (it owns them)
+        ray.get(pool.close.remote(timeout), timeout=timeout + 5)
+    except Exception:  # noqa: BLE001 - gone or stuck: killed below either way
+        pass
+    try:
+        ray.kill(pool)
     except Exception:  # noqa: BLE001 - already gone
         pass
 

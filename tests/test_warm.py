@@ -157,3 +157,27 @@ def test_a_run_trains_every_trial_in_the_pools_processes(ray_session, tmp_path) 
         assert run["cells"] == 2
     assert len(pids[True]) <= 2  # the pool's processes served all 8 trials x epochs
     assert len(pids[False]) >= 2 and not pids[False] & pids[True]  # one actor per cell
+
+
+def test_stopping_the_pool_ends_its_trials_and_their_checkpoint_folders(ray_session) -> None:
+    """A trial still leased when the run ends (Tune ended it without its trainable's `end`
+    reaching the executor) holds epoch folders: `stop_pool` ends it before killing the
+    pool, so none is left behind, and the pool is gone."""
+    import tempfile
+
+    from service.trainable import CHECKPOINT_PREFIX
+    from service.warm import start_pool, stop_pool
+
+    ray = ray_session
+    name = "emerald-warm-test-stop"
+    pool = start_pool(name, cpus_per_trial=1)
+    node = ray.get_runtime_context().get_node_id()
+    executor, lease = ray.get(pool.acquire.remote(node, "holder", None))
+    ray.get(executor.begin.remote(lease, CONFIG, None, "t"))
+    row, folder = ray.get(executor.step.remote(lease))
+    assert (Path(folder) / "trial_state.pt").exists()
+    stop_pool(pool)
+    left = Path(tempfile.gettempdir()).glob(f"{CHECKPOINT_PREFIX}{row['pid']}@*")
+    assert not Path(folder).exists() and not list(left)
+    with pytest.raises(ValueError):
+        ray.get_actor(name)
