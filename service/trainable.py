@@ -12,6 +12,7 @@ schedule so far, and the checkpoint carries it too, so a PBT clone inherits its 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -41,6 +42,7 @@ CHECKPOINT_PREFIX = "emerald-checkpoint-"
 _CHECKPOINT_NAME = re.compile(re.escape(CHECKPOINT_PREFIX) + r"(\d+)@([0-9a-f]{8})-")
 
 
+@functools.cache
 def _host_tag() -> str:
     """This machine's tag in checkpoint folder names: a folder of another machine or
     container sharing the temp folder is never taken for one of a dead local process."""
@@ -48,6 +50,7 @@ def _host_tag() -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (without psutil: only ipython, a dev tool, needs it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

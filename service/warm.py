@@ -90,12 +90,12 @@ class TrialExecutor:
 
     def end(self, lease: str) -> None:
         if lease == self.lease:
-            self._drop()
-            self.lease = None
+            self.close()
 
     def close(self) -> None:
-        """End whatever trial is leased (its loop and checkpoint folders): the run is over
-        and the process is about to be killed, which would leave the folders behind."""
+        """End whatever trial is leased (its loop and checkpoint folders): also called
+        when the run is over and the process is about to be killed, which would leave the
+        folders behind."""
         self._drop()
         self.lease = None
 
