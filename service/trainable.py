@@ -50,7 +50,8 @@ def _host_tag() -> str:
 
 
 def _alive(pid: int) -> bool:
-    """Whether process `pid` exists (without psutil: only ipython, a dev tool, needs it)."""
+    """Whether process `pid` exists (os.kill: psutil is no declared dependency; Ray only
+    vendors a copy of its own)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
