@@ -172,6 +172,15 @@ class ReplayConfig(Strict):
     workers: int | None = Field(default=None, ge=1, le=1024)
     paired: list[str] = []
     """`"a vs b"`: pairs of searchers the report compares seed by seed (paired.md)."""
+    continuation: Literal["reach", "epoch", "restart"] = "reach"
+    """Where a trial whose hyperparameters change inside it continues the new configuration's
+    curve (service.replay.continuation): where that curve first reaches the trial's value,
+    at the current epoch (the old model), or from epoch 1."""
+    verify: bool = True
+    """Retrain each in-trial cell's chosen schedule for real where the table's recording can
+    be repeated (service.replay.verify), and rank in-trial rows by that score."""
+    searcher_time: bool = True
+    """The searcher's and scheduler's own compute advances the simulated clock."""
 
 
 class ExperimentConfig(Strict):

@@ -155,13 +155,13 @@ def record_backbone(cfg: ExperimentConfig, backbone: str, points: list[dict[str,
     resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
     trainable = tune.with_resources(record_trial, resources)
     start = time.time()
+    dataset = cfg.dataset.model_dump(exclude_none=True)
+    run = RunSettings(backbone=backbone, epochs=cfg.budget.epochs, dataset=dataset,
+                      threads=max(1, int(cfg.resources.cpus)))
     if tune.Tuner.can_restore(str(folder)):
         log(f"[record {backbone}] resuming {folder}")
         tuner = tune.Tuner.restore(str(folder), trainable, resume_errored=True)
     else:
-        dataset = cfg.dataset.model_dump(exclude_none=True)
-        run = RunSettings(backbone=backbone, epochs=cfg.budget.epochs, dataset=dataset,
-                          threads=max(1, int(cfg.resources.cpus)))
         tuner = tune.Tuner(
             trainable,
             param_space={**cfg.search_space.constants, "point": tune.grid_search(grid),
@@ -198,7 +198,10 @@ def record_backbone(cfg: ExperimentConfig, backbone: str, points: list[dict[str,
                      recorded_s=round(time.time() - start, 1),
                      extra={"seeds": list(cfg.seeds), "epochs": cfg.budget.epochs,
                             "design": "samples" if cfg.record.samples else "grid",
-                            "curves": len(grid)})
+                            "curves": len(grid),
+                            # what service.replay.verify retrains a schedule on
+                            "run": {k: v for k, v in run.as_dict().items()
+                                    if k in ("backbone", "epochs", "dataset", "threads")}})
     rows = rows.drop(columns=["device"], errors="ignore")
     names = list(cfg.search_space.names)
     rows = rows[[*names, SEED, EPOCH, *[c for c in rows if c not in (*names, SEED, EPOCH)]]]

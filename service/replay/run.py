@@ -5,6 +5,12 @@ written in the same layout as a real run (`<storage>/<name>/<cell>/`).
 Per cell: `epochs.parquet` (every reported row, the service's result schema, plus the
 best-so-far regret after it) and `summary.json` (final regret, the chosen configuration's
 true value and test accuracy from the table, evaluations to the target, snaps, times).
+
+A failure is a result: a cell whose chosen configuration diverged, that finished no trial,
+or whose searcher crashed scores the table's worst configuration (normalised regret 1).
+An in-trial cell (PBT, PB2, a controller) is scored by its chosen schedule retrained for
+real where the table allows (`verified`, `service.replay.verify`), with the continuation
+model's score and the gap beside it; elsewhere by the model, with its measured error.
 """
 
 from __future__ import annotations
@@ -55,16 +61,26 @@ def cells(cfg: ExperimentConfig) -> list[tuple[Cell, str]]:
 def true_value(table: ReplayTable, sim: Any, trial_id: str, epoch: int, config: int) -> float:
     """What the service would get for a trial chosen at `epoch`: a plain configuration is
     trained again for the full budget (its seed-mean value after `max_epochs`); an in-trial
-    schedule is replayed through `epoch` on every seed (the mean of the spliced curves)."""
+    schedule is replayed through `epoch` on every seed, switches continued by the
+    simulation's continuation model (the mean of the spliced curves)."""
+    from service.replay.continuation import splice
+    from service.replay.verify import configs_of
+
     plan = sim.plan
     if not plan.replays_schedule:
         return table.value(config, plan.max_epochs)
-    schedule = sim.state[trial_id].schedule
-    epoch = min(epoch, len(schedule))
-    c = table.snap(schedule.at(epoch))[0]
-    values = [float(table.metrics[table.metric][c, s, epoch - 1])
-              if epoch <= table.lengths[c, s] else math.nan for s in range(len(table.seeds))]
+    schedule = sim.state[trial_id].schedule.upto(epoch)
+    configs = configs_of(table, schedule)
+    values = [splice(table.metrics[table.metric], table.lengths, s, configs,
+                     sim.continuation, table.sign)[-1] for s in range(len(table.seeds))]
     return float(np.mean(values))
+
+
+def worst_figures(table: ReplayTable, epochs: int, reason: str) -> dict[str, Any]:
+    """A failed cell's score: the table's worst configuration (normalised regret 1)."""
+    optimum, worst = table.optimum(min(epochs, table.epochs))
+    return {"failed": reason, "final_regret": table.sign * (optimum - worst),
+            "normalised_regret": 1.0, "optimum": optimum, "worst": worst}
 
 
 def chosen_test(table: ReplayTable, sim: Any, trial_id: str, epoch: int, config: int
@@ -114,6 +130,7 @@ def score(sim: Any, table: ReplayTable) -> tuple[list[dict[str, Any]], dict[str,
         row["trials_started"] = len(started)
         row["epochs_total"] = epochs
     chosen = best[1] if best else None
+    chosen_value = cache[(chosen["trial_id"], chosen["epoch"])] if chosen else math.nan
     summary = {
         "trials": len(sim.trials), "epochs": epochs, "simulated_s": sim.clock,
         "snapped": sim.snapped, "lookups": sim.lookups,
@@ -122,7 +139,7 @@ def score(sim: Any, table: ReplayTable) -> tuple[list[dict[str, Any]], dict[str,
         "normalised_regret": regret / (optimum - worst) * sign if chosen and optimum != worst
         else math.nan,
         "best_observed": best[0] if best else math.nan,
-        "chosen_value": cache[(chosen["trial_id"], chosen["epoch"])] if chosen else math.nan,
+        "chosen_value": chosen_value,
         "test_acc": chosen_test(table, sim, chosen["trial_id"], chosen["epoch"],
                                 chosen["config"]) if chosen else math.nan,
         "chosen_config": table.config_dict(chosen["config"]) if chosen else None,
@@ -130,8 +147,51 @@ def score(sim: Any, table: ReplayTable) -> tuple[list[dict[str, Any]], dict[str,
             chosen["epoch"]).to_json()) if chosen and sim.plan.replays_schedule else None,
         "evals_to_target": evals_to_target,
         "in_trial": bool(sim.plan.replays_schedule),
+        "searcher_s": sim.searcher_s,
+        "continuation": sim.continuation,
+        "failed": None,
     }
+    if chosen is None:
+        summary.update(worst_figures(table, sim.plan.max_epochs, "no finite result"))
+    elif not math.isfinite(chosen_value):
+        summary.update(worst_figures(table, sim.plan.max_epochs,
+                                     "the chosen configuration diverged"))
+    if summary["in_trial"]:
+        summary["modelled_value"] = summary["chosen_value"]
+        summary["modelled_regret"] = summary["final_regret"]
+        summary["verified"] = False
     return rows, summary
+
+
+def verify_cell(table: ReplayTable, summary: dict[str, Any]
+                ) -> tuple[dict[str, Any], list[Any]]:
+    """An in-trial cell's summary scored by its chosen schedule retrained for real (read
+    from the table's switch curves where they hold it), the model's score kept beside it;
+    the curves it had to train. A table that cannot be retrained keeps the modelled score,
+    with the model's measured error."""
+    from service.api import Schedule
+    from service.replay import verify
+
+    store = verify.store_of(table.path)
+    errors = verify.model_errors(table, store, (summary["continuation"],))
+    summary = {**summary, "model_mae": errors[summary["continuation"]]["mae"]}
+    if not summary.get("chosen_schedule") or verify.recording_run(table) is None \
+            or table.metric != "val_acc":
+        return summary, []
+    schedule = Schedule.from_json(summary["chosen_schedule"])
+    value, test, trained = verify.verify(table, schedule, store)
+    optimum, worst = summary["optimum"], summary["worst"]
+    summary.update(verified=True, verified_value=value, test_acc=test,
+                   model_gap=summary["modelled_value"] - value)
+    if math.isfinite(value):
+        regret = table.sign * (optimum - value)
+        summary.update(failed=None, chosen_value=value, final_regret=regret,
+                       normalised_regret=regret / (optimum - worst) * table.sign
+                       if optimum != worst else math.nan)
+    else:
+        summary.update(worst_figures(table, len(schedule), "the chosen schedule diverged "
+                                     "when retrained"))
+    return summary, trained
 
 
 def run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str,
@@ -167,19 +227,32 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str) -> dict[str
         torch.set_num_threads(1)
         sim = replay_cell(cell.searcher, table, seed=cell.seed, budget=cfg.budget,
                           options=cfg.searcher_options.get(cell.searcher),
-                          concurrency=cfg.concurrency, time_budget_s=cfg.replay.time_budget_s)
+                          concurrency=cfg.concurrency, time_budget_s=cfg.replay.time_budget_s,
+                          continuation=cfg.replay.continuation,
+                          searcher_time=cfg.replay.searcher_time)
         rows, figures = score(sim, table)
-    except ReplayError as err:
+    except ReplayError as err:  # the entry cannot search this table at all: not ranked
         return _write_summary(folder, {**meta, "skipped": str(err)[:300]})
-    except Exception as err:  # one entry that cannot search this space loses no other cell
+    except Exception as err:  # a crash is a failure: it scores the worst, loses no other cell
         last = traceback.extract_tb(err.__traceback__)[-1]
-        return _write_summary(folder, {**meta, "skipped": f"{type(err).__name__}: {err} "
-                                       f"({Path(last.filename).name}:{last.lineno})"[:300]})
+        reason = (f"crashed: {type(err).__name__}: {err} "
+                  f"({Path(last.filename).name}:{last.lineno})")[:300]
+        return _write_summary(folder, {**meta, **worst_figures(table, cfg.budget.epochs,
+                                                               reason),
+                                       "in_trial": False, "epochs": 0, "trials": 0,
+                                       "wall_time_s": time.perf_counter() - start})
+    trained: list[Any] = []
+    if figures["in_trial"] and cfg.replay.verify:
+        figures, trained = verify_cell(table, figures)
     summary = {**meta, **figures, "wall_time_s": time.perf_counter() - start}
     folder.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows).drop(columns=["config"], errors="ignore")
     frame.to_parquet(folder / ROWS_FILE, index=False)
-    return _write_summary(folder, summary)
+    return {**_write_summary(folder, summary), TRAINED: trained}
+
+
+TRAINED = "_trained_curves"
+"""The key of a worker's answer holding the switch curves it retrained (not written)."""
 
 
 def _write_summary(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
@@ -210,23 +283,46 @@ def run_replay(cfg: ExperimentConfig, log: Any = print, quiet: bool = False
     log(f"replaying {len(todo)} cells ({len(cfg.searchers)} entries x "
         f"{len(cfg.replay.tables)} tables x {len(cfg.seeds)} seeds) in {workers} processes"
         + (f"; library output in {log_dir}" if log_dir else ""))
+    trained: dict[str, list[Any]] = {}
     if workers == 1:
         results = (run_cell(cfg_dict, cell, path, log_dir) for cell, path in todo)
         for summary in results:
-            summaries.append(_logged(summary, len(summaries), len(todo), start, log))
-        return summaries
-    context = multiprocessing.get_context("spawn")  # no forked Ray or torch state
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [pool.submit(run_cell, cfg_dict, cell, path, log_dir)
-                   for cell, path in todo]
-        for future in as_completed(futures):
-            summaries.append(_logged(future.result(), len(summaries), len(todo), start, log))
+            summaries.append(_logged(summary, len(summaries), len(todo), start, log, trained))
+    else:
+        context = multiprocessing.get_context("spawn")  # no forked Ray or torch state
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = [pool.submit(run_cell, cfg_dict, cell, path, log_dir)
+                       for cell, path in todo]
+            for future in as_completed(futures):
+                summaries.append(_logged(future.result(), len(summaries), len(todo), start,
+                                         log, trained))
+    _store_trained(trained, log)
     return summaries
 
 
-def _logged(summary: dict[str, Any], done: int, total: int, start: float, log: Any
-            ) -> dict[str, Any]:
+def _store_trained(trained: dict[str, list[Any]], log: Any) -> None:
+    """Add the curves the cells retrained to their tables' switch curves, so the next replay
+    of the same schedules reads them (a table in a read-only place keeps none)."""
+    from service.replay.verify import store_of
+
+    for path, curves in trained.items():
+        if not curves:
+            continue
+        store = store_of(path)
+        try:
+            new = store.add(curves)
+        except OSError as err:
+            log(f"  {len(curves)} retrained curves not kept ({err})")
+            continue
+        log(f"  {new} retrained curves added to {store.path}")
+
+
+def _logged(summary: dict[str, Any], done: int, total: int, start: float, log: Any,
+            trained: dict[str, list[Any]]) -> dict[str, Any]:
     done += 1
+    curves = summary.pop(TRAINED, None)
+    if curves:
+        trained.setdefault(summary["table"], []).extend(curves)
     if "skipped" in summary and summary["seed"] == 0:
         log(f"  {summary['searcher']} on {summary['backbone']}: cannot run "
             f"({summary['skipped']})")

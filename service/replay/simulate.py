@@ -9,9 +9,16 @@ answers CONTINUE / PAUSE / STOP after every result, and `SimController` offers t
 read from the table instead of trained; each finishes at `now + its recorded seconds`.
 
 - A paused (HyperBand, BOHB) trial resumes at the epoch it reached, on the same curve.
-- A PBT / PB2 clone continues on its new configuration's curve from the donor's epoch.
-- An in-trial controller's change continues the new configuration's curve from the current
-  epoch. Both are approximations (no weights carry over); reports say so.
+- A PBT / PB2 clone, and a trial whose controller changes its hyperparameters, continue on
+  the new configuration's curve where the continuation model puts them
+  (`service.replay.continuation`: by default from the epoch where that curve first reaches
+  the trial's current value). No weights carry over: in-trial rows are verified by
+  retraining where the table allows (`service.replay.verify`); reports say which.
+- At most `slots` trials train at once (the experiment's slots, what its CPUs and GPUs
+  allow), whatever live-trial cap a plan needs for its paused trials; no cell trains more
+  epochs than its budget.
+- The searcher's and scheduler's own compute advances the simulated clock (Syne Tune's time
+  keeper), unless `searcher_time` is off.
 - A configuration off the table's grid is snapped to the nearest recorded one (log scale on
   log ranges); every snap is counted.
 - The recorded seed a trial replays is drawn from the experiment seed and the trial's index,
@@ -26,6 +33,7 @@ import itertools
 import math
 import random
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +52,7 @@ from service.api import (
     plain,
     plateaued,
 )
+from service.replay.continuation import DEFAULT_MODEL, MODELS, position_after_switch, read
 from service.replay.table import ROW_METRICS, TIME, ReplayTable
 from service.space import HPARAMS, LOG10_PREFIX, resolve_config
 
@@ -62,6 +71,8 @@ class SimCheckpoint:
     elapsed: float
     hp: dict[str, Any]
     history: tuple[float, ...] = ()
+    config: int = -1
+    position: int = 0
 
 
 @dataclass
@@ -76,6 +87,11 @@ class _TrialState:
     token: int = 0
     pending: tuple[int, float] | None = None
     history: list[float] = field(default_factory=list)
+    config: int = -1
+    """The table configuration in force (-1 before the first epoch)."""
+    position: int = 0
+    """Epochs of that configuration's curve the trial counts as trained (the continuation
+    model moves it on a switch)."""
     budget: int = 0
     """The trial's epochs: the plan's, or fewer where its config sets `epochs`."""
 
@@ -144,8 +160,18 @@ class Simulation:
     `time_budget_s` of simulated time."""
 
     def __init__(self, plan: Any, table: ReplayTable, *, seed: int, slots: int,
-                 time_budget_s: float | None = None) -> None:
+                 time_budget_s: float | None = None, epoch_budget: int | None = None,
+                 continuation: str = DEFAULT_MODEL, searcher_time: bool = True) -> None:
         self.plan, self.table, self.seed = plan, table, seed
+        if continuation not in MODELS:
+            raise ReplayError(f"replay.continuation: unknown model {continuation!r}; use one "
+                              f"of {', '.join(MODELS)}")
+        self.continuation = continuation
+        self.searcher_time = searcher_time
+        self.searcher_s = 0.0
+        """Seconds the searcher, the scheduler and any controller computed (on the clock)."""
+        self.epoch_budget = epoch_budget
+        self.epochs_done = 0
         if plan.max_epochs > table.epochs:
             hint = ""
             if isinstance(plan, PopulationPlan):
@@ -285,11 +311,26 @@ class Simulation:
 
     # Tune's side.
 
+    @contextlib.contextmanager
+    def _compute(self) -> Iterator[None]:
+        """The driver's own work (searcher, scheduler, controller): its seconds move the
+        clock, so a slow searcher starts its next epoch later."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - start
+            self.searcher_s += spent
+            if self.searcher_time:
+                self.clock += spent
+
     def run(self) -> Simulation:
         with numbered_trial_ids(f"{self.seed}_"):
             self._fill()
             while self._events:
                 if self.stopper is not None and self.stopper.stop_all():
+                    break
+                if self.epoch_budget is not None and self.epochs_done >= self.epoch_budget:
                     break
                 at, _, trial_id, token = heapq.heappop(self._events)
                 st = self.state[trial_id]
@@ -297,7 +338,7 @@ class Simulation:
                     continue  # the trial was paused or stopped before this epoch ended
                 if self.time_budget_s is not None and at > self.time_budget_s:
                     break
-                self.clock = at
+                self.clock = max(self.clock, at)
                 self._epoch_done(self._by_id[trial_id])
                 self._fill()
         self._storage.cleanup()
@@ -311,14 +352,17 @@ class Simulation:
         the scheduler chooses while there are free slots."""
         while self._running() < self.slots:
             if not self._search_done and not any(t.status == "PENDING" for t in self.trials):
-                trial = self.search_alg.next_trial()
+                with self._compute():
+                    trial = self.search_alg.next_trial()
                 if trial is not None:
                     self.trials.append(trial)
                     self._by_id[trial.trial_id] = trial
-                    self.scheduler.on_trial_add(self.ctrl, trial)
+                    with self._compute():
+                        self.scheduler.on_trial_add(self.ctrl, trial)
                 elif self.search_alg.is_finished():
                     self._search_done = True
-            chosen = self.scheduler.choose_trial_to_run(self.ctrl)
+            with self._compute():
+                chosen = self.scheduler.choose_trial_to_run(self.ctrl)
             if chosen is None:
                 return
             self._start(chosen)
@@ -335,8 +379,10 @@ class Simulation:
             st.epoch, st.elapsed = checkpoint.epoch, checkpoint.elapsed
             st.schedule = Schedule.from_json(checkpoint.schedule)
             st.hp, st.history = dict(checkpoint.hp), list(checkpoint.history)
+            st.config, st.position = checkpoint.config, checkpoint.position
         else:
             st.epoch, st.elapsed, st.schedule, st.history = 0, 0.0, Schedule(), []
+            st.config, st.position = -1, 0
         config_hp = self._config_hp(trial.config)
         wanted = (trial.config or {}).get("epochs")
         st.budget = self.plan.max_epochs if wanted is None else max(
@@ -354,14 +400,19 @@ class Simulation:
         if self.client is not None and st.epoch % max(1, self.plan.step_epochs) == 0:
             obs = Observation(trial.trial_id, st.epoch, self.plan.max_epochs,
                               self.hp_in_force(st), st.rows)
-            changes, _ = self.client.decide(obs)
+            with self._compute():
+                changes, _ = self.client.decide(obs)
             st.rows = []
             st.hp.update(changes)
         config = self._lookup(st.hp)
-        epoch = st.epoch + 1
         length = int(self.table.lengths[config, st.seed])
+        if st.config >= 0 and config != st.config:  # a switch inside the trial
+            st.position = position_after_switch(
+                self.continuation, self.table.metrics[self.metric][config, st.seed], length,
+                st.epoch, st.history[-1] if st.history else math.nan, self.table.sign)
+        st.config = config
         times = self.table.metrics[TIME][config, st.seed]
-        seconds = float(times[epoch - 1]) if epoch <= length else float(
+        seconds = float(times[st.position]) if st.position < length else float(
             np.nanmean(times[:length]))
         st.pending = (config, seconds)
         st.token += 1
@@ -369,14 +420,15 @@ class Simulation:
                                       st.token))
 
     def _row(self, trial: Any, st: _TrialState, config: int, seconds: float) -> dict[str, Any]:
+        """The epoch just trained: position `st.position` of the configuration's curve."""
         epoch = st.epoch
         arrays = self.table.metrics
-        past_end = epoch > int(self.table.lengths[config, st.seed])
+        length = int(self.table.lengths[config, st.seed])
         row: dict[str, Any] = {}
         for name in dict.fromkeys((self.metric, *ROW_METRICS)):
             if name in arrays:
-                row[name] = math.nan if past_end else float(
-                    arrays[name][config, st.seed, epoch - 1])
+                row[name] = read(arrays[name][config, st.seed], length, self.table.epochs,
+                                 st.position)
         value = row[self.metric]
         diverged = not math.isfinite(value)
         row.update({
@@ -392,7 +444,7 @@ class Simulation:
     def checkpoint(self, trial: Any) -> SimCheckpoint:
         st = self.state[trial.trial_id]
         return SimCheckpoint(st.epoch, st.schedule.to_json(), st.elapsed, dict(st.hp),
-                             tuple(st.history))
+                             tuple(st.history), st.config, st.position)
 
     def _epoch_done(self, trial: Any) -> None:
         from ray.train._internal.session import _TrainingResult
@@ -403,8 +455,10 @@ class Simulation:
         st.pending = None
         st.epoch += 1
         st.elapsed += seconds
+        self.epochs_done += 1
         st.schedule.append(st.hp)
         row = self._row(trial, st, config, seconds)
+        st.position += 1
         st.rows.append(row)
         st.history.append(row[self.metric])
         result = {**row, "training_iteration": st.epoch, "time_this_iter_s": seconds,
@@ -420,18 +474,21 @@ class Simulation:
                 trial.should_stop(result):
             decision = TrialScheduler.STOP
         else:
-            decision = self.scheduler.on_trial_result(self.ctrl, trial, result)
+            with self._compute():
+                decision = self.scheduler.on_trial_result(self.ctrl, trial, result)
         if decision != TrialScheduler.STOP:
-            self.search_alg.on_trial_result(trial.trial_id, result)
+            with self._compute():
+                self.search_alg.on_trial_result(trial.trial_id, result)
         trial.update_last_result(result)
         last = row["diverged"] or st.epoch >= st.budget or plateaued(
             st.history, self.plan.patience, self.mode)  # as the trainable's early stopping
         if decision == TrialScheduler.CONTINUE and trial.status == "RUNNING":
             if last:  # the trainable returns: Tune's done result stops the trial
                 if self.client is not None:
-                    self.client.finish(Observation(trial.trial_id, st.epoch,
-                                                   self.plan.max_epochs,
-                                                   self.hp_in_force(st), st.rows))
+                    with self._compute():
+                        self.client.finish(Observation(trial.trial_id, st.epoch,
+                                                       self.plan.max_epochs,
+                                                       self.hp_in_force(st), st.rows))
                 self.stop(trial)
             else:
                 self._next_epoch(trial, st)
@@ -456,12 +513,13 @@ class Simulation:
         st = self.state.get(trial.trial_id)
         if st is not None:
             st.token += 1
-        if trial.status in (Trial.PENDING, Trial.PAUSED):
-            self.scheduler.on_trial_remove(self.ctrl, trial)
-            self.search_alg.on_trial_complete(trial.trial_id)
-        else:
-            self.scheduler.on_trial_complete(self.ctrl, trial, trial.last_result)
-            self.search_alg.on_trial_complete(trial.trial_id, result=trial.last_result)
+        with self._compute():
+            if trial.status in (Trial.PENDING, Trial.PAUSED):
+                self.scheduler.on_trial_remove(self.ctrl, trial)
+                self.search_alg.on_trial_complete(trial.trial_id)
+            else:
+                self.scheduler.on_trial_complete(self.ctrl, trial, trial.last_result)
+                self.search_alg.on_trial_complete(trial.trial_id, result=trial.last_result)
         trial.set_status(Trial.TERMINATED)
 
 
@@ -476,13 +534,16 @@ def build_plan(name: str, table: ReplayTable, *, seed: int, budget: Budget,
 
 def replay_cell(name: str, table: ReplayTable, *, seed: int, budget: Budget,
                 options: dict[str, Any] | None = None, concurrency: int = 1,
-                time_budget_s: float | None = None) -> Simulation:
-    """Run one cell (entry x table x seed) and return the finished simulation."""
+                time_budget_s: float | None = None, continuation: str = DEFAULT_MODEL,
+                searcher_time: bool = True) -> Simulation:
+    """Run one cell (entry x table x seed) and return the finished simulation: `concurrency`
+    trials train at once (the experiment's slots) and at most the budget's epochs."""
     random.seed(seed)  # PBT and others draw from the global generators
     np.random.seed(seed % 2 ** 32)
     plan = build_plan(name, table, seed=seed, budget=budget, options=options)
-    sim = Simulation(plan, table, seed=seed, slots=plan.concurrency(concurrency),
-                     time_budget_s=time_budget_s)
+    sim = Simulation(plan, table, seed=seed, slots=concurrency, time_budget_s=time_budget_s,
+                     epoch_budget=budget.epoch_budget, continuation=continuation,
+                     searcher_time=searcher_time)
     try:
         return sim.run()
     finally:
