@@ -98,6 +98,37 @@ def replay_preset(name: str, tables: tuple[str, ...], trials: int) -> dict[str, 
     }
 
 
+TABLE_A_LRS = (1e-05, 3.16228e-05, 0.0001, 0.000316228, 0.001, 0.00316228, 0.01, 0.0316228,
+               0.1)
+"""The 9 learning rates table (a) recorded (record-emerald's lr, 9 log points)."""
+AGREEMENT_ENTRIES = ("random", "optuna", "asha", "emerald", "emerald-dynamic", "pbt")
+AGREEMENT_SEEDS = 10
+
+
+def agreement_preset(name: str, table: str, *, replay: bool) -> dict[str, Any]:
+    """One side of the agreement study: 12 trials x 12 epochs, 10 seeds, two slots, on the
+    exact recording settings of table (a) (EMERALD-O's space, its 9 recorded rates as
+    choices, vgg16@0.0625, digits at 16 px) or of table (c) (document 004's optimizers,
+    resnet18@0.0625) for optsel-ppo: run for real (`replay=False`) or replayed on the table
+    with the same space, slots and budget."""
+    if table == "a":
+        record, searchers = PRESETS["record-emerald"], list(AGREEMENT_ENTRIES)
+        space = {**record["space"], "lr": list(TABLE_A_LRS)}
+        backbone, tables, options = "vgg16@0.0625", [SHIPPED_TABLES[0]], {
+            "pbt": {"population": 12}}
+    else:
+        record, searchers = PRESETS["record-optsel"], ["optsel-ppo"]
+        space = {**record["space"], "lr": [0.001, 0.01, 0.1]}
+        backbone, tables, options = "resnet18@0.0625", [OPTSEL_TABLE], {}
+    common = {"name": name, "searchers": searchers, "searcher_options": options,
+              "budget": {"trials": 12, "epochs": 12}, "concurrency": 2,
+              "seeds": list(range(AGREEMENT_SEEDS))}
+    if replay:
+        return {**common, "backend": "replay", "replay": {"tables": tables}}
+    return {**common, "dataset": dict(record["dataset"]), "backbones": [backbone],
+            "space": space, "resources": {"cpus": 1}}
+
+
 PRETRAINED_AGENTS = {t: t.replace("docs/tables/", "docs/agents/emerald-").replace(
     ".parquet", ".pkl") for t in SHIPPED_TABLES[:2]}
 """EMERALD-O's agents pretrained on each table (a), 50 episodes of 12 trials x 12 epochs:
@@ -399,6 +430,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "resources": {"cpus": 4, "gpus": 1},
     },
 }
+
+# The agreement study (docs/results/agreement/): the same cells run for real on table (a)'s
+# and table (c)'s recording settings, and replayed on those tables.
+PRESETS.update({name: agreement_preset(name, table, replay=name.endswith("-replay"))
+                for name, table in (("agreement-real", "a"), ("agreement-replay", "a"),
+                                    ("agreement-optsel-real", "c"),
+                                    ("agreement-optsel-replay", "c"))})
 
 
 def get_preset(name: str) -> dict[str, Any]:
