@@ -8,7 +8,7 @@ accepted; nothing has been started or written at that point.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -181,6 +181,11 @@ class ReplayConfig(Strict):
     be repeated (service.replay.verify), and rank in-trial rows by that score."""
     searcher_time: bool = True
     """The searcher's and scheduler's own compute advances the simulated clock."""
+    space: Literal["grid", "continuous"] = "grid"
+    """grid: every searched dimension is a choice among the table's recorded values, sorted
+    (numeric ones ordered; strings and booleans keep the space's order); continuous: the
+    table's ranges, suggestions snapped to the nearest recorded value (counted). PB2 keeps
+    the ranges in either mode (service.replay.simulate.CONTINUOUS_ONLY)."""
 
 
 class ExperimentConfig(Strict):
@@ -344,7 +349,7 @@ class ExperimentConfig(Strict):
             return self
         space = self.search_space
         self._check_layers(space)
-        self._check_entries(space)
+        self._check_entries(lambda _: space)
         return self
 
     def _check_layers(self, space: SearchSpace) -> None:
@@ -362,6 +367,7 @@ class ExperimentConfig(Strict):
     def _check_replay(self) -> None:
         """Tables exist and fit the format; the budget fits each; options fit each space.
         The space, metric and mode come from the tables."""
+        from service.replay.simulate import plan_space
         from service.replay.table import TableError, cached_table
 
         if not self.replay.tables:
@@ -390,10 +396,13 @@ class ExperimentConfig(Strict):
             if "metric" in self.model_fields_set and self.metric != table.metric:
                 raise ValueError(f"metric: table {table.name!r} records {table.metric!r}; "
                                  "remove metric (a replay uses the table's)")
-            self._check_entries(table.space)
+            self._check_entries(lambda name, t=table: plan_space(name, t, self.replay.space))
 
-    def _check_entries(self, space: SearchSpace) -> None:
+    def _check_entries(self, space_of: Callable[[str], SearchSpace]) -> None:
+        """Each searcher's options fit the space it searches, `space_of(name)` (in a replay
+        it differs by entry: the table's grid, PB2's continuous ranges)."""
         for name in self.searchers:
+            space = space_of(name)
             try:
                 registry.check_options(name, self.searcher_options.get(name, {}), space)
             except registry.RegistryError as err:

@@ -24,6 +24,7 @@ def check_pretrain(tables: list[str], out: str, episodes: int, options: dict[str
                    ) -> None:
     """Refuse bad input in one line before any episode runs."""
     from service import registry
+    from service.replay.simulate import plan_space
 
     if not tables:
         raise ConfigError("--table: give at least one replay table to pretrain on")
@@ -40,7 +41,8 @@ def check_pretrain(tables: list[str], out: str, episodes: int, options: dict[str
     if target.exists() and target.is_dir():
         raise ConfigError(f"--out: {out!r} is a folder; give a file name, e.g. agents.pkl")
     try:
-        registry.check_options(ENTRY, options, cached_table(tables[0]).space)
+        # the space replay_cell searches by default (the table's recorded values)
+        registry.check_options(ENTRY, options, plan_space(ENTRY, cached_table(tables[0])))
     except (ValueError, KeyError) as err:
         raise ConfigError(f"--option: {err}") from None
 

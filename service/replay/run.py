@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from service.api import Schedule
 from service.config import ExperimentConfig
 from service.layout import CONFIG_FILE, ROWS_FILE, SUMMARY_FILE, Cell
 from service.progress import LOG_DIR
@@ -58,18 +59,21 @@ def cells(cfg: ExperimentConfig) -> list[tuple[Cell, str]]:
     return sorted(out, key=lambda c: rank.get(c[0].searcher.split(":")[0], len(rank)))
 
 
-def true_value(table: ReplayTable, sim: Any, trial_id: str, epoch: int, config: int) -> float:
+def true_value(table: ReplayTable, sim: Any, trial_id: str, epoch: int, config: int,
+               schedule: Schedule | None = None) -> float:
     """What the service would get for a trial chosen at `epoch`: a plain configuration is
     trained again for the full budget (its seed-mean value after `max_epochs`); an in-trial
-    schedule is replayed through `epoch` on every seed, switches continued by the
-    simulation's continuation model (the mean of the spliced curves)."""
+    schedule (`schedule`, the one that produced the chosen row: a PBT trial may since have
+    been cloned over from a donor; default the trial's last) is replayed through `epoch` on
+    every seed, switches continued by the simulation's continuation model (the mean of the
+    spliced curves)."""
     from service.replay.continuation import splice
     from service.replay.verify import configs_of
 
     plan = sim.plan
     if not plan.replays_schedule:
         return table.value(config, plan.max_epochs)
-    schedule = sim.state[trial_id].schedule.upto(epoch)
+    schedule = (sim.state[trial_id].schedule if schedule is None else schedule).upto(epoch)
     configs = configs_of(table, schedule)
     values = [splice(table.metrics[table.metric], table.lengths, s, configs,
                      sim.continuation, table.sign)[-1] for s in range(len(table.seeds))]
@@ -83,14 +87,15 @@ def worst_figures(table: ReplayTable, epochs: int, reason: str) -> dict[str, Any
             "normalised_regret": 1.0, "optimum": optimum, "worst": worst}
 
 
-def chosen_test(table: ReplayTable, sim: Any, trial_id: str, epoch: int, config: int
-                ) -> float:
+def chosen_test(table: ReplayTable, sim: Any, trial_id: str, epoch: int, config: int,
+                schedule: Schedule | None = None) -> float:
     """The table's test accuracy of the chosen configuration (the one in force at the
-    chosen epoch for a schedule: an approximation), when it was recorded at the budget."""
+    chosen epoch of `schedule`, default the trial's last, for a schedule: an
+    approximation), when it was recorded at the budget."""
     if table.test is None:
         return math.nan
     if sim.plan.replays_schedule:
-        schedule = sim.state[trial_id].schedule
+        schedule = sim.state[trial_id].schedule if schedule is None else schedule
         config = table.snap(schedule.at(min(epoch, len(schedule))))[0]
     elif sim.plan.max_epochs != table.epochs:
         return math.nan
@@ -112,17 +117,19 @@ def score(sim: Any, table: ReplayTable) -> tuple[list[dict[str, Any]], dict[str,
     epochs = 0
     started: set[int] = set()
     evals_to_target = math.nan
-    cache: dict[tuple[str, int], float] = {}
+    # A row is scored by the schedule that produced it (its own `schedule`): a PBT trial
+    # cloned over from a donor after that row goes on under another history.
+    cache: dict[tuple[str, int, str], float] = {}
     for row in rows:
         epochs += 1
         started.add(row["trial_index"])
         value = row[table.metric]
         if math.isfinite(value) and (best is None or sign * value > sign * best[0]):
             best = (value, row)
-            key = (row["trial_id"], row["epoch"])
+            key = (row["trial_id"], row["epoch"], row["schedule"])
             if key not in cache:
                 cache[key] = true_value(table, sim, row["trial_id"], row["epoch"],
-                                        row["config"])
+                                        row["config"], Schedule.from_json(row["schedule"]))
             regret = sign * (optimum - cache[key])
             if math.isnan(evals_to_target) and sign * (value - target) >= 0:
                 evals_to_target = len(started)
@@ -130,7 +137,8 @@ def score(sim: Any, table: ReplayTable) -> tuple[list[dict[str, Any]], dict[str,
         row["trials_started"] = len(started)
         row["epochs_total"] = epochs
     chosen = best[1] if best else None
-    chosen_value = cache[(chosen["trial_id"], chosen["epoch"])] if chosen else math.nan
+    chosen_value = cache[(chosen["trial_id"], chosen["epoch"], chosen["schedule"])] \
+        if chosen else math.nan
     summary = {
         "trials": len(sim.trials), "epochs": epochs, "simulated_s": sim.clock,
         "snapped": sim.snapped, "lookups": sim.lookups,
@@ -141,14 +149,16 @@ def score(sim: Any, table: ReplayTable) -> tuple[list[dict[str, Any]], dict[str,
         "best_observed": best[0] if best else math.nan,
         "chosen_value": chosen_value,
         "test_acc": chosen_test(table, sim, chosen["trial_id"], chosen["epoch"],
-                                chosen["config"]) if chosen else math.nan,
+                                chosen["config"], Schedule.from_json(chosen["schedule"]))
+        if chosen else math.nan,
         "chosen_config": table.config_dict(chosen["config"]) if chosen else None,
-        "chosen_schedule": json.loads(sim.state[chosen["trial_id"]].schedule.upto(
-            chosen["epoch"]).to_json()) if chosen and sim.plan.replays_schedule else None,
+        "chosen_schedule": json.loads(chosen["schedule"])
+        if chosen and sim.plan.replays_schedule else None,
         "evals_to_target": evals_to_target,
         "in_trial": bool(sim.plan.replays_schedule),
         "searcher_s": sim.searcher_s,
         "continuation": sim.continuation,
+        "space": sim.space_mode,
         "failed": None,
     }
     if chosen is None:
@@ -219,7 +229,7 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str) -> dict[str
     table = cached_table(table_path)
     folder = cfg.experiment_dir / cell_name(cell)
     meta = {"searcher": cell.searcher, "backbone": cell.backbone, "seed": cell.seed,
-            "table": table.path, "backend": "replay"}
+            "table": table.path, "backend": "replay", "space": cfg.replay.space}
     start = time.perf_counter()
     try:
         import torch
@@ -229,7 +239,7 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str) -> dict[str
                           options=cfg.searcher_options.get(cell.searcher),
                           concurrency=cfg.concurrency, time_budget_s=cfg.replay.time_budget_s,
                           continuation=cfg.replay.continuation,
-                          searcher_time=cfg.replay.searcher_time)
+                          searcher_time=cfg.replay.searcher_time, space=cfg.replay.space)
         rows, figures = score(sim, table)
     except ReplayError as err:  # the entry cannot search this table at all: not ranked
         return _write_summary(folder, {**meta, "skipped": str(err)[:300]})

@@ -19,8 +19,11 @@ read from the table instead of trained; each finishes at `now + its recorded sec
   epochs than its budget.
 - The searcher's and scheduler's own compute advances the simulated clock (Syne Tune's time
   keeper), unless `searcher_time` is off.
-- A configuration off the table's grid is snapped to the nearest recorded one (log scale on
-  log ranges); every snap is counted.
+- By default (`space="grid"`) every plan searches the table's recorded values, each
+  searched dimension a choice, numbers in order (`ReplayTable.grid_space`), so every
+  searcher sees the same space; `space="continuous"` gives the table's ranges instead. A
+  configuration off the table's grid (continuous mode, PB2 always) is snapped to the
+  nearest recorded one (log scale on log ranges); every snap is counted.
 - The recorded seed a trial replays is drawn from the experiment seed and the trial's index,
   and Tune's trial ids are numbered, so a replay is exactly reproducible.
 """
@@ -54,7 +57,14 @@ from service.api import (
 )
 from service.replay.continuation import DEFAULT_MODEL, MODELS, position_after_switch, read
 from service.replay.table import ROW_METRICS, TIME, ReplayTable
-from service.space import HPARAMS, LOG10_PREFIX, resolve_config
+from service.space import HPARAMS, LOG10_PREFIX, SearchSpace, resolve_config
+
+SPACES: tuple[str, ...] = ("grid", "continuous")
+"""What a replayed plan searches: the table's recorded values as choices, or its ranges."""
+CONTINUOUS_ONLY: tuple[str, ...] = ("pb2",)
+"""Entries that keep the table's continuous space in grid mode: PB2 fits a GP over
+continuous bounds (`SearchSpace.to_pb2_bounds` ignores choices, and the entry refuses a
+space without a range), so its suggestions are snapped to the grid instead (counted)."""
 
 
 class ReplayError(RuntimeError):
@@ -161,8 +171,13 @@ class Simulation:
 
     def __init__(self, plan: Any, table: ReplayTable, *, seed: int, slots: int,
                  time_budget_s: float | None = None, epoch_budget: int | None = None,
-                 continuation: str = DEFAULT_MODEL, searcher_time: bool = True) -> None:
+                 continuation: str = DEFAULT_MODEL, searcher_time: bool = True,
+                 space: SearchSpace | None = None, space_mode: str = "continuous") -> None:
         self.plan, self.table, self.seed = plan, table, seed
+        self.space = table.space if space is None else space
+        """The space the plan was built on (a controller is hosted over it)."""
+        self.space_mode = space_mode
+        """The replay's space setting ("grid" or "continuous"), for the cell's summary."""
         if continuation not in MODELS:
             raise ReplayError(f"replay.continuation: unknown model {continuation!r}; use one "
                               f"of {', '.join(MODELS)}")
@@ -242,7 +257,7 @@ class Simulation:
         elif isinstance(plan, ControllerPlan):
             from service.searching import ControllerHost
 
-            searcher = self.host = ControllerHost(plan, self.table.space, metric=self.metric,
+            searcher = self.host = ControllerHost(plan, self.space, metric=self.metric,
                                                   mode=self.mode, in_process=True)
         else:
             raise TypeError(f"unknown plan kind {type(plan).__name__}")
@@ -523,27 +538,43 @@ class Simulation:
         trial.set_status(Trial.TERMINATED)
 
 
+def plan_space(name: str, table: ReplayTable, space: str = "grid") -> SearchSpace:
+    """The space entry `name` searches on `table`: the recorded values as choices, numbers
+    in order ("grid"), or the table's ranges ("continuous", and PB2 in either mode: see
+    `CONTINUOUS_ONLY`)."""
+    from service.registry import entry_name
+
+    if space not in SPACES:
+        raise ReplayError(f"replay.space: unknown space {space!r}; use one of "
+                          f"{', '.join(SPACES)}")
+    if space == "continuous" or entry_name(name) in CONTINUOUS_ONLY:
+        return table.space
+    return table.grid_space()
+
+
 def build_plan(name: str, table: ReplayTable, *, seed: int, budget: Budget,
-               options: dict[str, Any] | None) -> Any:
-    """The registry's plan for a table: its space, metric and mode."""
+               options: dict[str, Any] | None, space: str = "grid") -> Any:
+    """The registry's plan for a table: its metric and mode, over `plan_space`."""
     from service import registry
 
-    return registry.build(name, space=table.space, metric=table.metric, mode=table.mode,
-                          seed=seed, budget=budget, options=options)
+    return registry.build(name, space=plan_space(name, table, space), metric=table.metric,
+                          mode=table.mode, seed=seed, budget=budget, options=options)
 
 
 def replay_cell(name: str, table: ReplayTable, *, seed: int, budget: Budget,
                 options: dict[str, Any] | None = None, concurrency: int = 1,
                 time_budget_s: float | None = None, continuation: str = DEFAULT_MODEL,
-                searcher_time: bool = True) -> Simulation:
+                searcher_time: bool = True, space: str = "grid") -> Simulation:
     """Run one cell (entry x table x seed) and return the finished simulation: `concurrency`
-    trials train at once (the experiment's slots) and at most the budget's epochs."""
+    trials train at once (the experiment's slots) and at most the budget's epochs; `space`
+    is "grid" (the recorded values) or "continuous" (the table's ranges, snapped)."""
     random.seed(seed)  # PBT and others draw from the global generators
     np.random.seed(seed % 2 ** 32)
-    plan = build_plan(name, table, seed=seed, budget=budget, options=options)
+    plan = build_plan(name, table, seed=seed, budget=budget, options=options, space=space)
     sim = Simulation(plan, table, seed=seed, slots=concurrency, time_budget_s=time_budget_s,
                      epoch_budget=budget.epoch_budget, continuation=continuation,
-                     searcher_time=searcher_time)
+                     searcher_time=searcher_time, space=plan_space(name, table, space),
+                     space_mode=space)
     try:
         return sim.run()
     finally:

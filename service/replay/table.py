@@ -200,6 +200,29 @@ class ReplayTable:
         return {n: tuple(sorted({c[j] for c in self.configs}, key=_order))
                 for j, n in enumerate(self.names)}
 
+    def grid_space(self) -> SearchSpace:
+        """The space of the recorded values: each searched dimension becomes a choice among
+        them, so every searcher searches what the table holds and nothing is snapped (Syne
+        Tune gives a tabular blackbox's values as choices too). Numbers are in increasing
+        order (PBT then moves to a neighbouring value, HYPERA's positions follow the scale);
+        other values keep the space's own order, the one the RL entries' action indices and
+        their warm-start files were learned on. Constants and one-value dimensions stay
+        constants."""
+        dims: list[Dim] = []
+        for dim in self.space.dims:
+            values = self.grid[dim.name]
+            if dim.is_constant:
+                dims.append(dim)
+            elif len(values) == 1:
+                dims.append(Dim(dim.name, "constant", values))
+            elif all(_is_number(v) for v in values):
+                dims.append(Dim(dim.name, "choice", tuple(sorted(values, key=float))))
+            else:  # bools and strings: the declared choices the table recorded
+                recorded = Dim(dim.name, "choice", values)
+                dims.append(Dim(dim.name, "choice", tuple(
+                    c for c in dim.choices if recorded.contains(c))))
+        return SearchSpace(tuple(dims))
+
     @cached_property
     def factorial(self) -> bool:
         return len(self.configs) == math.prod(len(v) for v in self.grid.values())
@@ -279,6 +302,10 @@ class ReplayTable:
 
 def _order(value: Any) -> tuple[str, Any]:
     return (type(value).__name__, value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:

@@ -630,6 +630,29 @@ def _with_verdicts(table: pd.DataFrame, cells: pd.DataFrame, scale: float
     return table.sort_values("regret_mean").reset_index(drop=True), note
 
 
+SPACE_TEXT = {
+    "grid": "grid: every searched dimension a choice among the table's recorded values, so "
+            "nothing is snapped (PB2, a GP over continuous bounds, keeps the ranges and is "
+            "snapped)",
+    "continuous": "continuous: the tables' ranges, suggestions snapped to the nearest "
+                  "recorded value (`snapped`)"}
+"""What each `replay.space` searched, for the report's header."""
+
+
+def space_sentence(cells: pd.DataFrame) -> str:
+    """One sentence naming the space(s) the cells searched (`replay.space`); a cell written
+    before the setting existed searched the continuous ranges."""
+    if "space" in cells:
+        spaces = cells["space"].where(cells["space"].notna(), "continuous")
+    else:
+        spaces = pd.Series(["continuous"] * len(cells), dtype=object)
+    found = sorted(set(spaces)) or ["continuous"]
+    if len(found) == 1:
+        return f"Searched space (`replay.space`): {SPACE_TEXT.get(found[0], found[0])}."
+    return ("Searched spaces differ between cells (`space` in cells.csv): "
+            + "; ".join(SPACE_TEXT.get(f, f) for f in found) + ".")
+
+
 def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
     """comparison.md/.csv (overall and per table), cells.csv (failures scored), the CD
     diagram and the best-so-far plots of one replay experiment folder."""
@@ -680,6 +703,8 @@ def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
         "diverged trials leave some unused); searcher_s = the searcher's and scheduler's "
         "compute per cell; simulated_s = simulated wall time per cell (population methods "
         "run their members side by side).",
+        "",
+        space_sentence(cells),
         "",
         "## All tables",
         "",

@@ -158,7 +158,9 @@ def test_the_searcher_s_compute_moves_the_simulated_clock(table, monkeypatch) ->
     budget = Budget(trials=4, epochs=3)
     free = replay_cell("random", table, seed=0, budget=budget, searcher_time=False)
     charged = replay_cell("random", table, seed=0, budget=budget)
-    assert [r["val_acc"] for r in free.rows] == [r["val_acc"] for r in charged.rows]
+    # the same rows, a diverged epoch's NaN included (random may draw lr 0.1 with sgd)
+    np.testing.assert_array_equal([r["val_acc"] for r in free.rows],
+                                  [r["val_acc"] for r in charged.rows])
     assert charged.searcher_s >= 0.8 and free.searcher_s >= 0.8
     assert charged.clock - free.clock == pytest.approx(charged.searcher_s, abs=0.05)
     assert score(charged, table)[1]["searcher_s"] == charged.searcher_s

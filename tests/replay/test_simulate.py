@@ -15,7 +15,7 @@ import pytest
 from ray.tune.search import Searcher
 
 from service import registry
-from service.api import Budget, SearcherPlan
+from service.api import Budget, Schedule, SearcherPlan
 from service.config import build_config
 from service.replay.run import run_replay, score
 from service.replay.simulate import ReplayError, Simulation, replay_cell
@@ -70,11 +70,26 @@ def test_fixed_config_replays_recorded_curve_exactly(table) -> None:
 
 
 def _follows_curves(sim: Simulation, table) -> None:
-    """Every trial's rows continue its configuration's recorded curve epoch by epoch."""
+    """Every trial's rows continue its configuration's recorded curve epoch by epoch: in
+    time order each row is the epoch after the trial's previous one, on the same history,
+    or (a PBT clone, which Tune's PBT may make of a trial even after its last epoch) the
+    epoch after a donor's checkpoint, on that donor's history."""
+    after: dict[int, set[str]] = {}  # the histories some trial had after each epoch
+    for r in sim.rows:
+        after.setdefault(r["epoch"], set()).add(r["schedule"])
     for rows in _trials(sim).values():
         seed = table.seeds.index(int(rows["recorded_seed"].iloc[0]))
-        assert rows["epoch"].tolist() == list(range(1, len(rows) + 1))
-        for row in rows.itertuples():
+        previous = None
+        for row in rows.sort_values("unix_time", kind="stable").itertuples():
+            schedule = Schedule.from_json(row.schedule)
+            assert len(schedule) == row.epoch
+            before = schedule.upto(row.epoch - 1).to_json()
+            if previous is None:
+                assert row.epoch == 1
+            elif not (row.epoch == len(previous) + 1 and before == previous.to_json()):
+                assert row.epoch <= len(previous) + 1 and before in after[row.epoch - 1], \
+                    (row.trial_id, row.epoch)
+            previous = schedule
             hp = {n: getattr(row, f"hp_{n}") for n in table.names}
             hp = {n: bool(v) if n in ("flip", "shift") else v for n, v in hp.items()}
             config = table.snap(hp)[0]
