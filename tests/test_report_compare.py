@@ -238,3 +238,23 @@ def test_the_report_counts_failures_and_names_the_paired_test(tmp_path) -> None:
     paired = pd.read_csv(tmp_path / "out" / "paired.csv").iloc[0]
     diff = (OPTIMUM - WORST - good[3] - 0.01 - 3 * 0.01) / 4 * 100
     assert paired["regret_diff"].startswith(f"{diff:+.2f} [")
+
+
+def test_in_trial_rows_come_with_the_continuation_models_measured_error() -> None:
+    """A report with in-trial rows on a shipped table shows every model's error against
+    the switch curves kept beside it; a table that is not here adds nothing."""
+    from service.replay.table import cached_table
+    from service.replay.verify import SwitchStore, model_errors
+    from service.reports.compare import model_error_lines
+
+    path = "docs/tables/digits-vgg16_w0.0625.parquet"
+    cells = pd.DataFrame({"searcher": ["emerald-dynamic", "random"], "in_trial": [True, False],
+                          "table": [path, path], "backbone": ["digits-vgg16@0.0625"] * 2})
+    text = "\n".join(model_error_lines(cells))
+    table = cached_table(path)
+    errors = model_errors(table, SwitchStore(table))
+    assert "error on table digits-vgg16@0.0625" in text
+    assert f"| reach | {errors['reach']['n']:.0f} | {100 * errors['reach']['mae']:.1f} [" in text
+    assert "| epoch |" in text and "| restart |" in text
+    assert model_error_lines(cells.assign(table="/nonexistent.parquet")) == []
+    assert model_error_lines(cells.assign(in_trial=False)) == []

@@ -613,6 +613,31 @@ def _fmt_table(table: pd.DataFrame) -> str:
                                                                      floatfmt=".3g")
 
 
+def model_error_lines(cells: pd.DataFrame) -> list[str]:
+    """Beside the in-trial rows: every continuation model's measured error on each table
+    they ran on (against the retrained switch curves kept beside the table,
+    service.replay.verify); nothing for a table that is not here."""
+    if "in_trial" not in cells or "table" not in cells:
+        return []
+    lines: list[str] = []
+    in_trial = cells[cells["in_trial"].map(_truthy)]
+    for path in sorted(in_trial["table"].dropna().unique()):
+        if not Path(path).is_file():
+            continue
+        from service.replay.table import cached_table
+        from service.replay.verify import format_errors, model_errors, store_of
+
+        table = cached_table(str(path))
+        errors = model_errors(table, store_of(table.path))
+        label = in_trial.loc[in_trial["table"] == path, "backbone"].iloc[0]
+        lines += [f"## Continuation models' error on table {label}", "",
+                  "What each model predicts for a schedule that switches, against that "
+                  "schedule retrained for real on every recorded seed (the table's switch "
+                  "curves; final value, points for accuracy, 95% bootstrap CI):", "",
+                  format_errors(table, errors), ""]
+    return lines
+
+
 def _paired_of(folder: Path) -> list[str]:
     """The experiment's `replay.paired` pairs (from its stored config)."""
     try:
@@ -770,6 +795,7 @@ def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
         lines += ["## Entries that cannot run on a table", ""]
         lines += [f"- {r.searcher} on {r.backbone}: {r.skipped}" for r in skipped.itertuples()]
         lines.append("")
+    lines += model_error_lines(ok)
     lines += [APPROXIMATIONS, ""]
     (out / "comparison.md").write_text("\n".join(lines))
     written["comparison"] = out / "comparison.md"
