@@ -393,6 +393,11 @@ class ExperimentConfig(Strict):
                 raise ValueError(f"budget.epochs: {self.budget.epochs} is more than table "
                                  f"{table.name!r} recorded ({table.epochs}); give at most "
                                  f"{table.epochs}")
+            try:  # a table with no finite metric at the budget scores nothing
+                table.optimum(self.budget.epochs)
+            except TableError as err:
+                raise ValueError(f"replay.tables: {err}; give a table with finite values "
+                                 "(a NaN row ends a diverged curve)") from None
             if "metric" in self.model_fields_set and self.metric != table.metric:
                 raise ValueError(f"metric: table {table.name!r} records {table.metric!r}; "
                                  "remove metric (a replay uses the table's)")

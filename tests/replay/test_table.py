@@ -133,3 +133,25 @@ def test_sampled_design_snaps_to_nearest_configuration(tmp_path) -> None:
     index, snapped = table.snap({"depth": 4, "dropout": 0.4})
     assert snapped and table.configs[index] == (2, 0.5)
     assert table.configs[table.snap({"depth": 4, "dropout": 0.1})[0]] == (4, 0.0)
+
+
+def test_a_table_without_a_finite_metric_is_refused_before_anything_runs(tmp_path) -> None:
+    """Every curve diverged at its first epoch: no optimum to score against, so the config
+    is refused naming replay.tables (it used to run every cell, then fail in the report)."""
+    import math
+
+    import pandas as pd
+
+    from service.api import ConfigError
+    from service.config import build_config
+    from service.replay.table import TableMeta, write_table
+
+    rows = [{"lr": lr, "seed": 0, "epoch": 1, "val_acc": math.nan, "epoch_time_s": 0.1}
+            for lr in (0.001, 0.01, 0.1)]
+    path = write_table(pd.DataFrame(rows), TableMeta(), tmp_path / "nan.parquet")
+    with pytest.raises(ConfigError, match="replay.tables: .*no configuration has a finite "
+                                          "val_acc at epoch 1"):
+        build_config({"name": "x", "storage": str(tmp_path / "out"), "backend": "replay",
+                      "replay": {"tables": [str(path)]}, "searchers": ["random"],
+                      "budget": {"trials": 2, "epochs": 1}})
+    assert not (tmp_path / "out").exists()
