@@ -75,7 +75,7 @@ class Budget(Strict):
 
     trials: int = Field(default=6, ge=1, le=100_000)
     epochs: int = Field(default=3, ge=1, le=100_000)
-    total_epochs: int | None = Field(default=None, ge=1)
+    total_epochs: int | None = Field(default=None, ge=1, le=100_000 * 100_000)
 
     @property
     def epoch_budget(self) -> int:

@@ -143,6 +143,37 @@ def bind_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def embedded_gpus() -> int:
+    """GPUs an embedded Ray would find here, without importing torch: the devices
+    CUDA_VISIBLE_DEVICES names, else the NVIDIA device files."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    return len(list(Path("/dev").glob("nvidia[0-9]*")))
+
+
+def check_machine(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    """Before Ray starts: the embedded Ray's flags are sane and one trial fits it (a trial
+    asking more CPUs or GPUs than Ray has would wait forever). A cluster (`--address`,
+    RAY_ADDRESS) is checked by Ray's own scheduler once joined."""
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise ConfigError(f"--num-cpus: {args.num_cpus}; give at least 1 (default: every "
+                          "core of this machine)")
+    if args.num_gpus is not None and args.num_gpus < 0:
+        raise ConfigError(f"--num-gpus: {args.num_gpus}; give 0 or more")
+    if cfg.backend == "replay" or args.address or os.environ.get("RAY_ADDRESS"):
+        return
+    cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
+    gpus = args.num_gpus if args.num_gpus is not None else embedded_gpus()
+    if cfg.resources.cpus > cpus:
+        raise ConfigError(f"resources.cpus: {cfg.resources.cpus:g} CPUs per trial, but the "
+                          f"embedded Ray has {cpus}; give at most {cpus} (--cpus-per-trial)")
+    if cfg.resources.gpus > gpus:
+        raise ConfigError(f"resources.gpus: {cfg.resources.gpus:g} GPUs per trial, but the "
+                          f"embedded Ray has {gpus}; give --gpus-per-trial 0, or --num-gpus N "
+                          "for logical GPUs")
+
+
 def init_ray(args: argparse.Namespace) -> None:
     """Join the cluster named by --address or RAY_ADDRESS; otherwise start a local Ray that
     never joins another instance on the machine."""
@@ -224,7 +255,37 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = Fal
     for name, path in written.items():
         print(f"  {name}: {path}")
     print(f"TensorBoard: tensorboard --logdir {cfg.experiment_dir}")
-    return 1 if failed else 0
+    return 1 if failed else failed_trials_exit(cfg.experiment_dir, summaries)
+
+
+def failed_trials_exit(folder: Path, summaries: Sequence[dict[str, Any]]) -> int:
+    """1 when every trial of the run failed (the first error's line and where its log is
+    printed), else 0; some failed trials are counted and located."""
+    trials = sum(int(s.get("trials", 0)) for s in summaries)
+    errors = sum(int(s.get("errors", 0)) for s in summaries)
+    if not errors:
+        return 0
+    first = next(s for s in summaries if s.get("errors"))
+    from service.layout import Cell, cell_name
+
+    cell = folder / cell_name(Cell(first["searcher"], first["backbone"], first["seed"]))
+    line = _first_error_line(cell)
+    where = folder / "logs" / f"{cell.name}.log"
+    if errors >= trials:
+        print(f"error: every trial failed ({errors} of {trials}); first: {line} "
+              f"(log: {where})", file=sys.stderr)
+        return 1
+    print(f"{errors} of {trials} trials failed; first: {line} (log: {where})")
+    return 0
+
+
+def _first_error_line(cell: Path) -> str:
+    """The last line of the first `error.txt` Tune wrote under a cell (the exception)."""
+    for path in sorted(cell.rglob("error.txt")):
+        lines = [x.strip() for x in path.read_text(errors="replace").splitlines() if x.strip()]
+        if lines:
+            return lines[-1][:300]
+    return "no error.txt found"
 
 
 def _record(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
@@ -242,6 +303,16 @@ def _record(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     for path in paths:
         print(f"  {path}")
     return 0
+
+
+def _json_mapping(path: Path) -> bool:
+    """Whether `path` holds a JSON object (UTF-8)."""
+    import json
+
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -268,6 +339,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder = Path(args.folder)
             if not folder.is_dir():
                 raise ConfigError(f"folder: {str(folder)!r} is not a directory")
+            from service.reports import find_experiments
+
+            for experiment in find_experiments(folder):
+                stored = experiment / "experiment_config.json"
+                if stored.is_file() and not _json_mapping(stored):
+                    raise ConfigError(f"folder: {str(stored)!r} is not the JSON config a "
+                                      "run writes; nothing written")
             for name, path in write_report(folder, args.out, args.format).items():
                 print(f"{name}: {path}")
             # TensorBoard names each run by its path: <experiment>/<cell>/<trial>
@@ -281,9 +359,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not (folder / "experiment_config.json").exists():
                 raise ConfigError(f"folder: {str(folder)!r} holds no experiment_config.json; "
                                   "give <storage>/<name> of an earlier run")
-            cfg = build_config(stored_config(folder))
+            try:
+                stored = stored_config(folder)
+            except (UnicodeDecodeError, ValueError) as err:
+                raise ConfigError(f"folder: {str(folder / 'experiment_config.json')!r} is not "
+                                  f"the JSON config a run writes ({type(err).__name__}); the "
+                                  "experiment cannot be resumed") from None
+            if not isinstance(stored, dict):
+                raise ConfigError(f"folder: {str(folder / 'experiment_config.json')!r} holds "
+                                  "no config mapping; the experiment cannot be resumed")
+            cfg = build_config(stored)
+            check_machine(cfg, args)
             return _run(cfg, args, restore=True)
         cfg = config_from_args(args)
+        if args.command in ("run", "bench", "record"):
+            check_machine(cfg, args)
         if args.command == "record":
             from service.replay.record import check_design
 

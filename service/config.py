@@ -163,6 +163,11 @@ class RewardConfig(Strict):
     size_ref_mb: float = Field(default=100.0, gt=0.0)
 
 
+MAX_SEED = 2**32 - 1
+"""Seeds reach numpy's and Ray Tune's seeding, which take 32-bit unsigned integers."""
+MAX_SEEDS = 10_000
+
+
 class ReplayConfig(Strict):
     """The replay backend: recorded tables to run every searcher against, on a simulated
     clock; `time_budget_s` ends each experiment at that simulated wall time."""
@@ -308,9 +313,32 @@ class ExperimentConfig(Strict):
             raise ValueError("give at least one seed")
         if len(set(value)) != len(value):
             raise ValueError(f"repeated seed in {value}")
-        if any(s < 0 for s in value):
-            raise ValueError("seeds must be >= 0")
+        if any(s < 0 or s > MAX_SEED for s in value):
+            raise ValueError(f"seeds must be in 0..{MAX_SEED} (numpy's seed range)")
+        if len(value) > MAX_SEEDS:
+            raise ValueError(f"{len(value)} seeds; give at most {MAX_SEEDS}")
         return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        """The storage path must be a folder, or creatable as one: a file there (or above
+        it) would fail only after Ray started."""
+        path = Path(value).expanduser()
+        for part in (path, *path.parents):
+            if part.exists():
+                if not part.is_dir():
+                    raise ValueError(f"{str(part)!r} is a file, not a folder; give a folder "
+                                     "for the results")
+                break
+        return value
+
+    @model_validator(mode="after")
+    def _tables_need_the_replay_backend(self) -> ExperimentConfig:
+        if self.replay.tables and self.backend != "replay":
+            raise ValueError("replay.tables: tables are read only by the replay backend; "
+                             "add --backend replay (backend: replay), or drop --table")
+        return self
 
     @field_validator("space")
     @classmethod
@@ -481,17 +509,37 @@ def build_config(raw: Mapping[str, Any]) -> ExperimentConfig:
         raise ConfigError(_first_error(err)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
+    silently, so a typo'd override would win unseen)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice; keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file; a missing file or a syntax error is a ConfigError."""
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"--config: file {str(file)!r} not found; give a YAML file")
     try:
-        data = yaml.safe_load(file.read_text()) or {}
+        data = yaml.load(file.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config: {file} is not UTF-8 text; save it as UTF-8 YAML"
+                          ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"--config: {file} is not valid YAML{where}") from None
+        problem = getattr(err, "problem", None) or ""
+        detail = f": {problem}" if problem.startswith("key ") else ""
+        raise ConfigError(f"--config: {file} is not valid YAML{where}{detail}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {file} must hold a mapping of keys at the top level")
     return data

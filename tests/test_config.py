@@ -40,7 +40,7 @@ INVALID: list[tuple[dict, str]] = [
     ({"searchers": ["asha"], "searcher_options": {"asha": {"grace_period": 0}}}, ">= 1"),
     ({"seeds": []}, "at least one seed"),
     ({"seeds": [1, 1]}, "repeated seed"),
-    ({"seeds": [-1]}, "seeds must be >= 0"),
+    ({"seeds": [-1]}, "seeds must be in 0..4294967295"),
     ({"space": {"learning_rate": {"loguniform": [1e-5, 1e-1]}}}, "unknown hyperparameter"),
     ({"space": {"lr": {"loguniform": [0, 1e-1]}}}, "space.lr: 0 is outside [1e-07, 10]"),
     ({"space": {"lr": {"loguniform": [1e-1, 1e-5]}}}, "needs low < high"),

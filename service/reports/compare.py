@@ -682,6 +682,11 @@ def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
     """comparison.md/.csv (overall and per table), cells.csv (failures scored), the CD
     diagram and the best-so-far plots of one replay experiment folder."""
     cells, rows = load_replay(folder)
+    if cells.empty or "searcher" not in cells:
+        from service.api import ConfigError
+
+        raise ConfigError(f"folder: {str(folder)!r} holds no readable replay cell (no "
+                          "summary.json a replay writes); nothing written")
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     cells.to_csv(out / "cells.csv", index=False)

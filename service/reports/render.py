@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from service.api import ConfigError
 from service.reports.compare import is_replay, write_replay_report
 from service.reports.figures import paper_figures
 from service.reports.load import (
@@ -82,6 +83,14 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _holds_files(folders: list[Path]) -> bool:
+    """Whether any cell folder holds a file (a cell a run only created holds none yet)."""
+    from service.reports.load import _cell_dirs
+
+    return any(f.is_file() for folder in folders for cell in _cell_dirs(folder)
+               for f in cell.rglob("*"))
+
+
 def _single_views(folder: Path) -> _Views:
     """One experiment folder: exactly the tables it always had, plus its searchers table."""
     trials, tests, epochs, summaries, cells = _load_one(folder)
@@ -136,9 +145,12 @@ def write_report(storage: str | Path, out_dir: str | Path | None = None,
     out = Path(out_dir) if out_dir else storage / "report"
     if folders == [storage] and is_replay(storage):
         return write_replay_report(storage, out)
-    out.mkdir(parents=True, exist_ok=True)
     views = _single_views(storage) if folders == [storage] else _storage_views(folders)
     trials = views.trials
+    if not live and trials.empty and views.summaries.empty and _holds_files(folders):
+        raise ConfigError(f"folder: {str(storage)!r} holds no readable result (its cells' "
+                          "files are not what a run writes); nothing written")
+    out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     trials_path = out / f"trials.{fmt}"
     if fmt == "parquet":

@@ -1,0 +1,149 @@
+"""Bad input fails as the README promises: one line naming the field and the fix, exit 2,
+before Ray starts, nothing written under the storage path; a run whose every trial failed
+exits 1 and says where its log is."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from service.cli import EXIT_CONFIG, failed_trials_exit, main
+from service.layout import Cell, cell_name
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture
+def storage(tmp_path, monkeypatch):
+    """A storage folder, and a guard that Ray is never started by a refused command."""
+    import ray
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray started for a bad input")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    return folder
+
+
+def _refused(argv: list[str], field: str, storage: Path, capsys) -> str:
+    before = _tree(storage.parent)
+    assert main(argv) == EXIT_CONFIG, argv
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert field in err, (field, err)
+    assert _tree(storage.parent) == before, "a refused command wrote something"
+    return err
+
+
+RUN = ["run", "--searchers", "random", "--backbones", "resnet18@0.0625", "--trials", "1",
+       "--epochs", "1", "--dataset", "synthetic"]
+
+
+def test_a_config_file_that_is_not_utf8_is_refused(storage, capsys) -> None:
+    config = storage.parent / "bad.yaml"
+    config.write_bytes(b"name: \xff\xfe\x00binary\x80\n")
+    before = _tree(storage.parent)
+    for command in ("validate", "run"):
+        assert main([command, "--config", str(config), "--storage", str(storage)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--config" in err and "UTF-8" in err and "\n" not in err, err
+    assert _tree(storage.parent) == before
+
+
+def test_a_key_given_twice_in_yaml_is_refused_not_silently_overwritten(storage, capsys
+                                                                       ) -> None:
+    config = storage.parent / "twice.yaml"
+    config.write_text("name: a\nbudget:\n  trials: 2\n  trials: 20\n")
+    err = _refused(["run", "--config", str(config), "--storage", str(storage)], "--config",
+                   storage, capsys)
+    assert "'trials' given twice" in err and "line 4" in err
+
+
+@pytest.mark.parametrize("extra,field", [
+    (["--num-cpus", "-1"], "--num-cpus"),
+    (["--num-cpus", "0"], "--num-cpus"),
+    (["--num-gpus", "-2"], "--num-gpus"),
+    (["--cpus-per-trial", "512"], "resources.cpus"),
+    (["--gpus-per-trial", "64"], "resources.gpus"),
+    (["--seeds", str(2**70)], "seeds"),
+    (["--seeds", "-1"], "seeds"),
+    (["--set", "budget.total_epochs=1e30"], "total_epochs"),
+    (["--table", "docs/tables/digits-vgg16_w0.0625.parquet"], "replay.tables"),
+])
+def test_flags_a_run_cannot_satisfy_are_refused_before_ray(storage, capsys, monkeypatch,
+                                                           extra, field) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU here, whatever the machine has
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    _refused([*RUN, "--storage", str(storage), *extra], field, storage, capsys)
+
+
+def test_a_storage_path_that_is_a_file_is_refused(storage, capsys) -> None:
+    file = storage / "not-a-folder"
+    file.write_text("x")
+    _refused([*RUN, "--storage", str(file)], "storage", storage, capsys)
+    _refused([*RUN, "--storage", str(file / "below")], "storage", storage, capsys)
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe\x80\x81", b"[1, 2]"])
+def test_resume_of_a_corrupt_experiment_is_refused(storage, capsys, content) -> None:
+    folder = storage / "exp"
+    folder.mkdir()
+    (folder / "experiment_config.json").write_bytes(content)
+    _refused(["resume", str(folder)], "folder", storage, capsys)
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe\x80\x81"])
+def test_report_of_a_corrupt_experiment_writes_nothing(storage, capsys, content) -> None:
+    folder = storage / "exp"
+    folder.mkdir()
+    (folder / "experiment_config.json").write_bytes(content)
+    _refused(["report", str(folder)], "folder", storage, capsys)
+
+
+@pytest.mark.parametrize("files", [("summary.json", "progress.csv", "result.json"),
+                                   ("summary.json", "epochs.parquet")])
+def test_report_of_cells_holding_random_bytes_writes_nothing(storage, capsys, files) -> None:
+    """A real run's files, and a replay's (epochs.parquet), all random bytes."""
+    folder = storage / "exp"
+    cell = folder / cell_name(Cell("random", "resnet18@0.0625", 0))
+    cell.mkdir(parents=True)
+    (folder / "experiment_config.json").write_text(json.dumps({"name": "exp"}))
+    for name in files:
+        (cell / name).write_bytes(bytes(range(256)))
+    _refused(["report", str(folder)], "holds no readable", storage, capsys)
+
+
+def test_a_replay_table_without_a_finite_metric_is_refused(storage, capsys) -> None:
+    from service.replay.table import TableMeta, write_table
+
+    rows = [{"lr": lr, "seed": 0, "epoch": 1, "val_acc": math.nan, "epoch_time_s": 0.1}
+            for lr in (0.001, 0.01)]
+    table = write_table(pd.DataFrame(rows), TableMeta(), storage.parent / "nan.parquet")
+    _refused(["bench", "--backend", "replay", "--table", str(table), "--searchers", "random",
+              "--epochs", "1", "--storage", str(storage)], "replay.tables", storage, capsys)
+
+
+def test_a_run_whose_every_trial_failed_exits_1_with_the_first_error(tmp_path, capsys
+                                                                     ) -> None:
+    cell = tmp_path / cell_name(Cell("random", "resnet18@0.0625", 0))
+    (cell / "trial_0").mkdir(parents=True)
+    (cell / "trial_0" / "error.txt").write_text(
+        "Traceback (most recent call last):\n  ...\nDataError: dataset.root: 'x/7.png' "
+        "cannot be decoded; remove or replace it\n")
+    summary = {"searcher": "random", "backbone": "resnet18@0.0625", "seed": 0}
+    assert failed_trials_exit(tmp_path, [{**summary, "trials": 2, "errors": 2}]) == 1
+    err = capsys.readouterr().err
+    assert "every trial failed (2 of 2)" in err and "DataError: dataset.root" in err
+    assert str(tmp_path / "logs" / f"{cell.name}.log") in err
+    assert failed_trials_exit(tmp_path, [{**summary, "trials": 2, "errors": 1}]) == 0
+    assert "1 of 2 trials failed" in capsys.readouterr().out
+    assert failed_trials_exit(tmp_path, [{**summary, "trials": 2, "errors": 0}]) == 0
