@@ -147,3 +147,21 @@ def test_a_run_whose_every_trial_failed_exits_1_with_the_first_error(tmp_path, c
     assert failed_trials_exit(tmp_path, [{**summary, "trials": 2, "errors": 1}]) == 0
     assert "1 of 2 trials failed" in capsys.readouterr().out
     assert failed_trials_exit(tmp_path, [{**summary, "trials": 2, "errors": 0}]) == 0
+
+
+def test_pretrain_checks_every_table_before_it_trains(storage, capsys, tmp_path) -> None:
+    """A bad second table (not a table; a table without augmentation columns; a folder) is
+    refused naming --table before any episode runs, and --out is never written."""
+    from tests.replay.tables import emerald_table
+
+    good = emerald_table(tmp_path / "good.parquet")
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    no_aug = tmp_path / "noaug.csv"
+    pd.DataFrame([{"lr": lr, "optimizer": "adam", "seed": 0, "epoch": 1, "val_acc": 0.5,
+                   "epoch_time_s": 0.1} for lr in (0.001, 0.01)]).to_csv(no_aug, index=False)
+    out = storage / "agents.pkl"
+    for second in (bad, no_aug, tmp_path):
+        _refused(["pretrain", "--table", str(good), "--table", str(second), "--out",
+                  str(out), "--episodes", "2"], "--table", storage, capsys)
+        assert not out.exists()

@@ -31,6 +31,9 @@ def check_pretrain(tables: list[str], out: str, episodes: int, options: dict[str
     if episodes < 1:
         raise ConfigError(f"--episodes: {episodes} must be at least 1")
     for path in tables:
+        if Path(path).is_dir():
+            raise ConfigError(f"--table: {path!r} is a folder; give a recorded table file "
+                              "(docs/tables/*.parquet)")
         if not Path(path).is_file():
             raise ConfigError(f"--table: {path!r} does not exist; give a recorded table "
                               "(docs/tables/*.parquet)")
@@ -40,11 +43,24 @@ def check_pretrain(tables: list[str], out: str, episodes: int, options: dict[str
     target = Path(out)
     if target.exists() and target.is_dir():
         raise ConfigError(f"--out: {out!r} is a folder; give a file name, e.g. agents.pkl")
-    try:
-        # the space replay_cell searches by default (the table's recorded values)
-        registry.check_options(ENTRY, options, plan_space(ENTRY, cached_table(tables[0])))
-    except (ValueError, KeyError) as err:
-        raise ConfigError(f"--option: {err}") from None
+    from service.replay.simulate import build_plan
+    from service.replay.table import TableError
+
+    for path in tables:  # every table, before the first episode trains anything
+        try:
+            table = cached_table(path)
+        except TableError as err:
+            raise ConfigError(f"--table: {err}") from None
+        space = plan_space(ENTRY, table)  # the space replay_cell searches by default
+        try:
+            registry.check_options(ENTRY, options, space)
+        except (ValueError, KeyError) as err:
+            raise ConfigError(f"--option: {err}") from None
+        try:  # EMERALD-O needs augmentation and optimizer dimensions to act on
+            build_plan(ENTRY, table, seed=0, budget=Budget(), options=options)
+        except Exception as err:
+            raise ConfigError(f"--table: {ENTRY} cannot search table {table.name!r} "
+                              f"({', '.join(table.names)}): {err}"[:300]) from None
 
 
 def pretrain(tables: list[str], out: str | Path, *, episodes: int, budget: Budget,
