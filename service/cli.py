@@ -174,6 +174,26 @@ def check_machine(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
                           "for logical GPUs")
 
 
+def check_data(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    """Before the embedded Ray starts: a dataset read from files is loaded once here (a
+    missing root, a corrupt or unreadable image fails every trial otherwise, each in its own
+    log). Digits and the synthetic set have no files to check, and torch stays unimported
+    for them. On a cluster the data lives where the workers run, which the submitting
+    machine may not see: there a run whose every trial failed exits 1."""
+    if cfg.backend == "replay" or cfg.dataset.name in ("digits", "synthetic") or \
+            args.address or os.environ.get("RAY_ADDRESS"):
+        return
+    from service.data import DataError, load_splits
+    from service.imagefolder import ImageFolderError
+
+    ds = cfg.dataset.model_dump()
+    name = ds.pop("name")
+    try:
+        load_splits(name, seed=cfg.seeds[0], **ds)
+    except (DataError, ImageFolderError) as err:
+        raise ConfigError(f"dataset.root: {str(err).splitlines()[0]}"[:400]) from None
+
+
 def init_ray(args: argparse.Namespace) -> None:
     """Join the cluster named by --address or RAY_ADDRESS; otherwise start a local Ray that
     never joins another instance on the machine."""
@@ -370,10 +390,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   "no config mapping; the experiment cannot be resumed")
             cfg = build_config(stored)
             check_machine(cfg, args)
+            check_data(cfg, args)
             return _run(cfg, args, restore=True)
         cfg = config_from_args(args)
         if args.command in ("run", "bench", "record"):
             check_machine(cfg, args)
+            check_data(cfg, args)
         if args.command == "record":
             from service.replay.record import check_design
 

@@ -165,3 +165,33 @@ def test_pretrain_checks_every_table_before_it_trains(storage, capsys, tmp_path)
         _refused(["pretrain", "--table", str(good), "--table", str(second), "--out",
                   str(out), "--episodes", "2"], "--table", storage, capsys)
         assert not out.exists()
+
+
+def test_data_that_cannot_be_read_is_refused_before_ray(storage, capsys, tmp_path_factory
+                                                        ) -> None:
+    """A corrupt image in any split, images of mixed sizes without image_size, and a
+    missing CIFAR-10 root fail at the check before Ray (they used to start Ray, fail every
+    trial and exit 0). The data lives outside the storage's folder: decoding a good split
+    may cache it under the data root, by design."""
+    from tests.test_imagefolder import write_images
+
+    tmp_path = tmp_path_factory.mktemp("data")
+
+    for split in ("train", "val", "test"):
+        root = tmp_path / f"corrupt-{split}"
+        for s in ("train", "val", "test"):
+            write_images(root / s, 3, seed=len(s))
+        (root / split / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
+        _refused(["run", "--searchers", "random", "--backbones", "resnet18@0.0625",
+                  "--dataset", "imagefolder", "--data-root", str(root), "--storage",
+                  str(storage)], "dataset.root", storage, capsys)
+    mixed = tmp_path / "mixed"
+    write_images(mixed / "train", 3, size=(12, 12))
+    write_images(mixed / "train", 1, size=(16, 10), classes=("cat",), seed=9)
+    err = _refused(["run", "--searchers", "random", "--backbones", "resnet18@0.0625",
+                    "--dataset", "imagefolder", "--data-root", str(mixed), "--storage",
+                    str(storage)], "dataset.root", storage, capsys)
+    assert "image_size" in err
+    _refused(["run", "--searchers", "random", "--backbones", "resnet18@0.0625", "--dataset",
+              "cifar10", "--data-root", str(tmp_path / "no-cifar"), "--storage",
+              str(storage)], "dataset.root", storage, capsys)
