@@ -9,11 +9,12 @@ import difflib
 import importlib
 import json
 import math
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 DATASETS: tuple[str, ...] = ("digits", "synthetic", "cifar10", "fashion_mnist", "cifar100",
                              "imagefolder")
@@ -64,9 +65,30 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    """Base of every config model: unknown keys are errors, values are frozen."""
+    """Base of every config model: unknown keys are errors, values are frozen, and a
+    number is never read from true/false (pydantic takes `trials: true` as 1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None or not _numeric(field.annotation):
+            return value
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, bool) for v in values):
+            raise ValueError(f"give a number, not {str(value).lower()}")
+        return value
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds numbers: int, float, their Optional, or a list of them."""
+    args = typing.get_args(annotation)
+    if annotation in (int, float):
+        return True
+    return bool(args) and all(a in (int, float, type(None)) for a in args) and \
+        any(a in (int, float) for a in args)
 
 
 class Budget(Strict):

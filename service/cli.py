@@ -399,6 +399,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "record":
             from service.replay.record import check_design
 
+            if "space" not in cfg.model_fields_set:
+                raise ConfigError("space: record trains every configuration of a design over "
+                                  "the space you give; set space (or --preset record-emerald) "
+                                  "instead of recording the default space for real")
+
             check_design(cfg)  # a resume must record the same design: refuse before Ray
             return _record(cfg, args)
         if args.command == "validate":

@@ -527,6 +527,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file; a missing file or a syntax error is a ConfigError."""
     file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"--config: {str(file)!r} is a folder; give a YAML file")
     if not file.is_file():
         raise ConfigError(f"--config: file {str(file)!r} not found; give a YAML file")
     try:

@@ -195,3 +195,34 @@ def test_data_that_cannot_be_read_is_refused_before_ray(storage, capsys, tmp_pat
     _refused(["run", "--searchers", "random", "--backbones", "resnet18@0.0625", "--dataset",
               "cifar10", "--data-root", str(tmp_path / "no-cifar"), "--storage",
               str(storage)], "dataset.root", storage, capsys)
+
+
+@pytest.mark.parametrize("text,field", [
+    ("budget:\n  trials: true\n", "budget.trials"),
+    ("seeds: [0, true]\n", "seeds"),
+    ("dataset:\n  image_size: false\n", "dataset.image_size"),
+    ("resources:\n  cpus: true\n", "resources.cpus"),
+    ("concurrency: true\n", "concurrency"),
+])
+def test_a_number_is_never_read_from_true_or_false(storage, capsys, text, field) -> None:
+    config = storage.parent / "bool.yaml"
+    config.write_text(text)
+    err = _refused(["validate", "--config", str(config), "--storage", str(storage)], field,
+                   storage, capsys)
+    assert "give a number" in err
+
+
+def test_a_folder_given_as_a_file_is_called_a_folder(storage, capsys) -> None:
+    folder = storage.parent / "a-folder"
+    folder.mkdir()
+    assert "is a folder" in _refused(["validate", "--config", str(folder)], "--config",
+                                     storage, capsys)
+    assert "is a folder" in _refused(["bench", "--backend", "replay", "--table", str(folder),
+                                      "--storage", str(storage)], "replay.tables", storage,
+                                     capsys)
+
+
+def test_record_without_a_space_of_its_own_is_refused(storage, capsys) -> None:
+    """It used to record the default space's grid for real."""
+    _refused(["record", "--searchers", "random", "--storage", str(storage)], "space",
+             storage, capsys)

@@ -90,6 +90,8 @@ def read_frame(path: str | Path) -> tuple[Any, TableMeta]:
 
     path = Path(path)
     where = f"table {str(path)!r}"
+    if path.is_dir():
+        raise TableError(f"{where}: is a folder; give a .parquet or .csv table file")
     if not path.is_file():
         raise TableError(f"{where}: file not found; give a .parquet or .csv table "
                          "(python -m service record writes them)")
