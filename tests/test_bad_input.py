@@ -226,3 +226,24 @@ def test_record_without_a_space_of_its_own_is_refused(storage, capsys) -> None:
     """It used to record the default space's grid for real."""
     _refused(["record", "--searchers", "random", "--storage", str(storage)], "space",
              storage, capsys)
+
+
+@pytest.mark.parametrize("csv,sidecar,said", [
+    ("lr,seed,epoch,val_acc,epoch_time_s\n", None, "holds no rows"),
+    ("lr,opt,seed,epoch,val_acc,epoch_time_s\n0.1,adam,0,1,0.5,0.1\n0.1,sgd,0,1,0.6,0.1\n",
+     "space:\n  lr: {loguniform: [0.001, 0.1]}\n", "column 'opt' is not in the metadata's"),
+    ("lr,seed,epoch,val_acc,epoch_time_s\n0.1,0,1,inf,0.1\n0.01,0,1,0.5,0.1\n", None,
+     "infinite value"),
+])
+def test_a_table_is_refused_with_the_right_diagnosis(storage, capsys, csv, sidecar, said
+                                                     ) -> None:
+    """These were refused for the wrong reason ('must be numeric', 'epoch 1 twice') or,
+    for an infinite metric, run against an infinite optimum."""
+    table = storage.parent / "t.csv"
+    table.write_text(csv)
+    if sidecar:
+        (storage.parent / "t.csv.yaml").write_text(sidecar)
+    err = _refused(["bench", "--backend", "replay", "--table", str(table), "--searchers",
+                    "random", "--epochs", "1", "--storage", str(storage)], "replay.tables",
+                   storage, capsys)
+    assert said in err

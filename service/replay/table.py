@@ -332,6 +332,9 @@ def load_table(path: str | Path, name: str | None = None) -> ReplayTable:
                              (TIME, "the seconds each epoch took (the simulated clock)")):
         if column not in frame.columns:
             raise TableError(f"{where}: column {column!r} is missing; expected {expected}")
+    if frame.empty:
+        raise TableError(f"{where}: holds no rows (a header only); give one row per "
+                         "(configuration, seed, epoch)")
     for column in (EPOCH, SEED):
         values = frame[column]
         if values.isna().any() or not np.all(np.equal(np.mod(values.astype(float), 1), 0)):
@@ -343,6 +346,9 @@ def load_table(path: str | Path, name: str | None = None) -> ReplayTable:
     for column in (metric, TIME):
         if not is_numeric_dtype(frame[column]) or is_bool_dtype(frame[column]):
             raise TableError(f"{where}: column {column!r} must be numeric")
+    if np.isinf(frame[metric].astype(float)).any():
+        raise TableError(f"{where}: column {metric!r} holds an infinite value; give finite "
+                         "values (NaN ends a diverged curve)")
     if (frame[TIME] < 0).any() or frame[TIME].isna().any():
         raise TableError(f"{where}: column 'epoch_time_s' must be >= 0 on every row")
     if meta.space is not None:
@@ -351,6 +357,12 @@ def load_table(path: str | Path, name: str | None = None) -> ReplayTable:
         if missing:
             raise TableError(f"{where}: column {missing[0]!r} of the metadata's space is "
                              "missing; give one column per hyperparameter")
+        reserved = {EPOCH, SEED, metric, *METRIC_COLUMNS, *meta.extra.get("metrics", [])}
+        unnamed = [c for c in frame.columns if c not in reserved and c not in names]
+        if unnamed:  # it would split curves the space cannot tell apart
+            raise TableError(f"{where}: column {unnamed[0]!r} is not in the metadata's space "
+                             f"({', '.join(names)}); add it to the space, or name it a "
+                             "metric in the metadata (metrics: [...]), or drop the column")
         raw_space = dict(meta.space)
     else:
         reserved = {EPOCH, SEED, metric, *METRIC_COLUMNS, *meta.extra.get("metrics", [])}
