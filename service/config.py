@@ -276,8 +276,8 @@ class ExperimentConfig(Strict):
             try:
                 check_backbone(backbone, num_classes=classes, in_channels=channels,
                                image_size=size)
-            except BackboneError as err:
-                raise ValueError(str(err)) from None
+            except BackboneError as err:  # a model-level check: name the field itself
+                raise ValueError(f"backbones: {err}") from None
         return self
 
     @field_validator("searchers")

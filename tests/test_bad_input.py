@@ -247,3 +247,15 @@ def test_a_table_is_refused_with_the_right_diagnosis(storage, capsys, csv, sidec
                     "random", "--epochs", "1", "--storage", str(storage)], "replay.tables",
                    storage, capsys)
     assert said in err
+
+
+@pytest.mark.parametrize("backbone,said", [
+    ("nosuchpkg.mod:Net", "cannot import 'nosuchpkg.mod'"),
+    ("tests.user_models:Nope", "has no callable 'Nope'"),
+    ("json:dumps", "calling it with num_classes"),
+])
+def test_a_bad_user_model_is_refused_naming_backbones(storage, capsys, backbone, said) -> None:
+    """User-model errors used to start with `config:`."""
+    err = _refused(["validate", "--backbones", backbone, "--storage", str(storage)],
+                   "error: backbones: ", storage, capsys)
+    assert said in err
