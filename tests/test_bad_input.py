@@ -259,3 +259,36 @@ def test_a_bad_user_model_is_refused_naming_backbones(storage, capsys, backbone,
     err = _refused(["validate", "--backbones", backbone, "--storage", str(storage)],
                    "error: backbones: ", storage, capsys)
     assert said in err
+
+
+TABLE_A = str(Path(__file__).resolve().parents[1] / "docs/tables/digits-vgg16_w0.0625.parquet")
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["run", "--trials", "abc"], "--trials"),
+    (["run", "--trials", "-3"], "budget.trials"),
+    (["run", "--epochs", "0"], "budget.epochs"),
+    (["run", "--seeds", "1,1"], "seeds"),
+    (["run", "--seeds", "a,b"], "--seeds"),
+    (["run", "--concurrency", "0"], "concurrency"),
+    (["run", "--cpus-per-trial", "0"], "resources.cpus"),
+    (["run", "--gpus-per-trial", "1.5"], "resources.gpus"),
+    (["run", "--backbones", "vgg17"], "backbones"),
+    (["run", "--searchers", "randm"], "searchers"),
+    (["run", "--dataset", "cifar11"], "dataset.name"),
+    (["run", "--preset", "nope"], "--preset"),
+    (["run", "--set", "budget.trialz=3"], "budget.trialz"),
+    (["run", "--set", "=3"], "--set"),
+    (["run", "--set", "dataset.val_fraction=0.95"], "dataset.val_fraction"),
+    (["bench", "--backend", "replay", "--table", TABLE_A, "--set", "replay.space=cube"],
+     "replay.space"),
+    (["bench", "--backend", "replay", "--table", TABLE_A, "--set",
+      "replay.continuation=jump"], "replay.continuation"),
+    (["bench", "--backend", "replay", "--table", TABLE_A, "--set",
+      "replay.time_budget_s=-5"], "replay.time_budget_s"),
+    (["bench", "--backend", "replay", "--table", TABLE_A, "--epochs", "13"], "budget.epochs"),
+    (["bench", "--backend", "replay", "--table", "/nonexistent.parquet"], "replay.tables"),
+])
+def test_values_out_of_range_are_refused_naming_the_field(storage, capsys, argv, field
+                                                          ) -> None:
+    _refused([*argv, "--storage", str(storage)], field, storage, capsys)
