@@ -69,7 +69,7 @@ class ActionSet:
         elif aug_actions == "combinations":
             aug = tuple(
                 dict(zip([d.name for d in aug_dims], values, strict=True))
-                for values in itertools.product(*(d.choices for d in aug_dims))
+                for values in itertools.product(*(aug_values(d) for d in aug_dims))
             ) or ({},)
         else:
             raise ValueError(f"aug_actions: {aug_actions!r} is not combinations or table4")
@@ -133,9 +133,22 @@ TABLE4_TECHNIQUES: tuple[str, ...] = ("flip", "rotation", "shift")
 apply shift, one at a time (zoom is in Table 3's state but is no action there)."""
 
 
+AUG_RANGE_POINTS = 4
+"""Values an augmentation given as a numeric range (rotation {int: [0, 30]}) offers the
+augmentation agent: evenly spaced from its low to its high end (0, 10, 20, 30: the ranges
+EMERALD-O Figs 10-12 compare)."""
+
+
+def aug_values(dim: Any) -> tuple[Any, ...]:
+    """An augmentation dimension's values as actions: its choices, or points of its range."""
+    if dim.kind in ("choice", "constant"):
+        return tuple(dim.choices)
+    return tuple(dict.fromkeys(dim.grid(AUG_RANGE_POINTS)))
+
+
 def _off(dim: Any) -> Any:
     """A dimension's "not applied" value: False, or its smallest range (rotation 0)."""
-    choices = list(dim.choices)
+    choices = list(aug_values(dim))
     return False if all(isinstance(c, bool) for c in choices) else min(choices)
 
 
@@ -149,7 +162,7 @@ def table4_actions(aug_dims: Sequence[Any]) -> tuple[dict[str, Any], ...]:
     for dim in aug_dims:
         if dim.name not in TABLE4_TECHNIQUES:
             continue
-        for value in dim.choices:
+        for value in aug_values(dim):
             if value != base[dim.name]:
                 actions.append({**base, dim.name: value})
     return tuple(actions)

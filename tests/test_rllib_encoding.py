@@ -172,3 +172,19 @@ def test_moving_averages_advance() -> None:
     assert state.ma_val_acc == pytest.approx(0.65)
     assert state.ma_train_loss == pytest.approx(0.7)
     assert state.prev_lr == 1e-2 and state.augment == {"flip": True}
+
+
+def test_an_augmentation_given_as_a_range_offers_points_of_it() -> None:
+    """rotation {int: [0, 30]} (a user table's integer column read as a range): the
+    augmentation agent chooses among 0, 10, 20, 30 instead of finding no action at all."""
+    from rllib_policies._encoding import ActionSet, table4_actions
+    from service.space import SearchSpace
+
+    space = SearchSpace.from_dict({"flip": [False, True], "rotation": {"int": [0, 30]},
+                                   "optimizer": ["adam"], "lr": {"loguniform": [1e-4, 1e-2]}})
+    actions = ActionSet.from_space(space)
+    rotations = sorted({a["rotation"] for a in actions.aug})
+    assert rotations == [0, 10, 20, 30] and all(type(r) is int for r in rotations)
+    assert len(actions.aug) == 8
+    dims = [d for d in space.searched if d.name in ("flip", "rotation")]
+    assert [a["rotation"] for a in table4_actions(dims)] == [0, 0, 10, 20, 30]
