@@ -317,6 +317,12 @@ class ControllerHost(Searcher):
             return getattr(self._handle, method)(*args)
         return ray.get(getattr(self._handle, method).remote(*args))
 
+    def start(self) -> None:
+        """Build the controller now: a replay refuses an entry that cannot search its table
+        before the cell runs, instead of at its first decision."""
+        if self._handle is None:
+            self._call("ready")
+
     @property
     def hosted(self) -> HostedController | None:
         """The controller when it lives in this process (tests), else None."""

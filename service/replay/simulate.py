@@ -570,11 +570,20 @@ def replay_cell(name: str, table: ReplayTable, *, seed: int, budget: Budget,
     is "grid" (the recorded values) or "continuous" (the table's ranges, snapped)."""
     random.seed(seed)  # PBT and others draw from the global generators
     np.random.seed(seed % 2 ** 32)
-    plan = build_plan(name, table, seed=seed, budget=budget, options=options, space=space)
-    sim = Simulation(plan, table, seed=seed, slots=concurrency, time_budget_s=time_budget_s,
-                     epoch_budget=budget.epoch_budget, continuation=continuation,
-                     searcher_time=searcher_time, space=plan_space(name, table, space),
-                     space_mode=space)
+    try:  # refused while it is set up: the entry cannot search this table (not ranked)
+        plan = build_plan(name, table, seed=seed, budget=budget, options=options,
+                          space=space)
+        sim = Simulation(plan, table, seed=seed, slots=concurrency,
+                         time_budget_s=time_budget_s, epoch_budget=budget.epoch_budget,
+                         continuation=continuation, searcher_time=searcher_time,
+                         space=plan_space(name, table, space), space_mode=space)
+        if sim.host is not None:
+            sim.host.start()
+    except ReplayError:
+        raise
+    except Exception as err:
+        raise ReplayError(f"{name} cannot search table {table.name!r}: "
+                          f"{type(err).__name__}: {err}"[:300]) from None
     try:
         return sim.run()
     finally:

@@ -753,7 +753,7 @@ def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
                   f"at alpha {ALPHA}: {info['critical_difference']:.2f}.", ""]
     anytime = anytime_table(rows, ranked(ok, scale))
     if not anytime.empty:
-        anytime = anytime.set_index("searcher").loc[overall["searcher"]].reset_index()
+        anytime = anytime.set_index("searcher").reindex(overall["searcher"]).reset_index()
         anytime.to_csv(out / "anytime.csv", index=False)
         lines += ["## Anytime regret and spread over seeds", "",
                   "Best-so-far regret after 25%, 50% and all of the epochs each cell "

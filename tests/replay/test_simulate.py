@@ -311,3 +311,40 @@ def test_a_quiet_replay_sends_library_output_to_the_log_folder(table, tmp_path, 
     run_replay(build_config({**raw, "name": "loud"}), log=print, quiet=False)
     assert "A new study created" in capfd.readouterr().err
     assert not (tmp_path / "loud" / "logs").exists()
+
+
+def test_an_entry_refused_at_setup_cannot_run_and_a_crash_is_a_failure(table, tmp_path,
+                                                                       monkeypatch) -> None:
+    """EMERALD-O on a table without augmentation columns is refused while its plan is built
+    ("cannot run", not ranked); a searcher that crashes mid-search is a failed cell with no
+    rows, scored the worst, and the report still writes (its anytime row stays empty)."""
+    import itertools
+
+    from service.replay.simulate import Simulation
+    from service.replay.table import TableMeta, write_table
+
+    rows = [{"optimizer": o, "lr": lr, "seed": 0, "epoch": e, "val_acc": 0.5 + 0.01 * e,
+             "epoch_time_s": 0.1}
+            for o, lr, e in itertools.product(("adam", "sgd"), (0.001, 0.01), range(1, 4))]
+    plain_table = load_table(write_table(pd.DataFrame(rows), TableMeta(),
+                                         tmp_path / "noaug.parquet"))
+    with pytest.raises(ReplayError, match="emerald-dynamic cannot search table"):
+        replay_cell("emerald-dynamic", plain_table, seed=0, budget=Budget(trials=2, epochs=3))
+    run = Simulation.run
+
+    def crash_optuna(self):
+        if self.plan.name == "optuna":
+            raise RuntimeError("boom")
+        return run(self)
+
+    monkeypatch.setattr(Simulation, "run", crash_optuna)
+    cfg = build_config({"name": "crash", "storage": str(tmp_path), "backend": "replay",
+                        "replay": {"tables": [table.path], "workers": 1},
+                        "searchers": ["random", "optuna", "emerald-dynamic"],
+                        "budget": {"trials": 3, "epochs": 3}, "seeds": [0, 1]})
+    summaries = run_replay(cfg, log=lambda *_: None)
+    crashed = [s for s in summaries if s["searcher"] == "optuna"]
+    assert all(s["failed"].startswith("crashed: RuntimeError: boom") for s in crashed)
+    assert all(s["normalised_regret"] == 1.0 for s in crashed)
+    text = write_report(cfg.experiment_dir)["comparison"].read_text()
+    assert "## Failed cells" in text and "optuna" in text
