@@ -143,6 +143,12 @@ def bind_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def cluster_address(args: argparse.Namespace) -> str | None:
+    """The Ray cluster a command joins (--address, else RAY_ADDRESS), None for the embedded
+    local Ray."""
+    return args.address or os.environ.get("RAY_ADDRESS") or None
+
+
 def embedded_gpus() -> int:
     """GPUs an embedded Ray would find here, without importing torch: the devices
     CUDA_VISIBLE_DEVICES names, else the NVIDIA device files."""
@@ -161,7 +167,7 @@ def check_machine(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
                           "core of this machine)")
     if args.num_gpus is not None and args.num_gpus < 0:
         raise ConfigError(f"--num-gpus: {args.num_gpus}; give 0 or more")
-    if cfg.backend == "replay" or args.address or os.environ.get("RAY_ADDRESS"):
+    if cfg.backend == "replay" or cluster_address(args):
         return
     cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
     gpus = args.num_gpus if args.num_gpus is not None else embedded_gpus()
@@ -181,7 +187,7 @@ def check_data(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     for them. On a cluster the data lives where the workers run, which the submitting
     machine may not see: there a run whose every trial failed exits 1."""
     if cfg.backend == "replay" or cfg.dataset.name in ("digits", "synthetic") or \
-            args.address or os.environ.get("RAY_ADDRESS"):
+            cluster_address(args):
         return
     from service.data import DataError, load_splits
     from service.imagefolder import ImageFolderError
@@ -199,7 +205,7 @@ def init_ray(args: argparse.Namespace) -> None:
     never joins another instance on the machine."""
     import ray
 
-    address = args.address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(args)
     verbose = bool(getattr(args, "verbose", False))
     quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
@@ -290,7 +296,9 @@ def failed_trials_exit(folder: Path, summaries: Sequence[dict[str, Any]]) -> int
 
     cell = folder / cell_name(Cell(first["searcher"], first["backbone"], first["seed"]))
     line = _first_error_line(cell)
-    where = folder / "logs" / f"{cell.name}.log"
+    from service.progress import LOG_DIR
+
+    where = folder / LOG_DIR / f"{cell.name}.log"
     if errors >= trials:
         print(f"error: every trial failed ({errors} of {trials}); first: {line} "
               f"(log: {where})", file=sys.stderr)
@@ -379,16 +387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not (folder / "experiment_config.json").exists():
                 raise ConfigError(f"folder: {str(folder)!r} holds no experiment_config.json; "
                                   "give <storage>/<name> of an earlier run")
-            try:
-                stored = stored_config(folder)
-            except (UnicodeDecodeError, ValueError) as err:
+            if not _json_mapping(folder / "experiment_config.json"):
                 raise ConfigError(f"folder: {str(folder / 'experiment_config.json')!r} is not "
-                                  f"the JSON config a run writes ({type(err).__name__}); the "
-                                  "experiment cannot be resumed") from None
-            if not isinstance(stored, dict):
-                raise ConfigError(f"folder: {str(folder / 'experiment_config.json')!r} holds "
-                                  "no config mapping; the experiment cannot be resumed")
-            cfg = build_config(stored)
+                                  "the JSON config a run writes; the experiment cannot be "
+                                  "resumed")
+            cfg = build_config(stored_config(folder))
             check_machine(cfg, args)
             check_data(cfg, args)
             return _run(cfg, args, restore=True)

@@ -15,6 +15,7 @@ model's score and the gap beside it; elsewhere by the model, with its measured e
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -67,17 +68,18 @@ def true_value(table: ReplayTable, sim: Any, trial_id: str, epoch: int, config: 
     been cloned over from a donor; default the trial's last) is replayed through `epoch` on
     every seed, switches continued by the simulation's continuation model (the mean of the
     spliced curves)."""
-    from service.replay.continuation import splice
-    from service.replay.verify import configs_of
+    from service.replay.verify import modelled
 
     plan = sim.plan
     if not plan.replays_schedule:
         return table.value(config, plan.max_epochs)
-    schedule = (sim.state[trial_id].schedule if schedule is None else schedule).upto(epoch)
-    configs = configs_of(table, schedule)
-    values = [splice(table.metrics[table.metric], table.lengths, s, configs,
-                     sim.continuation, table.sign)[-1] for s in range(len(table.seeds))]
-    return float(np.mean(values))
+    schedule = sim.state[trial_id].schedule if schedule is None else schedule
+    return modelled(table, schedule.upto(epoch), sim.continuation)
+
+
+def normalised(regret: float, optimum: float, worst: float, sign: float) -> float:
+    """Regret as a share of the table's spread, optimum to worst (NaN when they are equal)."""
+    return regret / (optimum - worst) * sign if optimum != worst else math.nan
 
 
 def worst_figures(table: ReplayTable, epochs: int, reason: str) -> dict[str, Any]:
@@ -144,8 +146,7 @@ def score(sim: Any, table: ReplayTable) -> tuple[list[dict[str, Any]], dict[str,
         "snapped": sim.snapped, "lookups": sim.lookups,
         "optimum": optimum, "worst": worst, "target": target,
         "final_regret": regret,
-        "normalised_regret": regret / (optimum - worst) * sign if chosen and optimum != worst
-        else math.nan,
+        "normalised_regret": normalised(regret, optimum, worst, sign) if chosen else math.nan,
         "best_observed": best[0] if best else math.nan,
         "chosen_value": chosen_value,
         "test_acc": chosen_test(table, sim, chosen["trial_id"], chosen["epoch"],
@@ -179,12 +180,10 @@ def verify_cell(table: ReplayTable, summary: dict[str, Any]
     from the table's switch curves where they hold it), the model's score kept beside it;
     the curves it had to train. A table that cannot be retrained keeps the modelled score,
     with the model's measured error."""
-    from service.api import Schedule
     from service.replay import verify
 
     store = verify.store_of(table.path)
-    errors = verify.model_errors(table, store, (summary["continuation"],))
-    summary = {**summary, "model_mae": errors[summary["continuation"]]["mae"]}
+    summary = {**summary, "model_mae": _model_mae(table.path, summary["continuation"])}
     if not summary.get("chosen_schedule") or verify.recording_run(table) is None \
             or table.metric != "val_acc":
         return summary, []
@@ -196,12 +195,21 @@ def verify_cell(table: ReplayTable, summary: dict[str, Any]
     if math.isfinite(value):
         regret = table.sign * (optimum - value)
         summary.update(failed=None, chosen_value=value, final_regret=regret,
-                       normalised_regret=regret / (optimum - worst) * table.sign
-                       if optimum != worst else math.nan)
+                       normalised_regret=normalised(regret, optimum, worst, table.sign))
     else:
         summary.update(worst_figures(table, len(schedule), "the chosen schedule diverged "
                                      "when retrained"))
     return summary, trained
+
+
+@functools.cache
+def _model_mae(table_path: str, model: str) -> float:
+    """A continuation model's measured error on a table, once per worker process (its
+    switch curves change only when the run ends)."""
+    from service.replay import verify
+
+    table = cached_table(table_path)
+    return verify.model_errors(table, verify.store_of(table_path), (model,))[model]["mae"]
 
 
 def run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str,
