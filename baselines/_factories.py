@@ -152,9 +152,10 @@ def pbt(*, space, metric, mode, seed, budget, population: int, perturbation_inte
     population = min(population, budget.epoch_budget)
     domains = space.to_tune()
     # PBT perturbs a Domain by multiplying it; categorical values must be given as lists,
-    # which PBT shifts to a neighbouring choice instead.
+    # which PBT shifts to a neighbouring choice instead. The architecture is not mutated: an
+    # exploiting trial keeps its donor's, whose weights it loads.
     mutations = {d.name: list(d.choices) if d.kind == "choice" else domains[d.name]
-                 for d in space.searched}
+                 for d in space.in_trial}
     scheduler = PopulationBasedTraining(
         time_attr="training_iteration", metric=metric, mode=mode,
         perturbation_interval=perturbation_interval, hyperparam_mutations=mutations,

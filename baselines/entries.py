@@ -21,7 +21,8 @@ _PERTURB = Option(int, 1, "epochs between exploit/explore steps", low=1, high=10
 
 def _needs_numeric_range(space: SearchSpace, options: dict[str, Any]) -> str | None:
     if not space.to_pb2_bounds():
-        return "needs at least one numeric range in the space (e.g. lr: {loguniform: [...]})"
+        return ("needs at least one numeric range a running trial can change (e.g. lr: "
+                "{loguniform: [...]}); the architecture and epochs are fixed per trial")
     return None
 
 

@@ -55,6 +55,10 @@ class HParam:
     filled: bool = True
     """Whether `resolve_config` fills the default into every trial config; the per-layer
     names and `epochs` are not filled: absent, the backbone (or the run) decides."""
+    in_trial: bool = True
+    """Whether a running trial can take a new value (a controller's switch, a PBT/PB2
+    explore). The architecture (width, per-layer shapes) and the trial's epoch budget are
+    fixed when it starts: new shapes would not fit the weights it carries on."""
 
 
 HPARAMS: dict[str, HParam] = {
@@ -68,7 +72,8 @@ HPARAMS: dict[str, HParam] = {
     "momentum": HParam(float, 0.9, 0.0, 0.999, help="momentum for SGD / RMSprop / SAM"),
     "weight_decay": HParam(float, 0.0, 0.0, 1.0, help="L2 weight decay"),
     "batch_size": HParam(int, 64, 1, 65536, help="mini-batch size"),
-    "width": HParam(float, 1.0, 0.01, 4.0, help="backbone width multiplier (architecture)"),
+    "width": HParam(float, 1.0, 0.01, 4.0, in_trial=False,
+                    help="backbone width multiplier (architecture)"),
     "label_smoothing": HParam(float, 0.0, 0.0, 0.5, help="cross-entropy label smoothing"),
     # Continuous magnitudes for document 002's regularization, data and loss agents.
     "dropout": HParam(float, 0.0, 0.0, 0.9, help="dropout on the classifier's input, on top "
@@ -81,7 +86,7 @@ HPARAMS: dict[str, HParam] = {
                         "it replaces zoom's 0.1 (document 002, data)"),
     "focal_gamma": HParam(float, 0.0, 0.0, 5.0, help="focal loss gamma (Lin et al.; 0: plain "
                           "cross-entropy; document 002, loss)"),
-    "epochs": HParam(int, None, 1, 100_000, filled=False,
+    "epochs": HParam(int, None, 1, 100_000, filled=False, in_trial=False,
                      help="this trial's epoch budget, at most the run's (Syne Tune's "
                           "max_resource_attr; document 001's epochs per episode)"),
 }
@@ -127,6 +132,7 @@ def _layer_hparams() -> dict[str, HParam]:
                        else VGG16_ORIGINAL[part])
             low, high = _LAYER_BOUNDS[part]
             out[f"{layer}_{part}"] = HParam(int, default, low, high, filled=False,
+                                            in_trial=False,
                                             help=f"{layer}'s {part} (architecture, document "
                                                  f"001; backbone vgg16_layers)")
     return out
@@ -422,6 +428,11 @@ class SearchSpace:
         return tuple(d for d in self.dims if not d.is_constant)
 
     @property
+    def in_trial(self) -> tuple[Dim, ...]:
+        """Searched dimensions a running trial can change (PBT's and PB2's explore)."""
+        return tuple(d for d in self.searched if HPARAMS[d.name].in_trial)
+
+    @property
     def constants(self) -> dict[str, Any]:
         """Fixed values: they go into Tune's param_space, which merges them into every
         suggestion (several Ray searchers drop constants from their own spaces)."""
@@ -490,10 +501,10 @@ class SearchSpace:
         return out
 
     def to_pb2_bounds(self) -> dict[str, list[float]]:
-        """PB2's continuous bounds: log-scaled dimensions become `log10_<name>`, because PB2
-        samples its bounds uniformly."""
+        """PB2's continuous bounds over what a running trial can change: log-scaled
+        dimensions become `log10_<name>`, because PB2 samples its bounds uniformly."""
         bounds: dict[str, list[float]] = {}
-        for d in self.searched:
+        for d in self.in_trial:
             if d.kind == "loguniform":
                 bounds[LOG10_PREFIX + d.name] = [math.log10(d.low), math.log10(d.high)]
             elif d.kind in ("uniform", "int"):

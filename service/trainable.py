@@ -33,7 +33,7 @@ import torch
 
 from service.api import HP_PREFIX, Observation, Schedule, eq2_reward, plateaued
 from service.data import Splits, load_splits
-from service.space import layer_values, resolve_config
+from service.space import HPARAMS, layer_values, resolve_config
 from service.trainer import EpochCancelled, HParams, Perf, Trainer
 
 CHECKPOINT_FILE = "trial_state.pt"
@@ -502,6 +502,12 @@ def replay(config: dict[str, Any], schedule: Schedule | None = None,
     trial's budget. `init_seed` gives the initial weights of a restarted trial. Yields the
     trainer, the epoch's row and the splits; stops after a diverged epoch."""
     run, hp_config = split_config(config)
+    if schedule:
+        fixed = [k for k in schedule.at(1) if k in HPARAMS and not HPARAMS[k].in_trial]
+        for first, hp in schedule.runs[1:]:
+            if changed := [k for k in fixed if hp.get(k) != schedule.at(1)[k]]:
+                raise ValueError(f"the schedule changes {changed[0]} at epoch {first}: the "
+                                 "architecture is fixed for a trial's life")
     trainer, splits = _fresh_trainer(run, hp_config, schedule.at(1) if schedule else hp_config,
                                      init_seed)
     epochs = len(schedule) if schedule else trial_epochs(run, hp_config)

@@ -101,6 +101,13 @@ def test_width_dimension_overrides_backbone_width() -> None:
     assert run.backbone == "resnet18@0.0625"
 
 
+def test_a_schedule_that_changes_the_width_is_refused_before_training() -> None:
+    """A trial's weights fix its architecture: no retraining may pretend a width switch."""
+    schedule = Schedule([(1, {**HP, "width": 0.0625}), (2, {**HP, "width": 0.125})], 2)
+    with pytest.raises(ValueError, match="changes width at epoch 2"):
+        final_test(config(width=0.0625), schedule.to_json())
+
+
 def test_final_test_scores_the_test_split() -> None:
     result = final_test(config())
     assert 0.0 <= result["test_acc"] <= 1.0 and result["diverged"] is False

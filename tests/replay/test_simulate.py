@@ -348,3 +348,20 @@ def test_an_entry_refused_at_setup_cannot_run_and_a_crash_is_a_failure(table, tm
     assert all(s["normalised_regret"] == 1.0 for s in crashed)
     text = write_report(cfg.experiment_dir)["comparison"].read_text()
     assert "## Failed cells" in text and "optuna" in text
+
+
+@pytest.mark.parametrize("name", ["pbt", "pb2"])
+def test_population_keeps_each_trials_architecture(name: str) -> None:
+    """Table (b) searches the backbone's width: an exploiting member loads its donor's
+    weights, so it keeps the donor's width (a new width would not fit them) while the rate
+    and the rest are explored."""
+    table = load_table("docs/tables/digits-vgg16.parquet")
+    assert "width" in table.space.names
+    sim = replay_cell(name, table, seed=0, budget=Budget(trials=8, epochs=12),
+                      options={"population": 8, "perturbation_interval": 2}, concurrency=8)
+    switched = 0
+    for rows in _trials(sim).values():
+        runs = json.loads(rows["schedule"].iloc[-1])["runs"]
+        assert len({float(hp["width"]) for _, hp in runs}) == 1, runs
+        switched += len(runs) > 1
+    assert switched, f"{name} never exploited"
