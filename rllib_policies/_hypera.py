@@ -47,6 +47,7 @@ from rllib_policies._hypera_core import (
     config_at,
     groups_of,
     merge,
+    parse_groups,
     position,
     ungrouped,
 )
@@ -384,8 +385,10 @@ def hypera_settings(*, strategy: str, conflict: str, scales: str, temperatures: 
 class HyperaController:
     """Entry `hypera`: document 002's agents inside running trials (a `Controller`)."""
 
-    def __init__(self, space: SearchSpace, *, seed: int = 0, **options: Any) -> None:
-        self.core = Hypera(space, hypera_settings(**options), seed=seed)
+    def __init__(self, space: SearchSpace, *, seed: int = 0, groups: str = "",
+                 **options: Any) -> None:
+        self.core = Hypera(space, hypera_settings(**options), seed=seed,
+                           groups=parse_groups(groups))
 
     def propose(self, trial_id: str, max_epochs: int = 1) -> dict[str, Any]:
         """A new trial's starting config (the architecture agent acts here)."""
@@ -431,11 +434,14 @@ class HyperaSearch(StateSearcher):
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, max_epochs: int = 1,
                  metric: str | None = None, mode: str | None = None,
-                 groups: dict[str, list[str]] | None = None, **options: Any) -> None:
+                 groups: dict[str, list[str]] | str | None = None, **options: Any) -> None:
         super().__init__(metric=metric, mode=mode)
         self.space = space
         self.max_epochs = max_epochs
-        self.core = Hypera(space, hypera_settings(**{**_option_defaults(), **options}),
+        if isinstance(groups, str):  # the entry's option
+            groups = parse_groups(groups)
+        options = {k: v for k, v in {**_option_defaults(), **options}.items() if k != "groups"}
+        self.core = Hypera(space, hypera_settings(**options),
                            seed=seed, metric=metric or "val_acc", mode=mode or "max",
                            groups=groups)
         self._constants = {d.name: d.choices[0] for d in space.dims if d.is_constant}

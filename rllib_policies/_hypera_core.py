@@ -101,6 +101,26 @@ def ungrouped(space: SearchSpace, groups: Mapping[str, Sequence[str]] | None = N
     return [d.name for d in space.searched if d.name not in managed]
 
 
+def parse_groups(text: str) -> dict[str, tuple[str, ...]] | None:
+    """The entries' `groups` option: '' for the catalogue's (`GROUP_HPARAMS`), or
+    'optimization=learning_rate,momentum;architecture=num_layers' for a table or space
+    whose names are not the catalogue's (a group left out has no agent)."""
+    if not text.strip():
+        return None
+    groups: dict[str, tuple[str, ...]] = {}
+    for part in text.split(";"):
+        group, sep, names = part.partition("=")
+        group = group.strip()
+        listed = tuple(n.strip() for n in names.split(",") if n.strip())
+        if not sep or not listed:
+            raise ValueError(f"groups: {part.strip()!r} is not group=name,name (e.g. "
+                             "'optimization=lr,momentum;architecture=num_layers')")
+        if group in groups:
+            raise ValueError(f"groups: {group} given twice; list all its names once")
+        groups[group] = listed
+    return check_groups(groups)
+
+
 def check_groups(groups: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
     """A user's group -> names mapping, its groups among document 002's five."""
     unknown = [g for g in groups if g not in GROUPS]

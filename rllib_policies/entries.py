@@ -280,18 +280,32 @@ def _hypera_options() -> dict[str, Option]:
                                   high=1_000_000),
         "updates_per_step": Option(int, s.updates_per_step, "SAC updates per closed "
                                    "decision", low=1, high=1000),
+        "groups": Option(str, "", "which agent manages which name, for names outside the "
+                         "catalogue (a table's num_layers, max_units...): 'optimization="
+                         "learning_rate,momentum;architecture=num_layers'; empty: the "
+                         f"catalogue's ({groups})"),
     }
 
 
 def _hypera_space(space: SearchSpace, options: dict[str, Any]) -> str | None:
-    from rllib_policies._hypera_core import GROUPS, agent_configs, groups_of, ungrouped
+    from rllib_policies._hypera_core import (
+        GROUPS,
+        agent_configs,
+        groups_of,
+        parse_groups,
+        ungrouped,
+    )
 
-    loose = ungrouped(space)
+    try:
+        groups = parse_groups(options["groups"])
+    except ValueError as err:
+        return str(err)
+    loose = ungrouped(space, groups)
     if loose:
         return (f"HYPERA's agents manage {', '.join(GROUPS)} hyperparameters; "
-                f"{', '.join(loose)} belong to none: make them constants or use another "
-                "searcher")
-    if not groups_of(space):
+                f"{', '.join(loose)} belong to none: give the option groups (e.g. "
+                f"'optimization={loose[0]}'), make them constants or use another searcher")
+    if not groups_of(space, groups):
         return "HYPERA needs at least one searched hyperparameter of its groups"
     try:
         agent_configs(options["scales"], options["temperatures"], options["every"])

@@ -429,8 +429,10 @@ class SearchSpace:
 
     @property
     def in_trial(self) -> tuple[Dim, ...]:
-        """Searched dimensions a running trial can change (PBT's and PB2's explore)."""
-        return tuple(d for d in self.searched if HPARAMS[d.name].in_trial)
+        """Searched dimensions a running trial can change (PBT's and PB2's explore); a name
+        outside the catalogue (a replay table's own) is taken as changeable."""
+        return tuple(d for d in self.searched
+                     if d.name not in HPARAMS or HPARAMS[d.name].in_trial)
 
     @property
     def constants(self) -> dict[str, Any]:

@@ -58,3 +58,24 @@ def emerald_table(path: Path, epochs: int = 6, seeds: tuple[int, ...] = (0, 1),
     meta = TableMeta(space=EMERALD_SPACE, metric="val_acc", mode="max", dataset="generated",
                      backbone="none", command="tests/replay/tables.py")
     return write_table(pd.DataFrame(rows), meta, path)
+
+
+def own_names_table(path: Path, epochs: int = 4, seeds: tuple[int, ...] = (0, 1)) -> Path:
+    """A table recorded elsewhere, with names outside the catalogue (as LCBench's): the
+    number of layers, units per layer and a learning rate called `learning_rate`."""
+    rows = []
+    for layers, units, lr in itertools.product((1, 2, 3), (64, 256), LRS):
+        peak = 0.9 - 0.05 * abs(math.log10(lr) + 3) - 0.02 * abs(layers - 2) + units / 1e4
+        for seed in seeds:
+            noise = np.random.default_rng(seed * 1000 + layers * 10 + units).normal(0, .005)
+            for e in range(1, epochs + 1):
+                value = float(peak * (1 - math.exp(-e / 2)) + noise)
+                rows.append({"num_layers": layers, "max_units": units, "learning_rate": lr,
+                             "seed": seed, "epoch": e, "val_acc": value,
+                             "epoch_time_s": 0.1 * layers})
+    meta = TableMeta(space={"num_layers": {"choice": [1, 2, 3]},
+                            "max_units": {"choice": [64, 256]},
+                            "learning_rate": {"loguniform": [1e-5, 1e-1]}},
+                     metric="val_acc", mode="max", dataset="generated", backbone="none",
+                     command="tests/replay/tables.py")
+    return write_table(pd.DataFrame(rows), meta, path)

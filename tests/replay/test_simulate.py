@@ -21,7 +21,7 @@ from service.replay.run import run_replay, score
 from service.replay.simulate import ReplayError, Simulation, replay_cell
 from service.replay.table import load_table
 from service.reports import write_report
-from tests.replay.tables import emerald_table
+from tests.replay.tables import emerald_table, own_names_table
 
 FIXED = {"flip": True, "rotation": 20, "shift": False, "optimizer": "rmsprop", "lr": 1e-3}
 
@@ -365,3 +365,20 @@ def test_population_keeps_each_trials_architecture(name: str) -> None:
         assert len({float(hp["width"]) for _, hp in runs}) == 1, runs
         switched += len(runs) > 1
     assert switched, f"{name} never exploited"
+
+
+@pytest.mark.parametrize("name", ["hypera", "hypera-search"])
+def test_hypera_runs_on_a_table_of_its_own_names_given_groups(name: str, tmp_path) -> None:
+    """HYPERA's agents manage the catalogue's names; a table recorded elsewhere says which
+    agent manages which of its names with the entries' `groups` option."""
+    table = load_table(own_names_table(tmp_path / "own.parquet"))
+    budget = Budget(trials=6, epochs=4)
+    with pytest.raises(ReplayError, match="give the option groups"):
+        replay_cell(name, table, seed=0, budget=budget)
+    groups = "architecture=num_layers,max_units;optimization=learning_rate"
+    sim = replay_cell(name, table, seed=0, budget=budget, options={"groups": groups})
+    configs = {(t.config["num_layers"], t.config["max_units"], t.config["learning_rate"])
+               for t in sim.trials}
+    assert len(sim.trials) == 6 and len(configs) > 1
+    with pytest.raises(ReplayError, match="groups: 'optimization' is not group=name"):
+        replay_cell(name, table, seed=0, budget=budget, options={"groups": "optimization"})
