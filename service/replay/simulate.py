@@ -120,6 +120,10 @@ def _saved(checkpoint: SimCheckpoint, metrics: dict[str, Any]) -> Any:
     return _Resolved(_TrainingResult(checkpoint=checkpoint, metrics=metrics))
 
 
+MAX_PENDING_VARIANTS = 200
+"""Tune's pending trials for its variant generator (`_get_max_pending_trials`' minimum)."""
+
+
 class SimController:
     """The part of Ray Tune's `TuneController` that schedulers and searchers call."""
 
@@ -263,9 +267,14 @@ class Simulation:
             raise TypeError(f"unknown plan kind {type(plan).__name__}")
         from ray.tune.search import Searcher
 
+        # Tune keeps this many trials pending (`TuneController._max_pending_trials`): a
+        # searcher's live cap, or 200 for the variant generator. A HyperBand bracket holds
+        # its pending trials, so its first rung waits for all of them even on one slot.
+        self.max_pending = MAX_PENDING_VARIANTS
         if isinstance(searcher, Searcher):
+            self.max_pending = plan.concurrency(self.slots)
             searcher = SearchGenerator(ConcurrencyLimiter(
-                searcher, max_concurrent=plan.concurrency(self.slots)))
+                searcher, max_concurrent=self.max_pending))
         self._storage = tempfile.TemporaryDirectory(prefix="replay-")
         experiment = Experiment(f"replay_{plan.name}".replace(":", "_"), _noop_trainable,
                                 config=dict(plan.param_space), num_samples=plan.num_samples,
@@ -363,24 +372,30 @@ class Simulation:
         return sum(t.status == "RUNNING" for t in self.trials)
 
     def _fill(self) -> None:
-        """Create trials (one pending at a time, as Tune does for a searcher) and start what
-        the scheduler chooses while there are free slots."""
+        """Ask the searcher for trials until `max_pending` wait (as Tune's controller does
+        every step, free slot or not) and start what the scheduler chooses while there are
+        free slots."""
+        self._add_trials()
         while self._running() < self.slots:
-            if not self._search_done and not any(t.status == "PENDING" for t in self.trials):
-                with self._compute():
-                    trial = self.search_alg.next_trial()
-                if trial is not None:
-                    self.trials.append(trial)
-                    self._by_id[trial.trial_id] = trial
-                    with self._compute():
-                        self.scheduler.on_trial_add(self.ctrl, trial)
-                elif self.search_alg.is_finished():
-                    self._search_done = True
             with self._compute():
                 chosen = self.scheduler.choose_trial_to_run(self.ctrl)
             if chosen is None:
                 return
             self._start(chosen)
+            self._add_trials()
+
+    def _add_trials(self) -> None:
+        while not self._search_done and \
+                sum(t.status == "PENDING" for t in self.trials) < self.max_pending:
+            with self._compute():
+                trial = self.search_alg.next_trial()
+            if trial is None:
+                self._search_done = self.search_alg.is_finished()
+                return
+            self.trials.append(trial)
+            self._by_id[trial.trial_id] = trial
+            with self._compute():
+                self.scheduler.on_trial_add(self.ctrl, trial)
 
     def _start(self, trial: Any) -> None:
         st = self.state.get(trial.trial_id)
