@@ -161,7 +161,7 @@ def embedded_gpus() -> int:
 def check_machine(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     """Before Ray starts: the embedded Ray's flags are sane and one trial fits it (a trial
     asking more CPUs or GPUs than Ray has would wait forever). A cluster (`--address`,
-    RAY_ADDRESS) is checked by Ray's own scheduler once joined."""
+    RAY_ADDRESS) is checked against its nodes once joined (`init_ray`, `trial_fits`)."""
     if args.num_cpus is not None and args.num_cpus < 1:
         raise ConfigError(f"--num-cpus: {args.num_cpus}; give at least 1 (default: every "
                           "core of this machine)")
@@ -200,9 +200,10 @@ def check_data(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
         raise ConfigError(f"dataset.root: {str(err).splitlines()[0]}"[:400]) from None
 
 
-def init_ray(args: argparse.Namespace) -> None:
+def init_ray(args: argparse.Namespace, cfg: ExperimentConfig | None = None) -> None:
     """Join the cluster named by --address or RAY_ADDRESS; otherwise start a local Ray that
-    never joins another instance on the machine."""
+    never joins another instance on the machine. With `cfg`, a cluster that has no node
+    to hold one trial is left at once (ConfigError, before any trial or folder)."""
     import ray
 
     address = cluster_address(args)
@@ -210,10 +211,34 @@ def init_ray(args: argparse.Namespace) -> None:
     quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         ray.init(address=address, **quiet)
+        if cfg is not None:
+            try:
+                problem = trial_fits(cfg, ray.nodes())
+            except Exception:
+                ray.shutdown()
+                raise
+            if problem:
+                ray.shutdown()
+                raise ConfigError(f"{problem} at {address}")
     else:
         bind_loopback()
         ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                  include_dashboard=False, **quiet)
+
+
+def trial_fits(cfg: ExperimentConfig, nodes: Sequence[dict[str, Any]]) -> str | None:
+    """Why no alive node of a cluster (`ray.nodes()`) can hold one trial, or None. A trial's
+    CPUs and GPUs come from one node; one that fits none would wait forever in Tune."""
+    alive = [n.get("Resources") or {} for n in nodes if n.get("Alive", n.get("alive"))]
+    need = {"CPU": cfg.resources.cpus, "GPU": cfg.resources.gpus}
+    if any(all(r.get(k, 0.0) >= v for k, v in need.items() if v) for r in alive):
+        return None
+    best = {k: max((r.get(k, 0.0) for r in alive), default=0.0) for k in need}
+    key = "CPU" if best["CPU"] < need["CPU"] else "GPU"
+    field, flag = ("cpus", "--cpus-per-trial") if key == "CPU" else ("gpus", "--gpus-per-trial")
+    return (f"resources.{field}: {need[key]:g} {key}s per trial, but no node of the cluster "
+            f"has more than {best[key]:g}; give at most {best[key]:g} ({flag}) or add a node "
+            "that has them")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -262,7 +287,11 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = Fal
     from service.experiment import run_all
     from service.reports import write_report
 
-    init_ray(args)
+    try:
+        init_ray(args, cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     start = time.time()
     try:
         summaries = run_all(cfg, restore=restore, quiet=not getattr(args, "verbose", False))
@@ -321,7 +350,11 @@ def _record(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
     from service.replay.record import run_record
 
-    init_ray(args)
+    try:
+        init_ray(args, cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     start = time.time()
     try:
         paths = run_record(cfg)

@@ -547,9 +547,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+DOTTED_KEY_SECTIONS = ("weights",)
+"""Sections whose keys may hold dots (backbone specs such as resnet18@0.0625)."""
+
+
 def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set `a.b.c` in a nested dict (for `--set a.b.c=value`)."""
+    """Set `a.b.c` in a nested dict (for `--set a.b.c=value`). A key of `weights` is a
+    backbone spec, whose width holds a dot: `weights.resnet18@0.5=w.pt` sets one key."""
     parts = dotted.split(".")
+    if parts[0] in DOTTED_KEY_SECTIONS and len(parts) > 2:
+        parts = [parts[0], ".".join(parts[1:])]
     if not all(parts):
         raise ConfigError(f"--set: {dotted!r} is not a dotted key like budget.trials")
     node = raw

@@ -86,6 +86,45 @@ def test_flags_a_run_cannot_satisfy_are_refused_before_ray(storage, capsys, monk
     _refused([*RUN, "--storage", str(storage), *extra], field, storage, capsys)
 
 
+CLUSTER = [{"Alive": True, "Resources": {"CPU": 2.0, "memory": 1e9}},  # head
+           {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}},
+           {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]  # a lost node
+
+
+@pytest.mark.parametrize("extra, field", [
+    (["--cpus-per-trial", "16"], "resources.cpus"),
+    (["--gpus-per-trial", "2"], "resources.gpus"),
+    (["--cpus-per-trial", "4", "--gpus-per-trial", "1", "--set", "resources.cpus=9"],
+     "resources.cpus"),
+])
+def test_a_trial_no_node_of_the_cluster_holds_is_refused_before_any_trial(
+        storage, capsys, monkeypatch, extra, field) -> None:
+    """On a cluster the check runs once joined: a trial that fits no alive node would wait
+    forever in Tune's queue. Ray is left again and nothing is written."""
+    import ray
+
+    joined, left = [], []
+    monkeypatch.setattr(ray, "init", lambda *a, **k: joined.append(k.get("address")))
+    monkeypatch.setattr(ray, "nodes", lambda: CLUSTER)
+    monkeypatch.setattr(ray, "shutdown", lambda: left.append(1))
+    err = _refused([*RUN, "--storage", str(storage), "--address", "10.0.0.1:6379", *extra],
+                   field, storage, capsys)
+    assert "no node of the cluster" in err and "10.0.0.1:6379" in err
+    assert joined == ["10.0.0.1:6379"] and left == [1]
+
+
+def test_trial_fits_on_one_node_of_the_cluster() -> None:
+    from service.cli import trial_fits
+    from service.config import build_config
+
+    def fits(cpus: float, gpus: float) -> bool:
+        cfg = build_config({"resources": {"cpus": cpus, "gpus": gpus}})
+        return trial_fits(cfg, CLUSTER) is None
+
+    assert fits(8, 1) and fits(2, 0) and fits(0.5, 0.5)
+    assert not fits(9, 0) and not fits(8, 2) and not fits(64, 8)  # the lost node counts not
+
+
 def test_a_storage_path_that_is_a_file_is_refused(storage, capsys) -> None:
     file = storage / "not-a-folder"
     file.write_text("x")

@@ -176,3 +176,17 @@ def test_searchers_over_a_preset_take_its_options_for_the_others_along() -> None
     with pytest.raises(ConfigError, match="searcher_options.optuna"):
         load_config(None, {"searchers": ["random"], "searcher_options.optuna": {}},
                     preset="cpu-small")
+
+
+def test_set_weights_of_a_backbone_whose_width_holds_a_dot(tmp_path: Path) -> None:
+    """`--set weights.resnet18@0.0625=w.pt` sets one backbone's weights (its spec has a
+    dot); split at every dot it read as weights.resnet18@0 -> 0625 and named the wrong
+    backbone."""
+    state = tmp_path / "w.pt"
+    state.write_bytes(b"0")
+    cfg = load_config(None, parse_set([f"weights.resnet18@0.0625={state}",
+                                       "backbones=[resnet18@0.0625]"]))
+    assert cfg.weights == {"resnet18@0.0625": str(state)}
+    with pytest.raises(ConfigError, match="weights.vgg16@0.5: not one of backbones"):
+        load_config(None, parse_set([f"weights.vgg16@0.5={state}",
+                                     "backbones=[resnet18@0.0625]"]))
