@@ -331,3 +331,31 @@ TABLE_A = str(Path(__file__).resolve().parents[1] / "docs/tables/digits-vgg16_w0
 def test_values_out_of_range_are_refused_naming_the_field(storage, capsys, argv, field
                                                           ) -> None:
     _refused([*argv, "--storage", str(storage)], field, storage, capsys)
+
+
+def test_report_warns_of_each_unreadable_file_and_reports_the_rest(tmp_path, capsys
+                                                                     ) -> None:
+    """Corrupt files among readable ones: the report is written from the rest, and each
+    unreadable file is named on one `warning:` line (it was left out without a word)."""
+    from service.reports import load
+    from tests.replay.tables import emerald_table
+
+    table = emerald_table(tmp_path / "t.parquet")
+    storage = tmp_path / "results"
+    assert main(["bench", "--backend", "replay", "--table", str(table), "--searchers",
+                 "random", "--trials", "2", "--epochs", "2", "--seeds", "0,1,2",
+                 "--storage", str(storage), "--name", "exp"]) == 0
+    folder = storage / "exp"
+    cells = sorted(folder.glob("random__*"))
+    (cells[0] / "summary.json").write_bytes(b"\xff\x00 cut")
+    (cells[1] / "epochs.parquet").write_bytes(b"PAR1 not really")
+    capsys.readouterr()
+    load.flush_warnings(say=False)
+    assert main(["report", str(folder), "--out", str(tmp_path / "out")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith("warning: ")]
+    assert len(warned) == 2, warned
+    assert str(cells[0] / "summary.json") in warned[0] and "left out" in warned[0]
+    assert str(cells[1] / "epochs.parquet") in warned[1] and "curve" in warned[1]
+    cells_csv = pd.read_csv(tmp_path / "out" / "cells.csv")
+    assert len(cells_csv) == 2  # the cell without a summary is out, the other two are in

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from service.layout import CELL_GLOB, ROWS_FILE, SUMMARY_FILE, parse_cell_name
+from service.reports.load import _read_json, unreadable
 
 CURVE_COLUMNS = ("trial_index", "unix_time", "regret", "trials_started", "epochs_total")
 ALPHA = 0.05
@@ -76,13 +77,17 @@ def load_replay(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         cell = parse_cell_name(d.name)
         if cell is None or not (d / SUMMARY_FILE).is_file():
             continue
-        try:
-            summary = json.loads((d / SUMMARY_FILE).read_text())
-        except ValueError:
+        summary = _read_json(d / SUMMARY_FILE)
+        if summary is None:
             continue
         summaries.append(summary)
         if (d / ROWS_FILE).is_file():
-            rows = pd.read_parquet(d / ROWS_FILE, columns=list(CURVE_COLUMNS))
+            try:
+                rows = pd.read_parquet(d / ROWS_FILE, columns=list(CURVE_COLUMNS))
+            except Exception as err:  # pyarrow's errors have no common base
+                unreadable(d / ROWS_FILE, f"not readable ({type(err).__name__}); the cell "
+                           "counts in the ranking, its curve is left out")
+                continue
             rows["searcher"], rows["backbone"], rows["seed"] = (cell.searcher, cell.backbone,
                                                                 cell.seed)
             curves.append(rows)

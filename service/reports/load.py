@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +54,39 @@ NUMERIC = ("epoch", "timestamp", "time_total_s", "val_acc", "train_acc", "epoch_
 """Epochs-frame columns read as numbers (None from odd lines becomes NaN)."""
 
 
+_WARNED: dict[str, str] = {}
+
+
+def unreadable(path: Path, what: str) -> None:
+    """Note that a file which is there could not be read and what the report leaves out
+    for it; `flush_warnings` says it once the report is written (a refused report says
+    only why)."""
+    _WARNED.setdefault(str(path), what)
+
+
+def flush_warnings(say: bool = True) -> None:
+    """Print each noted file as one `warning:` line on stderr (or drop them), once."""
+    if say:
+        for path, what in _WARNED.items():
+            print(f"warning: {path}: {what}", file=sys.stderr)
+    _WARNED.clear()
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object from `path`, or None when it is missing, cut or not an object (a run
-    that crashed while writing it must not stop the report)."""
+    that crashed while writing it must not stop the report; one that is there is warned
+    about)."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
-    return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        unreadable(path, "not readable JSON; left out of the report")
+        return None
+    if not isinstance(data, dict):
+        unreadable(path, "not a JSON object; left out of the report")
+        return None
+    return data
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -69,14 +95,19 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         text = path.read_text(errors="replace")
     except OSError:
         return rows
+    bad = 0
     for line in text.splitlines():
         line = line.strip()
         if line:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:  # a line cut by a crash: skip it, keep the rest
-                continue
-    return [r for r in rows if isinstance(r, dict)]
+                bad += 1
+    kept = [r for r in rows if isinstance(r, dict)]
+    bad += len(rows) - len(kept)
+    if bad:
+        unreadable(path, f"{bad} line(s) not JSON objects, left out ({len(kept)} kept)")
+    return kept
 
 
 def _cell_meta(cell: Cell) -> dict[str, Any]:

@@ -139,8 +139,21 @@ def write_report(storage: str | Path, out_dir: str | Path | None = None,
     table8 and searchers gain an `experiment` column and Table 9 rows follow `row_labels`.
     A folder that is neither raises ConfigError before anything is written. `live`: the
     refresh while a run goes on, without the paper's figures (two thirds of the report's
-    CPU time, mostly the pair plots; the report written when the run ends has them)."""
-    storage = Path(storage)
+    CPU time, mostly the pair plots; the report written when the run ends has them).
+    Files that are there but unreadable are named on stderr once the rest is written."""
+    from service.reports.load import flush_warnings
+
+    try:
+        written = _write_report(Path(storage), out_dir, fmt, live=live)
+    except ConfigError:
+        flush_warnings(say=False)
+        raise
+    flush_warnings(say=not live)  # a running cell's files may be half-written
+    return written
+
+
+def _write_report(storage: Path, out_dir: str | Path | None, fmt: str, *, live: bool
+                  ) -> dict[str, Path]:
     folders = find_experiments(storage)
     out = Path(out_dir) if out_dir else storage / "report"
     if folders == [storage] and is_replay(storage):
