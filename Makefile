@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint chromium gpu-check
+.PHONY: setup demo test test-fast lint chromium gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ chromium:
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+# The developer's loop: unit and contract tests that need no Ray instance (tests/conftest.py
+# marks the others slow).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 # The GPU check: torch and the project only (no Ray), at most 5 minutes on one GPU; without
 # a GPU it runs its reduced form on the CPU.

@@ -20,7 +20,7 @@ from typing import Any
 
 from service.api import ControllerPlan, PopulationPlan, SearcherPlan
 from service.config import ExperimentConfig
-from service.layout import CONFIG_FILE, FINAL_TEST_FILE, SUMMARY_FILE, Cell
+from service.layout import CONFIG_FILE, FINAL_TEST_FILE, SUMMARY_FILE, Cell, write_json
 
 __all__ = ["CONFIG_FILE", "FINAL_TEST_FILE", "SUMMARY_FILE", "Cell", "build_tuner", "run_all",
            "run_cell"]
@@ -369,10 +369,10 @@ def finish_cell(cfg: ExperimentConfig, cell: Cell, results: list[Any], *, starte
         if schedule is not None:
             test["schedule"] = json.loads(schedule)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / FINAL_TEST_FILE).write_text(json.dumps(test, indent=1, default=str))
+        write_json(folder / FINAL_TEST_FILE, test, indent=1, default=str)
         summary["test_acc"] = test["test_acc"]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    write_json(folder / SUMMARY_FILE, summary, indent=1)
     return summary
 
 
@@ -410,7 +410,7 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     folder = cfg.experiment_dir
     folder.mkdir(parents=True, exist_ok=True)
     stored = {**cfg.model_dump(), "storage": str(Path(cfg.storage).expanduser().resolve())}
-    (folder / CONFIG_FILE).write_text(json.dumps(stored, indent=1))
+    write_json(folder / CONFIG_FILE, stored, indent=1)
     here = ray.get_runtime_context().get_node_id()
     pinned = NodeAffinitySchedulingStrategy(here, soft=False)
     task = ray.remote(num_cpus=0, max_retries=0)(run_cell).options(scheduling_strategy=pinned)
@@ -510,10 +510,10 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     progress.close()
     from service.reports.overhead import RUN_FILE
 
-    (folder / RUN_FILE).write_text(json.dumps({
+    write_json(folder / RUN_FILE, {
         "started_unix": run_started, "ended_unix": time.time(), "slots": slots,
         "cells": len(summaries), "restore": restore, "report_refreshes": refresher.written,
-        "report_refresh_cpu_s": round(refresher.cpu_s, 3)}, indent=1))
+        "report_refresh_cpu_s": round(refresher.cpu_s, 3)}, indent=1)
     return summaries
 
 

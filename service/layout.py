@@ -9,8 +9,12 @@ the backbone parser refuse them), so the name splits back without loss.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 SEP = "__"
 CONFIG_FILE = "experiment_config.json"
@@ -19,6 +23,14 @@ SUMMARY_FILE = "summary.json"
 ROWS_FILE = "epochs.parquet"
 """A replayed cell's reported rows (service.replay.run), read by the comparison report."""
 CELL_GLOB = f"*{SEP}*{SEP}s*"
+
+
+def write_json(path: Path, data: Any, **dump: Any) -> None:
+    """Write `data` as JSON under a temporary name, then rename it into place, so a report
+    refreshed while a run goes on reads the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, **dump))
+    os.replace(tmp, path)
 
 _CELL = re.compile(r"(?P<searcher>[a-z0-9][a-z0-9_.-]*?)__"
                    r"(?P<backbone>[A-Za-z0-9_][A-Za-z0-9_.+-]*?)__s(?P<seed>\d+)")

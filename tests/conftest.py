@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 
 import pytest
 
@@ -15,6 +14,19 @@ RAY_ARGS = {"address": "local", "num_cpus": 2, "num_gpus": 2, "include_dashboard
             "log_to_driver": False, "configure_logging": False}
 """`address="local"` never joins another Ray instance running on the machine. Two logical
 GPUs let tests check GPU scheduling without hardware."""
+
+
+SLOW_FILES = ("test_cluster_local.py", "test_faults.py", "test_report_browser.py")
+"""Files that start Ray clusters, kill processes or drive a browser: full suite only."""
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The full suite's tier: every test that uses the session's Ray or lives in
+    `SLOW_FILES` is marked `slow`; `make test-fast` runs the others (`-m "not slow"`)."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()) or \
+                item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -28,10 +40,6 @@ def ray_session():
         ray.shutdown()
 
 
-class RayResourcesLeaked(RuntimeWarning):
-    """An earlier test left CPUs or GPUs of the session's Ray held."""
-
-
 def held_resources(ray) -> dict[str, float]:
     """CPUs and GPUs of the session that something still holds."""
     total, free = ray.cluster_resources(), ray.available_resources()
@@ -40,13 +48,13 @@ def held_resources(ray) -> dict[str, float]:
 
 
 @pytest.fixture(autouse=True)
-def _ray_starts_empty(request):
-    """Every test that uses the session's Ray starts with all its CPUs and GPUs free.
-    Something left over from an earlier test (seen once in CI: a trial's CPU still held
-    after a BOHB run) would otherwise serialise every later experiment; it is reported
-    as a warning with what held it, and the session's Ray is restarted."""
+def _ray_left_empty(request):
+    """Every test that uses the session's Ray gives back all its CPUs and GPUs: one that
+    leaves some held (seen once in CI: a trial's CPU after a BOHB run) fails, naming what
+    holds them, and the session's Ray is restarted for the tests after it (a leak would
+    otherwise serialise every later experiment)."""
+    yield
     if "ray_session" not in request.fixturenames:
-        yield
         return
     ray = request.getfixturevalue("ray_session")
     deadline = time.time() + 15
@@ -62,9 +70,7 @@ def _ray_starts_empty(request):
                   if a.get("State") != "DEAD"]
         groups = [(pg_id[:8], g.get("state")) for pg_id, g in placement_group_table().items()
                   if g.get("state") != "REMOVED"]
-        warnings.warn(f"before {request.node.name}: {held} still held by an earlier test "
-                      f"(actors {actors}, placement groups {groups}); restarting Ray",
-                      RayResourcesLeaked, stacklevel=1)
         ray.shutdown()
         ray.init(**RAY_ARGS)
-    yield
+        pytest.fail(f"{request.node.name} left {held} of the session's Ray held (actors "
+                    f"{actors}, placement groups {groups}); Ray restarted", pytrace=False)

@@ -30,7 +30,7 @@ import numpy as np
 
 from service.api import Schedule
 from service.config import ExperimentConfig
-from service.layout import CONFIG_FILE, ROWS_FILE, SUMMARY_FILE, Cell
+from service.layout import CONFIG_FILE, ROWS_FILE, SUMMARY_FILE, Cell, write_json
 from service.progress import LOG_DIR
 from service.replay.table import ReplayTable, cached_table
 
@@ -275,7 +275,7 @@ TRAINED = "_trained_curves"
 
 def _write_summary(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str))
+    write_json(folder / SUMMARY_FILE, summary, indent=1, default=str)
     return summary
 
 
@@ -292,7 +292,7 @@ def run_replay(cfg: ExperimentConfig, log: Any = print, quiet: bool = False
     # would be refused when the config is read back.
     cfg_dict = cfg.model_dump(exclude_unset=True)
     stored = {**cfg_dict, "storage": str(Path(cfg.storage).expanduser().resolve())}
-    (folder / CONFIG_FILE).write_text(json.dumps(stored, indent=1))
+    write_json(folder / CONFIG_FILE, stored, indent=1)
     todo = cells(cfg)
     log_dir = str(folder / LOG_DIR) if quiet else None
     workers = cfg.replay.workers or os.cpu_count() or 1
