@@ -149,14 +149,15 @@ def main(argv: list[str] | None = None) -> int:
                 subprocess.run(command, check=True)
     from scipy import stats
 
-    parts = []
+    parts, cells = [], []
     for real_name, replay_name in PRESETS:
         real_dir, replay_dir = Path(args.storage) / real_name, Path(args.storage) / replay_name
         if not real_dir.is_dir() or not replay_dir.is_dir():
             print(f"{real_name} or {replay_name} missing under {args.storage}: skipped")
             continue
-        parts.append(compare(real_regrets(real_dir, TABLES[real_name]),
-                             replay_regrets(replay_dir)))
+        real, replay = real_regrets(real_dir, TABLES[real_name]), replay_regrets(replay_dir)
+        parts.append(compare(real, replay))
+        cells += [real.assign(side="real"), replay.assign(side="replay")]
     table = pd.concat(parts, ignore_index=True)
     rho = stats.spearmanr(table["_real"], table["_replay"]).statistic
     rho_m = stats.spearmanr(table["_real"], table["_modelled"]).statistic
@@ -164,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     shown = table[[c for c in table if not c.startswith("_")]]
     shown.to_csv(out / "agreement.csv", index=False)
+    # every cell's regret, both sides: the real runs take an hour, so a change of the replay
+    # alone can be compared against them again
+    pd.concat(cells, ignore_index=True).to_csv(out / "cells.csv", index=False)
     text = "\n".join([
         "# Agreement: replay against real runs of the same cells",
         "",
