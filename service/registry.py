@@ -115,6 +115,10 @@ class Entry:
     kind: Literal["searcher", "population", "controller"] = "searcher"
     needs_space: bool = True
     check: Callable[[SearchSpace, dict[str, Any]], str | None] | None = None
+    replay_s: float = 0.0
+    """Its own compute per replayed cell, seconds (`searcher_s` in docs/results/replay: 20
+    trials x 12 epochs on 2 cores): a replay starts the costliest cells first, so its
+    workers end together."""
 
     @property
     def replays_schedule(self) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from service import registry
 from service.api import Schedule
 from service.config import ExperimentConfig
 from service.layout import CONFIG_FILE, ROWS_FILE, SUMMARY_FILE, Cell, write_json
@@ -38,7 +39,6 @@ TARGET_QUANTILE = 0.95
 """Evaluations to reach a target (document 003 section 4.2 counts model evaluations to 85%
 validation accuracy on CIFAR-10): a table's target is the value the best 5% of its
 configurations reach, since a fixed 85% means nothing on another table."""
-SLOW_FIRST = ("ax", "skopt", "spearmint", "emerald", "emerald-dynamic", "bohb", "hyperopt")
 """Cells started first, so the pool does not end waiting on one slow searcher."""
 
 
@@ -56,8 +56,8 @@ def table_label(table: ReplayTable) -> str:
 def cells(cfg: ExperimentConfig) -> list[tuple[Cell, str]]:
     out = [(Cell(s, table_label(cached_table(t)), seed), t)
            for s in cfg.searchers for t in cfg.replay.tables for seed in cfg.seeds]
-    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-    return sorted(out, key=lambda c: rank.get(c[0].searcher.split(":")[0], len(rank)))
+    cost = {name: entry.replay_s for name, entry in registry.entries().items()}
+    return sorted(out, key=lambda c: -cost.get(c[0].searcher.split(":")[0], 0.0))
 
 
 def true_value(table: ReplayTable, sim: Any, trial_id: str, epoch: int, config: int,
