@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from service.config import ConfigError, ExperimentConfig, load_config, parse_set
 
@@ -76,9 +76,29 @@ def _ray_args(p: argparse.ArgumentParser) -> None:
                         "line; they go to <experiment>/logs/)")
 
 
+MAX_ERROR = 400
+"""The longest error line printed: a value echoed back (a YAML alias bomb expands to
+megabytes) is cut."""
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line of at most `MAX_ERROR` characters."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= MAX_ERROR else text[:MAX_ERROR - 20] + " ... (cut)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the service's one-line errors: `error: <flag>: <why>; see --help`
+    (argparse prints its usage block first), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}; see {self.prog} --help", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="python -m service", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _experiment_args(sub.add_parser("run", help="run an experiment (config or preset)"), None)
     _experiment_args(sub.add_parser("bench", help="run a benchmark preset"), "cpu-small")
     _experiment_args(sub.add_parser(
@@ -158,15 +178,20 @@ def embedded_gpus() -> int:
     return len(list(Path("/dev").glob("nvidia[0-9]*")))
 
 
+MAX_LOGICAL = 100_000
+"""The most logical CPUs or GPUs an embedded Ray is given (Ray fails past 2**53 / 10**4)."""
+
+
 def check_machine(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     """Before Ray starts: the embedded Ray's flags are sane and one trial fits it (a trial
     asking more CPUs or GPUs than Ray has would wait forever). A cluster (`--address`,
     RAY_ADDRESS) is checked against its nodes once joined (`init_ray`, `trial_fits`)."""
-    if args.num_cpus is not None and args.num_cpus < 1:
-        raise ConfigError(f"--num-cpus: {args.num_cpus}; give at least 1 (default: every "
-                          "core of this machine)")
-    if args.num_gpus is not None and args.num_gpus < 0:
-        raise ConfigError(f"--num-gpus: {args.num_gpus}; give 0 or more")
+    if args.num_cpus is not None and not 1 <= args.num_cpus <= MAX_LOGICAL:
+        raise ConfigError(f"--num-cpus: {args.num_cpus}; give 1 to {MAX_LOGICAL} (default: "
+                          "every core of this machine)")
+    if args.num_gpus is not None and not 0 <= args.num_gpus <= MAX_LOGICAL:
+        raise ConfigError(f"--num-gpus: {args.num_gpus}; give 0 to {MAX_LOGICAL}")
+    check_address(args)
     if cfg.backend == "replay" or cluster_address(args):
         return
     cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
@@ -178,6 +203,41 @@ def check_machine(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
         raise ConfigError(f"resources.gpus: {cfg.resources.gpus:g} GPUs per trial, but the "
                           f"embedded Ray has {gpus}; give --gpus-per-trial 0, or --num-gpus N "
                           "for logical GPUs")
+
+
+def check_storage(cfg: ExperimentConfig) -> None:
+    """Before Ray starts: the storage path can be created and written (a folder made and
+    removed again where the path begins to be missing; nothing is left behind)."""
+    import tempfile
+
+    path = Path(cfg.storage).expanduser()
+    base = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    try:
+        tempfile.TemporaryDirectory(dir=base, prefix=".write-check-").cleanup()
+    except OSError as err:
+        raise ConfigError(f"storage: cannot create folders in {str(base)!r} "
+                          f"({err.strerror or type(err).__name__}); give a folder you can "
+                          "write (--storage)") from None
+
+
+def check_address(args: argparse.Namespace) -> None:
+    """Before joining: --address (or RAY_ADDRESS) is host:port and something answers
+    there within 5 s (Ray itself retries for minutes)."""
+    import socket
+
+    address = cluster_address(args)
+    if not address or address == "auto" or address.startswith(("ray://", "local")):
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--address: {address!r} is not host:port (e.g. 10.0.0.1:6379, "
+                          "the head's GCS address `ray start --head` prints)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as err:
+        raise ConfigError(f"--address: nothing answers at {address} "
+                          f"({err.strerror or type(err).__name__}); start the head with "
+                          "`ray start --head` or give its address") from None
 
 
 def check_data(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
@@ -290,7 +350,7 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = Fal
     try:
         init_ray(args, cfg)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_CONFIG
     start = time.time()
     try:
@@ -353,7 +413,7 @@ def _record(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     try:
         init_ray(args, cfg)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_CONFIG
     start = time.time()
     try:
@@ -377,7 +437,10 @@ def _json_mapping(path: Path) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help (0), or a flag argparse refused (2, one line)
+        return int(done.code or 0)
     try:
         if args.command == "searchers":
             from service import registry
@@ -424,14 +487,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"folder: {str(folder / 'experiment_config.json')!r} is not "
                                   "the JSON config a run writes; the experiment cannot be "
                                   "resumed")
-            cfg = build_config(stored_config(folder))
+            stored = stored_config(folder)
+            missing = [k for k in ("name", "storage", "searchers") if k not in stored]
+            if missing:
+                raise ConfigError(f"folder: {str(folder / 'experiment_config.json')!r} lacks "
+                                  f"{', '.join(missing)}: not the config a run writes; the "
+                                  "experiment cannot be resumed")
+            cfg = build_config(stored)
+            if cfg.experiment_dir.resolve() != folder.resolve():
+                raise ConfigError(f"folder: its config belongs to {str(cfg.experiment_dir)!r}"
+                                  f", not {str(folder)!r} (a copy?); resume that folder, or "
+                                  "run the copy's config anew with run --config")
             check_machine(cfg, args)
+            check_storage(cfg)
             check_data(cfg, args)
             return _run(cfg, args, restore=True)
         cfg = config_from_args(args)
-        if args.command in ("run", "bench", "record"):
+        if args.command in ("run", "bench", "record", "validate"):
             check_machine(cfg, args)
             check_data(cfg, args)
+        if args.command in ("run", "bench", "record"):
+            check_storage(cfg)
         if args.command == "record":
             from service.replay.record import check_design
 
@@ -451,13 +527,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         check_fresh(cfg)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as err:  # ExperimentExists and other up-front refusals
         from service.experiment import ExperimentExists
 
         if isinstance(err, ExperimentExists):
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {one_line(err)}", file=sys.stderr)
             return EXIT_CONFIG
         raise
     return _run(cfg, args)

@@ -325,6 +325,12 @@ class ExperimentConfig(Strict):
         """The storage path must be a folder, or creatable as one: a file there (or above
         it) would fail only after Ray started."""
         path = Path(value).expanduser()
+        if not value.strip():
+            raise ValueError("empty; give a folder for the results (default: results)")
+        long = [p for p in path.parts if len(p.encode()) > 255]
+        if long:
+            raise ValueError(f"the name {long[0][:40]!r}... is longer than 255 bytes, more "
+                             "than a file system allows; give a shorter folder")
         for part in (path, *path.parents):
             if part.exists():
                 if not part.is_dir():
@@ -514,9 +520,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     silently, so a typo'd override would win unseen)."""
 
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)  # `<<: *defaults` merge keys, as the safe loader reads them
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {type(key).__name__} where a name belongs; keys are "
+                    "plain names", key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} given twice; keep one", key_node.start_mark)
@@ -542,9 +553,35 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         problem = getattr(err, "problem", None) or ""
         detail = f": {problem}" if problem.startswith("key ") else ""
         raise ConfigError(f"--config: {file} is not valid YAML{where}{detail}") from None
+    except RecursionError:
+        raise ConfigError(f"--config: {file} nests lists or mappings too deeply to be a "
+                          "config; flatten it") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {file} must hold a mapping of keys at the top level")
+    if _values_beyond(data, MAX_CONFIG_VALUES):
+        raise ConfigError(f"--config: {file} expands to more than {MAX_CONFIG_VALUES} values "
+                          "(YAML aliases nested in aliases?); write the values out")
     return data
+
+
+MAX_CONFIG_VALUES = 100_000
+"""More values than any config needs: a YAML alias bomb expands past it in a few lines."""
+
+
+def _values_beyond(data: Any, budget: int) -> bool:
+    """Whether `data` holds more than `budget` values, aliases expanded (stops counting
+    there: an alias bomb's full size is never walked)."""
+    stack, seen = [data], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > budget:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 DOTTED_KEY_SECTIONS = ("weights",)

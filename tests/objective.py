@@ -3,25 +3,16 @@ schedulers through real Tune experiments in seconds."""
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
 
 from service.space import resolve_config
+from service.testing import OPTIMUM_LR, score
 
-OPTIMUM_LR = 1e-3
+__all__ = ["EPOCH_S", "OPTIMUM_LR", "objective_trainable", "score"]
+
 EPOCH_S = 0.6
-
-
-def score(config: dict, epoch: int) -> float:
-    """A smooth function of the hyperparameters that rises with epochs; best at lr=1e-3,
-    adam, flip on, rotation 10."""
-    hp = resolve_config({k: v for k, v in config.items() if k != "run"})
-    value = 0.9 - 0.08 * (math.log10(hp["lr"]) - math.log10(OPTIMUM_LR)) ** 2
-    value += {"adam": 0.05, "rmsprop": 0.02}.get(hp["optimizer"], 0.0)
-    value += 0.02 * hp["flip"] - 0.001 * abs(hp["rotation"] - 10)
-    return value * (1 - 0.5 ** epoch)
 
 
 def objective_trainable(config: dict) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from service import cli
 from service.cli import EXIT_CONFIG, failed_trials_exit, main
 from service.layout import Cell, cell_name
 
@@ -59,6 +60,52 @@ def test_a_config_file_that_is_not_utf8_is_refused(storage, capsys) -> None:
     assert _tree(storage.parent) == before
 
 
+@pytest.mark.parametrize("text", [
+    "[a, b]: 1\n",  # a list as a key
+    "? {a: 1}\n: 2\n",  # a mapping as a key
+    "x: " + "[" * 5000 + "]" * 5000 + "\n",  # nested past Python's recursion limit
+    "a: &a [1,1,1,1,1,1,1,1,1,1]\n" + "".join(  # an alias bomb: 10**6 values in 7 lines
+        f"{n}: &{n} [{','.join(['*' + p] * 10)}]\n" for p, n in zip("abcde", "bcdef", strict=True))
+    + "record: {points: *f}\n",
+])
+def test_yaml_that_is_no_config_is_one_short_line(storage, capsys, text) -> None:
+    config = storage.parent / "odd.yaml"
+    config.write_text(text)
+    err = _refused(["validate", "--config", str(config)], "--config", storage, capsys)
+    assert len(err) < 300, err
+
+
+def test_yaml_merge_keys_are_read_as_the_safe_loader_reads_them(storage) -> None:
+    from service.config import load_config
+
+    config = storage.parent / "merge.yaml"
+    config.write_text("_budget: &b {trials: 2}\nbudget:\n  <<: *b\n  epochs: 1\n")
+    with pytest.raises(Exception, match="_budget: unknown key"):
+        load_config(config)  # merged; then the anchor's own key is refused by name
+    config.write_text("budget:\n  <<: {trials: 2}\n  epochs: 1\n")
+    assert load_config(config).budget.trials == 2
+
+
+def test_validate_refuses_what_run_would_refuse(storage, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    _refused(["validate", "--cpus-per-trial", "512"], "resources.cpus", storage, capsys)
+    _refused(["validate", "--gpus-per-trial", "1"], "resources.gpus", storage, capsys)
+    _refused(["validate", "--num-cpus", "0"], "--num-cpus", storage, capsys)
+
+
+@pytest.mark.parametrize("stored", [{}, {"name": "exp"},
+                                    {"name": "exp", "storage": "/elsewhere/results",
+                                     "searchers": ["random"]}])
+def test_resume_runs_only_the_experiment_its_folder_holds(storage, capsys, stored) -> None:
+    """A config without what a run writes would train the default experiment elsewhere; one
+    that names another folder (a copy) would run, and overwrite, the original."""
+    folder = storage / "exp"
+    folder.mkdir()
+    (folder / "experiment_config.json").write_text(json.dumps(stored))
+    _refused(["resume", str(folder)], "folder", storage, capsys)
+
+
 def test_a_key_given_twice_in_yaml_is_refused_not_silently_overwritten(storage, capsys
                                                                        ) -> None:
     config = storage.parent / "twice.yaml"
@@ -78,6 +125,15 @@ def test_a_key_given_twice_in_yaml_is_refused_not_silently_overwritten(storage, 
     (["--seeds", "-1"], "seeds"),
     (["--set", "budget.total_epochs=1e30"], "total_epochs"),
     (["--table", "docs/tables/digits-vgg16_w0.0625.parquet"], "replay.tables"),
+    (["--num-cpus", "99999999999999999999"], "--num-cpus"),
+    (["--num-cpus", "abc"], "--num-cpus"),  # argparse's own errors: one line too
+    (["--num-gpus", "1.5"], "--num-gpus"),
+    (["--verbose=1"], "--verbose"),
+    (["--address", "not a host::x"], "--address"),
+    (["--address", "127.0.0.1:1"], "--address"),  # nothing answers: no wait for minutes
+    (["--storage", "/proc/nope"], "storage"),
+    (["--storage", "x" * 300], "storage"),
+    (["--storage", " "], "storage"),
 ])
 def test_flags_a_run_cannot_satisfy_are_refused_before_ray(storage, capsys, monkeypatch,
                                                            extra, field) -> None:
@@ -104,6 +160,7 @@ def test_a_trial_no_node_of_the_cluster_holds_is_refused_before_any_trial(
     import ray
 
     joined, left = [], []
+    monkeypatch.setattr(cli, "check_address", lambda args: None)  # no head to answer
     monkeypatch.setattr(ray, "init", lambda *a, **k: joined.append(k.get("address")))
     monkeypatch.setattr(ray, "nodes", lambda: CLUSTER)
     monkeypatch.setattr(ray, "shutdown", lambda: left.append(1))

@@ -5,8 +5,6 @@ next suggestions, concurrent trials, and a real Tune experiment that completes."
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from service import registry
@@ -15,6 +13,7 @@ from service.config import build_config
 from service.experiment import build_tuner
 from service.layout import Cell
 from service.space import default_space, resolve_config
+from service.testing import draw, feed_bad_outcomes
 from tests.objective import EPOCH_S, objective_trainable, score
 
 NAMES = registry.available()
@@ -73,20 +72,7 @@ def test_non_finite_errors_and_missing_metric_are_absorbed(name: str) -> None:
         pytest.skip("population and controller plans take results through the scheduler or "
                     "the trial (Tune test, controller suite)")
     searcher = plan.searcher
-    outcomes = [
-        ({"val_acc": math.nan}, False), ({"val_acc": math.inf}, False),
-        ({"val_acc": -math.inf}, False), (None, True), ({"other": 1.0}, False),
-        ({"val_acc": 0.5, "diverged": True}, False), ({"val_acc": 0.7}, False),
-        ({"val_acc": 0.6}, False),
-    ]
-    configs_by_id = {}
-    for i, (result, error) in enumerate(outcomes):
-        config = searcher.suggest(f"a{i}")
-        if not isinstance(config, dict):  # a finite grid may run out
-            break
-        configs_by_id[f"a{i}"] = config
-        searcher.on_trial_result(f"a{i}", {**(result or {}), "training_iteration": 1})
-        searcher.on_trial_complete(f"a{i}", result=result, error=error)
+    configs_by_id = feed_bad_outcomes(searcher)
     nxt = searcher.suggest("after")
     assert nxt is None or isinstance(nxt, (dict, str))
     if isinstance(nxt, dict):
@@ -168,14 +154,8 @@ def test_200_draws_stay_inside_the_space(name: str) -> None:
         configs = plan.initial_configs
     elif not isinstance(plan, SearcherPlan):
         pytest.skip("controllers choose inside trials: controller suite")
-    else:
-        configs = []
-        for i in range(SLOW_MODELS.get(name, DRAWS)):
-            config = plan.searcher.suggest(f"d{i}")
-            if config is None or config == "FINISHED":
-                break  # the searcher waits for results (Ax) or ran out (grid)
-            configs.append(config)
-            plan.searcher.on_trial_complete(f"d{i}", result={"val_acc": score(config, 3)})
+    else:  # until the searcher waits for results (Ax) or runs out (grid)
+        configs = draw(plan.searcher, SLOW_MODELS.get(name, DRAWS))
     assert configs
     for config in configs:
         assert_in_space(merged(plan, config))
