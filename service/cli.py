@@ -257,7 +257,9 @@ def check_data(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     try:
         load_splits(name, seed=cfg.seeds[0], **ds)
     except (DataError, ImageFolderError) as err:
-        raise ConfigError(f"dataset.root: {str(err).splitlines()[0]}"[:400]) from None
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(text if text.startswith("dataset.") else f"dataset.root: {text}"
+                          ) from None
 
 
 def init_ray(args: argparse.Namespace, cfg: ExperimentConfig | None = None) -> None:

@@ -70,7 +70,18 @@ class DatasetConfig(Strict):
                 raise ValueError(str(err)) from None
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must stay below 0.9")
+        n = BUNDLED_SIZES.get(self.name)
+        for field, fraction in (("val_fraction", self.val_fraction),
+                                ("test_fraction", self.test_fraction)):
+            if n is not None and round(n * fraction) < 1:
+                raise ValueError(f"{field}: {fraction:g} of {self.name}'s {n} images is none; "
+                                 f"give at least {1 / n:.2g}")
         return self
+
+
+BUNDLED_SIZES = {"digits": 1797, "synthetic": 600}
+"""Images in the data sets without files (scikit-learn's digits, service.data's synthetic
+set), so a split too small to hold one is refused with the config."""
 
 
 class Resources(Strict):

@@ -163,16 +163,22 @@ def load_splits(
     ):
         raise DataError(f"dataset {name!r}: max_train must be a positive int, got {max_train!r}")
     root_key = os.path.abspath(os.path.expanduser(root if root is not None else _DEFAULT_ROOT))
-    return _load_cached(
-        name,
-        root_key,
-        int(seed),
-        float(val_fraction),
-        float(test_fraction),
-        None if image_size is None else int(image_size),
-        None if max_train is None else int(max_train),
-        bool(download),
-    )
+    try:
+        return _load_cached(name, root_key, int(seed), float(val_fraction),
+                            float(test_fraction), None if image_size is None else int(image_size),
+                            None if max_train is None else int(max_train), bool(download))
+    except DataError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, EOFError,
+            pickle.UnpicklingError, OSError) as err:
+        from service.imagefolder import ImageFolderError
+
+        if isinstance(err, ImageFolderError):
+            raise
+        text = str(err).splitlines()[0] if str(err) else ""
+        raise DataError(f"dataset.root: {root_key} holds files {name} cannot read "
+                        f"({type(err).__name__}: {text[:200]}); give the published format's "
+                        "files") from None
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -244,6 +250,11 @@ def _load_cached(
 
     if len(train_idx) == 0:
         raise DataError(f"dataset {name!r}: the train split is empty; lower val/test fractions")
+    for split, idx, field in (("validation", val_idx, "val_fraction"),
+                              ("test", test_idx, "test_fraction")):
+        if len(idx) == 0:  # a score over no image would read 0 and end the run as a success
+            raise DataError(f"dataset.{field}: the {split} split of {name!r} holds no image; "
+                            f"raise {field} or add images")
     if max_train is not None and max_train < len(train_idx):
         train_idx = train_idx[_stratified_pick(train_labels[train_idx], max_train, _rng(seed, 2))]
 

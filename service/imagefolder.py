@@ -17,11 +17,15 @@ and the fix, in one line.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,12 +96,31 @@ def _channels(mode: str) -> int:
     return 1 if mode in GREY_MODES else 3
 
 
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Any]:
+    """PIL's image at `path`, or ImageFolderError naming it: a file that is empty, not an
+    image, cut, or so large that PIL takes it for a decompression bomb (its warning too)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                yield img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageFolderError(f"dataset.root: image {path} is too large to decode safely "
+                               f"({str(err).split('could')[0].strip()}); shrink or remove it"
+                               ) from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        raise ImageFolderError(f"dataset.root: cannot read image {path}: "
+                               f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                               "; remove or replace it") from None
+
+
 def _check_memory(folders: list[Folder], image_size: int | None) -> None:
     """Refuse, before decoding, a data set the in-memory trainer cannot hold."""
-    from PIL import Image
-
     first = folders[0].files[0][0]
-    with Image.open(first) as img:
+    with _opened(first) as img:
         channels, (w, h) = _channels(img.mode), img.size
     side_w, side_h = (image_size, image_size) if image_size else (w, h)
     count = sum(len(f.files) for f in folders)
@@ -115,22 +138,18 @@ def _gib(size: float) -> str:
 
 def _decode(folder: Folder, image_size: int | None) -> tuple[torch.Tensor, np.ndarray]:
     """The split's images as uint8 (N, C, S, S) and labels."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     images, channels, shape = [], None, None
     for path, _ in folder.files:
-        try:
-            with Image.open(path) as img:
-                img.load()
-                grey = _channels(img.mode) == 1
-                img = img.convert("L" if grey else "RGB")
-                if image_size is not None and img.size != (image_size, image_size):
-                    # PIL's bilinear filter widens with the scale: antialiased downsizing
-                    img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
-                pixels = np.asarray(img)
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            raise ImageFolderError(f"dataset.root: cannot read image {path}: "
-                                   f"{str(err).splitlines()[0]}") from None
+        with _opened(path) as img:
+            img.load()
+            grey = _channels(img.mode) == 1
+            img = img.convert("L" if grey else "RGB")
+            if image_size is not None and img.size != (image_size, image_size):
+                # PIL's bilinear filter widens with the scale: antialiased downsizing
+                img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            pixels = np.asarray(img)
         x = torch.from_numpy(pixels.copy()).reshape(pixels.shape[0], pixels.shape[1], -1)
         x = x.permute(2, 0, 1)
         if channels is None:

@@ -293,6 +293,68 @@ def test_data_that_cannot_be_read_is_refused_before_ray(storage, capsys, tmp_pat
               str(storage)], "dataset.root", storage, capsys)
 
 
+def _bomb_png(path, side: int = 100_000) -> None:
+    """A valid PNG header that claims side x side pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
+                     chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("first", ["empty", "text", "bomb", "big"])
+def test_a_bad_first_image_is_one_line_before_ray(storage, capsys, tmp_path_factory,
+                                                  first) -> None:
+    """The first image is opened to size the data set: an empty file, text named .png or
+    a header claiming 10**10 pixels (PIL's bomb error; its warning above 89 M pixels)."""
+    from tests.test_imagefolder import write_images
+
+    root = tmp_path_factory.mktemp("data") / "d"
+    write_images(root / "train", 3)
+    bad = root / "train" / "cat" / "0.png"  # sorted first
+    if first == "empty":
+        bad.write_bytes(b"")
+    elif first == "text":
+        bad.write_text("not a picture")
+    else:
+        _bomb_png(bad, 100_000 if first == "bomb" else 12_000)
+    err = _refused(["run", "--searchers", "random", "--backbones", "resnet18@0.0625",
+                    "--dataset", "imagefolder", "--data-root", str(root), "--storage",
+                    str(storage)], "dataset.root", storage, capsys)
+    assert str(bad) in err and "dataset.root: dataset.root" not in err
+
+
+def test_splits_without_an_image_and_unreadable_cifar_files_are_refused(
+        storage, capsys, tmp_path_factory) -> None:
+    """Two images per class leave no validation or test image (the run scored 0 and exited
+    0); a CIFAR-10 meta file of the wrong shape is a line, not a TypeError."""
+    import pickle
+
+    from tests.test_imagefolder import write_images
+
+    tiny = tmp_path_factory.mktemp("data") / "tiny"
+    write_images(tiny / "train", 1, classes=("a", "b"))
+    _refused(["run", "--searchers", "random", "--backbones", "resnet18@0.0625", "--dataset",
+              "imagefolder", "--data-root", str(tiny), "--storage", str(storage)],
+             "dataset.", storage, capsys)
+    _refused(["validate", "--set", "dataset.val_fraction=0.0001"], "val_fraction", storage,
+             capsys)
+    cifar = tmp_path_factory.mktemp("data") / "cifar-10-batches-py"
+    cifar.mkdir()
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                 "data_batch_5", "test_batch"):
+        (cifar / name).write_bytes(pickle.dumps({b"data": 5, b"labels": 5}))
+    (cifar / "batches.meta").write_bytes(pickle.dumps({b"label_names": 5}))
+    _refused(["run", "--searchers", "random", "--backbones", "resnet18@0.0625", "--dataset",
+              "cifar10", "--data-root", str(cifar.parent), "--storage", str(storage)],
+             "dataset.root", storage, capsys)
+
+
 @pytest.mark.parametrize("text,field", [
     ("budget:\n  trials: true\n", "budget.trials"),
     ("seeds: [0, true]\n", "seeds"),
