@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from rllib_policies._encoding import (
+    AUG_FLAGS,
     EPSILON_DECAY,
     WARM_EPSILON_START,
     ActionSet,
@@ -65,8 +66,17 @@ _EMERALD_OPTIONS = {
 }
 
 def _epsilon_options(space: SearchSpace, options: dict[str, Any]) -> str | None:
-    """epsilon_decay and epsilon_lambda belong to their schedules: set with another one they
-    would be ignored silently."""
+    """Each of the two agents has something to choose (EMERALD-O section 3); epsilon_decay
+    and epsilon_lambda belong to their schedules: set with another one they would be ignored
+    silently."""
+    actions = ActionSet.from_space(space, aug_actions=options["aug_actions"])
+    if len(actions.aug) < 2:
+        return ("EMERALD-O's augmentation agent needs a searched augmentation dimension "
+                f"({', '.join(AUG_FLAGS)}); the space has none: add one, or use another "
+                "searcher")
+    if len(actions.opt) < 2:
+        return ("EMERALD-O's optimizer agent needs a searched optimizer or learning rate; "
+                "the space has neither: add one, or use another searcher")
     if options["epsilon"] != "decay" and options["epsilon"] != "adaptive" and \
             options["epsilon_decay"] != EPSILON_DECAY:
         return (f"option 'epsilon_decay' applies to the decay and adaptive schedules, not "
@@ -78,7 +88,6 @@ def _epsilon_options(space: SearchSpace, options: dict[str, Any]) -> str | None:
         from rllib_policies._warm import WarmStartError, load_agents
 
         try:
-            actions = ActionSet.from_space(space, aug_actions=options["aug_actions"])
             load_agents(options["warm_start"], actions,
                         algo=agents_label(options["algo"], options["lr_head"]),
                         hidden=EmeraldSettings().hidden)

@@ -324,15 +324,25 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay(cfg: ExperimentConfig, verbose: bool = False) -> int:
-    """A replay needs no Ray: cells run in a process pool on the simulated clock."""
+def _replay(cfg: ExperimentConfig, verbose: bool = False, restore: bool = False) -> int:
+    """A replay needs no Ray: cells run in a process pool on the simulated clock. When no
+    cell of a new replay can run (an entry that needs columns the tables lack), its folder
+    goes again and the reason is the one error line (exit 2)."""
+    import shutil
+
     from service.replay.run import run_replay
     from service.reports import write_report
 
     start = time.time()
     summaries = run_replay(cfg, quiet=not verbose)
-    written = write_report(cfg.experiment_dir)
     ran = [s for s in summaries if "skipped" not in s]
+    if not ran and summaries and not restore:
+        shutil.rmtree(cfg.experiment_dir, ignore_errors=True)
+        why = str(summaries[0]["skipped"])
+        print(f"error: {one_line(f'replay.tables: no entry can run on them ({why})')}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    written = write_report(cfg.experiment_dir)
     print(f"\n{len(ran)} replayed cells ({len(summaries) - len(ran)} could not run) in "
           f"{time.time() - start:.0f} s under {cfg.experiment_dir}")
     print(Path(written["comparison"]).read_text().split("\n## Table")[0])
@@ -345,7 +355,7 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = Fal
     import ray
 
     if cfg.backend == "replay":
-        return _replay(cfg, verbose=bool(getattr(args, "verbose", False)))
+        return _replay(cfg, verbose=bool(getattr(args, "verbose", False)), restore=restore)
     from service.experiment import run_all
     from service.reports import write_report
 

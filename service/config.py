@@ -446,22 +446,30 @@ class ExperimentConfig(Strict):
             if "metric" in self.model_fields_set and self.metric != table.metric:
                 raise ValueError(f"metric: table {table.name!r} records {table.metric!r}; "
                                  "remove metric (a replay uses the table's)")
-            self._check_entries(lambda name, t=table: plan_space(name, t, self.replay.space))
+        tables = [cached_table(path) for path in self.replay.tables]
+        if tables:  # an entry may lack what one table needs: refused where no table fits
+            self._check_entries(*(lambda name, t=t: plan_space(name, t, self.replay.space)
+                                  for t in tables))
 
-    def _check_entries(self, space_of: Callable[[str], SearchSpace]) -> None:
-        """Each searcher's options fit the space it searches, `space_of(name)` (in a replay
-        it differs by entry: the table's grid, PB2's continuous ranges)."""
+    def _check_entries(self, *spaces_of: Callable[[str], SearchSpace]) -> None:
+        """Each searcher's options fit a space it searches, `space_of(name)` (in a replay
+        it differs by entry and table: the table's grid, PB2's continuous ranges); on
+        several tables, at least one."""
         for name in self.searchers:
-            space = space_of(name)
-            try:
-                registry.check_options(name, self.searcher_options.get(name, {}), space)
-            except registry.RegistryError as err:
-                where = f"searcher_options.{name}" if name in self.searcher_options else \
-                    f"searchers.{name}"
-                raise ValueError(f"{where}: {err}") from None
-            if space.searched == () and registry.entry(name).needs_space:
-                raise ValueError(f"space: nothing to search for {name!r}; give at least one "
-                                 "range or choice")
+            errors = [self._entry_error(name, space_of(name)) for space_of in spaces_of]
+            if all(errors):
+                raise ValueError(errors[0])
+
+    def _entry_error(self, name: str, space: SearchSpace) -> str | None:
+        try:
+            registry.check_options(name, self.searcher_options.get(name, {}), space)
+        except registry.RegistryError as err:
+            where = f"searcher_options.{name}" if name in self.searcher_options else \
+                f"searchers.{name}"
+            return f"{where}: {err}"
+        if space.searched == () and registry.entry(name).needs_space:
+            return f"space: nothing to search for {name!r}; give at least one range or choice"
+        return None
 
     @property
     def search_space(self) -> SearchSpace:

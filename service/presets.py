@@ -317,7 +317,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "replay-optsel": {
         "name": "replay-optsel", "backend": "replay", "replay": {"tables": [OPTSEL_TABLE]},
         "searchers": [*OPTSEL_METHODS, "random", "grid", "optuna", "hyperopt", "skopt",
-                      "asha", "hyperband", "pbt", "emerald-dynamic"],
+                      "asha", "hyperband", "pbt"],
         "searcher_options": {
             **{k: ({**v, "repeats": 10} if k.startswith("fixed") else v)
                for k, v in OPTSEL_METHODS.items()},

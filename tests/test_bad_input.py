@@ -286,8 +286,8 @@ def test_data_that_cannot_be_read_is_refused_before_ray(storage, capsys, tmp_pat
     write_images(mixed / "train", 1, size=(16, 10), classes=("cat",), seed=9)
     err = _refused(["run", "--searchers", "random", "--backbones", "resnet18@0.0625",
                     "--dataset", "imagefolder", "--data-root", str(mixed), "--storage",
-                    str(storage)], "dataset.root", storage, capsys)
-    assert "image_size" in err
+                    str(storage)], "dataset.image_size", storage, capsys)
+    assert "dataset.root" not in err  # the field to change, once
     _refused(["run", "--searchers", "random", "--backbones", "resnet18@0.0625", "--dataset",
               "cifar10", "--data-root", str(tmp_path / "no-cifar"), "--storage",
               str(storage)], "dataset.root", storage, capsys)

@@ -52,6 +52,10 @@ def check_pretrain(tables: list[str], out: str, episodes: int, options: dict[str
         except TableError as err:
             raise ConfigError(f"--table: {err}") from None
         space = plan_space(ENTRY, table)  # the space replay_cell searches by default
+        try:  # with the defaults: what fails then is the table's
+            registry.check_options(ENTRY, {}, space)
+        except (ValueError, KeyError) as err:
+            raise ConfigError(f"--table: {path}: {err}") from None
         try:
             registry.check_options(ENTRY, options, space)
         except (ValueError, KeyError) as err:

@@ -117,7 +117,9 @@ def with_failures(cells: pd.DataFrame) -> pd.DataFrame:
         cells["failed"] = None
     cells["failed"] = cells["failed"].astype(object)
     run = cells["skipped"].isna()
-    regret = pd.to_numeric(cells.get("final_regret"), errors="coerce")
+    if "final_regret" not in cells:  # no cell could run (every one skipped)
+        cells["final_regret"] = np.nan
+    regret = pd.to_numeric(cells["final_regret"], errors="coerce")
     flagged = cells["failed"].map(_truthy).astype(bool)
     no_result = ~np.isfinite(regret.to_numpy(float))
     failed = run & (flagged | no_result)
