@@ -324,8 +324,9 @@ def parse_agent_list(text: str, name: str, kind: type) -> tuple[Any, ...]:
     except ValueError:
         raise ValueError(f"option {name!r}: {text!r} has a value that is not a "
                          f"{kind.__name__}") from None
-    if any(v <= 0 for v in values):
-        raise ValueError(f"option {name!r}: every value must be above 0, got {text!r}")
+    if any(not math.isfinite(v) or v <= 0 for v in values):
+        raise ValueError(f"option {name!r}: every value must be a finite number above 0, "
+                         f"got {text!r}")
     return values
 
 

@@ -438,6 +438,10 @@ class ExperimentConfig(Strict):
                 raise ValueError(f"budget.epochs: {self.budget.epochs} is more than table "
                                  f"{table.name!r} recorded ({table.epochs}); give at most "
                                  f"{table.epochs}")
+            if not table.space.searched:
+                raise ValueError(f"replay.tables: table {table.name!r} holds one "
+                                 "configuration, so there is nothing to search; give a table "
+                                 "of several")
             try:  # a table with no finite metric at the budget scores nothing
                 table.optimum(self.budget.epochs)
             except TableError as err:

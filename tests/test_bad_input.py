@@ -478,3 +478,57 @@ def test_report_warns_of_each_unreadable_file_and_reports_the_rest(tmp_path, cap
     assert str(cells[1] / "epochs.parquet") in warned[1] and "curve" in warned[1]
     cells_csv = pd.read_csv(tmp_path / "out" / "cells.csv")
     assert len(cells_csv) == 2  # the cell without a summary is out, the other two are in
+
+
+def _csv_table(folder, name: str, rows: list[dict], sidecar: bytes | None = None) -> str:
+    path = folder / name
+    pd.DataFrame(rows).to_csv(path, index=False)
+    if sidecar is not None:
+        (folder / f"{name}.yaml").write_bytes(sidecar)
+    return str(path)
+
+
+GOOD_ROWS = [{"lr": lr, "seed": 0, "epoch": e, "val_acc": 0.5 + lr + e / 100,
+              "epoch_time_s": 0.1} for lr in (0.001, 0.01) for e in (1, 2)]
+
+
+@pytest.mark.parametrize("case", ["epoch_huge", "str_epoch", "str_seed", "latin1_sidecar",
+                                  "metric_list", "metrics_int", "one_config", "list_cells",
+                                  "dict_cells"])
+def test_replay_tables_of_the_wrong_shape_are_one_line(storage, capsys, tmp_path, case
+                                                       ) -> None:
+    """Columns of the wrong type, an epoch of 10**12 (it allocated terabytes), a sidecar in
+    Latin-1 or with a metric that is no name, a table of one configuration, Parquet cells
+    holding lists or mappings: each a replay.tables line naming the table."""
+    rows = [dict(r) for r in GOOD_ROWS]
+    sidecar = None
+    if case == "epoch_huge":
+        rows[-1]["epoch"] = 10**12
+    elif case in ("str_epoch", "str_seed"):
+        rows[0][case[4:]] = "two"
+    elif case == "latin1_sidecar":
+        sidecar = "metric: val_acc\n# r\xe9sum\xe9\n".encode("latin-1")
+    elif case == "metric_list":
+        sidecar = b"metric: [val_acc]\n"
+    elif case == "metrics_int":
+        sidecar = b"metrics: 5\n"
+    elif case == "one_config":
+        rows = [r for r in rows if r["lr"] == 0.001]
+    if case in ("list_cells", "dict_cells"):
+        frame = pd.DataFrame(rows)
+        frame["lr"] = [[v] if case == "list_cells" else {"v": v} for v in frame["lr"]]
+        table = str(tmp_path / "t.parquet")
+        frame.to_parquet(table)
+    else:
+        table = _csv_table(tmp_path, "t.csv", rows, sidecar)
+    err = _refused(["bench", "--backend", "replay", "--table", table, "--searchers", "random",
+                    "--epochs", "1", "--storage", str(storage)], "replay.tables", storage,
+                   capsys)
+    assert "table 't" in err
+
+
+def test_hypera_options_that_are_not_finite_are_refused(storage, capsys) -> None:
+    for option in ("temperatures=nan,0.5,0.7,0.8,0.6", "scales=inf,1,1,1,1"):
+        _refused(["validate", "--searchers", "hypera", "--set",
+                  f"searcher_options.hypera.{option}"], "searcher_options.hypera", storage,
+                 capsys)

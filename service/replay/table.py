@@ -73,11 +73,24 @@ class TableMeta:
         known = {k for k in cls.__dataclass_fields__ if k != "extra"}
         meta = cls(**{k: v for k, v in data.items() if k in known},
                    extra={k: v for k, v in data.items() if k not in known and k != "format"})
+        if not isinstance(meta.metric, str) or not meta.metric:
+            raise TableError(f"{where}: metadata metric {meta.metric!r} is not a column name")
+        metrics = meta.extra.get("metrics", [])
+        if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+            raise TableError(f"{where}: metadata metrics must list column names, got "
+                             f"{metrics!r}")
         if meta.mode not in ("max", "min"):
             raise TableError(f"{where}: metadata mode {meta.mode!r} is not max or min")
         if meta.space is not None and not isinstance(meta.space, Mapping):
             raise TableError(f"{where}: metadata space must map names to dimensions")
         return meta
+
+
+MAX_EPOCHS = 100_000
+"""The most epochs a table records (the catalogue's epochs bound, service.space)."""
+MAX_CELLS = 200_000_000
+"""Values a loaded table may hold (configurations x seeds x epochs x metric columns, 1.6 GB
+as float64): a stray epoch of 10**12 allocated terabytes."""
 
 
 def _sidecar(path: Path) -> Path:
@@ -118,8 +131,11 @@ def read_frame(path: str | Path) -> tuple[Any, TableMeta]:
         import yaml
 
         try:
-            extra = yaml.safe_load(side.read_text()) or {}
-        except yaml.YAMLError:
+            extra = yaml.safe_load(side.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise TableError(f"{where}: {side.name} is not UTF-8 text; save it as UTF-8"
+                             ) from None
+        except (yaml.YAMLError, RecursionError):
             raise TableError(f"{where}: {side.name} is not valid YAML") from None
         if not isinstance(extra, dict):
             raise TableError(f"{where}: {side.name} must hold a mapping")
@@ -321,6 +337,19 @@ def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:
     return True
 
 
+def _check_cells(frame: Any, names: tuple[str, ...], where: str) -> None:
+    """Hyperparameter cells are scalars (a Parquet column may hold lists or mappings)."""
+    for n in names:
+        if frame[n].dtype != object:
+            continue
+        odd = next((v for v in frame[n] if not isinstance(v, (str, bool, int, float,
+                                                               np.generic))
+                    and v is not None), None)
+        if odd is not None:
+            raise TableError(f"{where}: column {n!r} holds {type(odd).__name__} values; "
+                             "give one number, text or true/false per cell")
+
+
 def load_table(path: str | Path, name: str | None = None) -> ReplayTable:
     """Read and check a table; every problem is one TableError line."""
     frame, meta = read_frame(path)
@@ -335,13 +364,18 @@ def load_table(path: str | Path, name: str | None = None) -> ReplayTable:
     if frame.empty:
         raise TableError(f"{where}: holds no rows (a header only); give one row per "
                          "(configuration, seed, epoch)")
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
     for column in (EPOCH, SEED):
         values = frame[column]
-        if values.isna().any() or not np.all(np.equal(np.mod(values.astype(float), 1), 0)):
+        if not is_numeric_dtype(values) or is_bool_dtype(values) or values.isna().any() \
+                or not np.all(np.equal(np.mod(values.astype(float), 1), 0)):
             raise TableError(f"{where}: column {column!r} must hold integers")
     if (frame[EPOCH] < 1).any():
         raise TableError(f"{where}: column 'epoch' must start at 1")
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+    if frame[EPOCH].max() > MAX_EPOCHS or frame[SEED].abs().max() >= 2**63:
+        raise TableError(f"{where}: column 'epoch' goes to {frame[EPOCH].max():g}; a table "
+                         f"records at most {MAX_EPOCHS} epochs (seeds below 2**63)")
 
     for column in (metric, TIME):
         if not is_numeric_dtype(frame[column]) or is_bool_dtype(frame[column]):
@@ -363,10 +397,12 @@ def load_table(path: str | Path, name: str | None = None) -> ReplayTable:
             raise TableError(f"{where}: column {unnamed[0]!r} is not in the metadata's space "
                              f"({', '.join(names)}); add it to the space, or name it a "
                              "metric in the metadata (metrics: [...]), or drop the column")
+        _check_cells(frame, names, where)
         raw_space = dict(meta.space)
     else:
         reserved = {EPOCH, SEED, metric, *METRIC_COLUMNS, *meta.extra.get("metrics", [])}
         names = tuple(c for c in frame.columns if c not in reserved)
+        _check_cells(frame, names, where)
         raw_space = infer_space(frame, names)
     if not names:
         raise TableError(f"{where}: no hyperparameter columns; give one column per "
@@ -375,6 +411,7 @@ def load_table(path: str | Path, name: str | None = None) -> ReplayTable:
         if frame[n].isna().any():
             raise TableError(f"{where}: column {n!r} has empty cells; every row needs its "
                              "hyperparameter values")
+
     try:
         space = SearchSpace.from_dict(raw_space, free=True)
     except SpaceError as err:
@@ -389,6 +426,10 @@ def load_table(path: str | Path, name: str | None = None) -> ReplayTable:
     columns = [c for c in (*ROW_METRICS, TIME) if c in frame.columns]
     if metric not in columns:
         columns.insert(0, metric)
+    if len(configs) * len(seeds) * epochs * len(columns) > MAX_CELLS:
+        raise TableError(f"{where}: {len(configs)} configurations x {len(seeds)} seeds x "
+                         f"{epochs} epochs is more than a replay holds in memory "
+                         f"({MAX_CELLS:.0e} values); give a smaller table")
     arrays = {c: np.full((len(configs), len(seeds), epochs), np.nan) for c in columns}
     test = np.full((len(configs), len(seeds)), np.nan) if TEST in frame.columns else None
     ci = np.array([cindex[k] for k in keys])
