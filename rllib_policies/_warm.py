@@ -70,7 +70,8 @@ def load_agents(path: str | Path, actions: Any | None = None, *, algo: str | Non
     try:
         with open(file, "rb") as f:
             payload = pickle.load(f)  # noqa: S301 - written by this project
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as err:
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError,
+            TypeError, ImportError, IndexError, KeyError) as err:  # not a pickle of ours
         raise WarmStartError(f"warm_start: {str(file)!r} cannot be read ({err})") from None
     if not isinstance(payload, dict) or payload.get("kind") != KIND:
         raise WarmStartError(f"warm_start: {str(file)!r} is not an EMERALD-O agents file")

@@ -206,18 +206,31 @@ def check_machine(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
 
 
 def check_storage(cfg: ExperimentConfig) -> None:
-    """Before Ray starts: the storage path can be created and written (a folder made and
-    removed again where the path begins to be missing; nothing is left behind)."""
+    """Before Ray starts: the storage path can be created and written."""
+    check_writable(Path(cfg.storage), "storage", "--storage", folder=True)
+
+
+def check_writable(path: Path, field: str, flag: str, *, folder: bool) -> None:
+    """`path` (a folder, or a file) can be created and written: what is there has the
+    right kind, and a folder made and removed again where the path begins to be missing
+    proves it (nothing is left behind)."""
     import tempfile
 
-    path = Path(cfg.storage).expanduser()
-    base = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    path = path.expanduser()
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder" if path.is_dir() else "a file"
+        raise ConfigError(f"{field}: {str(path)!r} is {kind}; give "
+                          f"{'a folder' if folder else 'a file name'} ({flag})")
+    base = next((p for p in (path if folder else path.parent, *path.parents)
+                 if p.exists()), Path("."))
+    if not base.is_dir():
+        raise ConfigError(f"{field}: {str(base)!r} is a file, not a folder ({flag})")
     try:
         tempfile.TemporaryDirectory(dir=base, prefix=".write-check-").cleanup()
     except OSError as err:
-        raise ConfigError(f"storage: cannot create folders in {str(base)!r} "
-                          f"({err.strerror or type(err).__name__}); give a folder you can "
-                          "write (--storage)") from None
+        raise ConfigError(f"{field}: cannot create files in {str(base)!r} "
+                          f"({err.strerror or type(err).__name__}); give a place you can "
+                          f"write ({flag})") from None
 
 
 def check_address(args: argparse.Namespace) -> None:
@@ -303,19 +316,41 @@ def trial_fits(cfg: ExperimentConfig, nodes: Sequence[dict[str, Any]]) -> str | 
             "that has them")
 
 
+MAX_EPISODES = 100_000
+"""Pretraining episodes at most (each replays a whole search)."""
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     """Check everything, then run the episodes (no Ray: replayed on the simulated clock)."""
     from service.api import Budget
     from service.replay.pretrain import check_pretrain, pretrain
 
-    options = parse_set(args.option)
+    options = parse_set(args.option, flag="--option")
     try:
         budget = Budget(trials=args.trials, epochs=args.epochs)
     except ValueError as err:
         raise ConfigError(f"--trials/--epochs: {err.errors()[0]['msg']}") from None
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed: {args.seed}; give 0 to {2**32 - 1}")
+    if args.episodes > MAX_EPISODES:
+        raise ConfigError(f"--episodes: {args.episodes}; give at most {MAX_EPISODES}")
+    check_writable(Path(args.out), "--out", "--out", folder=False)
     check_pretrain(args.tables, args.out, args.episodes, options)
-    if args.resume and not Path(args.out).is_file():
-        raise ConfigError(f"--resume: {args.out!r} does not exist yet; drop --resume")
+    from service.replay.table import cached_table
+
+    short = [t for t in args.tables if cached_table(t).epochs < budget.epochs]
+    if short:
+        raise ConfigError(f"--epochs: {budget.epochs} is more than table {short[0]!r} "
+                          f"recorded ({cached_table(short[0]).epochs}); give at most that")
+    if args.resume:
+        from rllib_policies._warm import WarmStartError, load_agents
+
+        if not Path(args.out).is_file():
+            raise ConfigError(f"--resume: {args.out!r} does not exist yet; drop --resume")
+        try:
+            load_agents(args.out)
+        except WarmStartError as err:
+            raise ConfigError(f"--resume: {err}") from None
     summary = pretrain(args.tables, args.out, episodes=args.episodes, budget=budget,
                        seed=args.seed, options=options, resume=args.resume)
     print(f"agents after {summary['episodes']} episodes: {summary['out']} "
@@ -475,13 +510,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder = Path(args.folder)
             if not folder.is_dir():
                 raise ConfigError(f"folder: {str(folder)!r} is not a directory")
+            if args.out:
+                check_writable(Path(args.out), "--out", "--out", folder=True)
             from service.reports import find_experiments
 
             for experiment in find_experiments(folder):
                 stored = experiment / "experiment_config.json"
-                if stored.is_file() and not _json_mapping(stored):
+                if stored.exists() and (not stored.is_file() or not _json_mapping(stored)):
                     raise ConfigError(f"folder: {str(stored)!r} is not the JSON config a "
                                       "run writes; nothing written")
+            from service.reports.render import holds_files
+
+            if not holds_files(find_experiments(folder)):
+                raise ConfigError(f"folder: {str(folder)!r} holds no result yet (no cell "
+                                  "folder with a file a run writes); nothing written")
             for name, path in write_report(folder, args.out, args.format).items():
                 print(f"{name}: {path}")
             # TensorBoard names each run by its path: <experiment>/<cell>/<trial>

@@ -664,15 +664,16 @@ def _narrow_to_searchers(raw: dict[str, Any], given: set[str]) -> None:
                             and all(side.strip() in keep for side in p.split(" vs "))]
 
 
-def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """Parse `key.path=value` strings; values are read as YAML scalars or lists."""
+def parse_set(items: Sequence[str], flag: str = "--set") -> dict[str, Any]:
+    """Parse `key.path=value` strings (given with `flag`); values are read as YAML scalars
+    or lists."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"--set: {item!r} needs the form key.path=value")
+            raise ConfigError(f"{flag}: {item!r} needs the form key.path=value")
         key, text = item.split("=", 1)
         try:
             out[key.strip()] = yaml.safe_load(text) if text else None
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: value {text!r} is not valid YAML") from None
+        except (yaml.YAMLError, RecursionError):
+            raise ConfigError(f"{flag} {key}: value {text!r} is not valid YAML") from None
     return out

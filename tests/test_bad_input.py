@@ -532,3 +532,55 @@ def test_hypera_options_that_are_not_finite_are_refused(storage, capsys) -> None
         _refused(["validate", "--searchers", "hypera", "--set",
                   f"searcher_options.hypera.{option}"], "searcher_options.hypera", storage,
                  capsys)
+
+
+@pytest.mark.parametrize("shape", ["config_is_a_folder", "config_only", "empty_cell",
+                                   "odd_cell_name", "summary_of_the_wrong_types"])
+def test_report_of_a_folder_without_results_writes_nothing(storage, capsys, shape) -> None:
+    """It wrote a report of empty tables and exited 0 (or, for a summary whose fields have
+    the wrong types, crashed)."""
+    folder = storage / "exp"
+    folder.mkdir()
+    if shape == "config_is_a_folder":
+        (folder / "experiment_config.json").mkdir()
+    else:
+        (folder / "experiment_config.json").write_text(json.dumps({"name": "exp"}))
+    cell = folder / cell_name(Cell("random", "resnet18@0.0625", 0))
+    if shape == "empty_cell":
+        cell.mkdir()
+    elif shape == "odd_cell_name":
+        (folder / "random__").mkdir()
+    elif shape == "summary_of_the_wrong_types":
+        cell.mkdir()
+        (cell / "summary.json").write_text(json.dumps(
+            {"searcher": 5, "trials": "x", "backend": "replay"}))
+    _refused(["report", str(folder)], "folder", storage, capsys)
+
+
+def test_report_out_must_be_a_folder_it_can_write(storage, capsys, tmp_path) -> None:
+    folder = storage / "exp"
+    folder.mkdir()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    _refused(["report", str(folder), "--out", str(afile)], "--out", storage, capsys)
+    _refused(["report", str(folder), "--out", "/proc/nope/report"], "--out", storage, capsys)
+
+
+@pytest.mark.parametrize("extra,field", [
+    (["--epochs", "13"], "--epochs"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", str(2**40)], "--seed"),
+    (["--episodes", str(10**20)], "--episodes"),
+    (["--option", "algo"], "--option"),
+    (["--out", "/proc/nope/a.pkl"], "--out"),
+    (["--out", "."], "--out"),
+    (["--out", "GARBAGE", "--resume"], "--resume"),
+])
+def test_pretrain_refuses_before_any_episode(storage, capsys, extra, field) -> None:
+    out = storage.parent / "agents.pkl"
+    if "GARBAGE" in extra:
+        out.write_text("garbage\n")
+        extra = [str(out) if x == "GARBAGE" else x for x in extra]
+    argv = ["pretrain", "--table", TABLE_A, "--out", str(out), "--episodes", "1",
+            "--trials", "2", *extra]
+    _refused(argv, field, storage, capsys)

@@ -80,6 +80,11 @@ def load_replay(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         summary = _read_json(d / SUMMARY_FILE)
         if summary is None:
             continue
+        if "skipped" not in summary and not all(
+                isinstance(summary.get(k), (int, float)) for k in ("optimum", "worst")):
+            unreadable(d / SUMMARY_FILE, "not a replayed cell's summary (no numeric optimum "
+                       "and worst); left out of the report")
+            continue
         summaries.append(summary)
         if (d / ROWS_FILE).is_file():
             try:

@@ -83,7 +83,7 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _holds_files(folders: list[Path]) -> bool:
+def holds_files(folders: list[Path]) -> bool:
     """Whether any cell folder holds a file (a cell a run only created holds none yet)."""
     from service.reports.load import _cell_dirs
 
@@ -160,7 +160,7 @@ def _write_report(storage: Path, out_dir: str | Path | None, fmt: str, *, live: 
         return write_replay_report(storage, out)
     views = _single_views(storage) if folders == [storage] else _storage_views(folders)
     trials = views.trials
-    if not live and trials.empty and views.summaries.empty and _holds_files(folders):
+    if not live and trials.empty and views.summaries.empty and holds_files(folders):
         raise ConfigError(f"folder: {str(storage)!r} holds no readable result (its cells' "
                           "files are not what a run writes); nothing written")
     out.mkdir(parents=True, exist_ok=True)
