@@ -571,6 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   "instead of recording the default space for real")
 
             check_design(cfg)  # a resume must record the same design: refuse before Ray
+            if cfg.record.out:
+                check_writable(Path(cfg.record.out), "record.out", "--set record.out=DIR",
+                               folder=True)
             return _record(cfg, args)
         if args.command == "validate":
             import yaml

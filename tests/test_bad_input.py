@@ -584,3 +584,23 @@ def test_pretrain_refuses_before_any_episode(storage, capsys, extra, field) -> N
     argv = ["pretrain", "--table", TABLE_A, "--out", str(out), "--episodes", "1",
             "--trials", "2", *extra]
     _refused(argv, field, storage, capsys)
+
+
+@pytest.mark.parametrize("extra,field", [
+    (["--set", "space={lr: {loguniform: [0.001, 0.1]}, momentum: {uniform: [0, 0.9]}, "
+      "weight_decay: {uniform: [0, 0.1]}}", "--set", "record.points=1000"], "record.points"),
+    (["--set", "space.lr={loguniform: [0.001, 0.1]}", "--set", "record.out=AFILE"],
+     "record.out"),
+    (["--set", "space.lr={loguniform: [0.001, 0.1]}", "--set", "record.out=/proc/nope"],
+     "record.out"),
+])
+def test_record_refuses_what_it_could_not_write_or_hold(storage, capsys, extra, field
+                                                        ) -> None:
+    """A grid of 10**9 configurations filled the memory; a table folder that is a file or
+    cannot be made failed after Ray started."""
+    afile = storage.parent / "afile"
+    afile.write_text("x")
+    extra = [x.replace("AFILE", str(afile)) for x in extra]
+    _refused(["record", "--searchers", "random", "--backbones", "resnet18@0.0625", "--epochs",
+              "1", "--dataset", "synthetic", "--storage", str(storage), *extra], field,
+             storage, capsys)

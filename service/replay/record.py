@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import shlex
@@ -36,6 +37,11 @@ RECORD_COLUMNS = ("val_acc", "val_loss", "train_acc", "train_loss", "grad_norm",
 DESIGN_FILE = "design.json"
 
 
+MAX_DESIGN = 1_000_000
+"""Configurations a recording trains at most (a grid of 1000 points on three ranges is
+10**9, which filled the memory before any check)."""
+
+
 def design(cfg: ExperimentConfig) -> list[dict[str, Any]]:
     """The configurations to record (searched names only; constants go to every trial)."""
     space = cfg.search_space
@@ -44,6 +50,13 @@ def design(cfg: ExperimentConfig) -> list[dict[str, Any]]:
         if name not in space.names:
             raise ConfigError(f"record.points_per.{name}: not a dimension of space "
                               f"({', '.join(space.names)})")
+    if rec.samples is None:
+        size = math.prod(len(d.grid(rec.points_per.get(d.name, rec.points)))
+                         for d in space.searched)
+        if size > MAX_DESIGN:
+            raise ConfigError(f"record.points: the grid holds {size:,} configurations, more "
+                              f"than {MAX_DESIGN:,} a recording trains; lower record.points "
+                              "(or points_per), or give record.samples")
     if rec.samples is not None:
         rng = np.random.default_rng(cfg.seeds[0])
         seen: dict[str, dict[str, Any]] = {}
