@@ -253,14 +253,36 @@ def check_address(args: argparse.Namespace) -> None:
                           "`ray start --head` or give its address") from None
 
 
+def check_weights(cfg: ExperimentConfig) -> None:
+    """Each `weights` file is a state dict torch can load (names to tensors), read once
+    here: any other file failed every trial after Ray started."""
+    if not cfg.weights:
+        return
+    import torch
+
+    for backbone, path in cfg.weights.items():
+        try:
+            state = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many kinds for a file that is no state dict
+            raise ConfigError(f"weights.{backbone}: {path!r} is not a file torch can load "
+                              f"({type(err).__name__}); save one with "
+                              "torch.save(model.state_dict(), path)") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                                  for v in state.values()):
+            raise ConfigError(f"weights.{backbone}: {path!r} holds no state dict (names to "
+                              "tensors); save one with torch.save(model.state_dict(), path)")
+
+
 def check_data(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     """Before the embedded Ray starts: a dataset read from files is loaded once here (a
     missing root, a corrupt or unreadable image fails every trial otherwise, each in its own
     log). Digits and the synthetic set have no files to check, and torch stays unimported
     for them. On a cluster the data lives where the workers run, which the submitting
     machine may not see: there a run whose every trial failed exits 1."""
-    if cfg.backend == "replay" or cfg.dataset.name in ("digits", "synthetic") or \
-            cluster_address(args):
+    if cfg.backend == "replay" or cluster_address(args):
+        return
+    check_weights(cfg)
+    if cfg.dataset.name in ("digits", "synthetic"):
         return
     from service.data import DataError, load_splits
     from service.imagefolder import ImageFolderError

@@ -604,3 +604,17 @@ def test_record_refuses_what_it_could_not_write_or_hold(storage, capsys, extra, 
     _refused(["record", "--searchers", "random", "--backbones", "resnet18@0.0625", "--epochs",
               "1", "--dataset", "synthetic", "--storage", str(storage), *extra], field,
              storage, capsys)
+
+
+@pytest.mark.parametrize("content", [b"root:x:0:0:root:/root:/bin/bash\n", "tensor"])
+def test_weights_that_are_no_state_dict_are_refused_before_ray(storage, capsys, content
+                                                               ) -> None:
+    import torch
+
+    path = storage.parent / "w.pt"
+    if content == "tensor":
+        torch.save(torch.zeros(3), path)  # loads, but holds no names
+    else:
+        path.write_bytes(content)
+    _refused([*RUN, "--storage", str(storage), "--set", f"weights.resnet18@0.0625={path}"],
+             "weights.resnet18@0.0625", storage, capsys)
