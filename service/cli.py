@@ -578,6 +578,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_storage(cfg)
             check_data(cfg, args)
             return _run(cfg, args, restore=True)
+        if args.command == "record" and getattr(args, "backend", None) == "replay":
+            raise ConfigError("--backend: record trains every configuration for real and "
+                              "writes a table; drop --backend replay (and --table)")
         cfg = config_from_args(args)
         if args.command in ("run", "bench", "record", "validate"):
             check_machine(cfg, args)
@@ -586,6 +589,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_storage(cfg)
         if args.command == "record":
             from service.replay.record import check_design
+
+            if cfg.backend == "replay":  # from a config file or preset
+                raise ConfigError("backend: record trains every configuration for real and "
+                                  "writes a table; drop backend: replay (and its tables)")
 
             if "space" not in cfg.model_fields_set:
                 raise ConfigError("space: record trains every configuration of a design over "

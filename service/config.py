@@ -558,6 +558,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.2 reads 1e-5 as a number; PyYAML (YAML 1.1) as the text '1e-5', which a space's
+# bounds then refuse: numbers with an exponent and no dot are floats here too.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file; a missing file or a syntax error is a ConfigError."""
     file = Path(path)
@@ -673,7 +685,7 @@ def parse_set(items: Sequence[str], flag: str = "--set") -> dict[str, Any]:
             raise ConfigError(f"{flag}: {item!r} needs the form key.path=value")
         key, text = item.split("=", 1)
         try:
-            out[key.strip()] = yaml.safe_load(text) if text else None
+            out[key.strip()] = yaml.load(text, Loader=_UniqueKeyLoader) if text else None
         except (yaml.YAMLError, RecursionError):
             raise ConfigError(f"{flag} {key}: value {text!r} is not valid YAML") from None
     return out

@@ -618,3 +618,21 @@ def test_weights_that_are_no_state_dict_are_refused_before_ray(storage, capsys, 
         path.write_bytes(content)
     _refused([*RUN, "--storage", str(storage), "--set", f"weights.resnet18@0.0625={path}"],
              "weights.resnet18@0.0625", storage, capsys)
+
+
+def test_record_with_the_replay_backend_gives_one_fix(storage, capsys) -> None:
+    """It said "set space", and with a space "remove space"."""
+    for extra in ([], ["--set", "space.lr={loguniform: [0.001, 0.1]}"]):
+        _refused(["record", "--backend", "replay", "--table", TABLE_A, "--searchers", "random",
+                  "--epochs", "1", "--storage", str(storage), *extra], "--backend", storage,
+                 capsys)
+
+
+def test_an_exponent_without_a_dot_is_a_number_as_in_yaml_1_2(storage) -> None:
+    from service.config import load_config, parse_set
+
+    config = storage.parent / "sci.yaml"
+    config.write_text("space:\n  lr: {loguniform: [1e-5, 1e-1]}\n  optimizer: [adam, sgd]\n")
+    assert load_config(config).search_space["lr"].low == 1e-5
+    overrides = parse_set(["space.lr={loguniform: [1e-5, 1e-1]}", "budget.trials=2"])
+    assert overrides["space.lr"] == {"loguniform": [1e-5, 1e-1]}
