@@ -77,6 +77,10 @@ def _epsilon_options(space: SearchSpace, options: dict[str, Any]) -> str | None:
     if len(actions.opt) < 2:
         return ("EMERALD-O's optimizer agent needs a searched optimizer or learning rate; "
                 "the space has neither: add one, or use another searcher")
+    if options["epsilon_start"] != -1.0 and options["epsilon_start"] < 0:
+        return (f"option 'epsilon_start': {options['epsilon_start']:g} is no probability; "
+                "give a value in [0, 1], or -1 (the default: 1 fresh, "
+                f"{WARM_EPSILON_START:g} warm-started)")
     if options["epsilon"] != "decay" and options["epsilon"] != "adaptive" and \
             options["epsilon_decay"] != EPSILON_DECAY:
         return (f"option 'epsilon_decay' applies to the decay and adaptive schedules, not "

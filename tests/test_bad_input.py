@@ -636,3 +636,8 @@ def test_an_exponent_without_a_dot_is_a_number_as_in_yaml_1_2(storage) -> None:
     assert load_config(config).search_space["lr"].low == 1e-5
     overrides = parse_set(["space.lr={loguniform: [1e-5, 1e-1]}", "budget.trials=2"])
     assert overrides["space.lr"] == {"loguniform": [1e-5, 1e-1]}
+
+
+def test_an_exploration_start_that_is_no_probability_is_refused(storage, capsys) -> None:
+    _refused(["validate", "--searchers", "emerald", "--set",
+              "searcher_options.emerald.epsilon_start=-0.5"], "epsilon_start", storage, capsys)
