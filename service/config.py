@@ -110,11 +110,11 @@ class RecordConfig(Strict):
     tag: str | None = Field(default=None, pattern=r"^[a-z0-9]+(?:[_-][a-z0-9]+)*$")
     """Appended to the table's file name (`digits-resnet18_w0.0625-optsel.parquet`)."""
 
-    @field_validator("points_per")
+    @field_validator("points_per", mode="before")
     @classmethod
-    def _points(cls, value: dict[str, int]) -> dict[str, int]:
-        for name, points in value.items():
-            if not isinstance(points, int) or points < 2:
+    def _points(cls, value: Any) -> Any:
+        for name, points in (value.items() if isinstance(value, dict) else ()):
+            if isinstance(points, bool) or not isinstance(points, int) or points < 2:
                 raise ValueError(f"points_per.{name}: {points!r} must be an integer >= 2")
         return value
 

@@ -641,3 +641,9 @@ def test_an_exponent_without_a_dot_is_a_number_as_in_yaml_1_2(storage) -> None:
 def test_an_exploration_start_that_is_no_probability_is_refused(storage, capsys) -> None:
     _refused(["validate", "--searchers", "emerald", "--set",
               "searcher_options.emerald.epsilon_start=-0.5"], "epsilon_start", storage, capsys)
+
+
+def test_record_points_per_name_the_value_given(storage, capsys) -> None:
+    err = _refused(["validate", "--set", "record.points_per={lr: true}"], "points_per.lr",
+                   storage, capsys)
+    assert "True must be an integer" in err  # it read true as 1
