@@ -575,6 +575,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     file = Path(path)
     if file.is_dir():
         raise ConfigError(f"--config: {str(file)!r} is a folder; give a YAML file")
+    if file.exists() and not file.is_file():  # a device, a pipe: reading could never end
+        raise ConfigError(f"--config: {str(file)!r} is not a regular file; give a YAML file")
     if not file.is_file():
         raise ConfigError(f"--config: file {str(file)!r} not found; give a YAML file")
     try:

@@ -647,3 +647,8 @@ def test_record_points_per_name_the_value_given(storage, capsys) -> None:
     err = _refused(["validate", "--set", "record.points_per={lr: true}"], "points_per.lr",
                    storage, capsys)
     assert "True must be an integer" in err  # it read true as 1
+
+
+def test_a_config_that_is_a_device_is_not_read(storage, capsys) -> None:
+    err = _refused(["validate", "--config", "/dev/zero"], "--config", storage, capsys)
+    assert "not a regular file" in err  # it said "not found"
