@@ -65,7 +65,7 @@ _EMERALD_OPTIONS = {
                       choices=("", "paper")),
 }
 
-def _epsilon_options(space: SearchSpace, options: dict[str, Any]) -> str | None:
+def _emerald_checks(space: SearchSpace, options: dict[str, Any]) -> str | None:
     """Each of the two agents has something to choose (EMERALD-O section 3); epsilon_decay
     and epsilon_lambda belong to their schedules: set with another one they would be ignored
     silently."""
@@ -109,7 +109,7 @@ ENTRIES: list[Entry] = [
            "aug_actions": dataclasses.replace(_EMERALD_OPTIONS["aug_actions"], default="table4"),
            "early_stopping": Option(bool, True, "stop underperformers (EMERALD-O 5.1.2); "
                                     "the epochs they leave go to more trials")},
-          table9_row="EMERALD-O (Proposed)", check=_epsilon_options, replay_s=1.8),
+          table9_row="EMERALD-O (Proposed)", check=_emerald_checks, replay_s=1.8),
     Entry("emerald-dynamic", "EMERALD-O inside running trials: new settings every k epochs",
           _F + "emerald_dynamic",
           {**_EMERALD_OPTIONS,
@@ -120,7 +120,7 @@ ENTRIES: list[Entry] = [
                                     "penalty step); its epochs go to more trials"),
            "patience": Option(int, 3, "early_stopping: epochs without improvement", low=1,
                               high=100_000)},
-          kind="controller", check=_epsilon_options, replay_s=7.6),
+          kind="controller", check=_emerald_checks, replay_s=7.6),
 ]
 
 

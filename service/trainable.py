@@ -502,14 +502,14 @@ def replay(config: dict[str, Any], schedule: Schedule | None = None,
     trial's budget. `init_seed` gives the initial weights of a restarted trial. Yields the
     trainer, the epoch's row and the splits; stops after a diverged epoch."""
     run, hp_config = split_config(config)
+    start = schedule.at(1) if schedule else hp_config
     if schedule:
-        fixed = [k for k in schedule.at(1) if k in HPARAMS and not HPARAMS[k].in_trial]
+        fixed = [k for k in start if k in HPARAMS and not HPARAMS[k].in_trial]
         for first, hp in schedule.runs[1:]:
-            if changed := [k for k in fixed if hp.get(k) != schedule.at(1)[k]]:
+            if changed := [k for k in fixed if hp.get(k) != start[k]]:
                 raise ValueError(f"the schedule changes {changed[0]} at epoch {first}: the "
                                  "architecture is fixed for a trial's life")
-    trainer, splits = _fresh_trainer(run, hp_config, schedule.at(1) if schedule else hp_config,
-                                     init_seed)
+    trainer, splits = _fresh_trainer(run, hp_config, start, init_seed)
     epochs = len(schedule) if schedule else trial_epochs(run, hp_config)
     while trainer.epoch < epochs:
         if schedule:
