@@ -387,11 +387,20 @@ class ExperimentConfig(Strict):
             raise ValueError("metric: 'reward' is document 001's eq. 2; add a reward section "
                              "(e.g. reward: {c_acc: 0.5, size_ref_mb: 100})")
         if self.backend == "replay":
+            if self.reward is not None:
+                raise ValueError("reward: a replay scores the tables' recorded metric and "
+                                 "computes no reward; remove reward (or record a table that "
+                                 "holds a reward column)")
             if self.termination.active:
                 raise ValueError("termination: a replay has no batch times or restarts; "
                                  "remove termination (record the table without it)")
             self._check_replay()
             return self
+        if self.replay.model_fields_set:
+            field = sorted(self.replay.model_fields_set)[0]
+            raise ValueError(f"replay.{field}: only the replay backend reads the replay "
+                             f"section; give backend: replay (or --backend replay), or remove "
+                             f"replay")
         space = self.search_space
         self._check_layers(space)
         self._check_entries(lambda _: space)

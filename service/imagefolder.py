@@ -71,6 +71,9 @@ def scan(root: str | Path) -> tuple[list[str], list[Folder]]:
                                f"holding train/<class>/ (or <class>/) image folders")
     train = base / "train" if (base / "train").is_dir() else base
     classes = _classes(train)
+    if len(classes) < 2:
+        raise ImageFolderError(f"dataset.root: {train} holds one class folder ({classes[0]!r}); "
+                               f"a classifier needs at least 2, one folder per class")
     index = {name: i for i, name in enumerate(classes)}
     folders = []
     for split in SPLITS:

@@ -468,14 +468,17 @@ def test_report_warns_of_each_unreadable_file_and_reports_the_rest(tmp_path, cap
     cells = sorted(folder.glob("random__*"))
     (cells[0] / "summary.json").write_bytes(b"\xff\x00 cut")
     (cells[1] / "epochs.parquet").write_bytes(b"PAR1 not really")
+    (cells[2] / "epochs.parquet").unlink()
+    (cells[2] / "epochs.parquet").mkdir()  # a folder where the curve's file belongs
     capsys.readouterr()
     load.flush_warnings(say=False)
     assert main(["report", str(folder), "--out", str(tmp_path / "out")]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines()
               if line.startswith("warning: ")]
-    assert len(warned) == 2, warned
+    assert len(warned) == 3, warned
     assert str(cells[0] / "summary.json") in warned[0] and "left out" in warned[0]
     assert str(cells[1] / "epochs.parquet") in warned[1] and "curve" in warned[1]
+    assert str(cells[2] / "epochs.parquet") in warned[2] and "curve" in warned[2]
     cells_csv = pd.read_csv(tmp_path / "out" / "cells.csv")
     assert len(cells_csv) == 2  # the cell without a summary is out, the other two are in
 
@@ -652,3 +655,27 @@ def test_record_points_per_name_the_value_given(storage, capsys) -> None:
 def test_a_config_that_is_a_device_is_not_read(storage, capsys) -> None:
     err = _refused(["validate", "--config", "/dev/zero"], "--config", storage, capsys)
     assert "not a regular file" in err  # it said "not found"
+
+
+def test_an_image_folder_of_one_class_is_refused(storage, capsys, tmp_path_factory) -> None:
+    """One class folder trains a classifier that cannot be wrong: refused before Ray,
+    naming dataset.root (it used to be accepted)."""
+    from tests.test_imagefolder import write_images
+
+    root = tmp_path_factory.mktemp("data") / "one"
+    write_images(root / "train", 3, classes=("cat",))
+    err = _refused(["run", "--searchers", "random", "--backbones", "resnet18@0.0625",
+                    "--dataset", "imagefolder", "--data-root", str(root), "--storage",
+                    str(storage)], "dataset.root", storage, capsys)
+    assert "at least 2" in err, err
+
+
+def test_a_section_the_backend_does_not_read_is_refused(storage, capsys) -> None:
+    """A replay section on a real run, and a reward on a replay, were silently ignored."""
+    config = storage.parent / "c.yaml"
+    config.write_text("replay: {paired: ['random vs optuna']}\nsearchers: [random, optuna]\n")
+    err = _refused(["validate", "--config", str(config)], "replay.paired", storage, capsys)
+    assert "backend: replay" in err, err
+    table = Path(__file__).parents[1] / "docs" / "tables" / "digits-vgg16.parquet"
+    config.write_text(f"backend: replay\nreplay: {{tables: [{table}]}}\nreward: {{c_acc: 0.5}}\n")
+    _refused(["validate", "--config", str(config)], "reward", storage, capsys)

@@ -86,7 +86,7 @@ def load_replay(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                        "and worst); left out of the report")
             continue
         summaries.append(summary)
-        if (d / ROWS_FILE).is_file():
+        if (d / ROWS_FILE).exists():
             try:
                 rows = pd.read_parquet(d / ROWS_FILE, columns=list(CURVE_COLUMNS))
             except Exception as err:  # pyarrow's errors have no common base
