@@ -1,10 +1,10 @@
 """Decisions by others: the well-known searchers and schedulers (random, grid, Optuna,
 HyperOpt, scikit-optimize, Spearmint, Ax, BOHB, HyperBand, ASHA, PBT, PB2, TrivialAugment).
-Their registry entries are in `baselines.entries`, gathered by `service.registry`.
+Their registry entries are in `baselines.entries`, gathered by `service.core.registry`.
 
 `RandomSearch`, `GridSearch` and `SkOptSearch` are this project's own searchers, drop-in
 searchers of a user's own `tune.Tuner`: built without a space they take Tune's param_space
-(wrap them in `service.searching.ResultGuard` to turn NaN and infinite results into
+(wrap them in `service.backends.tune.searching.ResultGuard` to turn NaN and infinite results into
 failures). Importing this package is cheap; the classes load Ray Tune when first used.
 """
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from service.api import Budget, PopulationPlan, SearcherPlan
-from service.space import LOG10_PREFIX, OPTIMIZER_LR, Dim, SearchSpace
+from service.core.api import Budget, PopulationPlan, SearcherPlan
+from service.core.space import LOG10_PREFIX, OPTIMIZER_LR, Dim, SearchSpace
 
 
 def plain_plan(name: str, searcher: Any, budget: Budget, scheduler: Any = None) -> SearcherPlan:
@@ -36,8 +36,10 @@ def optuna(*, space, metric, mode, seed, budget, n_startup_trials: int) -> Searc
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    from service.backends.tune.spaces import to_tune
+
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
-    searcher = OptunaSearch(space=OptunaSearch.convert_search_space(space.to_tune()),
+    searcher = OptunaSearch(space=OptunaSearch.convert_search_space(to_tune(space)),
                             metric=metric, mode=mode, sampler=sampler)
     return plain_plan("optuna", searcher, budget)
 
@@ -45,8 +47,10 @@ def optuna(*, space, metric, mode, seed, budget, n_startup_trials: int) -> Searc
 def hyperopt(*, space, metric, mode, seed, budget, n_initial_points: int) -> SearcherPlan:
     from ray.tune.search.hyperopt import HyperOptSearch
 
+    from service.backends.tune.spaces import to_tune
+
     searcher = HyperOptSearch(
-        space=HyperOptSearch.convert_search_space(space.to_tune()), metric=metric, mode=mode,
+        space=HyperOptSearch.convert_search_space(to_tune(space)), metric=metric, mode=mode,
         random_state_seed=seed,
         n_initial_points=n_initial_points,
     )
@@ -71,7 +75,9 @@ spearmint = _gp("PI", "spearmint")
 def ax(*, space, metric, mode, seed, budget) -> SearcherPlan:
     from ray.tune.search.ax import AxSearch
 
-    searcher = AxSearch(space=AxSearch.convert_search_space(space.to_tune()), metric=metric,
+    from service.backends.tune.spaces import to_tune
+
+    searcher = AxSearch(space=AxSearch.convert_search_space(to_tune(space)), metric=metric,
                         mode=mode, random_seed=seed, verbose_logging=False)
     return plain_plan("ax", searcher, budget)
 
@@ -98,7 +104,9 @@ def bohb(*, space, metric, mode, seed, budget, reduction_factor: int) -> Searche
     from ray.tune.schedulers import HyperBandForBOHB
     from ray.tune.search.bohb import TuneBOHB
 
-    searcher = TuneBOHB(space=TuneBOHB.convert_search_space(space.to_tune()), metric=metric,
+    from service.backends.tune.spaces import to_tune
+
+    searcher = TuneBOHB(space=TuneBOHB.convert_search_space(to_tune(space)), metric=metric,
                         mode=mode, seed=seed)
     scheduler = HyperBandForBOHB(time_attr="training_iteration", max_t=budget.epochs,
                                  reduction_factor=reduction_factor, metric=metric, mode=mode)
@@ -149,8 +157,10 @@ def pbt(*, space, metric, mode, seed, budget, population: int, perturbation_inte
          quantile_fraction: float, resample_probability: float) -> SearcherPlan:
     from ray.tune.schedulers import PopulationBasedTraining
 
+    from service.backends.tune.spaces import to_tune
+
     population = min(population, budget.epoch_budget)
-    domains = space.to_tune()
+    domains = to_tune(space)
     # PBT perturbs a Domain by multiplying it; categorical values must be given as lists,
     # which PBT shifts to a neighbouring choice instead. The architecture is not mutated: an
     # exploiting trial keeps its donor's, whose weights it loads.
@@ -185,6 +195,8 @@ def pb2(*, space, metric, mode, seed, budget, population: int,
          perturbation_interval: int) -> SearcherPlan:
     from ray.tune.schedulers.pb2 import PB2
 
+    from service.backends.tune.spaces import to_tune
+
     population = min(population, budget.epoch_budget)
     log_space = pb2_space(space)
     bounds = space.to_pb2_bounds()  # non-empty: baselines.entries checks it at validation
@@ -192,7 +204,7 @@ def pb2(*, space, metric, mode, seed, budget, population: int,
                     perturbation_interval=perturbation_interval, hyperparam_bounds=bounds,
                     synch=False)
     return PopulationPlan("pb2", population, _population_epochs(budget, population), scheduler,
-                          min_concurrency=population, param_space=log_space.to_tune(),
+                          min_concurrency=population, param_space=to_tune(log_space),
                           initial_configs=_population(log_space, seed, population))
 
 

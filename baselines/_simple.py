@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Searcher
 
-from service.space import SearchSpace
+from service.backends.tune.spaces import from_tune
+from service.core.space import SearchSpace
 
 
 class StateSearcher(Searcher):
@@ -53,7 +54,7 @@ class StateSearcher(Searcher):
         self._mode = self._mode or mode
         if self._deferred is not None:
             init, args, kw = self._deferred
-            space = SearchSpace.from_tune(config)
+            space = from_tune(config)
             self._deferred = None
             init(self, space, *args, **{**kw, "metric": self._metric, "mode": self._mode})
         return True

@@ -13,8 +13,8 @@ import math
 from typing import Any
 
 from baselines._simple import StateSearcher
-from service.api import plain
-from service.space import SearchSpace
+from service.core.api import plain
+from service.core.space import SearchSpace
 
 ACQ_FUNCS: tuple[str, ...] = ("EI", "PI", "LCB", "gp_hedge")
 

@@ -1,4 +1,4 @@
-"""Registry entries of the baselines, as data (gathered by `service.registry`).
+"""Registry entries of the baselines, as data (gathered by `service.core.registry`).
 
 Bayesian optimisers are declared in the order Table 8 prefers them (EMERALD-O Table 6 lists
 Scikit-Optimize as its GP-based BO).
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.registry import Entry, Option
-from service.space import HPARAMS, OPTIMIZERS, SearchSpace
+from service.core.registry import Entry, Option
+from service.core.space import HPARAMS, OPTIMIZERS, SearchSpace
 
 _F = "baselines._factories:"
 

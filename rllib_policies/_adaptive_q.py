@@ -37,8 +37,8 @@ from rllib_policies._qlearning import (
     adaptive_epsilon,
     decay_step,
 )
-from service.searching import is_failure
-from service.space import SearchSpace
+from service.backends.tune.searching import is_failure
+from service.core.space import SearchSpace
 
 
 class AdaptiveQSearch(StateSearcher):

@@ -1,5 +1,5 @@
 """`emerald-dynamic`: EMERALD-O's episodic schedule inside running trials, as a `Controller`
-(service.api) on the generic host (service.searching).
+(service.core.api) on the generic host (service.backends.tune.searching).
 
 Every `step_epochs` epochs (a step; the paper runs episodes of 50 steps of 50 epochs) a trial
 asks for the augmentation, optimizer and learning rate of its next step. The controller
@@ -16,8 +16,8 @@ from typing import Any
 
 from rllib_policies._encoding import EmeraldSettings, TrainingState
 from rllib_policies._steps import AgentSteps
-from service.api import Observation
-from service.space import SearchSpace
+from service.core.api import Observation
+from service.core.space import SearchSpace
 
 DYNAMIC_GAMMA = 0.9
 """Discount between the steps of one trial: a step's choice also shapes the later steps."""

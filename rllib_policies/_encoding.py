@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from service.space import SearchSpace
+from service.core.space import SearchSpace
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd", "rmsprop")
 """Agent 2's optimizers, EMERALD-O section 2.1 (one-hot order of Table 3)."""

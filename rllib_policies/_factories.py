@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from service.api import ControllerPlan, SearcherPlan
+from service.core.api import ControllerPlan, SearcherPlan
 
 ASHA_GRACE = 1
 ASHA_REDUCTION = 3
@@ -41,7 +41,7 @@ accuracy, 1 per unit, is ours) and 5.1.2's early stopping (for emerald-dynamic t
 def resolve_variant(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """The options with `variant`'s values put in where an option is at its default (an
     option given explicitly, at another value, wins)."""
-    from service import registry
+    from service.core import registry
 
     options = dict(options)
     if options.pop("variant", "") != "paper":

@@ -51,9 +51,9 @@ from rllib_policies._hypera_core import (
     position,
     ungrouped,
 )
-from service.api import Observation
-from service.searching import is_failure
-from service.space import SearchSpace
+from service.backends.tune.searching import is_failure
+from service.core.api import Observation
+from service.core.space import SearchSpace
 
 EARLY_STOP_PENALTY = RewardSettings().early_stop_penalty
 """EMERALD-O 5.1.2's penalty for a stopped trial (accuracy scale)."""

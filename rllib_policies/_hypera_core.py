@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from service.space import LAYER_HPARAMS, Dim, SearchSpace
+from service.core.space import LAYER_HPARAMS, Dim, SearchSpace
 
 GROUPS: tuple[str, ...] = ("architecture", "optimization", "regularization", "data", "loss")
 """Document 002's five agents, in its order (also the sequential strategy's order)."""

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from baselines._simple import StateSearcher
-from service.api import eq2_reward
-from service.searching import is_failure
+from service.backends.tune.searching import is_failure
+from service.core.api import eq2_reward
 
 ALPHA0 = 0.95
 """Learning rate during exploration and at the start of exploitation (document 001 VI-B)."""
@@ -50,7 +50,7 @@ GAMMA = 0.9
 
 
 layer_reward = eq2_reward
-"""Eq. 2, the agents' shared reward (`service.api.eq2_reward`)."""
+"""Eq. 2, the agents' shared reward (`service.core.api.eq2_reward`)."""
 
 
 class LayerwiseQ:
@@ -189,7 +189,7 @@ def layer_agents(space: Any, points: int) -> list[tuple[str, tuple[Any, ...],
     per-layer dimensions together, in layer order, an action being a tuple of their
     values, section V-B), then one per other searched dimension in the space's order.
     Each is (name, its dimensions, its actions)."""
-    from service.space import VGG16_LAYERS, layer_of
+    from service.core.space import VGG16_LAYERS, layer_of
 
     groups: dict[str, list[Any]] = {}
     for dim in space.searched:
@@ -287,7 +287,8 @@ class LayerwiseSearch(StateSearcher):
     def save(self, checkpoint_path: str) -> None:
         """The searcher state, and its episode log as agent_steps.csv beside it (the
         experiment folder): document 001 Table V's overhead and Fig. 11's convergence."""
-        from service.searching import STEP_LOG, write_log
+        from service.backends.tune.searching import write_log
+        from service.core.layout import STEP_LOG
 
         super().save(checkpoint_path)
         write_log(self.log, Path(checkpoint_path).parent / STEP_LOG)

@@ -1,6 +1,6 @@
 """Document 004: an RL agent chooses the optimizer of every epoch of a running trial (SGD vs
 SAM for DQN; SGD / SAM / Adam, "3-opt", or SGD / SAM, "2-opt", for PPO), as a `Controller`
-(service.api) on the generic host (service.searching).
+(service.core.api) on the generic host (service.backends.tune.searching).
 
 Each epoch (`step_epochs`) the trial asks; the controller closes the trial's previous step
 with the composite reward of document 004 3.2.2.2 and answers from the state vector of
@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from service.api import Observation
-from service.space import OPTIMIZER_LR as DEFAULT_LR
-from service.space import SearchSpace
+from service.core.api import Observation
+from service.core.space import OPTIMIZER_LR as DEFAULT_LR
+from service.core.space import SearchSpace
 
 LOSS_SCALE = 2.0
 """val_loss / LOSS_SCALE in the state (document 004 3.2.2.3, "for stability")."""

@@ -20,8 +20,9 @@ from ray.tune.search import Searcher
 from rllib_policies._encoding import EmeraldSettings, TrainingState
 from rllib_policies._steps import AgentSteps
 from rllib_policies._warm import AGENTS_FILE
-from service.searching import STEP_LOG, STEP_TB, write_log, write_tensorboard
-from service.space import SearchSpace
+from service.backends.tune.searching import write_log, write_tensorboard
+from service.core.layout import STEP_LOG, STEP_TB
+from service.core.space import SearchSpace
 
 
 class EmeraldSearch(Searcher):

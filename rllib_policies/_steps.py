@@ -25,7 +25,7 @@ from rllib_policies._encoding import (
     shared_reward,
 )
 from rllib_policies._qlearning import adaptive_epsilon
-from service.space import SearchSpace
+from service.core.space import SearchSpace
 
 
 def step_record(step: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Registry entries of the RL methods, as data (gathered by `service.registry`)."""
+"""Registry entries of the RL methods, as data (gathered by `service.core.registry`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from rllib_policies._encoding import (
     EmeraldSettings,
     agents_label,
 )
-from service.registry import Entry, Option
-from service.space import HPARAMS, OPTIMIZERS, SearchSpace
+from service.core.registry import Entry, Option
+from service.core.space import HPARAMS, OPTIMIZERS, SearchSpace
 
 _F = "rllib_policies._factories:"
 
@@ -214,7 +214,7 @@ ENTRIES += [
 
 
 def _two_agents(space: SearchSpace, options: dict[str, Any]) -> str | None:
-    from service.space import layer_of
+    from service.core.space import layer_of
 
     if len({layer_of(d.name) or d.name for d in space.searched}) < 2:
         return ("needs at least two agents: searched dimensions of two layers (or two "

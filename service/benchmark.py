@@ -54,7 +54,7 @@ GPU_SWITCHES = ("fp32", "bf16", "channels_last", "bf16+channels_last", "compile"
 
 
 def _switch(name: str) -> Any:
-    from service.trainer import Perf
+    from service.training.trainer import Perf
 
     return {"fp32": Perf(amp="off", channels_last="off"),
             "bf16": Perf(amp="bf16", channels_last="off"),
@@ -66,7 +66,7 @@ def _switch(name: str) -> Any:
 def cifar_shaped(images: int, seed: int = 0) -> Any:
     """Random CIFAR-10-shaped splits (3 x 32 x 32, 10 classes): throughput needs the shape,
     not the pictures, and nothing is downloaded."""
-    from service.data import Splits
+    from service.training.data import Splits
 
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(images, 3, 32, 32, generator=gen)
@@ -81,7 +81,7 @@ def gpu_check(backbones: tuple[str, ...] = GPU_BACKBONES, switches: tuple[str, .
     one warm-up epoch, which also compiles), of `plain_epoch` with the same settings on the
     same model and data (the ratio), peak GPU memory, and how many such trials fit on one
     GPU at once by memory (90% of it; fractional-GPU packing)."""
-    from service.trainer import HParams, Trainer
+    from service.training.trainer import HParams, Trainer
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = dev.type == "cuda"
@@ -143,8 +143,8 @@ def throughput(backbone: str, dataset: str, epochs: int, batch_size: int, device
                threads: int) -> dict[str, Any]:
     """Median images/s of `Trainer.train_epoch` and of `plain_epoch`, alternating epochs so
     both see the same machine state."""
-    from service.data import load_splits
-    from service.trainer import HParams, Trainer
+    from service.training.data import load_splits
+    from service.training.trainer import HParams, Trainer
 
     torch.set_num_threads(threads)
     splits = load_splits(dataset, seed=0)
@@ -173,8 +173,8 @@ def eval_speed(case: str, repeats: int = 5, threads: int = 1) -> list[dict[str, 
     """Median milliseconds of one validation pass (`Trainer.score`) of `case` in each
     evaluation layout and batch size, the default layout at 512 (the old evaluation) the
     reference; also which layout and batch size `perf: auto` picks on this device."""
-    from service.data import load_splits
-    from service.trainer import HParams, Perf, Trainer
+    from service.training.data import load_splits
+    from service.training.trainer import HParams, Perf, Trainer
 
     torch.set_num_threads(threads)
     backbone, size = case.rsplit(":", 1)
@@ -210,16 +210,17 @@ def _noop(config: dict[str, Any]) -> None:
 def noop_trial(config: dict[str, Any]) -> None:
     """The trainable's Tune interface without training: one row per epoch with a small
     checkpoint, the controller asked at each step boundary and told when the trial ends,
-    as `service.trainable.train_loop` does; `val_acc` a smooth function of the rate."""
+    as `service.backends.tune.trainable.train_loop` does; `val_acc` a smooth function of the
+    rate."""
     import math
     import os
     import tempfile
 
     from ray import tune
 
-    from service.api import Observation
-    from service.searching import ControllerClient
-    from service.trainable import split_config
+    from service.backends.tune.searching import ControllerClient
+    from service.backends.tune.trainable import split_config
+    from service.core.api import Observation
 
     run, hp = split_config(config)
     trial_id = tune.get_context().get_trial_id() or "local"
@@ -314,10 +315,10 @@ def plan_overhead(entries: tuple[str, ...], trials: int, epochs: int,
 
     import ray
 
-    from service import registry
-    from service.config import build_config
-    from service.experiment import build_tuner
-    from service.layout import Cell
+    from service.backends.tune.experiment import build_tuner
+    from service.core import registry
+    from service.core.config import build_config
+    from service.core.layout import Cell
 
     def run(entry: str, n: int) -> tuple[Any, float, int]:
         with tempfile.TemporaryDirectory() as storage:
@@ -361,8 +362,8 @@ def scaling_run(trials: int, seconds: float, concurrency: int) -> dict[str, Any]
 
     import ray
 
-    from service.config import build_config
-    from service.experiment import Cell, build_tuner
+    from service.backends.tune.experiment import Cell, build_tuner
+    from service.core.config import build_config
 
     ray.init(log_to_driver=False)
     try:
@@ -419,7 +420,7 @@ def fixed_duration(seconds: float) -> Any:
     def trainable(config: dict[str, Any]) -> None:
         from ray import tune
 
-        from service.trainable import node_id
+        from service.backends.tune.trainable import node_id
 
         for epoch in range(4):
             time.sleep(seconds / 4)
@@ -435,14 +436,15 @@ def emerald_speed(calls: int, algo: str) -> dict[str, Any]:
     from ray.tune.search.optuna import OptunaSearch
 
     from rllib_policies import EmeraldSearch, EmeraldSettings
-    from service.space import default_space
+    from service.backends.tune.spaces import to_tune
+    from service.core.space import default_space
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = default_space()
     rng = np.random.default_rng(0)
     emerald = EmeraldSearch(space, seed=0, settings=EmeraldSettings(algo=algo), max_epochs=3)
-    optuna_search = OptunaSearch(space=OptunaSearch.convert_search_space(space.to_tune()),
+    optuna_search = OptunaSearch(space=OptunaSearch.convert_search_space(to_tune(space)),
                                  metric="val_acc", mode="max",
                                  sampler=optuna.samplers.TPESampler(seed=0))
     suggest_ms, update_ms, optuna_ms = [], [], []

@@ -9,7 +9,6 @@ written.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -17,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from service.config import ConfigError, ExperimentConfig, load_config, parse_set
+from service.backends.tune.ray_start import cluster_address, init_ray
+from service.core.config import ConfigError, ExperimentConfig, load_config, parse_set
 
 EXIT_CONFIG = 2
 
@@ -43,7 +43,7 @@ _FLAG_PATHS: dict[str, tuple[str, Any]] = {
 def _experiment_args(p: argparse.ArgumentParser, default_preset: str | None) -> None:
     p.add_argument("--config", help="YAML experiment file")
     p.add_argument("--preset", default=default_preset,
-                   help="start from a named preset (see service/presets.py)")
+                   help="start from a named preset (see service/core/presets.py)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any key, e.g. --set budget.trials=4 (repeatable)")
     p.add_argument("--name")
@@ -146,27 +146,6 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                               ) from None
     overrides.update(parse_set(args.set))
     return load_config(args.config, overrides, preset=args.preset)
-
-
-LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-"""Ray's switch for single-node platforms: off, Ray takes 127.0.0.1 as the node's address, so
-every socket of the embedded local Ray binds to loopback (`python -m service sockets`)."""
-
-
-def bind_loopback() -> None:
-    """Make the embedded local Ray bind to loopback: `ray.init` offers no argument for it (it
-    turns a given 127.0.0.1 into the machine's address), so set Ray's own single-node switch,
-    in this process and for every process Ray starts. A cluster (`--address`) is unaffected."""
-    os.environ[LOOPBACK_ONLY_ENV] = "0"
-    from ray._private import ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = False
-
-
-def cluster_address(args: argparse.Namespace) -> str | None:
-    """The Ray cluster a command joins (--address, else RAY_ADDRESS), None for the embedded
-    local Ray."""
-    return args.address or os.environ.get("RAY_ADDRESS") or None
 
 
 def embedded_gpus() -> int:
@@ -284,8 +263,8 @@ def check_data(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     check_weights(cfg)
     if cfg.dataset.name in ("digits", "synthetic"):
         return
-    from service.data import DataError, load_splits
-    from service.imagefolder import ImageFolderError
+    from service.training.data import DataError, load_splits
+    from service.training.imagefolder import ImageFolderError
 
     ds = cfg.dataset.model_dump()
     name = ds.pop("name")
@@ -297,55 +276,14 @@ def check_data(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
                           ) from None
 
 
-def init_ray(args: argparse.Namespace, cfg: ExperimentConfig | None = None) -> None:
-    """Join the cluster named by --address or RAY_ADDRESS; otherwise start a local Ray that
-    never joins another instance on the machine. With `cfg`, a cluster that has no node
-    to hold one trial is left at once (ConfigError, before any trial or folder)."""
-    import ray
-
-    address = cluster_address(args)
-    verbose = bool(getattr(args, "verbose", False))
-    quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.WARNING}
-    if address:
-        ray.init(address=address, **quiet)
-        if cfg is not None:
-            try:
-                problem = trial_fits(cfg, ray.nodes())
-            except Exception:
-                ray.shutdown()
-                raise
-            if problem:
-                ray.shutdown()
-                raise ConfigError(f"{problem} at {address}")
-    else:
-        bind_loopback()
-        ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                 include_dashboard=False, **quiet)
-
-
-def trial_fits(cfg: ExperimentConfig, nodes: Sequence[dict[str, Any]]) -> str | None:
-    """Why no alive node of a cluster (`ray.nodes()`) can hold one trial, or None. A trial's
-    CPUs and GPUs come from one node; one that fits none would wait forever in Tune."""
-    alive = [n.get("Resources") or {} for n in nodes if n.get("Alive", n.get("alive"))]
-    need = {"CPU": cfg.resources.cpus, "GPU": cfg.resources.gpus}
-    if any(all(r.get(k, 0.0) >= v for k, v in need.items() if v) for r in alive):
-        return None
-    best = {k: max((r.get(k, 0.0) for r in alive), default=0.0) for k in need}
-    key = "CPU" if best["CPU"] < need["CPU"] else "GPU"
-    field, flag = ("cpus", "--cpus-per-trial") if key == "CPU" else ("gpus", "--gpus-per-trial")
-    return (f"resources.{field}: {need[key]:g} {key}s per trial, but no node of the cluster "
-            f"has more than {best[key]:g}; give at most {best[key]:g} ({flag}) or add a node "
-            "that has them")
-
-
 MAX_EPISODES = 100_000
 """Pretraining episodes at most (each replays a whole search)."""
 
 
 def _pretrain(args: argparse.Namespace) -> int:
     """Check everything, then run the episodes (no Ray: replayed on the simulated clock)."""
-    from service.api import Budget
-    from service.replay.pretrain import check_pretrain, pretrain
+    from service.backends.replay.pretrain import check_pretrain, pretrain
+    from service.core.api import Budget
 
     options = parse_set(args.option, flag="--option")
     try:
@@ -358,7 +296,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes: {args.episodes}; give at most {MAX_EPISODES}")
     check_writable(Path(args.out), "--out", "--out", folder=False)
     check_pretrain(args.tables, args.out, args.episodes, options)
-    from service.replay.table import cached_table
+    from service.backends.replay.table import cached_table
 
     short = [t for t in args.tables if cached_table(t).epochs < budget.epochs]
     if short:
@@ -387,7 +325,7 @@ def _replay(cfg: ExperimentConfig, verbose: bool = False, restore: bool = False)
     goes again and the reason is the one error line (exit 2)."""
     import shutil
 
-    from service.replay.run import run_replay
+    from service.backends.replay.run import run_replay
     from service.reports import write_report
 
     start = time.time()
@@ -413,7 +351,7 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = Fal
 
     if cfg.backend == "replay":
         return _replay(cfg, verbose=bool(getattr(args, "verbose", False)), restore=restore)
-    from service.experiment import run_all
+    from service.backends.tune.experiment import ReportRefresher, run_all
     from service.reports import write_report
 
     try:
@@ -423,7 +361,9 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = Fal
         return EXIT_CONFIG
     start = time.time()
     try:
-        summaries = run_all(cfg, restore=restore, quiet=not getattr(args, "verbose", False))
+        refresher = ReportRefresher(cfg.experiment_dir, writer=live_report)
+        summaries = run_all(cfg, restore=restore, quiet=not getattr(args, "verbose", False),
+                            refresher=refresher)
     finally:
         ray.shutdown()
     written = write_report(cfg.experiment_dir)
@@ -442,6 +382,14 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = Fal
     return 1 if failed else failed_trials_exit(cfg.experiment_dir, summaries)
 
 
+def live_report(folder: Path) -> None:
+    """The report rewritten while a run goes on (without the paper's figures, which come at
+    the end): the writer the CLI gives the Tune backend's `ReportRefresher`."""
+    from service.reports import write_report
+
+    write_report(folder, live=True)
+
+
 def failed_trials_exit(folder: Path, summaries: Sequence[dict[str, Any]]) -> int:
     """1 when every trial of the run failed (the first error's line and where its log is
     printed), else 0; some failed trials are counted and located."""
@@ -450,11 +398,11 @@ def failed_trials_exit(folder: Path, summaries: Sequence[dict[str, Any]]) -> int
     if not errors:
         return 0
     first = next(s for s in summaries if s.get("errors"))
-    from service.layout import Cell, cell_name
+    from service.core.layout import Cell, cell_name
 
     cell = folder / cell_name(Cell(first["searcher"], first["backbone"], first["seed"]))
     line = _first_error_line(cell)
-    from service.progress import LOG_DIR
+    from service.core.progress import LOG_DIR
 
     where = folder / LOG_DIR / f"{cell.name}.log"
     if errors >= trials:
@@ -477,7 +425,7 @@ def _first_error_line(cell: Path) -> str:
 def _record(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     import ray
 
-    from service.replay.record import run_record
+    from service.backends.replay.record import run_record
 
     try:
         init_ray(args, cfg)
@@ -512,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(done.code or 0)
     try:
         if args.command == "searchers":
-            from service import registry
+            from service.core import registry
 
             for entry in registry.entries().values():
                 row = f"  (Table 9: {entry.table9_row})" if entry.table9_row else ""
@@ -523,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "pretrain":
             return _pretrain(args)
         if args.command == "sockets":
-            from service.sockets import main as sockets_main
+            from service.backends.tune.sockets import main as sockets_main
 
             return sockets_main(as_json=args.json)
         if args.command == "report":
@@ -552,8 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"TensorBoard over all searchers: tensorboard --logdir {folder}")
             return 0
         if args.command == "resume":
-            from service.config import build_config
-            from service.experiment import stored_config
+            from service.backends.tune.experiment import stored_config
+            from service.core.config import build_config
 
             folder = Path(args.folder)
             if not (folder / "experiment_config.json").exists():
@@ -588,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("run", "bench", "record"):
             check_storage(cfg)
         if args.command == "record":
-            from service.replay.record import check_design
+            from service.backends.replay.record import check_design
 
             if cfg.backend == "replay":  # from a config file or preset
                 raise ConfigError("backend: record trains every configuration for real and "
@@ -609,14 +557,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
             return 0
-        from service.experiment import check_fresh
+        from service.backends.tune.experiment import check_fresh
 
         check_fresh(cfg)
     except ConfigError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as err:  # ExperimentExists and other up-front refusals
-        from service.experiment import ExperimentExists
+        from service.backends.tune.experiment import ExperimentExists
 
         if isinstance(err, ExperimentExists):
             print(f"error: {one_line(err)}", file=sys.stderr)

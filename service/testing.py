@@ -4,11 +4,12 @@
 Subclass `SearcherContract` in a test module and say how to build your searcher; pytest
 collects the inherited tests:
 
+    from service.backends.tune.spaces import to_tune
     from service.testing import SearcherContract
 
     class TestMySearcher(SearcherContract):
         def make_searcher(self, space, seed):
-            return MySearcher(space.to_tune(), metric="val_acc", mode="max", seed=seed)
+            return MySearcher(to_tune(space), metric="val_acc", mode="max", seed=seed)
 
 The suite drives the searcher as Ray Tune's controller does (`suggest`, `on_trial_result`,
 `on_trial_complete`, `save` / `restore`) over a space of the service's catalogue, with no
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service.space import SearchSpace, default_space, resolve_config
+from service.core.space import SearchSpace, default_space, resolve_config
 
 Config = dict[str, Any]
 METRIC = "val_acc"

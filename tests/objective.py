@@ -7,7 +7,7 @@ import os
 import tempfile
 import time
 
-from service.space import resolve_config
+from service.core.space import resolve_config
 from service.testing import OPTIMUM_LR, score
 
 __all__ = ["EPOCH_S", "OPTIMUM_LR", "objective_trainable", "score"]

@@ -1,4 +1,5 @@
-"""Tests for service.augment: batched per-sample affine augmentation and TrivialAugmentWide."""
+"""Tests for service.training.augment: batched per-sample affine augmentation and
+TrivialAugmentWide."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from service.augment import AugmentSpec, augment_batch
+from service.training.augment import AugmentSpec, augment_batch
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -1,4 +1,5 @@
-"""Tests for service.backbones: shapes, reference parameter counts, spec parsing, safe loading."""
+"""Tests for service.training.backbones: shapes, reference parameter counts, spec parsing, safe
+loading."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
-from service.backbones import (
+from service.training.backbones import (
     BACKBONES,
     BackboneError,
     BackboneSpec,
@@ -527,7 +528,7 @@ def test_vgg16_layers_refuses_bad_layers_and_fixed_backbones_refuse_layers() -> 
 
 
 def test_import_path_backbone_is_called_with_the_data_shape_and_width() -> None:
-    from service.backbones import check_backbone
+    from service.training.backbones import check_backbone
 
     model = build_backbone("tests.user_models:small_cnn@0.5", num_classes=7, in_channels=1,
                            image_size=12)
@@ -555,7 +556,7 @@ def test_torchvision_models_by_registry_name_take_grey_images() -> None:
     ("pkg.my_wide:build", "holds '_w' or '__'"),
 ])
 def test_bad_user_backbones_fail_in_one_line(name: str, message: str) -> None:
-    from service.backbones import check_backbone
+    from service.training.backbones import check_backbone
 
     with pytest.raises(BackboneError) as info:
         check_backbone(name, num_classes=10, in_channels=3, image_size=8)
@@ -564,7 +565,7 @@ def test_bad_user_backbones_fail_in_one_line(name: str, message: str) -> None:
 
 def test_the_blocks_written_here_are_torchvisions() -> None:
     """BasicBlock, Conv2dNormActivation, SqueezeExcitation and StochasticDepth are written in
-    service.backbones so a trial's process need not import torchvision; for the same seed
+    service.training.backbones so a trial's process need not import torchvision; for the same seed
     they hold torchvision's state-dict keys and initial weights and compute its outputs (in
     training mode, stochastic depth's draws included)."""
     from torchvision.models.resnet import BasicBlock as TvBasicBlock
@@ -572,7 +573,7 @@ def test_the_blocks_written_here_are_torchvisions() -> None:
     from torchvision.ops import SqueezeExcitation as TvSE
     from torchvision.ops import StochasticDepth as TvSD
 
-    from service import backbones as ours
+    from service.training import backbones as ours
 
     def down() -> nn.Module:
         return nn.Sequential(nn.Conv2d(8, 16, 1, 2, bias=False), nn.BatchNorm2d(16))
@@ -604,8 +605,8 @@ def test_the_blocks_written_here_are_torchvisions() -> None:
 def test_a_trial_process_does_not_import_torchvision() -> None:
     """Importing the trainable and building a backbone leaves torchvision unimported: its
     import (torch._dynamo, sympy) cost each fresh trial process about 1.6 s."""
-    code = ("import sys, service.trainable\n"
-            "from service.backbones import build_backbone\n"
+    code = ("import sys, service.backends.tune.trainable\n"
+            "from service.training.backbones import build_backbone\n"
             "for b in ('resnet18', 'efficientnetv2_b0', 'vgg16'):\n"
             "    build_backbone(b + '@0.0625', num_classes=3, image_size=16)\n"
             "print('torchvision' in sys.modules)")
@@ -615,15 +616,15 @@ def test_a_trial_process_does_not_import_torchvision() -> None:
 def test_checking_a_config_s_backbones_does_not_import_torch() -> None:
     """The CLI validates a config before Ray starts and needs nothing else of torch (about
     2.5 s of CPU before each command's run): built-in backbone names are checked by
-    service.backbone_spec, the same objects service.backbones exports."""
-    import service.backbone_spec as spec
-    import service.backbones as backbones
+    service.core.backbone_spec, the same objects service.training.backbones exports."""
+    import service.core.backbone_spec as spec
+    import service.training.backbones as backbones
 
     assert backbones.BackboneSpec is spec.BackboneSpec
     assert backbones.BackboneError is spec.BackboneError
     code = ("import sys, tempfile\n"
-            "from service.config import build_config\n"
-            "from service.presets import PRESETS\n"
+            "from service.core.config import build_config\n"
+            "from service.core.presets import PRESETS\n"
             "build_config({**PRESETS['table9-cpu'], 'storage': tempfile.mkdtemp()})\n"
             "try:\n"
             "    build_config({**PRESETS['cpu-small'], 'backbones': ['vgg17'],\n"

@@ -13,7 +13,7 @@ import pytest
 
 from service import cli
 from service.cli import EXIT_CONFIG, failed_trials_exit, main
-from service.layout import Cell, cell_name
+from service.core.layout import Cell, cell_name
 
 
 def _tree(root: Path) -> list[str]:
@@ -76,7 +76,7 @@ def test_yaml_that_is_no_config_is_one_short_line(storage, capsys, text) -> None
 
 
 def test_yaml_merge_keys_are_read_as_the_safe_loader_reads_them(storage) -> None:
-    from service.config import load_config
+    from service.core.config import load_config
 
     config = storage.parent / "merge.yaml"
     config.write_text("_budget: &b {trials: 2}\nbudget:\n  <<: *b\n  epochs: 1\n")
@@ -171,8 +171,8 @@ def test_a_trial_no_node_of_the_cluster_holds_is_refused_before_any_trial(
 
 
 def test_trial_fits_on_one_node_of_the_cluster() -> None:
-    from service.cli import trial_fits
-    from service.config import build_config
+    from service.backends.tune.ray_start import trial_fits
+    from service.core.config import build_config
 
     def fits(cpus: float, gpus: float) -> bool:
         cfg = build_config({"resources": {"cpus": cpus, "gpus": gpus}})
@@ -219,7 +219,7 @@ def test_report_of_cells_holding_random_bytes_writes_nothing(storage, capsys, fi
 
 
 def test_a_replay_table_without_a_finite_metric_is_refused(storage, capsys) -> None:
-    from service.replay.table import TableMeta, write_table
+    from service.backends.replay.table import TableMeta, write_table
 
     rows = [{"lr": lr, "seed": 0, "epoch": 1, "val_acc": math.nan, "epoch_time_s": 0.1}
             for lr in (0.001, 0.01)]
@@ -632,7 +632,7 @@ def test_record_with_the_replay_backend_gives_one_fix(storage, capsys) -> None:
 
 
 def test_an_exponent_without_a_dot_is_a_number_as_in_yaml_1_2(storage) -> None:
-    from service.config import load_config, parse_set
+    from service.core.config import load_config, parse_set
 
     config = storage.parent / "sci.yaml"
     config.write_text("space:\n  lr: {loguniform: [1e-5, 1e-1]}\n  optimizer: [adam, sgd]\n")

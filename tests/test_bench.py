@@ -10,8 +10,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from service.config import build_config
-from service.experiment import ExperimentExists, cells, check_fresh, run_all
+from service.backends.tune.experiment import ExperimentExists, cells, check_fresh, run_all
+from service.cli import live_report
+from service.core.config import build_config
 from service.reports import mean_ci95, table9, write_report
 
 SEARCHERS = ["grid", "skopt"]
@@ -31,14 +32,14 @@ def bench(ray_session, tmp_path_factory):
                   "batch_size": 50},
     })
     check_fresh(cfg)
-    from service.experiment import ReportRefresher
+    from service.backends.tune.experiment import ReportRefresher
 
     # every second: the tiny run's cells share one driver and may all end together, when a
     # refresh is no longer due (the final report follows); on a real run it is every minute
-    refresher = ReportRefresher(cfg.experiment_dir, every_s=1.0)
+    refresher = ReportRefresher(cfg.experiment_dir, every_s=1.0, writer=live_report)
     summaries = run_all(cfg, log=lambda *_: None, refresher=refresher)
     # written by the run itself, before the final report below; the files a refresh reads
-    # are renamed into place whole (service.layout.write_json), so none of them failed
+    # are renamed into place whole (service.core.layout.write_json), so none of them failed
     REFRESHED.append(((cfg.experiment_dir / "report" / "index.html").exists(),
                       refresher.written > 0, refresher.last_error))
     return cfg, summaries, write_report(cfg.experiment_dir)
@@ -141,15 +142,15 @@ def test_the_report_is_refreshed_while_the_run_goes_on(bench, tmp_path) -> None:
     """run_all rewrote the report as experiments ended (before the fixture's own final
     report), without the paper's figures; a refresh that cannot be written yet is no
     error."""
-    from service.experiment import ReportRefresher
+    from service.backends.tune.experiment import ReportRefresher
 
     cfg, _, written = bench
     assert REFRESHED == [(True, True, None)]
-    refresher = ReportRefresher(tmp_path, every_s=0.0)  # nothing to report yet
+    refresher = ReportRefresher(tmp_path, every_s=0.0, writer=live_report)  # nothing yet
     assert refresher.tick()
     refresher.close()
     assert refresher.written == 0 and not (tmp_path / "report").exists()
-    refresher = ReportRefresher(cfg.experiment_dir, every_s=0.0, gap_s=0.0)
+    refresher = ReportRefresher(cfg.experiment_dir, every_s=0.0, gap_s=0.0, writer=live_report)
     assert refresher.tick()
     refresher.close()
     assert refresher.written == 1
@@ -162,7 +163,7 @@ def test_the_report_is_refreshed_while_the_run_goes_on(bench, tmp_path) -> None:
 def test_refreshes_are_due_every_so_often_and_when_an_experiment_ends() -> None:
     """The schedule: periodic, soon after an experiment ends but never closer than the gap
     to the last refresh (after the first), one at a time."""
-    from service.experiment import ReportRefresher
+    from service.backends.tune.experiment import ReportRefresher
 
     now = [100.0]
     calls: list[float] = []
@@ -191,7 +192,7 @@ def test_refreshes_are_due_every_so_often_and_when_an_experiment_ends() -> None:
 def test_a_refresh_that_wrote_nothing_does_not_hold_back_the_next() -> None:
     """A refresh that failed (no results yet, or a file being written) is no error and does
     not count for the gap: the next ended experiment is shown at once."""
-    from service.experiment import ReportRefresher
+    from service.backends.tune.experiment import ReportRefresher
 
     now = [100.0]
 
@@ -216,7 +217,7 @@ def test_refreshes_take_at_most_their_share_of_one_core() -> None:
     """A refresh that took 4 s of CPU holds the next back 80 s (5% of one core), both the
     periodic one and one an ended experiment asks for; a cheap one leaves the gaps as they
     were; the CPU of every refresh is counted."""
-    from service.experiment import ReportRefresher
+    from service.backends.tune.experiment import ReportRefresher
 
     now, cpu, cost = [100.0], [0.0], [4.0]
 

@@ -198,7 +198,7 @@ def test_dockerfile_installs_the_pinned_project() -> None:
 
 
 def test_kuberay_rayjob_runs_the_real_entrypoint() -> None:
-    from service.config import load_config
+    from service.core.config import load_config
 
     job, _ = _rayjob()
     assert job["apiVersion"] == "ray.io/v1" and job["spec"]["shutdownAfterJobFinishes"] is True
@@ -207,7 +207,7 @@ def test_kuberay_rayjob_runs_the_real_entrypoint() -> None:
     cfg = load_config(config_file)  # validates, as `python -m service run --config` does
     assert Path(cfg.storage).is_absolute()
     # the preset the YAML stands for, except where the cluster needs its own paths
-    from service.presets import get_preset
+    from service.core.presets import get_preset
 
     preset = get_preset("table9-gpu")
     for key in ("backbones", "searchers", "seeds", "concurrency"):
@@ -264,7 +264,7 @@ def test_kuberay_rayjob_security_and_resources() -> None:
 
 
 def test_kuberay_rayjob_shares_the_storage_path() -> None:
-    from service.config import load_config
+    from service.core.config import load_config
 
     job, pvc = _rayjob()
     cfg = load_config(_entrypoint_config(job))
@@ -283,8 +283,8 @@ def test_kuberay_rayjob_shares_the_storage_path() -> None:
 @pytest.mark.parametrize("name", ["cifar10", "fashion"])
 def test_optsel_gpu_experiment_files_are_their_presets(name: str) -> None:
     """Document 004's GPU setting for the RayJob: the preset, with the volume's paths."""
-    from service.config import load_config
-    from service.presets import get_preset
+    from service.core.config import load_config
+    from service.core.presets import get_preset
 
     cfg = load_config(ROOT / "cluster" / "experiments" / f"gpu-optsel-{name}.yaml")
     preset = load_config(preset=f"optsel-gpu-{name}")
@@ -299,7 +299,7 @@ def test_optsel_gpu_experiment_files_are_their_presets(name: str) -> None:
 
 def test_layerwise_gpu_experiment_file_is_its_preset() -> None:
     """Document 001's GPU setting for the RayJob: the preset, with the volume's paths."""
-    from service.config import load_config
+    from service.core.config import load_config
 
     cfg = load_config(ROOT / "cluster" / "experiments" / "gpu-layerwise-cifar100.yaml")
     preset = load_config(preset="layerwise-gpu-cifar100")

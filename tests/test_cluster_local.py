@@ -83,7 +83,7 @@ def test_cluster_sockets_refuse_callers_without_the_token(cluster: lc.ClusterSta
     """Nodes of a cluster must reach each other, so Ray binds most ports to every interface
     (README, security): each gRPC service refuses a call with no token, each HTTP port but the
     metrics and the dashboard's static page answers 401, and the dashboard binds to loopback."""
-    from service.sockets import listening_sockets
+    from service.backends.tune.sockets import listening_sockets
 
     rows = [row for node in cluster.nodes for row in listening_sockets(node.pid)]
     assert {"GCS server", "raylet", "dashboard agent", "dashboard (head)"} <= {

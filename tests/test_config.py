@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, build_config, load_config, parse_set
-from service.space import default_space
+from service.core import registry
+from service.core.config import ConfigError, build_config, load_config, parse_set
+from service.core.space import default_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +138,7 @@ def test_cli_bad_input_exits_2_before_anything_is_written(tmp_path: Path) -> Non
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines == ["error: searchers: unknown searcher 'optuan' (did you mean 'optuna'?); "
-                     "available: " + ", ".join(__import__("service.registry").registry.available())]
+                     "available: " + ", ".join(registry.available())]
     assert not (tmp_path / "out").exists()
     assert "ray" not in proc.stdout.lower()
     proc = _cli("run", "--preset", "smoke", "--trials", "two", cwd=tmp_path)
@@ -151,8 +152,8 @@ def test_cli_validate_prints_resolved_config(tmp_path: Path) -> None:
 
 
 def test_layerwise_presets_validate_and_carry_document_001s_settings() -> None:
-    from service.config import load_config
-    from service.presets import get_preset
+    from service.core.config import load_config
+    from service.core.presets import get_preset
 
     cpu = load_config(preset="layerwise-cpu")
     assert cpu.metric == "reward" and cpu.mode == "max" and cpu.reward is not None

@@ -1,4 +1,5 @@
-"""Tests for service.data: bundled datasets, CIFAR-10 / Fashion-MNIST parsing, splits, errors."""
+"""Tests for service.training.data: bundled datasets, CIFAR-10 / Fashion-MNIST parsing, splits,
+errors."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from service import data
-from service.data import DATASETS, DataError, Splits, load_splits
+from service.training import data
+from service.training.data import DATASETS, DataError, Splits, load_splits
 
 N_PER_BATCH = 20  # CIFAR fixture: 5 x 20 training images, 30 test images
 N_CIFAR_TEST = 30

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from ray import tune
 
-from service.searching import ResultGuard
-from service.space import SearchSpace, SpaceError
+from service.backends.tune.searching import ResultGuard
+from service.backends.tune.spaces import from_tune
+from service.core.space import SpaceError
 
 PARAM_SPACE = {"alpha": tune.uniform(-1.0, 1.0), "scale": tune.loguniform(1e-3, 1.0),
                "depth": tune.randint(1, 4), "kind": tune.choice(["x", "y"]),
@@ -41,7 +42,7 @@ NAMES = ["random", "grid", "skopt", "adaptive-q", "layerwise", "hypera-search"]
 
 
 def test_param_space_conversion() -> None:
-    space = SearchSpace.from_tune(PARAM_SPACE)
+    space = from_tune(PARAM_SPACE)
     assert [(d.name, d.kind) for d in space] == [
         ("alpha", "uniform"), ("scale", "loguniform"), ("depth", "int"), ("kind", "choice")]
     assert (space["depth"].low, space["depth"].high) == (1, 3)  # randint's upper is exclusive
@@ -51,14 +52,14 @@ def test_param_space_conversion() -> None:
                        ({"n": {"inner": tune.uniform(0, 1)}}, "param_space.n: nested"),
                        ({"c": 3}, "param_space: nothing to search")):
         with pytest.raises(SpaceError, match=match):
-            SearchSpace.from_tune(bad)
+            from_tune(bad)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_takes_the_space_from_set_search_properties(name: str) -> None:
     searcher = ResultGuard(_searcher(name))
     assert searcher.set_search_properties("score", "max", PARAM_SPACE)
-    space = SearchSpace.from_tune(PARAM_SPACE)
+    space = from_tune(PARAM_SPACE)
     for i, result in enumerate([math.nan, math.inf, -math.inf, 0.5, None]):
         config = searcher.suggest(f"t{i}")
         assert set(config) <= set(space.names) and "constant" not in config
@@ -99,5 +100,5 @@ def test_a_users_own_tuner_runs_with_the_searcher(name: str, ray_session,
     ).fit()
     assert not results.errors and len(results) >= 1
     best = results.get_best_result()
-    assert SearchSpace.from_tune(PARAM_SPACE).contains(best.config)
+    assert from_tune(PARAM_SPACE).contains(best.config)
     assert best.config["constant"] == 7 and math.isfinite(best.metrics["score"])

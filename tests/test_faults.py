@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from service.config import build_config
-from service.experiment import Cell, build_tuner
-from service.trainable import CHECKPOINT_PREFIX, train_trial
+from service.backends.tune.experiment import Cell, build_tuner
+from service.backends.tune.trainable import CHECKPOINT_PREFIX, train_trial
+from service.core.config import build_config
 from tests.results import trial_rows
 
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-import service.imagefolder as imagefolder
-from service.api import ConfigError
-from service.config import build_config
-from service.data import DataError, load_splits
-from service.imagefolder import ImageFolderError, read_image_folder, scan
+import service.training.imagefolder as imagefolder
+from service.core.api import ConfigError
+from service.core.config import build_config
+from service.training.data import DataError, load_splits
+from service.training.imagefolder import ImageFolderError, read_image_folder, scan
 
 CLASSES = ("cat", "dog", "eel")
 
@@ -141,7 +141,7 @@ def test_config_checks_the_layout_before_anything_runs(tmp_path: Path) -> None:
 
 
 def test_an_image_folder_trains_an_epoch(tmp_path: Path) -> None:
-    from service.trainer import HParams, Trainer
+    from service.training.trainer import HParams, Trainer
 
     write_images(tmp_path, 8)
     splits = load_splits("imagefolder", root=str(tmp_path), image_size=16)

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from service.layout import SUMMARY_FILE, Cell
-from service.progress import Progress
+from service.core.layout import SUMMARY_FILE, Cell
+from service.core.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = [Cell("random", "vgg16@0.125", 0), Cell("optuna", "vgg16@0.125", 0)]

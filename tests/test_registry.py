@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from service import registry
-from service.config import ConfigError, build_config
-from service.layout import Cell, cell_name, parse_cell_name
+from service.core import registry
+from service.core.config import ConfigError, build_config
+from service.core.layout import Cell, cell_name, parse_cell_name
 from tests.fresh import fresh_python
 
 BAD_OPTIONS = [
@@ -99,7 +99,7 @@ def test_entries_say_what_they_are() -> None:
 
 
 def test_no_import_cycle_and_validation_loads_no_searcher_library() -> None:
-    code = ("import sys, service.config, service.registry as r; r.entries(); "
+    code = ("import sys, service.core.config, service.core.registry as r; r.entries(); "
             "heavy = [m for m in ('ray', 'optuna', 'hyperopt', 'skopt', 'ax', 'torch') "
             "if m in sys.modules]; print(heavy)")
     assert fresh_python(code, timeout=120) == "[]"

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from service.cli import main
-from service.config import ConfigError, build_config
-from service.layout import Cell, parse_cell_name
+from service.core.config import ConfigError, build_config
+from service.core.layout import Cell, parse_cell_name
 from service.reports import find_experiments, row_labels, write_report
 
 VGG, RESNET = "vgg16@0.0625", "resnet18@0.0625"

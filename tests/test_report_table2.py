@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from service.layout import Cell
+from service.core.layout import Cell
 from service.reports import write_report
 from service.reports.load import load_epochs
 from service.reports.table2 import (

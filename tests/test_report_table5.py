@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from service.layout import Cell
+from service.core.layout import STEP_LOG, Cell
 from service.reports import write_report
 from service.reports.table5 import is_table5_method, settled, table5
-from service.searching import STEP_LOG
 from tests.test_report_storage import result_line
 
 BACKBONE = "vgg16_layers@0.125"

@@ -85,7 +85,7 @@ def test_sigkill_driver_then_resume(tmp_path: Path) -> None:
 
 
 def test_trials_outside_the_last_snapshot_are_set_aside(tmp_path: Path) -> None:
-    from service.experiment import ORPHANS, set_aside_orphans
+    from service.backends.tune.experiment import ORPHANS, set_aside_orphans
 
     trial_json = json.dumps({"trial_id": "aaaa0001", "stub": False})
     (tmp_path / "experiment_state-2026-01-01_00-00-00.json").write_text(

@@ -12,7 +12,7 @@ from scipy import stats
 
 from rllib_policies._adaptive_q import AdaptiveQSearch
 from rllib_policies._qlearning import adaptive_epsilon, decay_step
-from service.space import SearchSpace
+from service.core.space import SearchSpace
 
 SPACE = SearchSpace.from_dict({"lr": {"loguniform": [1e-4, 1e-0]},
                                "rotation": {"int": [0, 40]},
@@ -131,7 +131,7 @@ def test_emerald_agents_offer_the_adaptive_schedule() -> None:
     exactly; with a large negative lambda the Q-values' spread holds epsilon at its start."""
     from rllib_policies._encoding import EmeraldSettings
     from rllib_policies._steps import AgentSteps
-    from service.space import default_space
+    from service.core.space import default_space
 
     space = default_space()
 

@@ -19,7 +19,7 @@ from rllib_policies._encoding import (
     normalize_lr,
     shared_reward,
 )
-from service.space import default_space
+from service.core.space import default_space
 
 PAPER = TrainingState(lr=1e-3, optimizer="adam", prev_lr=1e-3, prev_optimizer="adam",
                       augment={"flip": False, "rotation": 20, "zoom": False, "shift": True},
@@ -178,7 +178,7 @@ def test_an_augmentation_given_as_a_range_offers_points_of_it() -> None:
     """rotation {int: [0, 30]} (a user table's integer column read as a range): the
     augmentation agent chooses among 0, 10, 20, 30 instead of finding no action at all."""
     from rllib_policies._encoding import ActionSet, table4_actions
-    from service.space import SearchSpace
+    from service.core.space import SearchSpace
 
     space = SearchSpace.from_dict({"flip": [False, True], "rotation": {"int": [0, 30]},
                                    "optimizer": ["adam"], "lr": {"loguniform": [1e-4, 1e-2]}})

@@ -9,10 +9,10 @@ import pytest
 
 from rllib_policies._hypera import HyperaController
 from rllib_policies._hypera_core import GROUPS
-from service import registry
-from service.api import Budget, Observation
-from service.registry import RegistryError
-from service.space import SearchSpace
+from service.backends import plans
+from service.core.api import Budget, Observation
+from service.core.registry import RegistryError
+from service.core.space import SearchSpace
 
 SPACE = SearchSpace.from_dict({
     "lr": {"loguniform": [1e-4, 1e-1]},
@@ -127,8 +127,8 @@ def test_entries_refuse_what_they_cannot_tune() -> None:
     free = SearchSpace.from_dict({"lr": {"loguniform": [1e-4, 1e-1]},
                                   "trivialaugment": [False, True], "epochs": [1, 2]})
     with pytest.raises(RegistryError, match="epochs belong to none"):
-        registry.build("hypera", space=free, metric="val_acc", mode="max", seed=0,
+        plans.build("hypera", space=free, metric="val_acc", mode="max", seed=0,
                        budget=budget)
     with pytest.raises(RegistryError, match="option 'scales': give 5 values"):
-        registry.build("hypera-search", space=SPACE, metric="val_acc", mode="max", seed=0,
+        plans.build("hypera-search", space=SPACE, metric="val_acc", mode="max", seed=0,
                        budget=budget, options={"scales": "0.1,0.2"})

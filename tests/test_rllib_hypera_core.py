@@ -22,7 +22,7 @@ from rllib_policies._hypera_core import (
     ungrouped,
     value_at,
 )
-from service.space import SearchSpace
+from service.core.space import SearchSpace
 
 SPACE = SearchSpace.from_dict({
     "lr": {"loguniform": [1e-4, 1e-1]},

@@ -101,7 +101,7 @@ def test_state_round_trip_continues_identically() -> None:
 
 def test_searcher_rewards_episodes_with_eq_2_and_keeps_sets_in_flight_apart() -> None:
     from rllib_policies._layerwise import LayerwiseSearch
-    from service.space import SearchSpace
+    from service.core.space import SearchSpace
 
     space = SearchSpace.from_dict({"width": {"uniform": [0.25, 1.0]},
                                    "batch_size": [32, 64], "lr": 0.01})
@@ -120,7 +120,7 @@ def test_searcher_rewards_episodes_with_eq_2_and_keeps_sets_in_flight_apart() ->
 
 def test_agents_are_layers_in_architecture_order_with_tuple_actions() -> None:
     from rllib_policies._layerwise import LayerwiseSearch, layer_agents
-    from service.space import SearchSpace
+    from service.core.space import SearchSpace
 
     space = SearchSpace.from_dict({
         "lr": {"choice": [0.01, 0.1]}, "pool1_size": [2, 3], "conv2_filters": [16, 32],
@@ -145,7 +145,7 @@ def test_agents_are_layers_in_architecture_order_with_tuple_actions() -> None:
 
 def test_auto_epochs_shorten_episodes_to_the_loss_threshold_epoch_not_below_min() -> None:
     from rllib_policies._layerwise import LayerwiseSearch
-    from service.space import SearchSpace
+    from service.core.space import SearchSpace
 
     space = SearchSpace.from_dict({"conv1_filters": [16, 32], "conv2_filters": [16, 32]})
     s = LayerwiseSearch(space, seed=0, auto_epochs=True, min_epochs=3, metric="val_acc",

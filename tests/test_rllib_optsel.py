@@ -18,8 +18,8 @@ from rllib_policies._optsel import (
     epoch_reward,
     state_vector,
 )
-from service.api import Observation
-from service.space import SearchSpace
+from service.core.api import Observation
+from service.core.space import SearchSpace
 
 SPACE = SearchSpace.from_dict({"batch_size": 32})
 ROW = {"val_acc": 0.5, "val_loss": 1.0, "grad_norm": 2.0, "epoch_time_s": 10.0,

@@ -8,9 +8,10 @@ import pytest
 from scipy import stats
 
 from rllib_policies import EmeraldSearch, EmeraldSettings
-from service.api import ControllerPlan, Observation
-from service.searching import ControllerHost
-from service.space import SearchSpace
+from service.backends import plans
+from service.backends.tune.searching import ControllerHost
+from service.core.api import ControllerPlan, Observation
+from service.core.space import SearchSpace
 from tests.objective import score
 
 SPACE = SearchSpace.from_dict({
@@ -115,9 +116,9 @@ def test_controller_in_process_decides_and_restores(tmp_path) -> None:
 
 
 def test_dynamic_mode_switches_settings_inside_real_trials(ray_session, tmp_path) -> None:
-    from service.config import build_config
-    from service.experiment import build_tuner
-    from service.layout import Cell
+    from service.backends.tune.experiment import build_tuner
+    from service.core.config import build_config
+    from service.core.layout import Cell
 
     cfg = build_config({
         "name": "dyn", "storage": str(tmp_path), "searchers": ["emerald-dynamic"],
@@ -158,11 +159,10 @@ def test_budget_epsilon_reaches_its_end_at_the_stated_fraction() -> None:
 
 
 def test_emerald_plans_fit_the_schedule_to_their_budget() -> None:
-    from service import registry
-    from service.api import Budget
+    from service.core.api import Budget
 
     def plan(name: str, **options):
-        return registry.build(name, space=SPACE, metric="val_acc", mode="max", seed=0,
+        return plans.build(name, space=SPACE, metric="val_acc", mode="max", seed=0,
                               budget=Budget(trials=12, epochs=4), options=options)
 
     from rllib_policies._factories import asha_mean_epochs
@@ -187,35 +187,32 @@ def test_emerald_plans_fit_the_schedule_to_their_budget() -> None:
 
 
 def test_early_stopping_emerald_spends_the_epoch_budget() -> None:
-    from service import registry
-    from service.api import Budget
+    from service.core.api import Budget
 
     budget = Budget(trials=12, epochs=4)
-    stopping = registry.build("emerald", space=SPACE, metric="val_acc", mode="max", seed=0,
+    stopping = plans.build("emerald", space=SPACE, metric="val_acc", mode="max", seed=0,
                               budget=budget)
     assert stopping.multi_fidelity and stopping.epoch_budget == 48
     assert stopping.num_samples >= 48  # trials enough for every epoch to be spent
-    plain = registry.build("emerald", space=SPACE, metric="val_acc", mode="max", seed=0,
+    plain = plans.build("emerald", space=SPACE, metric="val_acc", mode="max", seed=0,
                            budget=budget, options={"early_stopping": False})
     assert not plain.multi_fidelity and plain.num_samples == 12
 
 
 def test_schedule_options_set_with_another_schedule_are_refused() -> None:
-    from service import registry
-    from service.api import Budget
-    from service.registry import RegistryError
+    from service.core.api import Budget
+    from service.core.registry import RegistryError
 
     with pytest.raises(RegistryError, match="add epsilon: decay"):
-        registry.build("emerald", space=SPACE, metric="val_acc", mode="max", seed=0,
+        plans.build("emerald", space=SPACE, metric="val_acc", mode="max", seed=0,
                        budget=Budget(), options={"epsilon_decay": 0.3})
 
 
 def test_variant_paper_sets_the_papers_settings_where_options_are_at_default() -> None:
-    from service import registry
-    from service.api import Budget
+    from service.core.api import Budget
 
     def settings(name: str, **options):
-        plan = registry.build(name, space=SPACE, metric="val_acc", mode="max", seed=0,
+        plan = plans.build(name, space=SPACE, metric="val_acc", mode="max", seed=0,
                               budget=Budget(trials=12, epochs=4), options=options)
         if name == "emerald":
             return plan, plan.searcher.searcher.settings

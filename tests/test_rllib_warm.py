@@ -17,8 +17,8 @@ import pytest
 from rllib_policies import EmeraldSearch, EmeraldSettings
 from rllib_policies._encoding import WARM_EPSILON_START, ActionSet
 from rllib_policies._warm import AGENTS_FILE, WarmStartError, find_agents_file, load_agents
-from service.config import ConfigError, build_config
-from service.space import SearchSpace
+from service.core.config import ConfigError, build_config
+from service.core.space import SearchSpace
 from tests.replay.tables import emerald_table
 from tests.test_rllib_search import FAST, SPACE, run
 
@@ -124,9 +124,9 @@ def test_pretrain_writes_a_file_a_search_can_start_from(tmp_path: Path) -> None:
         "t.parquet"]
     assert payload["source"]["warm_from"]["episodes"] == 1  # episode 2 was warm
     assert out.with_suffix(".json").exists()
-    from service.api import Budget
-    from service.replay.simulate import replay_cell
-    from service.replay.table import cached_table
+    from service.backends.replay.simulate import replay_cell
+    from service.backends.replay.table import cached_table
+    from service.core.api import Budget
 
     sim = replay_cell("emerald", cached_table(str(table)), seed=5,
                       budget=Budget(trials=4, epochs=6), options={"warm_start": str(out)})

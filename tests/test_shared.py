@@ -1,5 +1,5 @@
-"""Several cells in one Tune driver (service.shared): each cell gets exactly the trials it
-would get in a Tune experiment of its own, its own scheduler sees only its trials and its
+"""Several cells in one Tune driver (service.backends.tune.shared): each cell gets exactly the
+trials it would get in a Tune experiment of its own, its own scheduler sees only its trials and its
 epoch budget ends it alone, cells open in order, and a resumed driver picks up every
 cell's searcher where it was."""
 
@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from service.shared import LOAD_FILE, CellScheduler, CellSearcher, CellTrials, open_cells
+from service.backends.tune.shared import (
+    LOAD_FILE,
+    CellScheduler,
+    CellSearcher,
+    CellTrials,
+    open_cells,
+)
 
 
 class Counting(Searcher):
@@ -126,7 +132,7 @@ def test_open_cells_without_a_load_file_is_every_slot(tmp_path: Path) -> None:
 
 
 def test_every_searcher_shares_a_driver_and_no_population_or_controller() -> None:
-    from service import registry
+    from service.core import registry
 
     kinds = {name: (e.kind, e.shares_driver) for name, e in registry.entries().items()}
     assert all(shares == (kind == "searcher") for kind, shares in kinds.values()), kinds
@@ -180,7 +186,7 @@ class Recording:
 
 def _cells_and_scheduler(tmp_path: Path, budget: int | None
                          ) -> tuple[CellSearcher, CellScheduler, Recording]:
-    from service.layout import Cell
+    from service.core.layout import Cell
 
     names = [Cell(s, "resnet18@0.0625", 0).name for s in ("random", "hyperband")]
     cells = [CellTrials(n, ConcurrencyLimiter(Counting(), max_concurrent=cap), {}, {}, 9, cap)
@@ -249,8 +255,8 @@ def test_a_cell_s_epoch_budget_ends_that_cell_alone(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def both(ray_session, tmp_path_factory):
     """The same cells run in one shared driver and each in its own."""
-    from service.config import build_config
-    from service.experiment import run_all
+    from service.backends.tune.experiment import run_all
+    from service.core.config import build_config
 
     out = {}
     for shared in (True, False):
@@ -330,7 +336,7 @@ def test_a_shared_run_reports_like_one_of_cells_of_their_own(both) -> None:
 def test_the_incremental_sync_copies_what_changed_and_ends_with_the_same_files(tmp_path):
     import pyarrow.fs
 
-    from service.shared import changed_files, write_files
+    from service.backends.tune.shared import changed_files, write_files
 
     local, remote = tmp_path / "staging", tmp_path / "storage"
     (local / "cell" / "trial_a").mkdir(parents=True)

@@ -1,6 +1,6 @@
-"""The socket listing (service/sockets.py): roles, interfaces and probe answers on servers the
-test starts, then the embedded local Ray of `python -m service sockets`, which must bind every
-socket to loopback and serve nothing but metrics to a caller with no token."""
+"""The socket listing (service/backends/tune/sockets.py): roles, interfaces and probe answers on
+servers the test starts, then the embedded local Ray of `python -m service sockets`, which must
+bind every socket to loopback and serve nothing but metrics to a caller with no token."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from service import sockets
+from service.backends.tune import sockets
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tests for service.space: parsing, sampling, grids, searcher conversions, resolve_config."""
+"""Tests for service.core.space: parsing, sampling, grids, searcher conversions, resolve_config."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from service.space import (
+from service.core.space import (
     DEFAULT_SPACE,
     HPARAMS,
     OPTIMIZERS,
@@ -217,7 +217,9 @@ def test_to_tune_types_and_sampling(mixed: SearchSpace) -> None:
     from ray import tune  # noqa: F401  (the converter imports it too)
     from ray.tune.search.sample import Categorical, Float, Integer
 
-    domains = mixed.to_tune()
+    from service.backends.tune.spaces import to_tune
+
+    domains = to_tune(mixed)
     assert set(domains) == {"optimizer", "lr", "momentum", "rotation"}
     assert isinstance(domains["optimizer"], Categorical)
     assert isinstance(domains["lr"], Float)

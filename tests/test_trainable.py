@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from ray import tune
 
-from service.api import Schedule
-from service.trainable import RunSettings, final_test, split_config, train_trial
+from service.backends.tune.trainable import RunSettings, final_test, split_config, train_trial
+from service.core.api import Schedule
 
 RUN = RunSettings(backbone="resnet18@0.0625", epochs=2, seed=0,
                   dataset={"name": "synthetic", "max_train": 120})
@@ -81,7 +81,7 @@ def test_resume_continues_the_epoch_count(monkeypatch, tmp_path) -> None:
 def test_divergence_ends_the_trial_with_a_marker(monkeypatch, tmp_path) -> None:
     import dataclasses
 
-    import service.trainable as trainable
+    import service.backends.tune.trainable as trainable
 
     clean = trainable.load_data(RUN)
     poisoned = dataclasses.replace(clean, train_x=clean.train_x * float("nan"))
@@ -125,7 +125,7 @@ def test_final_test_of_the_trials_own_weights_equals_the_retraining(monkeypatch,
     training); `trained_weights` offers it only where that holds."""
     import pandas as pd
 
-    from service.experiment import trained_weights
+    from service.backends.tune.experiment import trained_weights
 
     session = FakeSession(tmp_path)
     session.install(monkeypatch)
@@ -156,7 +156,7 @@ def test_final_test_of_the_trials_own_weights_equals_the_retraining(monkeypatch,
 def test_macro_scores_are_scikit_learns_macro_averages() -> None:
     import torch
 
-    from service.trainable import macro_scores
+    from service.backends.tune.trainable import macro_scores
 
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     predicted = torch.tensor([0, 1, 1, 1, 0, 2])
@@ -181,7 +181,7 @@ def test_macro_scores_are_scikit_learns_macro_averages() -> None:
 
 
 def test_plateaued_counts_epochs_since_the_best() -> None:
-    from service.api import plateaued
+    from service.core.api import plateaued
 
     assert not plateaued([0.1, 0.2, 0.3], 2)
     assert not plateaued([0.3, 0.2], 2)
@@ -282,7 +282,7 @@ def test_slow_batches_end_the_trial_at_once_with_reward_minus_one(monkeypatch, t
     row = session.reports[0]
     assert row["terminated"] == "batch_time" and row["reward"] == -1.0
     assert row["images_per_s"] * row["epoch_time_s"] == pytest.approx(64)  # 2 batches of 32
-    from service.searching import is_failure
+    from service.backends.tune.searching import is_failure
 
     assert is_failure(row, "val_acc")  # every searcher sees a failed trial
 
@@ -321,7 +321,7 @@ def test_loss_met_epoch_and_a_config_epoch_budget(monkeypatch, tmp_path) -> None
     assert [r["epoch"] for r in session.reports] == [1, 2]
     assert all(r["loss_met_epoch"] == 1 and r["terminated"] == "" for r in session.reports)
     assert session.reports[-1]["reward"] == pytest.approx(session.reports[-1]["val_acc"])
-    from service.api import EPOCH_FIELDS
+    from service.core.api import EPOCH_FIELDS
 
     missing = set(EPOCH_FIELDS) - set(session.reports[-1])
     assert not missing, missing  # the documented row is the reported row
@@ -364,7 +364,7 @@ def test_epochs_ahead_give_the_same_rows_and_checkpoints_as_epochs_in_turn() -> 
     epoch was training meanwhile; each folder is the feed's until the next is asked for."""
     import torch
 
-    from service.trainable import EpochFeed, load_state
+    from service.backends.tune.trainable import EpochFeed, load_state
 
     def epochs(ahead: bool) -> tuple[list[dict], list[dict]]:
         feed = EpochFeed(_feed_config(), trial_id="t", ahead=ahead)
@@ -391,7 +391,7 @@ def test_the_next_epoch_trains_while_the_last_is_reported_and_close_ends_it() ->
     trained meanwhile); `close` ends the trial there, its thread and its folders with it."""
     import time
 
-    from service.trainable import EpochFeed
+    from service.backends.tune.trainable import EpochFeed
 
     feed = EpochFeed(_feed_config(), trial_id="t")
     assert feed.ahead
@@ -407,8 +407,8 @@ def test_the_next_epoch_trains_while_the_last_is_reported_and_close_ends_it() ->
 
 
 def test_close_cancels_an_epoch_in_flight_at_its_next_batch() -> None:
-    from service.data import load_splits
-    from service.trainer import EpochCancelled, HParams, Trainer
+    from service.training.data import load_splits
+    from service.training.trainer import EpochCancelled, HParams, Trainer
 
     trainer = Trainer.build("resnet18@0.0625", load_splits("synthetic", max_train=100),
                             HParams(optimizer="sgd", lr=0.01, batch_size=10), seed=0)
@@ -425,7 +425,7 @@ def test_close_cancels_an_epoch_in_flight_at_its_next_batch() -> None:
 
 def test_epochs_go_in_turn_with_a_controller_or_the_switch_off_and_errors_reach_the_caller(
         ) -> None:
-    from service.trainable import EpochFeed
+    from service.backends.tune.trainable import EpochFeed
 
     assert not EpochFeed(_feed_config(report_ahead=False)).ahead
     with_controller = _feed_config()
@@ -458,7 +458,7 @@ def test_a_new_feed_removes_the_checkpoint_folders_dead_processes_of_this_machin
     import os
     import tempfile
 
-    from service.trainable import CHECKPOINT_PREFIX, EpochFeed, _host_tag
+    from service.backends.tune.trainable import CHECKPOINT_PREFIX, EpochFeed, _host_tag
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     host = _host_tag()

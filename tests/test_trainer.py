@@ -1,5 +1,6 @@
-"""Tests for service.trainer: learning, optimizers (SAM's two passes), apply(), checkpoints,
-divergence, augmentation flags and epoch metrics. Small synthetic data and tiny backbones."""
+"""Tests for service.training.trainer: learning, optimizers (SAM's two passes), apply(),
+checkpoints, divergence, augmentation flags and epoch metrics. Small synthetic data and tiny
+backbones."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-import service.trainer as trainer_mod
-from service.backbones import build_backbone
-from service.data import Splits, load_splits
-from service.trainer import SAM, EpochMetrics, HParams, Trainer, make_optimizer
+import service.training.trainer as trainer_mod
+from service.training.backbones import build_backbone
+from service.training.data import Splits, load_splits
+from service.training.trainer import SAM, EpochMetrics, HParams, Trainer, make_optimizer
 
 BACKBONE = "resnet18@0.0625"
 SMALL_TRAIN = 64
@@ -395,7 +396,7 @@ def test_hparams_from_config_refuses_unknown_names() -> None:
 
 
 def test_hparams_is_the_trainer_part_of_the_one_catalogue() -> None:
-    from service.space import HPARAMS, LAYER_HPARAMS
+    from service.core.space import HPARAMS, LAYER_HPARAMS
 
     fields = set(HParams.__dataclass_fields__)
     assert fields <= set(HPARAMS)
@@ -431,7 +432,7 @@ def test_init_seed_draws_other_weights_with_the_same_batches(small: Splits) -> N
 
 
 def test_focal_loss_known_value_and_gamma_zero_is_cross_entropy() -> None:
-    from service.trainer import FocalLoss, make_loss
+    from service.training.trainer import FocalLoss, make_loss
 
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
     target = torch.tensor([0, 2])

@@ -1,4 +1,4 @@
-"""The GPU path's switches (service.trainer.Perf), each checked on the CPU: channels-last
+"""The GPU path's switches (service.training.trainer.Perf), each checked on the CPU: channels-last
 trains to the same loss as the default layout, bf16 autocast stays close to float32, a
 compiled model gives the eager model's results and checkpoints, `auto` leaves the CPU alone."""
 
@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from service.config import ConfigError, build_config
-from service.data import Splits, load_splits
-from service.trainer import HParams, Perf, Trainer
+from service.core.config import ConfigError, build_config
+from service.training.data import Splits, load_splits
+from service.training.trainer import HParams, Perf, Trainer
 from tests.fresh import fresh_python
 
 HP = HParams(optimizer="sgd", lr=0.05, batch_size=40, flip=True, rotation=10)

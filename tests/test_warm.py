@@ -1,5 +1,5 @@
-"""Warm trial processes (service.warm): leases, an executor's epochs and checkpoint folders,
-the same rows as training in the trial's own process, and a run whose trials all trained
+"""Warm trial processes (service.backends.tune.warm): leases, an executor's epochs and checkpoint
+folders, the same rows as training in the trial's own process, and a run whose trials all trained
 in the pool's processes."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.trainable import RunSettings, trial_steps
-from service.warm import ExecutorPool, TrialExecutor, pool_name
+from service.backends.tune.trainable import RunSettings, trial_steps
+from service.backends.tune.warm import ExecutorPool, TrialExecutor, pool_name
 from tests.fresh import fresh_python
 
 CONFIG = {
@@ -61,12 +61,12 @@ def test_an_executor_serves_a_trial_epoch_by_epoch_as_the_trial_itself_would() -
 def test_an_executor_and_its_trials_without_a_controller_do_not_import_ray_tune() -> None:
     """Executors warm up while the run starts, on the CPU the Tune driver needs then:
     ray.tune and pandas (about 1 s of CPU) come only with an in-trial controller."""
-    code = ("import sys; from service.warm import TrialExecutor; "
+    code = ("import sys; from service.backends.tune.warm import TrialExecutor; "
             f"config = {CONFIG!r}; "
             "e = TrialExecutor(); e.begin('l', config, None, 't'); "
             "rows = [o for o in iter(lambda: e.step('l'), None)]; e.end('l'); "
-            "print(len(rows), sorted(m for m in ('ray.tune', 'pandas', 'service.searching') "
-            "if m in sys.modules))")
+            "print(len(rows), sorted(m for m in ('ray.tune', 'pandas', "
+            "'service.backends.tune.searching') if m in sys.modules))")
     assert fresh_python(code) == "3 []"
 
 
@@ -133,8 +133,8 @@ def test_a_run_trains_every_trial_in_the_pools_processes(ray_session, tmp_path) 
     ends with the pool gone; `warm_pool: false` trains in the trials' own processes."""
     import ray
 
-    from service.config import build_config
-    from service.experiment import run_all
+    from service.backends.tune.experiment import run_all
+    from service.core.config import build_config
     from service.reports.load import load_epochs
 
     pids: dict[bool, set[int]] = {}
@@ -165,8 +165,8 @@ def test_stopping_the_pool_ends_its_trials_and_their_checkpoint_folders(ray_sess
     pool, so none is left behind, and the pool is gone."""
     import tempfile
 
-    from service.trainable import CHECKPOINT_PREFIX
-    from service.warm import start_pool, stop_pool
+    from service.backends.tune.trainable import CHECKPOINT_PREFIX
+    from service.backends.tune.warm import start_pool, stop_pool
 
     ray = ray_session
     name = "emerald-warm-test-stop"

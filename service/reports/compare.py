@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service.layout import CELL_GLOB, ROWS_FILE, SUMMARY_FILE, parse_cell_name
+from service.core.layout import CELL_GLOB, ROWS_FILE, SUMMARY_FILE, parse_cell_name
 from service.reports.load import _read_json, unreadable
 
 CURVE_COLUMNS = ("trial_index", "unix_time", "regret", "trials_started", "epochs_total")
@@ -628,7 +628,7 @@ def _fmt_table(table: pd.DataFrame) -> str:
 def model_error_lines(cells: pd.DataFrame) -> list[str]:
     """Beside the in-trial rows: every continuation model's measured error on each table
     they ran on (against the retrained switch curves kept beside the table,
-    service.replay.verify); nothing for a table that is not here."""
+    service.backends.replay.verify); nothing for a table that is not here."""
     if "in_trial" not in cells or "table" not in cells:
         return []
     lines: list[str] = []
@@ -636,8 +636,8 @@ def model_error_lines(cells: pd.DataFrame) -> list[str]:
     for path in sorted(in_trial["table"].dropna().unique()):
         if not Path(path).is_file():
             continue
-        from service.replay.table import cached_table
-        from service.replay.verify import format_errors, model_errors, store_of
+        from service.backends.replay.table import cached_table
+        from service.backends.replay.verify import format_errors, model_errors, store_of
 
         table = cached_table(str(path))
         errors = model_errors(table, store_of(table.path))
@@ -695,7 +695,7 @@ def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
     diagram and the best-so-far plots of one replay experiment folder."""
     cells, rows = load_replay(folder)
     if cells.empty or "searcher" not in cells:
-        from service.api import ConfigError
+        from service.core.api import ConfigError
 
         raise ConfigError(f"folder: {str(folder)!r} holds no readable replay cell (no "
                           "summary.json a replay writes); nothing written")

@@ -1,4 +1,4 @@
-"""Reading one storage path back: cell folders (named by `service.layout`), each trial's
+"""Reading one storage path back: cell folders (named by `service.core.layout`), each trial's
 result.json, final_test.json, summary.json and experiment_config.json. Read from the files
 alone, so a report also works after a crash or on another machine; a cut or missing file
 never stops it.
@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service.api import HP_PREFIX
-from service.config import ConfigError
-from service.layout import (
+from service.core.api import HP_PREFIX
+from service.core.config import ConfigError
+from service.core.layout import (
     CELL_GLOB,
     CONFIG_FILE,
     FINAL_TEST_FILE,
@@ -115,7 +115,7 @@ def _cell_meta(cell: Cell) -> dict[str, Any]:
 
 
 def _cells(folder: Path) -> list[tuple[Path, Cell]]:
-    """The cell folders (`service.layout`) of one experiment folder with their cells."""
+    """The cell folders (`service.core.layout`) of one experiment folder with their cells."""
     out = []
     for d in sorted(folder.glob(CELL_GLOB)):
         cell = parse_cell_name(d.name)

@@ -8,7 +8,7 @@ Measured phases, summed over trials and cells:
   last call is not measured);
 - trial setup: data and model before a trial's first epoch (`setup_s`);
 - experiment start: a cell's Tune driver until its first trial began its setup (in a
-  shared driver, service.shared: from the driver's start for the cells it opens first,
+  shared driver, service.backends.tune.shared: from the driver's start for the cells it opens first,
   from when it opened the cell for the others), and experiment end: from its last
   trial's last epoch until `fit` returned (shared: until the driver saw the cell done);
 - final test: the test of each cell's best trial on its reserved slot (the wait for a
@@ -27,8 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-RUN_FILE = "run.json"
-"""Per experiment folder: when `run_all` started and ended and its trial slots."""
+from service.core.layout import RUN_FILE
 
 PHASES = ("training", "evaluation", "checkpoint and report", "trial setup",
           "experiment start", "experiment end", "final test",

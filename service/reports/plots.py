@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service.api import HP_PREFIX
+from service.core.api import HP_PREFIX
 
 LR, OPTIMIZER, FLIP, ROTATION = (f"{HP_PREFIX}{name}" for name in
                                   ("lr", "optimizer", "flip", "rotation"))

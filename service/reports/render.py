@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from service.api import ConfigError
+from service.core.api import ConfigError
 from service.reports.compare import is_replay, write_replay_report
 from service.reports.figures import paper_figures
 from service.reports.load import (
@@ -69,7 +69,7 @@ class _Views:
 
 TEST_NOTE = ("test accuracy (%) of the chosen configuration trained for the run's epochs (its "
              "trial's own weights where a retraining would reproduce them).")
-"""What Table 9's bracketed test accuracy is (service.experiment.trained_weights)."""
+"""What Table 9's bracketed test accuracy is (service.backends.tune.experiment.trained_weights)."""
 
 
 def _with_experiment(df: pd.DataFrame, name: str) -> pd.DataFrame:

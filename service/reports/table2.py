@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service import registry
-from service.layout import CONFIG_FILE
+from service.core import registry
+from service.core.layout import CONFIG_FILE
 from service.reports.load import (
     _config_lists,
     _experiment_name,

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service import registry
-from service.api import eq2_reward
-from service.layout import CONFIG_FILE
+from service.core import registry
+from service.core.api import eq2_reward
+from service.core.layout import CONFIG_FILE, STEP_LOG
 from service.reports.load import (
     _cells,
     _config_lists,
@@ -39,7 +39,6 @@ from service.reports.load import (
 )
 from service.reports.table2 import dataset_of
 from service.reports.tables import _ordered, mean_ci95
-from service.searching import STEP_LOG
 
 TABLE5_ENTRIES: tuple[str, ...] = ("layerwise",)
 """Registry entries whose presence in an experiment makes the report write Table V."""

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service import registry
-from service.layout import CONFIG_FILE
+from service.core import registry
+from service.core.layout import CONFIG_FILE
 from service.reports.load import AUGMENT_HP, _config_lists, _experiment_name
 
 SEARCHER_COLUMNS = ["experiment", "searcher", "cells", "trials", "errored", "epochs",

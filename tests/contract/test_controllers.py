@@ -11,11 +11,17 @@ from typing import Any
 
 import pytest
 
-from service import registry
-from service.api import Budget, ControllerPlan, Observation, Schedule
-from service.searching import ControllerError, ControllerHost, HostedController, check_answer
-from service.space import SearchSpace
-from service.trainable import RunSettings, replay, train_loop
+from service.backends import plans
+from service.backends.tune.searching import (
+    ControllerError,
+    ControllerHost,
+    HostedController,
+    check_answer,
+)
+from service.backends.tune.trainable import RunSettings, replay, train_loop
+from service.core import registry
+from service.core.api import Budget, ControllerPlan, Observation, Schedule
+from service.core.space import SearchSpace
 
 SPACE = SearchSpace.from_dict({
     "flip": [False, True],
@@ -31,7 +37,7 @@ RUN = RunSettings(backbone="resnet18@0.0625", epochs=EPOCHS, seed=0,
 
 
 def host_for(name: str, seed: int = 0) -> ControllerHost:
-    plan = registry.build(name, space=SPACE, metric="val_acc", mode="max", seed=seed,
+    plan = plans.build(name, space=SPACE, metric="val_acc", mode="max", seed=seed,
                           budget=Budget(trials=2, epochs=EPOCHS))
     assert isinstance(plan, ControllerPlan)
     host = ControllerHost(plan, SPACE, in_process=True)
@@ -50,7 +56,7 @@ def run_trial(host: ControllerHost, trial_id: str) -> list[dict[str, Any]]:
 def answer_space(name: str) -> SearchSpace:
     """Where a controller's decisions must lie: the searched space, with the dimensions it
     declares as its own (`ControllerPlan.controls`) in place of the space's."""
-    plan = registry.build(name, space=SPACE, metric="val_acc", mode="max", seed=0,
+    plan = plans.build(name, space=SPACE, metric="val_acc", mode="max", seed=0,
                           budget=Budget(trials=2, epochs=EPOCHS))
     if plan.controls is None:
         return SPACE

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from service import registry
-from service.api import Budget, Plan, PopulationPlan, SearcherPlan
-from service.config import build_config
-from service.experiment import build_tuner
-from service.layout import Cell
-from service.space import default_space, resolve_config
+from service.backends import plans
+from service.backends.tune.experiment import build_tuner
+from service.core import registry
+from service.core.api import Budget, Plan, PopulationPlan, SearcherPlan
+from service.core.config import build_config
+from service.core.layout import Cell
+from service.core.space import default_space, resolve_config
 from service.testing import draw, feed_bad_outcomes
 from tests.objective import EPOCH_S, objective_trainable, score
 
@@ -23,7 +24,7 @@ OPTIONS = {"trivialaugment": {"repeats": 4}, "fixed": {"repeats": 4}, "grid": {"
 
 
 def make(name: str, seed: int = 0, trials: int = 6, epochs: int = 3) -> Plan:
-    return registry.build(name, space=SPACE, metric="val_acc", mode="max", seed=seed,
+    return plans.build(name, space=SPACE, metric="val_acc", mode="max", seed=seed,
                            budget=Budget(trials=trials, epochs=epochs),
                            options=OPTIONS.get(name))
 
@@ -233,7 +234,7 @@ def test_labelled_variants_share_an_entry() -> None:
         registry.check_name("optuna:Bad Label")
     with pytest.raises(registry.RegistryError, match="did you mean 'optuna'"):
         registry.check_name("optuma:x")
-    plan = registry.build("random:a", space=SPACE, metric="val_acc", mode="max", seed=0,
+    plan = plans.build("random:a", space=SPACE, metric="val_acc", mode="max", seed=0,
                            budget=Budget(trials=2, epochs=1))
     assert plan.num_samples == 2
     assert Cell("emerald:min", "vgg16@0.125", 1).name == "emerald.min__vgg16_w0.125__s1"

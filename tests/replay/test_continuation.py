@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.api import Budget, ControllerPlan, Observation, Schedule
-from service.replay.continuation import position_after_switch, read, splice
-from service.replay.run import score
-from service.replay.simulate import Simulation, replay_cell
-from service.replay.table import load_table
-from service.replay.verify import configs_of, modelled
+from service.backends.replay.continuation import position_after_switch, read, splice
+from service.backends.replay.run import score
+from service.backends.replay.simulate import Simulation, replay_cell
+from service.backends.replay.table import load_table
+from service.backends.replay.verify import configs_of, modelled
+from service.core.api import Budget, ControllerPlan, Observation, Schedule
 from tests.replay.tables import LRS, emerald_table
 
 BAD = {"flip": False, "rotation": 0, "shift": False, "optimizer": "sgd", "lr": LRS[0]}
@@ -100,7 +100,7 @@ class Scripted:
 
 
 def _scripted_plan(table) -> ControllerPlan:
-    from service.searching import ControllerHost  # noqa: F401 (the host the plan needs)
+    from service.backends.tune.searching import ControllerHost  # noqa: F401 (the host the plan needs)
 
     return ControllerPlan("scripted", 1, 12, controller="tests.replay.test_continuation:Scripted")
 

@@ -11,15 +11,16 @@ import pandas as pd
 import pytest
 from ray.tune.search import sample
 
-from service import registry
-from service.api import Budget, ConfigError, Schedule
-from service.config import ReplayConfig, build_config
-from service.replay.run import run_replay, score
-from service.replay.simulate import ReplayError, Simulation, plan_space, replay_cell
-from service.replay.table import load_table, read_frame, write_table
+from service.backends.replay.run import run_replay, score
+from service.backends.replay.simulate import ReplayError, Simulation, plan_space, replay_cell
+from service.backends.replay.table import load_table, read_frame, write_table
+from service.backends.tune.spaces import to_tune
+from service.core import registry
+from service.core.api import Budget, ConfigError, Schedule
+from service.core.config import ReplayConfig, build_config
+from service.core.space import SearchSpace
 from service.reports import write_report
 from service.reports.compare import space_sentence
-from service.space import SearchSpace
 from tests.replay.tables import LRS, emerald_table
 
 
@@ -66,7 +67,7 @@ def test_grid_space_holds_the_recorded_values_in_order(table) -> None:
     assert grid["optimizer"].choices == table.space["optimizer"].choices
     # the controller host sends space.to_dict() across: it must come back the same
     assert SearchSpace.from_dict(json.loads(json.dumps(grid.to_dict())), free=True) == grid
-    tune = grid.to_tune()
+    tune = to_tune(grid)
     assert isinstance(tune["lr"], sample.Categorical)
     assert list(tune["lr"].categories) == list(LRS)
 
@@ -134,8 +135,8 @@ def test_a_row_of_a_trial_cloned_over_is_scored_by_its_own_history(table) -> Non
     """PBT may clone a donor into a trial after the trial's best row (more often on the
     grid, where it moves to neighbouring values): that row is scored by the schedule that
     produced it, not by the trial's later history."""
-    from service.replay.continuation import splice
-    from service.replay.verify import configs_of
+    from service.backends.replay.continuation import splice
+    from service.backends.replay.verify import configs_of
 
     sim = replay_cell("pbt", table, seed=1, budget=Budget(trials=8, epochs=6),
                       options={"population": 8, "perturbation_interval": 2}, concurrency=8)

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 from ray.tune.search import Searcher
 
-from service import registry
-from service.api import Budget, Schedule, SearcherPlan
-from service.config import build_config
-from service.replay.run import run_replay, score
-from service.replay.simulate import ReplayError, Simulation, replay_cell
-from service.replay.table import load_table
+from service.backends.replay.run import run_replay, score
+from service.backends.replay.simulate import ReplayError, Simulation, replay_cell
+from service.backends.replay.table import load_table
+from service.core import registry
+from service.core.api import Budget, Schedule, SearcherPlan
+from service.core.config import build_config
 from service.reports import write_report
 from tests.replay.tables import emerald_table, own_names_table
 
@@ -201,7 +201,7 @@ def test_early_stopping_ends_replayed_trials_as_the_trainable_does(table) -> Non
 
 def test_a_config_epochs_budget_shortens_the_replayed_trial(table) -> None:
     """`epochs` in a suggestion (document 001's shorter episodes) ends the trial there, as
-    `service.trainable.trial_epochs` does; more than the plan's is capped."""
+    `service.backends.tune.trainable.trial_epochs` does; more than the plan's is capped."""
     for wanted, expected in ((2, 2), (99, 6)):
         plan = SearcherPlan("fixed", 2, 6, searcher=Fixed({**FIXED, "epochs": wanted}))
         sim = Simulation(plan, table, seed=3, slots=1).run()
@@ -234,7 +234,7 @@ def test_same_seed_same_comparison(table, tmp_path) -> None:
 
 
 def test_anytime_and_paired_tables_agree_with_the_cells(table, tmp_path) -> None:
-    from service.api import ConfigError
+    from service.core.api import ConfigError
     from service.reports.compare import load_replay
 
     raw = {"name": "pair", "storage": str(tmp_path), "backend": "replay",
@@ -331,8 +331,8 @@ def test_an_entry_refused_at_setup_cannot_run_and_a_crash_is_a_failure(table, tm
     rows, scored the worst, and the report still writes (its anytime row stays empty)."""
     import itertools
 
-    from service.replay.simulate import Simulation
-    from service.replay.table import TableMeta, write_table
+    from service.backends.replay.simulate import Simulation
+    from service.backends.replay.table import TableMeta, write_table
 
     rows = [{"optimizer": o, "lr": lr, "seed": 0, "epoch": e, "val_acc": 0.5 + 0.01 * e,
              "epoch_time_s": 0.1}

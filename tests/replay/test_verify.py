@@ -10,9 +10,8 @@ import shutil
 import numpy as np
 import pytest
 
-from service.api import Schedule
-from service.replay.table import load_table
-from service.replay.verify import (
+from service.backends.replay.table import load_table
+from service.backends.replay.verify import (
     SwitchStore,
     model_errors,
     modelled,
@@ -21,6 +20,7 @@ from service.replay.verify import (
     sample_switches,
     verify,
 )
+from service.core.api import Schedule
 from tests.replay.tables import emerald_table
 
 SHIPPED = "docs/tables/digits-vgg16_w0.0625.parquet"
@@ -70,7 +70,7 @@ def test_a_switch_is_retrained_once_then_read_from_the_store(shipped, monkeypatc
     def no_training(*args, **kwargs):
         raise AssertionError("a stored curve was trained again")
 
-    monkeypatch.setattr("service.replay.verify.retrain", no_training)
+    monkeypatch.setattr("service.backends.replay.verify.retrain", no_training)
     assert verify(shipped, schedule, again)[:2] == pytest.approx((value, test))
     errors = model_errors(shipped, again)
     assert errors["reach"]["n"] == 1

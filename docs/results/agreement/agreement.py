@@ -10,8 +10,8 @@ Runs (unless `--report-only`) the four presets, each with the service's own comm
 then scores every real cell as the replay scores its cells: a per-trial searcher's chosen
 configuration by the table's seed-mean value after 12 epochs (the recording repeats on the
 CPU), an in-trial searcher's chosen schedule by retraining it on every recorded seed
-(service.replay.verify, read from the table's switch curves where they hold it); a cell with
-no result scores the table's worst configuration. It prints, and writes to `--out`, per
+(service.backends.replay.verify, read from the table's switch curves where they hold it); a cell
+with no result scores the table's worst configuration. It prints, and writes to `--out`, per
 entry: the real regret, the replayed one (verified and modelled), their difference with a
 95% bootstrap CI, and the Spearman correlation of the entries' rankings.
 
@@ -38,10 +38,10 @@ TABLES = {"agreement-real": "docs/tables/digits-vgg16_w0.0625.parquet",
 
 def real_regrets(folder: Path, table_path: str) -> pd.DataFrame:
     """Every real cell's regret, scored as the replay scores a cell."""
-    from service.api import Schedule
-    from service.layout import CELL_GLOB, SUMMARY_FILE, parse_cell_name
-    from service.replay.table import cached_table
-    from service.replay.verify import store_of, verify
+    from service.backends.replay.table import cached_table
+    from service.backends.replay.verify import store_of, verify
+    from service.core.api import Schedule
+    from service.core.layout import CELL_GLOB, SUMMARY_FILE, parse_cell_name
 
     table = cached_table(table_path)
     optimum, worst = table.optimum(table.epochs)

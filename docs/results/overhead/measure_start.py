@@ -63,8 +63,8 @@ def main() -> None:
 def evaluation() -> None:
     import torch
 
-    from service.backbones import build_backbone
-    from service.data import load_splits
+    from service.training.backbones import build_backbone
+    from service.training.data import load_splits
 
     torch.set_num_threads(1)
     splits = load_splits("digits", image_size=32, seed=0)

@@ -190,7 +190,7 @@ def local_run_sockets() -> list[ListeningSocket]:
 
     import ray
 
-    from service.cli import init_ray
+    from service.backends.tune.ray_start import init_ray
 
     init_ray(argparse.Namespace(address=None, num_cpus=2, num_gpus=0, verbose=False))
     try:

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
-from service.api import (
-    Budget,
+from service.core.api import (
     ControllerPlan,
     Plan,
     PopulationPlan,
@@ -26,17 +25,17 @@ from service.api import (
     did_you_mean,
     import_path,
 )
-from service.space import SearchSpace
+from service.core.space import SearchSpace
 
 ENTRY_MODULES: tuple[str, ...] = ("baselines.entries", "rllib_policies.entries")
 """Modules whose `ENTRIES` list is gathered, in this order."""
 
 LABEL = re.compile(r"[a-z0-9]+(?:[_-][a-z0-9]+)*")
 """A variant label (`emerald:product`): no doubled or trailing separators, so the cell
-folder name splits back (service.layout)."""
+folder name splits back (service.core.layout)."""
 
 
-_PLAN_KINDS = {"searcher": SearcherPlan, "population": PopulationPlan,
+PLAN_KINDS = {"searcher": SearcherPlan, "population": PopulationPlan,
                "controller": ControllerPlan}
 
 
@@ -126,7 +125,7 @@ class Entry:
 
     @property
     def shares_driver(self) -> bool:
-        """Its cells may share one Tune driver with other cells (service.shared): a
+        """Its cells may share one Tune driver with other cells (service.backends.tune.shared): a
         searcher, whose trials its own searcher and scheduler decide; a population's or a
         controller's trials change hyperparameters and run as experiments of their own."""
         return self.kind == "searcher"
@@ -199,22 +198,3 @@ def check_options(name: str, options: Mapping[str, Any],
         if problem:
             raise RegistryError(f"{name!r}: {problem}")
     return out
-
-
-def build(name: str, *, space: SearchSpace, metric: str, mode: str, seed: int,
-          budget: Budget, options: Mapping[str, Any] | None = None) -> Plan:
-    """Build the plan of entry `name` over `space` for one seed and budget."""
-    from service.searching import ResultGuard
-
-    opts = check_options(name, options or {}, space)
-    plan = entry(name).load_factory()(space=space, metric=metric, mode=mode, seed=seed,
-                                      budget=budget, **opts)
-    expected = _PLAN_KINDS[entry(name).kind]
-    if not isinstance(plan, expected):
-        raise TypeError(f"{name}: factory returned {type(plan).__name__}, its entry declares "
-                        f"{expected.__name__}")
-    if isinstance(plan, SearcherPlan):
-        plan.searcher = ResultGuard(plan.searcher)
-    plan.param_space = {**space.constants, **plan.param_space}
-    plan.seed = seed
-    return plan

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from service.api import ConfigError, plain
-from service.config import ExperimentConfig
-from service.replay.table import EPOCH, SEED, TEST, TableMeta, write_table
+from service.backends.replay.table import EPOCH, SEED, TEST, TableMeta, write_table
+from service.core.api import ConfigError, plain
+from service.core.config import ExperimentConfig
 
 try:  # Ray is installed with the service; the import stays lazy for validation paths
     from ray.tune import Callback
@@ -91,7 +91,7 @@ def record_trial(config: dict[str, Any]) -> None:
     again from its first epoch (no checkpoints: a trial is short)."""
     from ray import tune
 
-    from service.trainable import train_loop
+    from service.backends.tune.trainable import train_loop
 
     point = config["point"]
     path = curve_file(config["curves"], point)
@@ -158,8 +158,8 @@ def record_backbone(cfg: ExperimentConfig, backbone: str, points: list[dict[str,
     import pandas as pd
     from ray import tune
 
-    from service.experiment import _trial_dirname
-    from service.trainable import RunSettings
+    from service.backends.tune.experiment import _trial_dirname
+    from service.backends.tune.trainable import RunSettings
 
     label = f"record__{backbone.replace('@', '_w')}"
     folder = cfg.experiment_dir / label
@@ -212,7 +212,7 @@ def record_backbone(cfg: ExperimentConfig, backbone: str, points: list[dict[str,
                      extra={"seeds": list(cfg.seeds), "epochs": cfg.budget.epochs,
                             "design": "samples" if cfg.record.samples else "grid",
                             "curves": len(grid),
-                            # what service.replay.verify retrains a schedule on
+                            # what service.backends.replay.verify retrains a schedule on
                             "run": {k: v for k, v in run.as_dict().items()
                                     if k in ("backbone", "epochs", "dataset", "threads")}})
     rows = rows.drop(columns=["device"], errors="ignore")

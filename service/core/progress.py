@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from service.layout import SUMMARY_FILE, Cell
+from service.core.layout import SUMMARY_FILE, Cell
 
 LOG_DIR = "logs"
 """Per experiment folder: each cell's driver output (Tune, searchers, libraries) as

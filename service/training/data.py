@@ -14,7 +14,7 @@ Split rules (all deterministic):
   and chosen with a fixed seed (so the test split is the same for every ``seed`` and never
   depends on ``val_fraction``), is the test split; ``val_fraction`` of all samples, stratified
   and chosen by ``seed`` from the rest, is the val split; the rest is train.
-* ``imagefolder`` (``service.imagefolder``): a ``test/`` folder is the test split, else as
+* ``imagefolder`` (``service.training.imagefolder``): a ``test/`` folder is the test split, else as
   digits; a ``val/`` folder is the val split, else ``val_fraction`` of the rest, by ``seed``.
 * ``max_train`` then keeps a stratified, ``seed``-chosen subset of the train split.
 
@@ -73,7 +73,7 @@ class Splits:
         return int(self.train_x.shape[-1])
 
 
-from service.api import DATASETS  # noqa: E402 - the one catalogue, cheap for config
+from service.core.api import DATASETS  # noqa: E402 - the one catalogue, cheap for config
 
 """Names accepted by :func:`load_splits`."""
 
@@ -171,7 +171,7 @@ def load_splits(
         raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, EOFError,
             pickle.UnpicklingError, OSError) as err:
-        from service.imagefolder import ImageFolderError
+        from service.training.imagefolder import ImageFolderError
 
         if isinstance(err, ImageFolderError):
             raise
@@ -205,7 +205,7 @@ def _load_cached(
         train_labels = val_labels = test_labels = labels
         num_classes = 10
     elif name == "imagefolder":
-        from service.imagefolder import ImageFolderError, read_image_folder
+        from service.training.imagefolder import ImageFolderError, read_image_folder
 
         try:
             classes, parts = read_image_folder(root, image_size)

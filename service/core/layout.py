@@ -21,7 +21,14 @@ CONFIG_FILE = "experiment_config.json"
 FINAL_TEST_FILE = "final_test.json"
 SUMMARY_FILE = "summary.json"
 ROWS_FILE = "epochs.parquet"
-"""A replayed cell's reported rows (service.replay.run), read by the comparison report."""
+"""A replayed cell's reported rows (service.backends.replay.run), read by the comparison
+report."""
+RUN_FILE = "run.json"
+"""Per experiment folder: when `run_all` started and ended and its trial slots."""
+STEP_LOG = "agent_steps.csv"
+STEP_TB = "agent_tb"
+"""Per-step log of an RL method (searcher or controller) in its cell folder, as CSV and as
+TensorBoard scalars."""
 CELL_GLOB = f"*{SEP}*{SEP}s*"
 
 

@@ -4,8 +4,8 @@ several at once in the same Ray cluster, each with the same budget.
 Tune drivers run in Ray tasks (no CPUs of their own, pinned to the node of the storage
 path) so several searchers share the cluster's trial slots side by side; each cell caps its
 concurrent trials, so none starves the others. The cells of searchers (with or without a
-Tune scheduler) share one Tune driver (service.shared), whose trial actors serve cell after
-cell; a cell whose plan is a population or an in-trial controller is a Tune experiment of
+Tune scheduler) share one Tune driver (service.backends.tune.shared), whose trial actors serve cell
+after cell; a cell whose plan is a population or an in-trial controller is a Tune experiment of
 its own.
 """
 
@@ -18,9 +18,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.api import ControllerPlan, PopulationPlan, SearcherPlan
-from service.config import ExperimentConfig
-from service.layout import CONFIG_FILE, FINAL_TEST_FILE, SUMMARY_FILE, Cell, write_json
+from service.backends import plans
+from service.core.api import ControllerPlan, PopulationPlan, SearcherPlan
+from service.core.config import ExperimentConfig
+from service.core.layout import (
+    CONFIG_FILE,
+    FINAL_TEST_FILE,
+    RUN_FILE,
+    SUMMARY_FILE,
+    Cell,
+    write_json,
+)
 
 __all__ = ["CONFIG_FILE", "FINAL_TEST_FILE", "SUMMARY_FILE", "Cell", "build_tuner", "run_all",
            "run_cell"]
@@ -77,7 +85,7 @@ def search_alg(plan: Any, cfg: ExperimentConfig, cell: Cell) -> tuple[Any, str |
     """Tune's search algorithm for a plan, and the controller's actor name for trials."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from service.searching import ControllerHost
+    from service.backends.tune.searching import ControllerHost
 
     if isinstance(plan, SearcherPlan):
         return plan.searcher, None
@@ -95,10 +103,10 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None,
     """The Tuner of one cell: the registry's plan, the trainable with its resources, and the
     run settings that make it resumable (checkpoints, failure retries). `trainable`
     replaces the real one (tests drive the registry with a cheap objective); `warm_pool`
-    names the run's pool of warm trial processes (service.warm)."""
+    names the run's pool of warm trial processes (service.backends.tune.warm)."""
     from ray import tune
 
-    from service.warm import train_trial
+    from service.backends.tune.warm import train_trial
 
     plan, algorithm, run = cell_plan(cfg, cell, warm_pool=warm_pool)
     resources = {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
@@ -130,10 +138,9 @@ def cell_plan(cfg: ExperimentConfig, cell: Cell, warm_pool: str | None = None
               ) -> tuple[Any, Any, Any]:
     """A cell's plan from the registry, its Tune search algorithm, and the run settings
     every one of its trials carries."""
-    from service import registry
-    from service.trainable import RunSettings
+    from service.backends.tune.trainable import RunSettings
 
-    plan = registry.build(
+    plan = plans.build(
         cell.searcher, space=cfg.search_space, metric=cfg.metric, mode=cfg.mode,
         seed=cell.seed, budget=cfg.budget, options=cfg.searcher_options.get(cell.searcher),
     )
@@ -218,7 +225,7 @@ def trained_weights(best: dict[str, Any], kind: str) -> dict[str, Any] | None:
     initial weights without diverging, ending or restarting, and (controllers) its best
     epoch was its last; never for a population, whose members inherit other members'
     weights."""
-    from service.trainable import load_state, split_config
+    from service.backends.tune.trainable import load_state, split_config
 
     last, checkpoint = best.get("last") or {}, best.get("checkpoint")
     if kind == "population" or checkpoint is None or not last:
@@ -254,7 +261,7 @@ def set_aside_orphans(folder: Path, snapshots: Path | None = None) -> list[str]:
     """Move trial folders that Tune's last snapshot does not know (trials started after it,
     before a crash) into `.orphaned/`: Tune will not resume them, and a report that counted
     them would show a trial twice. Kept, not deleted. `snapshots`: where the snapshot is
-    when it is not in `folder` (a shared driver's, service.shared)."""
+    when it is not in `folder` (a shared driver's, service.backends.tune.shared)."""
     known = known_trial_ids(snapshots or folder)
     if known is None:
         return []
@@ -274,7 +281,7 @@ def run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool = False,
     On resume a cell that wrote its summary is done and is not run again. With `log_file`
     this process's output (Tune, the searcher's libraries) goes to that file, not the
     console; `warm_pool` names the run's warm trial processes."""
-    from service.progress import output_to
+    from service.core.progress import output_to
 
     with output_to(log_file):
         return _run_cell(cfg_dict, cell, restore=restore, warm_pool=warm_pool)
@@ -294,8 +301,8 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, *, restore: bool,
               warm_pool: str | None = None) -> dict[str, Any]:
     from ray import tune
 
-    from service.config import build_config
-    from service.warm import train_trial
+    from service.backends.tune.warm import train_trial
+    from service.core.config import build_config
 
     driver_environment()
     cfg = build_config(cfg_dict)
@@ -323,10 +330,10 @@ def finish_cell(cfg: ExperimentConfig, cell: Cell, results: list[Any], *, starte
                 fit_started: float, fit_ended: float, shared: bool = False) -> dict[str, Any]:
     """A cell whose trials have ended: its best trial's final test (final_test.json) and
     its summary (summary.json), written into its folder and returned. `shared`: the cell
-    ran in a shared Tune driver (service.shared)."""
+    ran in a shared Tune driver (service.backends.tune.shared)."""
     import ray
 
-    from service.trainable import final_test
+    from service.backends.tune.trainable import final_test
 
     folder = cfg.experiment_dir / cell.name
     summary: dict[str, Any] = {
@@ -340,7 +347,7 @@ def finish_cell(cfg: ExperimentConfig, cell: Cell, results: list[Any], *, starte
         summary["shared_driver"] = True
     best = best_trial(results, cfg.metric, cfg.mode)
     if cfg.final_test and best is not None:
-        from service import registry
+        from service.core import registry
 
         # In-trial methods (controllers, PBT, PB2) change hyperparameters inside a trial:
         # the test retrains the schedule that produced the best result, not one config.
@@ -426,7 +433,7 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     # the drivers start, instead of after the first trials asked for them (on cpu-small
     # the first trial began 7 s after the driver's start)
     warm = _warm_pool(cfg, prestart=min(slots, parallel * cfg.concurrency))
-    # The cells of searchers share one Tune driver (service.shared), first; each other
+    # The cells of searchers share one Tune driver (service.backends.tune.shared), first; each other
     # cell (populations, controllers) is an experiment of its own.
     shared = shared_cells(cfg, todo)
     queue: list[list[Cell]] = ([shared] if shared else []) + [[c] for c in todo
@@ -434,8 +441,8 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     running: dict[Any, list[Cell]] = {}
     summaries: list[dict[str, Any]] = []
     announced: set[str] = set()  # shared cells whose end was logged
-    from service.progress import LOG_DIR, Progress
-    from service.shared import open_cells, run_shared
+    from service.backends.tune.shared import open_cells, run_shared
+    from service.core.progress import LOG_DIR, Progress
 
     progress = Progress(folder, todo, metric=cfg.metric, mode=cfg.mode,
                         epochs_per_cell=cfg.budget.epoch_budget)
@@ -504,12 +511,10 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     finally:
         refresher.close()
         if warm:
-            from service.warm import stop_pool
+            from service.backends.tune.warm import stop_pool
 
             stop_pool(warm[1])
     progress.close()
-    from service.reports.overhead import RUN_FILE
-
     write_json(folder / RUN_FILE, {
         "started_unix": run_started, "ended_unix": time.time(), "slots": slots,
         "cells": len(summaries), "restore": restore, "report_refreshes": refresher.written,
@@ -525,10 +530,10 @@ def _finished_line(cell: Cell, summary: dict[str, Any]) -> str:
 
 
 def shared_cells(cfg: ExperimentConfig, todo: list[Cell]) -> list[Cell]:
-    """The cells that share one Tune driver (service.shared): those of searchers, with or
-    without a Tune scheduler (no population, no in-trial controller), when there are two
+    """The cells that share one Tune driver (service.backends.tune.shared): those of searchers,
+    with or without a Tune scheduler (no population, no in-trial controller), when there are two
     or more and `shared_driver` is on."""
-    from service import registry
+    from service.core import registry
 
     if not cfg.shared_driver:
         return []
@@ -537,11 +542,11 @@ def shared_cells(cfg: ExperimentConfig, todo: list[Cell]) -> list[Cell]:
 
 
 def _warm_pool(cfg: ExperimentConfig, prestart: int = 0) -> tuple[str, Any] | None:
-    """The run's pool of warm trial processes (service.warm), `prestart` of them started
-    now on this node: its name and handle; None for GPU trials or `warm_pool: false`."""
+    """The run's pool of warm trial processes (service.backends.tune.warm), `prestart` of them
+    started now on this node: its name and handle; None for GPU trials or `warm_pool: false`."""
     if not cfg.warm_pool or cfg.resources.gpus:
         return None
-    from service.warm import pool_name, start_pool
+    from service.backends.tune.warm import pool_name, start_pool
 
     name = pool_name(cfg.experiment_dir)
     return name, start_pool(name, cfg.resources.cpus, prestart=prestart)
@@ -567,14 +572,16 @@ class ReportRefresher:
     for it: every `every_s`, and soon after `request` (an experiment ended) but not sooner
     than `gap_s` after the last refresh that wrote a report began, nor sooner than its CPU
     time / `cpu_share` (`cpu_clock`: the refreshing thread's CPU seconds). A report that
-    cannot be written yet (no results) is no error; the final report is the caller's."""
+    cannot be written yet (no results) is no error; the final report is the caller's.
+    `writer(folder)` writes the report: the reports sit above this backend, so the CLI
+    passes it in; without one nothing is refreshed."""
 
     def __init__(self, folder: Path, every_s: float = REPORT_EVERY_S,
                  gap_s: float = REPORT_GAP_S, clock: Any = time.time,
                  writer: Any = None, cpu_share: float = REPORT_CPU_SHARE,
                  cpu_clock: Any = time.thread_time) -> None:
         self.folder, self.every_s, self.gap_s, self.clock = folder, every_s, gap_s, clock
-        self.writer = writer or _live_report
+        self.writer = writer
         self.cpu_share, self.cpu_clock = cpu_share, cpu_clock
         self.started = -math.inf  # when the last refresh began
         self.spacing = 0.0  # the last written refresh's CPU seconds / cpu_share
@@ -595,7 +602,7 @@ class ReportRefresher:
     def tick(self) -> bool:
         """Start a refresh if one is due and none is running; whether one started."""
         now = self.clock()
-        if now < self.due or now < self.started + self.spacing or self.busy:
+        if self.writer is None or now < self.due or now < self.started + self.spacing or self.busy:
             return False
         import threading
 
@@ -628,12 +635,6 @@ class ReportRefresher:
         """Wait for a refresh in progress (the caller writes the final report next)."""
         if self._thread is not None:
             self._thread.join()
-
-
-def _live_report(folder: Path) -> None:
-    from service.reports import write_report
-
-    write_report(folder, live=True)
 
 
 def stored_config(folder: Path) -> dict[str, Any]:

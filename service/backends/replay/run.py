@@ -9,7 +9,7 @@ true value and test accuracy from the table, evaluations to the target, snaps, t
 A failure is a result: a cell whose chosen configuration diverged, that finished no trial,
 or whose searcher crashed scores the table's worst configuration (normalised regret 1).
 An in-trial cell (PBT, PB2, a controller) is scored by its chosen schedule retrained for
-real where the table allows (`verified`, `service.replay.verify`), with the continuation
+real where the table allows (`verified`, `service.backends.replay.verify`), with the continuation
 model's score and the gap beside it; elsewhere by the model, with its measured error.
 """
 
@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from service import registry
-from service.api import Schedule
-from service.config import ExperimentConfig
-from service.layout import CONFIG_FILE, ROWS_FILE, SUMMARY_FILE, Cell, write_json
-from service.progress import LOG_DIR
-from service.replay.table import ReplayTable, cached_table
+from service.backends.replay.table import ReplayTable, cached_table
+from service.core import registry
+from service.core.api import Schedule
+from service.core.config import ExperimentConfig
+from service.core.layout import CONFIG_FILE, ROWS_FILE, SUMMARY_FILE, Cell, write_json
+from service.core.progress import LOG_DIR
 
 TARGET_QUANTILE = 0.95
 """Evaluations to reach a target (document 003 section 4.2 counts model evaluations to 85%
@@ -44,7 +44,7 @@ configurations reach, since a fixed 85% means nothing on another table."""
 
 def table_label(table: ReplayTable) -> str:
     """The table's name as a cell's backbone slot (the layout codec's `@` for `_w`)."""
-    from service.layout import parse_cell_name
+    from service.core.layout import parse_cell_name
 
     safe = "".join(c if c.isalnum() or c in "._+-" else "-" for c in table.name.lower())
     cell = parse_cell_name(f"x__{safe}__s0")
@@ -68,7 +68,7 @@ def true_value(table: ReplayTable, sim: Any, trial_id: str, epoch: int, config: 
     been cloned over from a donor; default the trial's last) is replayed through `epoch` on
     every seed, switches continued by the simulation's continuation model (the mean of the
     spliced curves)."""
-    from service.replay.verify import modelled
+    from service.backends.replay.verify import modelled
 
     plan = sim.plan
     if not plan.replays_schedule:
@@ -180,7 +180,7 @@ def verify_cell(table: ReplayTable, summary: dict[str, Any]
     from the table's switch curves where they hold it), the model's score kept beside it;
     the curves it had to train. A table that cannot be retrained keeps the modelled score,
     with the model's measured error."""
-    from service.replay import verify
+    from service.backends.replay import verify
 
     store = verify.store_of(table.path)
     summary = {**summary, "model_mae": _model_mae(table.path, summary["continuation"])}
@@ -206,7 +206,7 @@ def verify_cell(table: ReplayTable, summary: dict[str, Any]
 def _model_mae(table_path: str, model: str) -> float:
     """A continuation model's measured error on a table, once per worker process (its
     switch curves change only when the run ends)."""
-    from service.replay import verify
+    from service.backends.replay import verify
 
     table = cached_table(table_path)
     return verify.model_errors(table, verify.store_of(table_path), (model,))[model]["mae"]
@@ -217,7 +217,7 @@ def run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str,
     """One cell in a worker process: simulate, score, write its folder, return the summary
     (or why the entry cannot run on this table). With `log_dir` the libraries' output
     (Optuna's INFO lines, scikit-learn's warnings) goes to <log_dir>/replay-<pid>.log."""
-    from service.progress import output_to
+    from service.core.progress import output_to
 
     log_file = None if log_dir is None else Path(log_dir) / f"replay-{os.getpid()}.log"
     with output_to(log_file):
@@ -227,9 +227,9 @@ def run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str,
 def _run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str) -> dict[str, Any]:
     import pandas as pd
 
-    from service.config import build_config
-    from service.layout import cell_name
-    from service.replay.simulate import ReplayError, replay_cell
+    from service.backends.replay.simulate import ReplayError, replay_cell
+    from service.core.config import build_config
+    from service.core.layout import cell_name
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     logging.getLogger("ray.tune").setLevel(logging.WARNING)  # PBT logs every perturbation
@@ -321,7 +321,7 @@ def run_replay(cfg: ExperimentConfig, log: Any = print, quiet: bool = False
 def _store_trained(trained: dict[str, list[Any]], log: Any) -> None:
     """Add the curves the cells retrained to their tables' switch curves, so the next replay
     of the same schedules reads them (a table in a read-only place keeps none)."""
-    from service.replay.verify import store_of
+    from service.backends.replay.verify import store_of
 
     for path, curves in trained.items():
         if not curves:

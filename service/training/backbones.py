@@ -51,8 +51,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from service.api import did_you_mean, import_path
-from service.backbone_spec import (
+from service.core.api import did_you_mean, import_path
+from service.core.backbone_spec import (
     BACKBONES,
     LAYERED,
     TORCHVISION,
@@ -402,13 +402,13 @@ class LayeredVGG16(nn.Module):
     (filters, kernel, stride; "same" padding k//2, BatchNorm, ReLU), 5 max-pools (size =
     stride; skipped where the map is smaller than the pool), then flatten, one hidden dense
     layer (units, ReLU, dropout 0.5) and the classifier. Unset layers keep the original
-    VGG-16's values (`service.space.LAYER_HPARAMS` defaults), so with no choices this is the
+    VGG-16's values (`service.core.space.LAYER_HPARAMS` defaults), so with no choices this is the
     CIFAR VGG-16 with its 512-unit dense head. `width` scales filters and units (at least 4),
     for CPU-sized variants of the same space."""
 
     def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0,
                  layers: Mapping[str, int] | None = None, image_size: int = 32) -> None:
-        from service.space import LAYER_HPARAMS, VGG16_LAYERS, layer_kind
+        from service.core.space import LAYER_HPARAMS, VGG16_LAYERS, layer_kind
 
         super().__init__()
         chosen = dict(layers or {})

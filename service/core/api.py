@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 DATASETS: tuple[str, ...] = ("digits", "synthetic", "cifar10", "fashion_mnist", "cifar100",
                              "imagefolder")
-"""The datasets `service.data` loads, by config name (the one list config validates)."""
+"""The datasets `service.training.data` loads, by config name (the one list config validates)."""
 
 # One of each: "did you mean", numpy to plain values.
 
@@ -294,5 +294,5 @@ controller waits; carried over a resume), which reports plot against; `unix_time
 the epoch ended (Tune's `timestamp` has whole seconds only); `schedule` is the trial's
 `Schedule` through this epoch as JSON; `controller_wait_s` is how long the trial waited for
 its controller's answer before this epoch (0 without one). `terminated` ('' or why) and the
-rest after it are document 001's early termination (`service.trainable._Termination`);
+rest after it are document 001's early termination (`service.backends.tune.trainable._Termination`);
 `reward` joins them when the experiment reports eq. 2."""

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from service import registry
-from service.api import DATASETS, Budget, ConfigError, Strict, did_you_mean
-from service.space import DEFAULT_SPACE, SearchSpace, SpaceError
+from service.core import registry
+from service.core.api import DATASETS, Budget, ConfigError, Strict, did_you_mean
+from service.core.space import DEFAULT_SPACE, SearchSpace, SpaceError
 
 __all__ = ["Budget", "ConfigError", "ExperimentConfig", "build_config", "load_config"]
 
@@ -62,7 +62,7 @@ class DatasetConfig(Strict):
                 f"dataset {self.name!r} reads files: set dataset.root to the folder holding them"
             )
         if self.name == "imagefolder":  # the layout now, the images when a trial loads them
-            from service.imagefolder import ImageFolderError, scan
+            from service.training.imagefolder import ImageFolderError, scan
 
             try:
                 scan(self.root)  # type: ignore[arg-type]
@@ -80,7 +80,7 @@ class DatasetConfig(Strict):
 
 
 BUNDLED_SIZES = {"digits": 1797, "synthetic": 600}
-"""Images in the data sets without files (scikit-learn's digits, service.data's synthetic
+"""Images in the data sets without files (scikit-learn's digits, service.training.data's synthetic
 set), so a split too small to hold one is refused with the config."""
 
 
@@ -120,7 +120,7 @@ class RecordConfig(Strict):
 
 
 class PerfConfig(Strict):
-    """How trials run on their device (`service.trainer.Perf`), never what they learn:
+    """How trials run on their device (`service.training.trainer.Perf`), never what they learn:
     bf16 autocast and channels-last are on by default on CUDA and off on the CPU (`on` /
     `bf16` force them); `compile` runs the model through torch.compile. Evaluation passes
     run in `eval_channels_last` (auto: the training layout, on the CPU channels-last for
@@ -159,7 +159,7 @@ class TerminationConfig(Strict):
         return self.batch_time_s > 0 or self.loss > 0
 
     def run_settings(self) -> dict[str, Any]:
-        """The trainable's fields (`service.trainable.RunSettings`)."""
+        """The trainable's fields (`service.backends.tune.trainable.RunSettings`)."""
         return {"batch_time_limit_s": self.batch_time_s,
                 "batch_time_patience": self.batch_patience, "loss_limit": self.loss,
                 "loss_patience": self.loss_patience, "restarts": self.restarts}
@@ -190,18 +190,18 @@ class ReplayConfig(Strict):
     """`"a vs b"`: pairs of searchers the report compares seed by seed (paired.md)."""
     continuation: Literal["reach", "epoch", "restart"] = "reach"
     """Where a trial whose hyperparameters change inside it continues the new configuration's
-    curve (service.replay.continuation): where that curve first reaches the trial's value,
+    curve (service.backends.replay.continuation): where that curve first reaches the trial's value,
     at the current epoch (the old model), or from epoch 1."""
     verify: bool = True
     """Retrain each in-trial cell's chosen schedule for real where the table's recording can
-    be repeated (service.replay.verify), and rank in-trial rows by that score."""
+    be repeated (service.backends.replay.verify), and rank in-trial rows by that score."""
     searcher_time: bool = True
     """The searcher's and scheduler's own compute advances the simulated clock."""
     space: Literal["grid", "continuous"] = "grid"
     """grid: every searched dimension is a choice among the table's recorded values, sorted
     (numeric ones ordered; strings and booleans keep the space's order); continuous: the
     table's ranges, suggestions snapped to the nearest recorded value (counted). PB2 keeps
-    the ranges in either mode (service.replay.simulate.CONTINUOUS_ONLY)."""
+    the ranges in either mode (service.backends.replay.table.CONTINUOUS_ONLY)."""
 
 
 class ExperimentConfig(Strict):
@@ -224,17 +224,17 @@ class ExperimentConfig(Strict):
     final_test: bool = True
     final_test_reuse: bool = True
     """The final test scores the best trial's own final weights where retraining would
-    reproduce them (service.experiment.trained_weights); false: it always retrains."""
+    reproduce them (service.backends.tune.experiment.trained_weights); false: it always retrains."""
     weights: dict[str, str] = {}
     max_failures: int = Field(default=1, ge=0, le=100)
     reuse_actors: bool = True
     shared_driver: bool = True
     """The cells of searchers (with or without a Tune scheduler) run in one Tune driver,
-    whose trial actors serve cell after cell (service.shared); false: every cell is a Tune
-    experiment of its own."""
+    whose trial actors serve cell after cell (service.backends.tune.shared); false: every cell is a
+    Tune experiment of its own."""
     warm_pool: bool = True
     """CPU trials train in warm processes, one per trial slot and node, kept for the whole
-    run (service.warm); false: each experiment's trials start their own processes."""
+    run (service.backends.tune.warm); false: each experiment's trials start their own processes."""
     keep_checkpoints: int = Field(default=2, ge=1, le=1000)
     backend: Literal["tune", "replay"] = "tune"
     record: RecordConfig = RecordConfig()
@@ -255,7 +255,7 @@ class ExperimentConfig(Strict):
     @field_validator("backbones")
     @classmethod
     def _backbones(cls, value: list[str]) -> list[str]:
-        from service.backbone_spec import BackboneError, BackboneSpec
+        from service.core.backbone_spec import BackboneError, BackboneSpec
 
         if not value:
             raise ValueError("give at least one backbone, e.g. ['resnet18@0.25']")
@@ -271,15 +271,15 @@ class ExperimentConfig(Strict):
     def _user_backbones(self) -> ExperimentConfig:
         """An import-path backbone is imported, called and run on a dummy batch of the
         dataset's shape now, so a bad one fails before Ray starts."""
-        from service.backbone_spec import is_user_backbone
+        from service.core.backbone_spec import is_user_backbone
 
         users = [b for b in self.backbones if is_user_backbone(b)]
         if not users:
             return self
-        from service.backbones import BackboneError, check_backbone
+        from service.training.backbones import BackboneError, check_backbone
         channels, size, classes = DATASET_SHAPES.get(self.dataset.name, (3, 32, 10))
         if self.dataset.name == "imagefolder" and self.dataset.root:
-            from service.imagefolder import scan
+            from service.training.imagefolder import scan
 
             classes = len(scan(self.dataset.root)[0])
         size = self.dataset.image_size or size
@@ -408,8 +408,8 @@ class ExperimentConfig(Strict):
 
     def _check_layers(self, space: SearchSpace) -> None:
         """Per-layer names need a backbone built from them (vgg16_layers)."""
-        from service.backbone_spec import LAYERED
-        from service.space import LAYER_HPARAMS
+        from service.core.backbone_spec import LAYERED
+        from service.core.space import LAYER_HPARAMS
 
         layered = [n for n in space.names if n in LAYER_HPARAMS]
         fixed = [b for b in self.backbones if b.split("@")[0] not in LAYERED]
@@ -421,8 +421,7 @@ class ExperimentConfig(Strict):
     def _check_replay(self) -> None:
         """Tables exist and fit the format; the budget fits each; options fit each space.
         The space, metric and mode come from the tables."""
-        from service.replay.simulate import plan_space
-        from service.replay.table import TableError, cached_table
+        from service.backends.replay.table import TableError, cached_table, plan_space
 
         if not self.replay.tables:
             raise ValueError("replay.tables: give at least one recorded table "
@@ -659,7 +658,7 @@ def load_config(
     """Merge a preset, a YAML file and dotted overrides (in that order) and validate."""
     raw: dict[str, Any] = {}
     if preset is not None:
-        from service.presets import get_preset
+        from service.core.presets import get_preset
 
         raw = get_preset(preset)
     if path is not None:

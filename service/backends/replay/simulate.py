@@ -11,9 +11,9 @@ read from the table instead of trained; each finishes at `now + its recorded sec
 - A paused (HyperBand, BOHB) trial resumes at the epoch it reached, on the same curve.
 - A PBT / PB2 clone, and a trial whose controller changes its hyperparameters, continue on
   the new configuration's curve where the continuation model puts them
-  (`service.replay.continuation`: by default from the epoch where that curve first reaches
+  (`service.backends.replay.continuation`: by default from the epoch where that curve first reaches
   the trial's current value). No weights carry over: in-trial rows are verified by
-  retraining where the table allows (`service.replay.verify`); reports say which.
+  retraining where the table allows (`service.backends.replay.verify`); reports say which.
 - At most `slots` trials train at once (the experiment's slots, what its CPUs and GPUs
   allow), whatever live-trial cap a plan needs for its paused trials; no cell trains more
   epochs than its budget.
@@ -44,7 +44,16 @@ from unittest import mock
 
 import numpy as np
 
-from service.api import (
+from service.backends import plans
+from service.backends.replay.continuation import DEFAULT_MODEL, MODELS, position_after_switch, read
+from service.backends.replay.table import (
+    ROW_METRICS,
+    TIME,
+    ReplayError,
+    ReplayTable,
+    plan_space,
+)
+from service.core.api import (
     HP_PREFIX,
     Budget,
     ControllerPlan,
@@ -55,21 +64,7 @@ from service.api import (
     plain,
     plateaued,
 )
-from service.replay.continuation import DEFAULT_MODEL, MODELS, position_after_switch, read
-from service.replay.table import ROW_METRICS, TIME, ReplayTable
-from service.space import HPARAMS, LOG10_PREFIX, SearchSpace, resolve_config
-
-SPACES: tuple[str, ...] = ("grid", "continuous")
-"""What a replayed plan searches: the table's recorded values as choices, or its ranges."""
-CONTINUOUS_ONLY: tuple[str, ...] = ("pb2",)
-"""Entries that keep the table's continuous space in grid mode: PB2 fits a GP over
-continuous bounds (`SearchSpace.to_pb2_bounds` ignores choices, and the entry refuses a
-space without a range), so its suggestions are snapped to the grid instead (counted)."""
-
-
-class ReplayError(RuntimeError):
-    """A plan that cannot run on a table (a name the table lacks, a value it never
-    recorded); `str()` is one line."""
+from service.core.space import HPARAMS, LOG10_PREFIX, SearchSpace, resolve_config
 
 
 @dataclass
@@ -220,7 +215,7 @@ class Simulation:
         self.scheduler = self._scheduler()
         self.stopper = None
         if plan.multi_fidelity:
-            from service.experiment import EpochBudgetStopper
+            from service.backends.tune.experiment import EpochBudgetStopper
 
             self.stopper = EpochBudgetStopper(plan.epoch_budget)
 
@@ -230,7 +225,7 @@ class Simulation:
         among values the table recorded: refuse before anything runs, naming the option."""
         if not isinstance(plan, ControllerPlan) or not plan.controls:
             return
-        from service.space import SearchSpace
+        from service.core.space import SearchSpace
 
         for dim in SearchSpace.from_dict(plan.controls).dims:
             if dim.name not in table.names:
@@ -259,7 +254,7 @@ class Simulation:
             searcher = BasicVariantGenerator(points_to_evaluate=plan.initial_configs,
                                              random_state=self.seed)
         elif isinstance(plan, ControllerPlan):
-            from service.searching import ControllerHost
+            from service.backends.tune.searching import ControllerHost
 
             searcher = self.host = ControllerHost(plan, self.space, metric=self.metric,
                                                   mode=self.mode, in_process=True)
@@ -416,12 +411,12 @@ class Simulation:
         config_hp = self._config_hp(trial.config)
         wanted = (trial.config or {}).get("epochs")
         st.budget = self.plan.max_epochs if wanted is None else max(
-            1, min(self.plan.max_epochs, int(wanted)))  # as service.trainable.trial_epochs
+            1, min(self.plan.max_epochs, int(wanted)))  # as tune.trainable.trial_epochs
         if not isinstance(self.plan, ControllerPlan) or not st.hp:
             st.hp = config_hp  # a PBT clone's new config; a fresh trial's config
         trial.set_status("RUNNING")
         if self.host is not None and self.client is None:
-            from service.searching import ControllerClient
+            from service.backends.tune.searching import ControllerClient
 
             self.client = ControllerClient(self.host.name)
         self._next_epoch(trial, st)
@@ -553,26 +548,11 @@ class Simulation:
         trial.set_status(Trial.TERMINATED)
 
 
-def plan_space(name: str, table: ReplayTable, space: str = "grid") -> SearchSpace:
-    """The space entry `name` searches on `table`: the recorded values as choices, numbers
-    in order ("grid"), or the table's ranges ("continuous", and PB2 in either mode: see
-    `CONTINUOUS_ONLY`)."""
-    from service.registry import entry_name
-
-    if space not in SPACES:
-        raise ReplayError(f"replay.space: unknown space {space!r}; use one of "
-                          f"{', '.join(SPACES)}")
-    if space == "continuous" or entry_name(name) in CONTINUOUS_ONLY:
-        return table.space
-    return table.grid_space()
-
-
 def build_plan(name: str, table: ReplayTable, *, seed: int, budget: Budget,
                options: dict[str, Any] | None, space: str = "grid") -> Any:
     """The registry's plan for a table: its metric and mode, over `plan_space`."""
-    from service import registry
 
-    return registry.build(name, space=plan_space(name, table, space), metric=table.metric,
+    return plans.build(name, space=plan_space(name, table, space), metric=table.metric,
                           mode=table.mode, seed=seed, budget=budget, options=options)
 
 
@@ -603,6 +583,6 @@ def replay_cell(name: str, table: ReplayTable, *, seed: int, budget: Budget,
         return sim.run()
     finally:
         if sim.host is not None:
-            from service.searching import _IN_PROCESS
+            from service.backends.tune.searching import _IN_PROCESS
 
             _IN_PROCESS.pop(sim.host.name, None)

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.api import Budget, ConfigError
-from service.replay.table import cached_table
+from service.backends.replay.table import cached_table
+from service.core.api import Budget, ConfigError
 
 ENTRY = "emerald"
 
@@ -23,8 +23,8 @@ ENTRY = "emerald"
 def check_pretrain(tables: list[str], out: str, episodes: int, options: dict[str, Any]
                    ) -> None:
     """Refuse bad input in one line before any episode runs."""
-    from service import registry
-    from service.replay.simulate import plan_space
+    from service.backends.replay.table import plan_space
+    from service.core import registry
 
     if not tables:
         raise ConfigError("--table: give at least one replay table to pretrain on")
@@ -43,8 +43,8 @@ def check_pretrain(tables: list[str], out: str, episodes: int, options: dict[str
     target = Path(out)
     if target.exists() and target.is_dir():
         raise ConfigError(f"--out: {out!r} is a folder; give a file name, e.g. agents.pkl")
-    from service.replay.simulate import build_plan
-    from service.replay.table import TableError
+    from service.backends.replay.simulate import build_plan
+    from service.backends.replay.table import TableError
 
     for path in tables:  # every table, before the first episode trains anything
         try:
@@ -71,8 +71,8 @@ def pretrain(tables: list[str], out: str | Path, *, episodes: int, budget: Budge
              seed: int = 0, options: dict[str, Any] | None = None, resume: bool = False,
              log: Any = print) -> dict[str, Any]:
     """Run the episodes; return a summary (also written beside `out` as JSON)."""
-    from service.replay.run import score
-    from service.replay.simulate import replay_cell
+    from service.backends.replay.run import score
+    from service.backends.replay.simulate import replay_cell
 
     out = Path(out)
     options = dict(options or {})

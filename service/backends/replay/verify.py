@@ -9,8 +9,8 @@ beside the table in `<table>.switches.parquet` (the table's switch curves): a re
 meets the same schedule again reads it instead of training, and every stored curve that
 switches measures the continuation models (`model_errors`).
 
-`python -m service.replay.verify --table T [--sample N]` retrains N sampled switch schedules
-(A for e epochs, then B) and prints every model's error with its 95% CI.
+`python -m service.backends.replay.verify --table T [--sample N]` retrains N sampled switch
+schedules (A for e epochs, then B) and prints every model's error with its 95% CI.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from service.api import Schedule
-from service.replay.continuation import MODELS, splice
-from service.replay.table import ReplayTable, cached_table
+from service.backends.replay.continuation import MODELS, splice
+from service.backends.replay.table import ReplayTable, cached_table
+from service.core.api import Schedule
 
 SWITCH_SUFFIX = ".switches.parquet"
 SCHEDULE, SEED = "schedule", "seed"
@@ -51,7 +51,7 @@ def recording_run(table: ReplayTable) -> dict[str, Any] | None:
     words = shlex.split(meta.command)
     if "--preset" not in words or words.index("--preset") + 1 >= len(words):
         return None
-    from service.presets import PRESETS
+    from service.core.presets import PRESETS
 
     preset = PRESETS.get(words[words.index("--preset") + 1])
     if preset is None or "dataset" not in preset:
@@ -126,7 +126,7 @@ def retrain(run: dict[str, Any], schedule: Schedule, seed: int
     """Train `schedule` from scratch on the recording's settings and `seed`, as the
     service's final test does: the metric of every epoch and the test accuracy after the
     last (NaN from a diverged epoch on)."""
-    from service.trainable import replay
+    from service.backends.tune.trainable import replay
 
     config = {**schedule.at(1), "run": {**run, "seed": int(seed), "epochs": len(schedule)}}
     values: list[float] = []
@@ -264,7 +264,7 @@ def _retrain_job(path: str, text: str) -> list[tuple[str, int, list[float], floa
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m service.replay.verify",
+        prog="python -m service.backends.replay.verify",
         description="Retrain sampled switch schedules of a recorded table and print each "
                     "continuation model's error against them.")
     parser.add_argument("--table", required=True, help="a table recorded by `record`")

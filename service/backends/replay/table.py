@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from service.api import ConfigError, plain
-from service.space import Dim, SearchSpace, SpaceError
+from service.core.api import ConfigError, plain
+from service.core.registry import entry_name
+from service.core.space import Dim, SearchSpace, SpaceError
 
 META_KEY = "emerald_tune"
 """The Parquet key-value metadata entry holding `TableMeta` as JSON."""
@@ -87,7 +88,7 @@ class TableMeta:
 
 
 MAX_EPOCHS = 100_000
-"""The most epochs a table records (the catalogue's epochs bound, service.space)."""
+"""The most epochs a table records (the catalogue's epochs bound, service.core.space)."""
 MAX_CELLS = 200_000_000
 """Values a loaded table may hold (configurations x seeds x epochs x metric columns, 1.6 GB
 as float64): a stray epoch of 10**12 allocated terabytes."""
@@ -481,3 +482,28 @@ def cached_table(path: str | Path) -> ReplayTable:
     if key not in _CACHE:
         _CACHE[key] = load_table(file)
     return _CACHE[key]
+
+
+SPACES: tuple[str, ...] = ("grid", "continuous")
+"""What a replayed plan searches: the table's recorded values as choices, or its ranges."""
+CONTINUOUS_ONLY: tuple[str, ...] = ("pb2",)
+"""Entries that keep the table's continuous space in grid mode: PB2 fits a GP over
+continuous bounds (`SearchSpace.to_pb2_bounds` ignores choices, and the entry refuses a
+space without a range), so its suggestions are snapped to the grid instead (counted)."""
+
+
+class ReplayError(RuntimeError):
+    """A plan that cannot run on a table (a name the table lacks, a value it never
+    recorded); `str()` is one line."""
+
+
+def plan_space(name: str, table: ReplayTable, space: str = "grid") -> SearchSpace:
+    """The space entry `name` searches on `table`: the recorded values as choices, numbers
+    in order ("grid"), or the table's ranges ("continuous", and PB2 in either mode: see
+    `CONTINUOUS_ONLY`)."""
+    if space not in SPACES:
+        raise ReplayError(f"replay.space: unknown space {space!r}; use one of "
+                          f"{', '.join(SPACES)}")
+    if space == "continuous" or entry_name(name) in CONTINUOUS_ONLY:
+        return table.space
+    return table.grid_space()

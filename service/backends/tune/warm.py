@@ -8,8 +8,8 @@ before its first batch: Ray's worker start, `ray.tune`, torch, `torch._dynamo` (
 every `torch.optim` optimizer's constructor), the project and the data, where a small
 trial trains for 2 s. Here the Tune trainable (`train_trial`) is thin: it holds the trial's
 resources, leases a warm `TrialExecutor` on its own node from the run's `ExecutorPool`, and
-relays the epochs (`service.trainable.EpochFeed`) one at a time: the executor trains an
-epoch, writes its checkpoint into a folder on the node, and the trainable reports the row
+relays the epochs (`service.backends.tune.trainable.EpochFeed`) one at a time: the executor trains
+an epoch, writes its checkpoint into a folder on the node, and the trainable reports the row
 and the folder to Tune before asking for the next (which, with `perf.report_ahead`, the
 executor trains meanwhile). A trial that cannot lease one (GPU trials,
 a node that joined after the pool was made, a pool that is gone, every executor busy)
@@ -45,14 +45,14 @@ class TrialExecutor:
     def __init__(self) -> None:
         import torch
 
-        # The imports are the point. Not service.searching (ray.tune and pandas, about 1 s
-        # of CPU while the run starts): only trials with an in-trial controller need it.
-        import service.trainable  # noqa: F401
+        # The imports are the point. Not service.backends.tune.searching (ray.tune and pandas,
+        # about 1 s of CPU while the run starts): only trials with an in-trial controller need it.
+        import service.backends.tune.trainable  # noqa: F401
 
         # torch.optim's constructors import torch._dynamo on first use: do it now.
         torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
         self.lease: str | None = None
-        self.feed: Any = None  # the leased trial's service.trainable.EpochFeed
+        self.feed: Any = None  # the leased trial's service.backends.tune.trainable.EpochFeed
         self.trials = 0
 
     def ready(self) -> int:
@@ -66,7 +66,7 @@ class TrialExecutor:
     def begin(self, lease: str, config: dict[str, Any], checkpoint: str | None,
               trial_id: str) -> None:
         """Start a trial (from Tune's checkpoint folder, read before this returns)."""
-        from service.trainable import EpochFeed, load_state
+        from service.backends.tune.trainable import EpochFeed, load_state
 
         state = load_state(checkpoint) if checkpoint else None
         self._drop()
@@ -245,14 +245,15 @@ def _lease(name: str) -> tuple[Any, Any, str] | None:
 
 def train_trial(config: dict[str, Any]) -> None:
     """Tune function trainable: a CPU trial of a run with a pool trains in a warm process
-    (module docstring); any other in this process (`service.trainable.train_trial`)."""
+    (module docstring); any other in this process
+    (`service.backends.tune.trainable.train_trial`)."""
     import ray
     from ray import tune
 
     name = (config.get("run") or {}).get("warm_pool")
     leased = _lease(name) if name and not ray.get_gpu_ids() else None
     if leased is None:
-        from service.trainable import train_trial as train_here
+        from service.backends.tune.trainable import train_trial as train_here
 
         train_here(config)
         return

@@ -1,6 +1,6 @@
 """Backbone names as configs write them (``name`` or ``name@width``), checked without
 torch: the CLI validates a config before Ray starts and needs nothing else of torch, whose
-import costs about 2.5 s of CPU (issue: time goes into training). `service.backbones`
+import costs about 2.5 s of CPU (issue: time goes into training). `service.training.backbones`
 builds the models and re-exports all of this."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numbers
 import re
 from dataclasses import dataclass
 
-from service.api import did_you_mean
+from service.core.api import did_you_mean
 
 BACKBONES: tuple[str, ...] = (
     "efficientnetv2_b0", "vgg16", "vgg19", "resnet18", "resnet18_imagenet", "vgg16_layers"
@@ -49,7 +49,7 @@ def _check_name(name: object) -> str:
         if not _IMPORT_PATH.fullmatch(text):
             raise BackboneError(f"backbone: {name!r} is not an import path like "
                                 f"'mypkg.models:build' or 'torchvision:resnet50'")
-        if "_w" in text or "__" in text:  # the cell folder codec (service.layout) uses them
+        if "_w" in text or "__" in text:  # the cell folder codec (service.core.layout) uses them
             raise BackboneError(f"backbone: {name!r} holds '_w' or '__', which result folder "
                                 f"names reserve; re-export the builder under another name")
         return text

@@ -2,9 +2,9 @@
 backbone with the trial's hyperparameters on the device Ray assigned, reports every epoch
 and checkpoints every epoch, so schedulers can pause, resume and clone trials.
 
-A trial config holds the hyperparameters (see service.space) plus `run`, the constants of
-the experiment (`RunSettings`). An optional controller (service.searching's host) may change
-the hyperparameters every `controller_every` epochs inside the running trial (EMERALD-O's
+A trial config holds the hyperparameters (see service.core.space) plus `run`, the constants of
+the experiment (`RunSettings`). An optional controller (service.backends.tune.searching's host) may
+change the hyperparameters every `controller_every` epochs inside the running trial (EMERALD-O's
 episodic schedule, seed 004's per-epoch optimizer choice). Every row carries the trial's
 schedule so far, and the checkpoint carries it too, so a PBT clone inherits its donor's;
 `final_test` replays a schedule epoch by epoch.
@@ -31,10 +31,10 @@ from typing import Any
 
 import torch
 
-from service.api import HP_PREFIX, Observation, Schedule, eq2_reward, plateaued
-from service.data import Splits, load_splits
-from service.space import HPARAMS, layer_values, resolve_config
-from service.trainer import EpochCancelled, HParams, Perf, Trainer
+from service.core.api import HP_PREFIX, Observation, Schedule, eq2_reward, plateaued
+from service.core.space import HPARAMS, layer_values, resolve_config
+from service.training.data import Splits, load_splits
+from service.training.trainer import EpochCancelled, HParams, Perf, Trainer
 
 CHECKPOINT_FILE = "trial_state.pt"
 CHECKPOINT_PREFIX = "emerald-checkpoint-"
@@ -110,11 +110,11 @@ class RunSettings:
     reward_size_ref_mb: float = 100.0
     searcher: str = ""
     """The searcher (as the config spells it) that chose this trial: TensorBoard's HParams
-    view shows it beside the searched values (`service.experiment.hparams_logger`)."""
+    view shows it beside the searched values (`service.backends.tune.experiment.hparams_logger`)."""
     perf: dict[str, Any] = field(default_factory=dict)
-    """`service.trainer.Perf`'s fields (the config's `perf`)."""
+    """`service.training.trainer.Perf`'s fields (the config's `perf`)."""
     warm_pool: str | None = None
-    """The run's pool of warm trial processes (`service.warm`), if it has one."""
+    """The run's pool of warm trial processes (`service.backends.tune.warm`), if it has one."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,7 +168,7 @@ def hp_metrics(hp: HParams) -> dict[str, Any]:
 
 
 def epoch_report(trainer: Trainer, metrics: Any, splits: Splits) -> dict[str, Any]:
-    """The trainer's part of the per-epoch row (service.api.EPOCH_FIELDS). A diverged
+    """The trainer's part of the per-epoch row (service.core.api.EPOCH_FIELDS). A diverged
     epoch is not evaluated: NaN metrics plus `diverged` are the failure marker the result
     guard turns into a failed trial, and the trial ends cleanly instead of erroring."""
     diverged = metrics.diverged
@@ -197,7 +197,7 @@ def epoch_report(trainer: Trainer, metrics: Any, splits: Splits) -> dict[str, An
 
 
 def row_reward(row: dict[str, Any], c_acc: float, size_ref_mb: float) -> float:
-    """Document 001 eq. 2 of one epoch row (`service.api.eq2_reward`): -1 when terminated
+    """Document 001 eq. 2 of one epoch row (`service.core.api.eq2_reward`): -1 when terminated
     or diverged, the size taken as model_size_mb / size_ref_mb."""
     acc = row.get("val_acc")
     return eq2_reward(math.nan if acc is None else float(acc),
@@ -284,7 +284,7 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
     entered = time.perf_counter()
     run, hp_config = split_config(config)
     torch.set_num_threads(max(1, run.threads))
-    # where it trained: a warm process (service.warm) serves many trials
+    # where it trained: a warm process (service.backends.tune.warm) serves many trials
     placement = {"gpu_ids": ",".join(assigned_gpus()), "node_id": node_id(),
                  "pid": os.getpid()}
     splits = load_data(run)
@@ -301,7 +301,7 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
         history = [float(v) for v in state.get("history", [])]
     client = None
     if run.controller:  # ray.tune and pandas come with it: about 1 s of CPU per process
-        from service.searching import ControllerClient
+        from service.backends.tune.searching import ControllerClient
 
         client = ControllerClient(run.controller)
     began = time.perf_counter() - elapsed
@@ -466,7 +466,7 @@ def save_state(state: dict[str, Any], folder: str | Path) -> None:
 
 def train_trial(config: dict[str, Any]) -> None:
     """Tune function trainable, training in this process (see module docstring);
-    `service.warm.train_trial` hands CPU trials to a warm process instead."""
+    `service.backends.tune.warm.train_trial` hands CPU trials to a warm process instead."""
     from ray import tune
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint
@@ -526,7 +526,7 @@ def final_test(config: dict[str, Any], schedule: str | None = None,
     """Train the chosen configuration (or replay the chosen trial's schedule, given as
     JSON) once more from scratch (from the trial's initial weights) and score it on the
     test split no searcher saw; also the timings of document 001 Table V. With `state`
-    (service.experiment.trained_weights: the trial's own final checkpoint, which the
+    (service.backends.tune.experiment.trained_weights: the trial's own final checkpoint, which the
     retraining would reproduce, and its last row) those weights are scored instead."""
     plan = Schedule.from_json(schedule) if schedule else None
     # A trial's own shorter budget (document 001's short episodes) is a search economy:

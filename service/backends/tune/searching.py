@@ -1,7 +1,7 @@
 """What sits between the methods and Tune: the result guard every searcher is wrapped in,
 the one host of in-trial controllers, and the step logs RL methods write.
 
-The host owns a `Controller` (service.api) as a named Ray actor shared by all trials of a
+The host owns a `Controller` (service.core.api) as a named Ray actor shared by all trials of a
 cell, saves its state with Tune's experiment checkpoints (so `Tuner.restore` brings it
 back), checks every answer against the search space, and lets a trial go on training while
 the controller's learner updates run.
@@ -20,8 +20,9 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from service.api import ControllerPlan, Observation, import_path, plain
-from service.space import Dim, SearchSpace
+from service.core.api import ControllerPlan, Observation, import_path, plain
+from service.core.layout import STEP_LOG, STEP_TB
+from service.core.space import Dim, SearchSpace
 
 # The result guard.
 
@@ -111,12 +112,9 @@ class ResultGuard(Searcher):
         self.best, self._configs = state.get("best"), dict(state.get("configs", {}))
 
 
-# Step logs of RL methods.
+# Step logs of RL methods (their file names are in service.core.layout).
 
-STEP_LOG = "agent_steps.csv"
-STEP_TB = "agent_tb"
-"""Per-step log of an RL method (searcher or controller) in its cell folder, as CSV and as
-TensorBoard scalars."""
+
 
 
 def write_tensorboard(rows: list[dict[str, Any]], folder: str | Path, start: int,

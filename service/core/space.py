@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from service.api import did_you_mean, plain
+from service.core.api import did_you_mean, plain
 
 Kind = Literal["choice", "loguniform", "uniform", "int", "constant"]
 KINDS: tuple[str, ...] = ("choice", "loguniform", "uniform", "int", "constant")
@@ -359,44 +359,6 @@ class SearchSpace:
         """The space of a YAML mapping; `free` accepts names outside the catalogue."""
         return cls(tuple(parse_dim(name, value, free) for name, value in raw.items()))
 
-    @classmethod
-    def from_tune(cls, param_space: Mapping[str, Any]) -> SearchSpace:
-        """The searched dimensions of a Tune `param_space` (any names): `tune.choice`,
-        `tune.uniform`, `tune.loguniform`, `tune.randint` (upper bound exclusive, as Tune's)
-        and `tune.lograndint` become choice / uniform / loguniform / int ranges; plain values
-        are constants Tune merges itself. Nested spaces, `grid_search`, quantised and other
-        samplers raise SpaceError naming the key."""
-        from ray.tune.search import sample
-
-        dims: list[Dim] = []
-        for name, value in param_space.items():
-            if isinstance(value, Mapping) and "grid_search" in value:
-                raise SpaceError(f"param_space.{name}: grid_search is Tune's own variant "
-                                 f"generator; use tune.choice with this searcher")
-            if isinstance(value, Mapping) and any(isinstance(v, sample.Domain)
-                                                  for v in value.values()):
-                raise SpaceError(f"param_space.{name}: nested search dimensions are not "
-                                 f"supported; flatten them to top-level keys")
-            if not isinstance(value, sample.Domain):
-                continue
-            sampler = value.get_sampler()
-            kind = type(sampler).__name__
-            if isinstance(value, sample.Categorical):
-                dims.append(Dim(name, "choice", tuple(plain(list(value.categories)))))
-            elif isinstance(value, sample.Float) and kind in ("_Uniform", "_LogUniform"):
-                dims.append(Dim(name, "loguniform" if kind == "_LogUniform" else "uniform",
-                                (), float(value.lower), float(value.upper)))
-            elif isinstance(value, sample.Integer) and kind in ("_Uniform", "_LogUniform"):
-                dims.append(Dim(name, "int", (), int(value.lower), int(value.upper) - 1))
-            else:
-                raise SpaceError(f"param_space.{name}: {type(value).__name__} with a {kind} "
-                                 f"sampler is not supported; use tune.choice, uniform, "
-                                 f"loguniform or randint")
-        if not dims:
-            raise SpaceError("param_space: nothing to search; give at least one tune.choice, "
-                             "tune.uniform, tune.loguniform or tune.randint")
-        return cls(tuple(dims))
-
     def to_dict(self) -> dict[str, Any]:
         """The YAML form, so a space round-trips through a config file."""
         out: dict[str, Any] = {}
@@ -468,23 +430,7 @@ class SearchSpace:
     def contains(self, config: Mapping[str, Any]) -> bool:
         return all(d.contains(config[d.name]) for d in self.dims if d.name in config)
 
-    # Converters, one per searcher family.
-
-    def to_tune(self) -> dict[str, Any]:
-        """Tune's domain objects for the searched dimensions (Optuna, HyperOpt, Ax, BOHB)."""
-        from ray import tune
-
-        out: dict[str, Any] = {}
-        for d in self.searched:
-            if d.kind == "choice":
-                out[d.name] = tune.choice(list(d.choices))
-            elif d.kind == "loguniform":
-                out[d.name] = tune.loguniform(d.low, d.high)
-            elif d.kind == "uniform":
-                out[d.name] = tune.uniform(d.low, d.high)
-            else:
-                out[d.name] = tune.randint(int(d.low), int(d.high) + 1)
-        return out
+    # Converters, one per searcher family (Tune's domains: service.backends.tune.spaces).
 
     def to_skopt(self) -> list[Any]:
         """scikit-optimize dimensions for the searched dimensions."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from service.api import ConfigError, did_you_mean
-from service.space import TABLE_III_VGG16, layer_space
+from service.core.api import ConfigError, did_you_mean
+from service.core.space import TABLE_III_VGG16, layer_space
 
 EVERY_ENTRY: tuple[str, ...] = (
     "emerald", "emerald-dynamic", "optuna", "hyperopt", "skopt", "ax", "spearmint",
@@ -31,7 +31,7 @@ OPTSEL_METHODS: dict[str, dict[str, Any]] = {
 
 OPTSEL_SPACE: dict[str, Any] = {"batch_size": 64, "momentum": 0.9, "weight_decay": 0.0005}
 """Document 004's constants: weight decay 5e-4 (3.2.2.3); momentum and batch size are ours
-(it gives none). Each optimizer runs at its own rate (service.space.OPTIMIZER_LR)."""
+(it gives none). Each optimizer runs at its own rate (service.core.space.OPTIMIZER_LR)."""
 
 
 def optsel_preset(name: str, dataset: dict[str, Any], backbone: str, epochs: int,

@@ -19,16 +19,16 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from service.augment import AugmentSpec, augment_batch
-from service.backbones import (
+from service.core.space import HPARAMS, OPTIMIZERS, resolve_config
+from service.training.augment import AugmentSpec, augment_batch
+from service.training.backbones import (
     BackboneSpec,
     build_backbone,
     count_parameters,
     load_state_dict_file,
     model_size_mb,
 )
-from service.data import Splits
-from service.space import HPARAMS, OPTIMIZERS, resolve_config
+from service.training.data import Splits
 
 SAM_RHO = 0.05
 """Neighbourhood size of SAM (Foret et al.; the SAM of seed 004)."""
@@ -41,7 +41,7 @@ def _default(name: str) -> Any:
 @dataclass(frozen=True)
 class HParams:
     """Hyperparameters in force in a trial: the trainer's part of the one catalogue
-    (`service.space.HPARAMS`, which gives the defaults); `from_config` reads a resolved
+    (`service.core.space.HPARAMS`, which gives the defaults); `from_config` reads a resolved
     trial config."""
 
     optimizer: str = _default("optimizer")
@@ -289,7 +289,8 @@ class Trainer:
         self.splits = splits
         self.seed = seed
         self.epoch = 0
-        # set from another thread to end an epoch in flight (service.trainable.EpochFeed)
+        # set from another thread to end an epoch in flight
+        # (service.backends.tune.trainable.EpochFeed)
         self.cancel: threading.Event | None = None
         on_device = self.device.type != "cpu"
         self.train_x = splits.train_x.to(self.device) if on_device else splits.train_x

@@ -15,7 +15,8 @@ cell after cell.
 Each trial's folder is `<cell>/trial_<id>` under the run folder, as for a cell's own
 experiment; Tune's experiment state (one snapshot for the group) sits in the run folder,
 each cell's searcher state in its cell folder. When the group's `fit` returns, each cell
-gets its final test and summary as a cell of its own would (`service.experiment.finish_cell`).
+gets its final test and summary as a cell of its own would
+(`service.backends.tune.experiment.finish_cell`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from service.layout import Cell
+from service.core.layout import Cell
 
 SEARCHER_STATE = "searcher-state-shared.pkl"
 """A shared cell's searcher state, in its cell folder (Tune's own is for the group)."""
@@ -262,16 +263,16 @@ class CellScheduler(TrialScheduler):
     scheduler (HyperBand, ASHA, BOHB as the cell's own Tuner would have it; FIFO for a
     searcher without one), which sees only that cell's trials, and the trial to run next is the
     first one a cell's scheduler offers, cells in order. A multi-fidelity cell ends as its
-    own experiment would (`service.experiment.EpochBudgetStopper`): once its trials have
-    trained its epoch budget, its other trials stop (a running one loses its epoch in
-    flight, as there) and its searcher suggests nothing more."""
+    own experiment would (`service.backends.tune.experiment.EpochBudgetStopper`): once its
+    trials have trained its epoch budget, its other trials stop (a running one loses its
+    epoch in flight, as there) and its searcher suggests nothing more."""
 
     def __init__(self, searcher: CellSearcher, schedulers: dict[str, TrialScheduler | None],
                  budgets: dict[str, int | None], metric: str, mode: str) -> None:
         super().__init__()
         self.searcher = searcher
         self.schedulers = {name: s or FIFOScheduler() for name, s in schedulers.items()}
-        from service.experiment import EpochBudgetStopper
+        from service.backends.tune.experiment import EpochBudgetStopper
 
         self.budgets = {name: EpochBudgetStopper(b) for name, b in budgets.items()
                         if b is not None}
@@ -460,8 +461,9 @@ def install_incremental_sync() -> bool:
 
 @dataclass
 class TrialResult:
-    """What `service.experiment.best_trial` and `finish_cell` read of a trial, built from
-    the driver's own records while the run goes on (a ResultGrid exists only at the end)."""
+    """What `service.backends.tune.experiment.best_trial` and `finish_cell` read of a trial,
+    built from the driver's own records while the run goes on (a ResultGrid exists only at
+    the end)."""
 
     config: dict[str, Any]
     metrics_dataframe: Any
@@ -516,7 +518,7 @@ class Finisher:
 
     def _finish(self, cell: Cell, results: list[TrialResult],
                 when: dict[str, float | None]) -> dict[str, Any]:
-        from service.experiment import finish_cell
+        from service.backends.tune.experiment import finish_cell
 
         return finish_cell(self.cfg, cell, results,
                            started=when.get("started_unix") or self.fit_started,
@@ -572,7 +574,7 @@ def run_shared(cfg_dict: dict[str, Any], cells: list[Cell], *, parallel: int,
                warm_pool: str | None = None) -> list[dict[str, Any]]:
     """Run (or resume) `cells` in one Tune driver, then each one's final test; one summary
     per cell (cells that wrote theirs before a resume are not run again)."""
-    from service.progress import output_to
+    from service.core.progress import output_to
 
     with output_to(log_file):
         return _run_shared(cfg_dict, cells, parallel=parallel, restore=restore,
@@ -583,10 +585,10 @@ def _run_shared(cfg_dict: dict[str, Any], cells: list[Cell], *, parallel: int,
                 restore: bool, warm_pool: str | None) -> list[dict[str, Any]]:
     from ray import tune
 
-    from service.config import build_config
-    from service.experiment import driver_environment, finish_cell, set_aside_orphans
-    from service.layout import SUMMARY_FILE
-    from service.warm import train_trial
+    from service.backends.tune.experiment import driver_environment, finish_cell, set_aside_orphans
+    from service.backends.tune.warm import train_trial
+    from service.core.config import build_config
+    from service.core.layout import SUMMARY_FILE
 
     driver_environment()
     install_incremental_sync()
@@ -644,12 +646,12 @@ def _run_shared(cfg_dict: dict[str, Any], cells: list[Cell], *, parallel: int,
 def build_shared_tuner(cfg: Any, cells: list[Cell], parallel: int, trainable: Any = None,
                        warm_pool: str | None = None) -> Any:
     """One Tuner for `cells` (each `shareable`): every cell's plan, searcher and run
-    settings as its own Tuner would have them (`service.experiment.cell_plan`)."""
+    settings as its own Tuner would have them (`service.backends.tune.experiment.cell_plan`)."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from service.experiment import cell_plan, hparams_logger
-    from service.warm import train_trial
+    from service.backends.tune.experiment import cell_plan, hparams_logger
+    from service.backends.tune.warm import train_trial
 
     members, schedulers, budgets = [], {}, {}
     for cell in cells:
