@@ -82,12 +82,6 @@ def ax(*, space, metric, mode, seed, budget) -> SearcherPlan:
     return plain_plan("ax", searcher, budget)
 
 
-def _fidelity_trials(budget: Budget) -> int:
-    """Trials for a multi-fidelity method: enough that early stopping can spend the whole
-    epoch budget; the budget stopper ends the experiment when it is spent."""
-    return max(budget.trials, budget.epoch_budget)
-
-
 def largest_bracket(max_t: int, eta: int) -> int:
     """Trials in the largest bracket of synchronous HyperBand (Tune's HyperBandScheduler).
 
@@ -110,7 +104,7 @@ def bohb(*, space, metric, mode, seed, budget, reduction_factor: int) -> Searche
                         mode=mode, seed=seed)
     scheduler = HyperBandForBOHB(time_attr="training_iteration", max_t=budget.epochs,
                                  reduction_factor=reduction_factor, metric=metric, mode=mode)
-    return SearcherPlan("bohb", _fidelity_trials(budget), budget.epochs, scheduler,
+    return SearcherPlan("bohb", budget.fidelity_trials, budget.epochs, scheduler,
                         budget.epoch_budget,
                         min_concurrency=largest_bracket(budget.epochs, reduction_factor),
                         searcher=searcher)
@@ -123,7 +117,7 @@ def hyperband(*, space, metric, mode, seed, budget, reduction_factor: int) -> Se
 
     scheduler = HyperBandScheduler(time_attr="training_iteration", max_t=budget.epochs,
                                    reduction_factor=reduction_factor, metric=metric, mode=mode)
-    return SearcherPlan("hyperband", _fidelity_trials(budget), budget.epochs, scheduler,
+    return SearcherPlan("hyperband", budget.fidelity_trials, budget.epochs, scheduler,
                         budget.epoch_budget,
                         min_concurrency=largest_bracket(budget.epochs, reduction_factor),
                         searcher=RandomSearch(space, seed=seed, metric=metric, mode=mode))
@@ -137,7 +131,7 @@ def asha(*, space, metric, mode, seed, budget, grace_period: int, reduction_fact
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=budget.epochs,
                               grace_period=min(grace_period, budget.epochs),
                               reduction_factor=reduction_factor, metric=metric, mode=mode)
-    return SearcherPlan("asha", _fidelity_trials(budget), budget.epochs, scheduler,
+    return SearcherPlan("asha", budget.fidelity_trials, budget.epochs, scheduler,
                         budget.epoch_budget,
                         searcher=RandomSearch(space, seed=seed, metric=metric, mode=mode))
 

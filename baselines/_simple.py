@@ -3,78 +3,13 @@ and a fixed configuration (the TrivialAugment baseline)."""
 
 from __future__ import annotations
 
-import functools
-import inspect
-import pickle
 from typing import Any
 
 import numpy as np
 from ray.tune.search import Searcher
 
-from service.backends.tune.spaces import from_tune
+from service.backends.tune.searching import StateSearcher
 from service.core.space import SearchSpace
-
-
-class StateSearcher(Searcher):
-    """A Searcher whose whole state is `get_state()`: save and restore pickle it to a file
-    the service itself wrote (never a user-supplied file).
-
-    A subclass whose constructor takes the space first may be built without one, as Ray's
-    own wrappers are: `RandomSearch(seed=0)` as a `tune.Tuner` search_alg then takes its
-    space from Tune's `param_space` (`SearchSpace.from_tune`, any names) when Tune calls
-    `set_search_properties`."""
-
-    _deferred: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is None or list(inspect.signature(init).parameters)[1:2] != ["space"]:
-            return
-
-        @functools.wraps(init)
-        def deferring(self: StateSearcher, space: Any = None, *args: Any, **kw: Any) -> None:
-            if space is None:  # the space comes with set_search_properties
-                self._deferred = (init, args, kw)
-                StateSearcher.__init__(self, metric=kw.get("metric"), mode=kw.get("mode"))
-                return
-            init(self, space, *args, **kw)
-
-        cls.__init__ = deferring  # type: ignore[method-assign]
-
-    def __init__(self, *, metric: str | None = None, mode: str | None = None) -> None:
-        super().__init__(metric=metric, mode=mode)
-
-    def set_search_properties(
-        self, metric: str | None, mode: str | None, config: dict, **spec: Any
-    ) -> bool:
-        # The space comes from the constructor (the service's runs: Tune's config then only
-        # holds constants), or now from Tune's param_space (a user's own Tuner).
-        self._metric = self._metric or metric
-        self._mode = self._mode or mode
-        if self._deferred is not None:
-            init, args, kw = self._deferred
-            space = from_tune(config)
-            self._deferred = None
-            init(self, space, *args, **{**kw, "metric": self._metric, "mode": self._mode})
-        return True
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        """Searchers that do not learn from results ignore them."""
-
-    def get_state(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))  # noqa: S301 - our own checkpoint file
 
 
 class RandomSearch(StateSearcher):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from baselines._simple import StateSearcher
+from service.backends.tune.searching import StateSearcher
 from service.core.api import plain
 from service.core.space import SearchSpace
 

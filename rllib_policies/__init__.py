@@ -21,6 +21,8 @@ _EXPORTS = {
     "LayerwiseSearch": "rllib_policies._layerwise",
     "HyperaSearch": "rllib_policies._hypera",
     "HyperaController": "rllib_policies._hypera",
+    "WarmStartError": "rllib_policies._warm",
+    "load_agents": "rllib_policies._warm",
 }
 
 __all__ = sorted(_EXPORTS)

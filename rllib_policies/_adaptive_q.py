@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from baselines._simple import StateSearcher
 from rllib_policies._qlearning import (
     ALPHA,
     EPS_MAX,
@@ -37,7 +36,7 @@ from rllib_policies._qlearning import (
     adaptive_epsilon,
     decay_step,
 )
-from service.backends.tune.searching import is_failure
+from service.backends.tune.searching import StateSearcher, is_failure
 from service.core.space import SearchSpace
 
 

@@ -62,7 +62,6 @@ SETTINGS_KEYS = ("algo", "combine", "epsilon_decay", "epsilon", "epsilon_lambda"
 def emerald(*, space, metric, mode, seed, budget, **options) -> SearcherPlan:
     from ray.tune.schedulers import ASHAScheduler
 
-    from baselines._factories import _fidelity_trials
     from rllib_policies._encoding import EmeraldSettings
     from rllib_policies._search import EmeraldSearch
 
@@ -84,13 +83,12 @@ def emerald(*, space, metric, mode, seed, budget, **options) -> SearcherPlan:
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=budget.epochs,
                               grace_period=ASHA_GRACE, reduction_factor=ASHA_REDUCTION,
                               metric=metric, mode=mode)
-    return SearcherPlan("emerald", _fidelity_trials(budget), budget.epochs, scheduler,
+    return SearcherPlan("emerald", budget.fidelity_trials, budget.epochs, scheduler,
                         budget.epoch_budget, searcher=searcher)
 
 
 def emerald_dynamic(*, space, metric, mode, seed, budget, step_epochs: int,
                     early_stopping: bool, patience: int, **options) -> ControllerPlan:
-    from baselines._factories import _fidelity_trials
 
     options = resolve_variant("emerald-dynamic", {**options, "early_stopping": early_stopping})
     stopping = options.pop("early_stopping") and budget.epochs > patience
@@ -107,7 +105,7 @@ def emerald_dynamic(*, space, metric, mode, seed, budget, step_epochs: int,
     # EMERALD-O 5.1.2 inside trials: one that stopped improving ends; the epoch budget
     # stopper ends the experiment once the budget's epochs are spent.
     return ControllerPlan(
-        "emerald-dynamic", _fidelity_trials(budget), budget.epochs, None, budget.epoch_budget,
+        "emerald-dynamic", budget.fidelity_trials, budget.epochs, None, budget.epoch_budget,
         patience=patience, controller="rllib_policies._controller:EmeraldController",
         controller_options=controller_options, step_epochs=step_epochs)
 
@@ -169,9 +167,7 @@ def layerwise(*, space, metric, mode, seed, budget, points: int, c_acc: float,
                                     min_epochs=min_epochs, literal=update == "literal",
                                     metric=metric, mode=mode)
     if auto_epochs:  # shorter episodes: as many as the same total epochs afford
-        from baselines._factories import _fidelity_trials
-
-        return SearcherPlan("layerwise", _fidelity_trials(budget), budget.epochs, None,
+        return SearcherPlan("layerwise", budget.fidelity_trials, budget.epochs, None,
                             budget.epoch_budget, searcher=plan_searcher)
     return SearcherPlan("layerwise", budget.trials, budget.epochs, searcher=plan_searcher)
 

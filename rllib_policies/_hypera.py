@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from baselines._simple import StateSearcher
 from rllib_policies._encoding import FAILURE_REWARD, RewardSettings
 from rllib_policies._hypera_core import (
     GROUPS,
@@ -51,7 +50,7 @@ from rllib_policies._hypera_core import (
     position,
     ungrouped,
 )
-from service.backends.tune.searching import is_failure
+from service.backends.tune.searching import StateSearcher, is_failure
 from service.core.api import Observation
 from service.core.space import SearchSpace
 

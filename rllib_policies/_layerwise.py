@@ -35,8 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines._simple import StateSearcher
-from service.backends.tune.searching import is_failure
+from service.backends.tune.searching import StateSearcher, is_failure
 from service.core.api import eq2_reward
 
 ALPHA0 = 0.95

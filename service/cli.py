@@ -9,14 +9,20 @@ written.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from service.backends.tune.ray_start import cluster_address, init_ray
+from service.backends.tune.ray_start import init_ray
+from service.checks import (
+    check_config,
+    check_data,
+    check_machine,
+    check_storage,
+    check_writable,
+)
 from service.core.config import ConfigError, ExperimentConfig, load_config, parse_set
 
 EXIT_CONFIG = 2
@@ -145,135 +151,9 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
             raise ConfigError(f"--{attr.replace('_', '-')}: {value!r} is not valid for {key}"
                               ) from None
     overrides.update(parse_set(args.set))
-    return load_config(args.config, overrides, preset=args.preset)
-
-
-def embedded_gpus() -> int:
-    """GPUs an embedded Ray would find here, without importing torch: the devices
-    CUDA_VISIBLE_DEVICES names, else the NVIDIA device files."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    return len(list(Path("/dev").glob("nvidia[0-9]*")))
-
-
-MAX_LOGICAL = 100_000
-"""The most logical CPUs or GPUs an embedded Ray is given (Ray fails past 2**53 / 10**4)."""
-
-
-def check_machine(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
-    """Before Ray starts: the embedded Ray's flags are sane and one trial fits it (a trial
-    asking more CPUs or GPUs than Ray has would wait forever). A cluster (`--address`,
-    RAY_ADDRESS) is checked against its nodes once joined (`init_ray`, `trial_fits`)."""
-    if args.num_cpus is not None and not 1 <= args.num_cpus <= MAX_LOGICAL:
-        raise ConfigError(f"--num-cpus: {args.num_cpus}; give 1 to {MAX_LOGICAL} (default: "
-                          "every core of this machine)")
-    if args.num_gpus is not None and not 0 <= args.num_gpus <= MAX_LOGICAL:
-        raise ConfigError(f"--num-gpus: {args.num_gpus}; give 0 to {MAX_LOGICAL}")
-    check_address(args)
-    if cfg.backend == "replay" or cluster_address(args):
-        return
-    cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
-    gpus = args.num_gpus if args.num_gpus is not None else embedded_gpus()
-    if cfg.resources.cpus > cpus:
-        raise ConfigError(f"resources.cpus: {cfg.resources.cpus:g} CPUs per trial, but the "
-                          f"embedded Ray has {cpus}; give at most {cpus} (--cpus-per-trial)")
-    if cfg.resources.gpus > gpus:
-        raise ConfigError(f"resources.gpus: {cfg.resources.gpus:g} GPUs per trial, but the "
-                          f"embedded Ray has {gpus}; give --gpus-per-trial 0, or --num-gpus N "
-                          "for logical GPUs")
-
-
-def check_storage(cfg: ExperimentConfig) -> None:
-    """Before Ray starts: the storage path can be created and written."""
-    check_writable(Path(cfg.storage), "storage", "--storage", folder=True)
-
-
-def check_writable(path: Path, field: str, flag: str, *, folder: bool) -> None:
-    """`path` (a folder, or a file) can be created and written: what is there has the
-    right kind, and a folder made and removed again where the path begins to be missing
-    proves it (nothing is left behind)."""
-    import tempfile
-
-    path = path.expanduser()
-    if path.exists() and path.is_dir() != folder:
-        kind = "a folder" if path.is_dir() else "a file"
-        raise ConfigError(f"{field}: {str(path)!r} is {kind}; give "
-                          f"{'a folder' if folder else 'a file name'} ({flag})")
-    base = next((p for p in (path if folder else path.parent, *path.parents)
-                 if p.exists()), Path("."))
-    if not base.is_dir():
-        raise ConfigError(f"{field}: {str(base)!r} is a file, not a folder ({flag})")
-    try:
-        tempfile.TemporaryDirectory(dir=base, prefix=".write-check-").cleanup()
-    except OSError as err:
-        raise ConfigError(f"{field}: cannot create files in {str(base)!r} "
-                          f"({err.strerror or type(err).__name__}); give a place you can "
-                          f"write ({flag})") from None
-
-
-def check_address(args: argparse.Namespace) -> None:
-    """Before joining: --address (or RAY_ADDRESS) is host:port and something answers
-    there within 5 s (Ray itself retries for minutes)."""
-    import socket
-
-    address = cluster_address(args)
-    if not address or address == "auto" or address.startswith(("ray://", "local")):
-        return
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"--address: {address!r} is not host:port (e.g. 10.0.0.1:6379, "
-                          "the head's GCS address `ray start --head` prints)")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
-    except OSError as err:
-        raise ConfigError(f"--address: nothing answers at {address} "
-                          f"({err.strerror or type(err).__name__}); start the head with "
-                          "`ray start --head` or give its address") from None
-
-
-def check_weights(cfg: ExperimentConfig) -> None:
-    """Each `weights` file is a state dict torch can load (names to tensors), read once
-    here: any other file failed every trial after Ray started."""
-    if not cfg.weights:
-        return
-    import torch
-
-    for backbone, path in cfg.weights.items():
-        try:
-            state = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises many kinds for a file that is no state dict
-            raise ConfigError(f"weights.{backbone}: {path!r} is not a file torch can load "
-                              f"({type(err).__name__}); save one with "
-                              "torch.save(model.state_dict(), path)") from None
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                                  for v in state.values()):
-            raise ConfigError(f"weights.{backbone}: {path!r} holds no state dict (names to "
-                              "tensors); save one with torch.save(model.state_dict(), path)")
-
-
-def check_data(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
-    """Before the embedded Ray starts: a dataset read from files is loaded once here (a
-    missing root, a corrupt or unreadable image fails every trial otherwise, each in its own
-    log). Digits and the synthetic set have no files to check, and torch stays unimported
-    for them. On a cluster the data lives where the workers run, which the submitting
-    machine may not see: there a run whose every trial failed exits 1."""
-    if cfg.backend == "replay" or cluster_address(args):
-        return
-    check_weights(cfg)
-    if cfg.dataset.name in ("digits", "synthetic"):
-        return
-    from service.training.data import DataError, load_splits
-    from service.training.imagefolder import ImageFolderError
-
-    ds = cfg.dataset.model_dump()
-    name = ds.pop("name")
-    try:
-        load_splits(name, seed=cfg.seeds[0], **ds)
-    except (DataError, ImageFolderError) as err:
-        text = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(text if text.startswith("dataset.") else f"dataset.root: {text}"
-                          ) from None
+    cfg = load_config(args.config, overrides, preset=args.preset)
+    check_config(cfg)
+    return cfg
 
 
 MAX_EPISODES = 100_000
@@ -296,14 +176,14 @@ def _pretrain(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes: {args.episodes}; give at most {MAX_EPISODES}")
     check_writable(Path(args.out), "--out", "--out", folder=False)
     check_pretrain(args.tables, args.out, args.episodes, options)
-    from service.backends.replay.table import cached_table
+    from service.core.table import cached_table
 
     short = [t for t in args.tables if cached_table(t).epochs < budget.epochs]
     if short:
         raise ConfigError(f"--epochs: {budget.epochs} is more than table {short[0]!r} "
                           f"recorded ({cached_table(short[0]).epochs}); give at most that")
     if args.resume:
-        from rllib_policies._warm import WarmStartError, load_agents
+        from rllib_policies import WarmStartError, load_agents
 
         if not Path(args.out).is_file():
             raise ConfigError(f"--resume: {args.out!r} does not exist yet; drop --resume")
@@ -518,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   f"{', '.join(missing)}: not the config a run writes; the "
                                   "experiment cannot be resumed")
             cfg = build_config(stored)
+            check_config(cfg)
             if cfg.experiment_dir.resolve() != folder.resolve():
                 raise ConfigError(f"folder: its config belongs to {str(cfg.experiment_dir)!r}"
                                   f", not {str(folder)!r} (a copy?); resume that folder, or "

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from service import cli
+from service import checks
 from service.cli import EXIT_CONFIG, failed_trials_exit, main
 from service.core.layout import Cell, cell_name
 
@@ -160,7 +160,7 @@ def test_a_trial_no_node_of_the_cluster_holds_is_refused_before_any_trial(
     import ray
 
     joined, left = [], []
-    monkeypatch.setattr(cli, "check_address", lambda args: None)  # no head to answer
+    monkeypatch.setattr(checks, "check_address", lambda args: None)  # no head to answer
     monkeypatch.setattr(ray, "init", lambda *a, **k: joined.append(k.get("address")))
     monkeypatch.setattr(ray, "nodes", lambda: CLUSTER)
     monkeypatch.setattr(ray, "shutdown", lambda: left.append(1))
@@ -219,7 +219,7 @@ def test_report_of_cells_holding_random_bytes_writes_nothing(storage, capsys, fi
 
 
 def test_a_replay_table_without_a_finite_metric_is_refused(storage, capsys) -> None:
-    from service.backends.replay.table import TableMeta, write_table
+    from service.core.table import TableMeta, write_table
 
     rows = [{"lr": lr, "seed": 0, "epoch": 1, "val_acc": math.nan, "epoch_time_s": 0.1}
             for lr in (0.001, 0.01)]

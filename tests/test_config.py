@@ -76,10 +76,18 @@ INVALID: list[tuple[dict, str]] = [
 ]
 
 
+def _checked(raw: dict) -> None:
+    """What every command does with a config: the schema, then the checks of what it names
+    (service.checks.check_config: image folders, user models)."""
+    from service.checks import check_config
+
+    check_config(build_config(raw))
+
+
 @pytest.mark.parametrize(("raw", "expected"), INVALID, ids=[str(i) for i in range(len(INVALID))])
 def test_invalid_config_gives_one_clear_line(raw: dict, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
-        build_config(raw)
+        _checked(raw)
     message = str(info.value)
     assert expected in message, message
     assert "\n" not in message
@@ -89,7 +97,7 @@ def test_messages_are_distinct() -> None:
     messages = set()
     for raw, _ in INVALID:
         with pytest.raises(ConfigError) as info:
-            build_config(raw)
+            _checked(raw)
         messages.add(str(info.value))
     assert len(messages) >= 30
 

@@ -130,12 +130,18 @@ def test_bad_folders_get_one_line_naming_the_problem(tmp_path: Path, case: str,
 
 
 def test_config_checks_the_layout_before_anything_runs(tmp_path: Path) -> None:
+    """The schema wants a root; the check every command runs on a config it builds
+    (service.checks.check_config) reads the layout."""
+    from service.checks import check_config
+
     write_images(tmp_path, 1)
     cfg = build_config({"dataset": {"name": "imagefolder", "root": str(tmp_path)}})
+    check_config(cfg)
     assert cfg.dataset.name == "imagefolder"
     assert scan(tmp_path)[0] == list(CLASSES)
     with pytest.raises(ConfigError, match="dataset.root: no class folders"):
-        build_config({"dataset": {"name": "imagefolder", "root": str(tmp_path / "cat")}})
+        check_config(build_config({"dataset": {"name": "imagefolder",
+                                               "root": str(tmp_path / "cat")}}))
     with pytest.raises(ConfigError, match="set dataset.root"):
         build_config({"dataset": {"name": "imagefolder"}})
 

@@ -243,8 +243,8 @@ def test_the_report_counts_failures_and_names_the_paired_test(tmp_path) -> None:
 def test_in_trial_rows_come_with_the_continuation_models_measured_error() -> None:
     """A report with in-trial rows on a shipped table shows every model's error against
     the switch curves kept beside it; a table that is not here adds nothing."""
-    from service.backends.replay.table import cached_table
-    from service.backends.replay.verify import SwitchStore, model_errors
+    from service.backends.replay.switches import SwitchStore, model_errors
+    from service.core.table import cached_table
     from service.reports.compare import model_error_lines
 
     path = "docs/tables/digits-vgg16_w0.0625.parquet"

@@ -125,8 +125,8 @@ def test_pretrain_writes_a_file_a_search_can_start_from(tmp_path: Path) -> None:
     assert payload["source"]["warm_from"]["episodes"] == 1  # episode 2 was warm
     assert out.with_suffix(".json").exists()
     from service.backends.replay.simulate import replay_cell
-    from service.backends.replay.table import cached_table
     from service.core.api import Budget
+    from service.core.table import cached_table
 
     sim = replay_cell("emerald", cached_table(str(table)), seed=5,
                       budget=Budget(trials=4, epochs=6), options={"warm_start": str(out)})

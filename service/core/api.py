@@ -103,6 +103,12 @@ class Budget(Strict):
     def epoch_budget(self) -> int:
         return self.total_epochs or self.trials * self.epochs
 
+    @property
+    def fidelity_trials(self) -> int:
+        """Trials for a multi-fidelity method: enough that early stopping can spend the whole
+        epoch budget; the budget stopper ends the experiment when it is spent."""
+        return max(self.trials, self.epoch_budget)
+
 
 # Plan kinds: what one registry entry asks a backend to run.
 

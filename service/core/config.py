@@ -61,13 +61,6 @@ class DatasetConfig(Strict):
             raise ValueError(
                 f"dataset {self.name!r} reads files: set dataset.root to the folder holding them"
             )
-        if self.name == "imagefolder":  # the layout now, the images when a trial loads them
-            from service.training.imagefolder import ImageFolderError, scan
-
-            try:
-                scan(self.root)  # type: ignore[arg-type]
-            except ImageFolderError as err:
-                raise ValueError(str(err)) from None
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must stay below 0.9")
         n = BUNDLED_SIZES.get(self.name)
@@ -201,7 +194,7 @@ class ReplayConfig(Strict):
     """grid: every searched dimension is a choice among the table's recorded values, sorted
     (numeric ones ordered; strings and booleans keep the space's order); continuous: the
     table's ranges, suggestions snapped to the nearest recorded value (counted). PB2 keeps
-    the ranges in either mode (service.backends.replay.table.CONTINUOUS_ONLY)."""
+    the ranges in either mode (service.core.table.CONTINUOUS_ONLY)."""
 
 
 class ExperimentConfig(Strict):
@@ -266,30 +259,6 @@ class ExperimentConfig(Strict):
         if len(set(specs)) != len(specs):
             raise ValueError(f"repeated backbone in {value}")
         return specs
-
-    @model_validator(mode="after")
-    def _user_backbones(self) -> ExperimentConfig:
-        """An import-path backbone is imported, called and run on a dummy batch of the
-        dataset's shape now, so a bad one fails before Ray starts."""
-        from service.core.backbone_spec import is_user_backbone
-
-        users = [b for b in self.backbones if is_user_backbone(b)]
-        if not users:
-            return self
-        from service.training.backbones import BackboneError, check_backbone
-        channels, size, classes = DATASET_SHAPES.get(self.dataset.name, (3, 32, 10))
-        if self.dataset.name == "imagefolder" and self.dataset.root:
-            from service.training.imagefolder import scan
-
-            classes = len(scan(self.dataset.root)[0])
-        size = self.dataset.image_size or size
-        for backbone in users:
-            try:
-                check_backbone(backbone, num_classes=classes, in_channels=channels,
-                               image_size=size)
-            except BackboneError as err:  # a model-level check: name the field itself
-                raise ValueError(f"backbones: {err}") from None
-        return self
 
     @field_validator("searchers")
     @classmethod
@@ -421,7 +390,7 @@ class ExperimentConfig(Strict):
     def _check_replay(self) -> None:
         """Tables exist and fit the format; the budget fits each; options fit each space.
         The space, metric and mode come from the tables."""
-        from service.backends.replay.table import TableError, cached_table, plan_space
+        from service.core.table import TableError, cached_table, plan_space
 
         if not self.replay.tables:
             raise ValueError("replay.tables: give at least one recorded table "

@@ -636,8 +636,8 @@ def model_error_lines(cells: pd.DataFrame) -> list[str]:
     for path in sorted(in_trial["table"].dropna().unique()):
         if not Path(path).is_file():
             continue
-        from service.backends.replay.table import cached_table
-        from service.backends.replay.verify import format_errors, model_errors, store_of
+        from service.backends.replay.switches import format_errors, model_errors, store_of
+        from service.core.table import cached_table
 
         table = cached_table(str(path))
         errors = model_errors(table, store_of(table.path))

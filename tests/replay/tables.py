@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service.backends.replay.table import TableMeta, write_table
+from service.core.table import TableMeta, write_table
 
 EMERALD_SPACE: dict[str, Any] = {
     "flip": {"choice": [False, True]}, "rotation": {"choice": [0, 20]},

@@ -14,9 +14,9 @@ import pytest
 from service.backends.replay.continuation import position_after_switch, read, splice
 from service.backends.replay.run import score
 from service.backends.replay.simulate import Simulation, replay_cell
-from service.backends.replay.table import load_table
-from service.backends.replay.verify import configs_of, modelled
+from service.backends.replay.switches import configs_of, modelled
 from service.core.api import Budget, ControllerPlan, Observation, Schedule
+from service.core.table import load_table
 from tests.replay.tables import LRS, emerald_table
 
 BAD = {"flip": False, "rotation": 0, "shift": False, "optimizer": "sgd", "lr": LRS[0]}

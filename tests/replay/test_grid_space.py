@@ -13,12 +13,12 @@ from ray.tune.search import sample
 
 from service.backends.replay.run import run_replay, score
 from service.backends.replay.simulate import ReplayError, Simulation, plan_space, replay_cell
-from service.backends.replay.table import load_table, read_frame, write_table
 from service.backends.tune.spaces import to_tune
 from service.core import registry
 from service.core.api import Budget, ConfigError, Schedule
 from service.core.config import ReplayConfig, build_config
 from service.core.space import SearchSpace
+from service.core.table import load_table, read_frame, write_table
 from service.reports import write_report
 from service.reports.compare import space_sentence
 from tests.replay.tables import LRS, emerald_table
@@ -136,7 +136,7 @@ def test_a_row_of_a_trial_cloned_over_is_scored_by_its_own_history(table) -> Non
     grid, where it moves to neighbouring values): that row is scored by the schedule that
     produced it, not by the trial's later history."""
     from service.backends.replay.continuation import splice
-    from service.backends.replay.verify import configs_of
+    from service.backends.replay.switches import configs_of
 
     sim = replay_cell("pbt", table, seed=1, budget=Budget(trials=8, epochs=6),
                       options={"population": 8, "perturbation_interval": 2}, concurrency=8)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from service.backends.replay.table import load_table
+from service.core.table import load_table
 from tests.results import sigkill_driver, trial_rows
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,10 +17,10 @@ from ray.tune.search import Searcher
 
 from service.backends.replay.run import run_replay, score
 from service.backends.replay.simulate import ReplayError, Simulation, replay_cell
-from service.backends.replay.table import load_table
 from service.core import registry
 from service.core.api import Budget, Schedule, SearcherPlan
 from service.core.config import build_config
+from service.core.table import load_table
 from service.reports import write_report
 from tests.replay.tables import emerald_table, own_names_table
 
@@ -332,7 +332,7 @@ def test_an_entry_refused_at_setup_cannot_run_and_a_crash_is_a_failure(table, tm
     import itertools
 
     from service.backends.replay.simulate import Simulation
-    from service.backends.replay.table import TableMeta, write_table
+    from service.core.table import TableMeta, write_table
 
     rows = [{"optimizer": o, "lr": lr, "seed": 0, "epoch": e, "val_acc": 0.5 + 0.01 * e,
              "epoch_time_s": 0.1}

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.backends.replay.table import TableError, infer_space, load_table
+from service.core.table import TableError, infer_space, load_table
 from tests.replay.tables import LRS, emerald_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,9 +142,9 @@ def test_a_table_without_a_finite_metric_is_refused_before_anything_runs(tmp_pat
 
     import pandas as pd
 
-    from service.backends.replay.table import TableMeta, write_table
     from service.core.api import ConfigError
     from service.core.config import build_config
+    from service.core.table import TableMeta, write_table
 
     rows = [{"lr": lr, "seed": 0, "epoch": 1, "val_acc": math.nan, "epoch_time_s": 0.1}
             for lr in (0.001, 0.01, 0.1)]

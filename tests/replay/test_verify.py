@@ -10,17 +10,10 @@ import shutil
 import numpy as np
 import pytest
 
-from service.backends.replay.table import load_table
-from service.backends.replay.verify import (
-    SwitchStore,
-    model_errors,
-    modelled,
-    recording_run,
-    retrain,
-    sample_switches,
-    verify,
-)
+from service.backends.replay.switches import SwitchStore, model_errors, modelled, sample_switches
+from service.backends.replay.verify import recording_run, retrain, verify
 from service.core.api import Schedule
+from service.core.table import load_table
 from tests.replay.tables import emerald_table
 
 SHIPPED = "docs/tables/digits-vgg16_w0.0625.parquet"

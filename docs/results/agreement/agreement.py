@@ -38,10 +38,11 @@ TABLES = {"agreement-real": "docs/tables/digits-vgg16_w0.0625.parquet",
 
 def real_regrets(folder: Path, table_path: str) -> pd.DataFrame:
     """Every real cell's regret, scored as the replay scores a cell."""
-    from service.backends.replay.table import cached_table
-    from service.backends.replay.verify import store_of, verify
+    from service.backends.replay.switches import store_of
+    from service.backends.replay.verify import verify
     from service.core.api import Schedule
     from service.core.layout import CELL_GLOB, SUMMARY_FILE, parse_cell_name
+    from service.core.table import cached_table
 
     table = cached_table(table_path)
     optimum, worst = table.optimum(table.epochs)

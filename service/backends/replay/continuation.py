@@ -7,7 +7,7 @@ trial had reached: a network at 40% that switches to a good rate is not credited
 rate's 12-epoch value one epoch later. `epoch` continues B's curve from the trial's current
 epoch (the replay's old model: a late switch to a good configuration earns its full-length
 value); `restart` starts B's curve again at epoch 1. Each model's error against real
-retraining is measured by `service.backends.replay.verify.model_errors`.
+retraining is measured by `service.backends.replay.switches.model_errors`.
 
 The same functions move a trial through the simulation and score a schedule afterwards
 (`splice`), so a row and its score agree.

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.backends.replay.table import cached_table
 from service.core.api import Budget, ConfigError
+from service.core.table import cached_table
 
 ENTRY = "emerald"
 
@@ -23,8 +23,8 @@ ENTRY = "emerald"
 def check_pretrain(tables: list[str], out: str, episodes: int, options: dict[str, Any]
                    ) -> None:
     """Refuse bad input in one line before any episode runs."""
-    from service.backends.replay.table import plan_space
     from service.core import registry
+    from service.core.table import plan_space
 
     if not tables:
         raise ConfigError("--table: give at least one replay table to pretrain on")
@@ -44,7 +44,7 @@ def check_pretrain(tables: list[str], out: str, episodes: int, options: dict[str
     if target.exists() and target.is_dir():
         raise ConfigError(f"--out: {out!r} is a folder; give a file name, e.g. agents.pkl")
     from service.backends.replay.simulate import build_plan
-    from service.backends.replay.table import TableError
+    from service.core.table import TableError
 
     for path in tables:  # every table, before the first episode trains anything
         try:

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from service.backends.replay.table import EPOCH, SEED, TEST, TableMeta, write_table
 from service.core.api import ConfigError, plain
 from service.core.config import ExperimentConfig
+from service.core.table import EPOCH, SEED, TEST, TableMeta, write_table
 
 try:  # Ray is installed with the service; the import stays lazy for validation paths
     from ray.tune import Callback

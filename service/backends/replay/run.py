@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from service.backends.replay.table import ReplayTable, cached_table
 from service.core import registry
 from service.core.api import Schedule
 from service.core.config import ExperimentConfig
 from service.core.layout import CONFIG_FILE, ROWS_FILE, SUMMARY_FILE, Cell, write_json
 from service.core.progress import LOG_DIR
+from service.core.table import ReplayTable, cached_table
 
 TARGET_QUANTILE = 0.95
 """Evaluations to reach a target (document 003 section 4.2 counts model evaluations to 85%
@@ -68,7 +68,7 @@ def true_value(table: ReplayTable, sim: Any, trial_id: str, epoch: int, config: 
     been cloned over from a donor; default the trial's last) is replayed through `epoch` on
     every seed, switches continued by the simulation's continuation model (the mean of the
     spliced curves)."""
-    from service.backends.replay.verify import modelled
+    from service.backends.replay.switches import modelled
 
     plan = sim.plan
     if not plan.replays_schedule:
@@ -206,10 +206,10 @@ def verify_cell(table: ReplayTable, summary: dict[str, Any]
 def _model_mae(table_path: str, model: str) -> float:
     """A continuation model's measured error on a table, once per worker process (its
     switch curves change only when the run ends)."""
-    from service.backends.replay import verify
+    from service.backends.replay.switches import model_errors, store_of
 
     table = cached_table(table_path)
-    return verify.model_errors(table, verify.store_of(table_path), (model,))[model]["mae"]
+    return model_errors(table, store_of(table_path), (model,))[model]["mae"]
 
 
 def run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str,
@@ -321,7 +321,7 @@ def run_replay(cfg: ExperimentConfig, log: Any = print, quiet: bool = False
 def _store_trained(trained: dict[str, list[Any]], log: Any) -> None:
     """Add the curves the cells retrained to their tables' switch curves, so the next replay
     of the same schedules reads them (a table in a read-only place keeps none)."""
-    from service.backends.replay.verify import store_of
+    from service.backends.replay.switches import store_of
 
     for path, curves in trained.items():
         if not curves:

@@ -46,13 +46,6 @@ import numpy as np
 
 from service.backends import plans
 from service.backends.replay.continuation import DEFAULT_MODEL, MODELS, position_after_switch, read
-from service.backends.replay.table import (
-    ROW_METRICS,
-    TIME,
-    ReplayError,
-    ReplayTable,
-    plan_space,
-)
 from service.core.api import (
     HP_PREFIX,
     Budget,
@@ -65,6 +58,13 @@ from service.core.api import (
     plateaued,
 )
 from service.core.space import HPARAMS, LOG10_PREFIX, SearchSpace, resolve_config
+from service.core.table import (
+    ROW_METRICS,
+    TIME,
+    ReplayError,
+    ReplayTable,
+    plan_space,
+)
 
 
 @dataclass
