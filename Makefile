@@ -28,7 +28,7 @@ demo: $(STAMP)
 chromium:
 	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null 2>&1 || \
 	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
-	  echo "Chromium could not be installed: tests/test_report_browser.py will be skipped"
+	  echo "Chromium could not be installed: tests/reports/test_report_browser.py will be skipped"
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -q

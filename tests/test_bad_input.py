@@ -248,7 +248,7 @@ def test_a_run_whose_every_trial_failed_exits_1_with_the_first_error(tmp_path, c
 def test_pretrain_checks_every_table_before_it_trains(storage, capsys, tmp_path) -> None:
     """A bad second table (not a table; a table without augmentation columns; a folder) is
     refused naming --table before any episode runs, and --out is never written."""
-    from tests.replay.tables import emerald_table
+    from tests.backends.replay.tables import emerald_table
 
     good = emerald_table(tmp_path / "good.parquet")
     bad = tmp_path / "bad.parquet"
@@ -269,7 +269,7 @@ def test_data_that_cannot_be_read_is_refused_before_ray(storage, capsys, tmp_pat
     missing CIFAR-10 root fail at the check before Ray (they used to start Ray, fail every
     trial and exit 0). The data lives outside the storage's folder: decoding a good split
     may cache it under the data root, by design."""
-    from tests.test_imagefolder import write_images
+    from tests.training.test_imagefolder import write_images
 
     tmp_path = tmp_path_factory.mktemp("data")
 
@@ -312,7 +312,7 @@ def test_a_bad_first_image_is_one_line_before_ray(storage, capsys, tmp_path_fact
                                                   first) -> None:
     """The first image is opened to size the data set: an empty file, text named .png or
     a header claiming 10**10 pixels (PIL's bomb error; its warning above 89 M pixels)."""
-    from tests.test_imagefolder import write_images
+    from tests.training.test_imagefolder import write_images
 
     root = tmp_path_factory.mktemp("data") / "d"
     write_images(root / "train", 3)
@@ -335,7 +335,7 @@ def test_splits_without_an_image_and_unreadable_cifar_files_are_refused(
     0); a CIFAR-10 meta file of the wrong shape is a line, not a TypeError."""
     import pickle
 
-    from tests.test_imagefolder import write_images
+    from tests.training.test_imagefolder import write_images
 
     tiny = tmp_path_factory.mktemp("data") / "tiny"
     write_images(tiny / "train", 1, classes=("a", "b"))
@@ -457,7 +457,7 @@ def test_report_warns_of_each_unreadable_file_and_reports_the_rest(tmp_path, cap
     """Corrupt files among readable ones: the report is written from the rest, and each
     unreadable file is named on one `warning:` line (it was left out without a word)."""
     from service.reports import load
-    from tests.replay.tables import emerald_table
+    from tests.backends.replay.tables import emerald_table
 
     table = emerald_table(tmp_path / "t.parquet")
     storage = tmp_path / "results"
@@ -660,7 +660,7 @@ def test_a_config_that_is_a_device_is_not_read(storage, capsys) -> None:
 def test_an_image_folder_of_one_class_is_refused(storage, capsys, tmp_path_factory) -> None:
     """One class folder trains a classifier that cannot be wrong: refused before Ray,
     naming dataset.root (it used to be accepted)."""
-    from tests.test_imagefolder import write_images
+    from tests.training.test_imagefolder import write_images
 
     root = tmp_path_factory.mktemp("data") / "one"
     write_images(root / "train", 3, classes=("cat",))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.results import sigkill_driver, trial_rows
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 TRIALS, EPOCHS = 6, 2
 SEARCHERS = ("emerald", "optuna")
 

@@ -22,7 +22,7 @@ from service.core.api import Budget, Schedule, SearcherPlan
 from service.core.config import build_config
 from service.core.table import load_table
 from service.reports import write_report
-from tests.replay.tables import emerald_table, own_names_table
+from tests.backends.replay.tables import emerald_table, own_names_table
 
 FIXED = {"flip": True, "rotation": 20, "shift": False, "optimizer": "rmsprop", "lr": 1e-3}
 
@@ -122,7 +122,7 @@ def test_paused_and_resumed_trials_see_straight_rows(table, slots: int) -> None:
 
 def test_pbt_clone_continues_new_curve_from_donor_epoch(table) -> None:
     """With the old continuation model (`epoch`); the default is tested in
-    tests/replay/test_continuation.py."""
+    tests/backends/replay/test_continuation.py."""
     sim = replay_cell("pbt", table, seed=1, budget=Budget(trials=8, epochs=6),
                       options={"population": 8, "perturbation_interval": 2}, concurrency=8,
                       continuation="epoch")

@@ -17,7 +17,7 @@ from service.backends.replay.simulate import Simulation, replay_cell
 from service.backends.replay.switches import configs_of, modelled
 from service.core.api import Budget, ControllerPlan, Observation, Schedule
 from service.core.table import load_table
-from tests.replay.tables import LRS, emerald_table
+from tests.backends.replay.tables import LRS, emerald_table
 
 BAD = {"flip": False, "rotation": 0, "shift": False, "optimizer": "sgd", "lr": LRS[0]}
 BEST = {"flip": True, "rotation": 0, "shift": True, "optimizer": "adam", "lr": LRS[2]}
@@ -102,7 +102,8 @@ class Scripted:
 def _scripted_plan(table) -> ControllerPlan:
     from service.backends.tune.searching import ControllerHost  # noqa: F401 (the host the plan needs)
 
-    return ControllerPlan("scripted", 1, 12, controller="tests.replay.test_continuation:Scripted")
+    return ControllerPlan("scripted", 1, 12,
+                          controller="tests.backends.replay.test_continuation:Scripted")
 
 
 @pytest.mark.parametrize("model", ["reach", "epoch"])

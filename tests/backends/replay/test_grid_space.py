@@ -21,7 +21,7 @@ from service.core.space import SearchSpace
 from service.core.table import load_table, read_frame, write_table
 from service.reports import write_report
 from service.reports.compare import space_sentence
-from tests.replay.tables import LRS, emerald_table
+from tests.backends.replay.tables import LRS, emerald_table
 
 
 @pytest.fixture(scope="module")

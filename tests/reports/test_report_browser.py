@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from service.reports import write_report
-from tests.test_report_storage import build_storage
+from tests.reports.test_report_storage import build_storage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / ".test-output" / "report-browser.png"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [

@@ -56,7 +56,7 @@ def emerald_table(path: Path, epochs: int = 6, seeds: tuple[int, ...] = (0, 1),
                              "test_acc": float(values[e - 1]) - 0.01 if e == epochs
                              else math.nan})
     meta = TableMeta(space=EMERALD_SPACE, metric="val_acc", mode="max", dataset="generated",
-                     backbone="none", command="tests/replay/tables.py")
+                     backbone="none", command="tests/backends/replay/tables.py")
     return write_table(pd.DataFrame(rows), meta, path)
 
 
@@ -77,5 +77,5 @@ def own_names_table(path: Path, epochs: int = 4, seeds: tuple[int, ...] = (0, 1)
                             "max_units": {"choice": [64, 256]},
                             "learning_rate": {"loguniform": [1e-5, 1e-1]}},
                      metric="val_acc", mode="max", dataset="generated", backbone="none",
-                     command="tests/replay/tables.py")
+                     command="tests/backends/replay/tables.py")
     return write_table(pd.DataFrame(rows), meta, path)

@@ -14,7 +14,7 @@ from service.backends.replay.switches import SwitchStore, model_errors, modelled
 from service.backends.replay.verify import recording_run, retrain, verify
 from service.core.api import Schedule
 from service.core.table import load_table
-from tests.replay.tables import emerald_table
+from tests.backends.replay.tables import emerald_table
 
 SHIPPED = "docs/tables/digits-vgg16_w0.0625.parquet"
 

@@ -15,7 +15,7 @@ import yaml
 from service.core.table import load_table
 from tests.results import sigkill_driver, trial_rows
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EPOCHS = 3
 CONFIG = {
     "name": "rec", "dataset": {"name": "synthetic", "max_train": 300, "image_size": 32},

@@ -24,7 +24,7 @@ import pytest
 from cluster import local_cluster as lc
 from tests.results import trial_rows
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from service.core.layout import STEP_LOG, Cell
 from service.reports import write_report
 from service.reports.table5 import is_table5_method, settled, table5
-from tests.test_report_storage import result_line
+from tests.reports.test_report_storage import result_line
 
 BACKBONE = "vgg16_layers@0.125"
 T_975_1 = 12.706204736  # scipy.stats.t.ppf(0.975, 1): two seeds

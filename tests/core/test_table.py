@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from service.core.table import TableError, infer_space, load_table
-from tests.replay.tables import LRS, emerald_table
+from tests.backends.replay.tables import LRS, emerald_table
 
 ROOT = Path(__file__).resolve().parents[2]
 

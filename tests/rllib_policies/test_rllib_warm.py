@@ -19,10 +19,10 @@ from rllib_policies._encoding import WARM_EPSILON_START, ActionSet
 from rllib_policies._warm import AGENTS_FILE, WarmStartError, find_agents_file, load_agents
 from service.core.config import ConfigError, build_config
 from service.core.space import SearchSpace
-from tests.replay.tables import emerald_table
-from tests.test_rllib_search import FAST, SPACE, run
+from tests.backends.replay.tables import emerald_table
+from tests.rllib_policies.test_rllib_search import FAST, SPACE, run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _trained(tmp_path: Path, steps: int = 40) -> tuple[EmeraldSearch, Path]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from service.core.layout import SUMMARY_FILE, Cell
 from service.core.progress import Progress
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CELLS = [Cell("random", "vgg16@0.125", 0), Cell("optuna", "vgg16@0.125", 0)]
 
 

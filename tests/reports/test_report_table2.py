@@ -24,7 +24,7 @@ from service.reports.table2 import (
     table2_display,
     write_table2,
 )
-from tests.test_report_storage import add_experiment, result_line
+from tests.reports.test_report_storage import add_experiment, result_line
 
 BACKBONE = "resnet18@0.25"
 PPO, FIXED = "optsel-ppo:3opt", "fixed:sgd"

@@ -19,7 +19,7 @@ import pytest
 
 from service.backends.tune import sockets
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_roles_from_command_lines() -> None:

@@ -12,7 +12,7 @@ from service.core import registry
 from service.core.config import ConfigError, build_config, load_config, parse_set
 from service.core.space import default_space
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 INVALID: list[tuple[dict, str]] = [
     ({"epocs": 3}, "epocs: unknown key"),
