@@ -63,7 +63,8 @@ ENTRIES: list[Entry] = [
           kind="population"),
     Entry("pb2", "PB2 (GP-bandit PBT; log10 of log ranges)", _F + "pb2",
           {"population": _POP, "perturbation_interval": _PERTURB},
-          kind="population", check=_needs_numeric_range, replay_s=0.18),
+          kind="population", check=_needs_numeric_range, replay_s=0.18,
+          continuous_space=True),
     Entry("fixed", "no search: one optimizer for the whole run at its own rate, the space's "
           "constants for the rest (document 004 Table 2's SGD, SAM and Adam rows)",
           _F + "fixed",
@@ -74,7 +75,7 @@ ENTRIES: list[Entry] = [
                               "without a better metric (0: never)", low=0, high=100_000),
            "repeats": Option(int, 1, "trials of the fixed config (a seeded run repeats "
                              "exactly)", low=1, high=10_000)},
-          needs_space=False),
+          needs_space=False, feeds=("table2",)),
     Entry("trivialaugment", "no search: TrivialAugmentWide with a fixed optimizer",
           _F + "trivialaugment",
           {"optimizer": Option(str, "adam", "the fixed optimizer", choices=OPTIMIZERS),

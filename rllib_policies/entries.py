@@ -109,7 +109,8 @@ ENTRIES: list[Entry] = [
            "aug_actions": dataclasses.replace(_EMERALD_OPTIONS["aug_actions"], default="table4"),
            "early_stopping": Option(bool, True, "stop underperformers (EMERALD-O 5.1.2); "
                                     "the epochs they leave go to more trials")},
-          table9_row="EMERALD-O (Proposed)", check=_emerald_checks, replay_s=1.8),
+          table9_row="EMERALD-O (Proposed)", check=_emerald_checks, replay_s=1.8,
+          feeds=("fig7",)),
     Entry("emerald-dynamic", "EMERALD-O inside running trials: new settings every k epochs",
           _F + "emerald_dynamic",
           {**_EMERALD_OPTIONS,
@@ -120,7 +121,7 @@ ENTRIES: list[Entry] = [
                                     "penalty step); its epochs go to more trials"),
            "patience": Option(int, 3, "early_stopping: epochs without improvement", low=1,
                               high=100_000)},
-          kind="controller", check=_emerald_checks, replay_s=7.6),
+          kind="controller", check=_emerald_checks, replay_s=7.6, feeds=("fig7",)),
 ]
 
 
@@ -172,11 +173,11 @@ ENTRIES += [
                                    "decision (document 004 3.2.1.2)", above=0.0, high=1.0),
            "learning_starts": Option(int, 32, "transitions before the first DQN update (the "
                                      "document gives none)", low=1, high=1_000_000)},
-          kind="controller", needs_space=False, check=_optimizer_set),
+          kind="controller", needs_space=False, check=_optimizer_set, feeds=("table2",)),
     Entry("optsel-ppo", "document 004: a PPO agent picks the optimizer of every epoch "
           "(3opt: SGD / SAM / Adam; 2opt: SGD / SAM), each at its own rate",
           _F + "optsel_ppo", _optsel_options("3opt"),
-          kind="controller", needs_space=False, check=_optimizer_set),
+          kind="controller", needs_space=False, check=_optimizer_set, feeds=("table2",)),
 ]
 
 
@@ -249,7 +250,7 @@ ENTRIES += [
            "update": Option(str, "literal", "Algorithm 2 lines 3 and 6: literal (Q += alpha "
                             "R, as written) or terminal ((1 - alpha) Q + alpha R)",
                             choices=("literal", "terminal"))},
-          check=_two_agents),
+          check=_two_agents, feeds=("table5",)),
 ]
 
 

@@ -194,7 +194,7 @@ class ReplayConfig(Strict):
     """grid: every searched dimension is a choice among the table's recorded values, sorted
     (numeric ones ordered; strings and booleans keep the space's order); continuous: the
     table's ranges, suggestions snapped to the nearest recorded value (counted). PB2 keeps
-    the ranges in either mode (service.core.table.CONTINUOUS_ONLY)."""
+    the ranges in either mode (`Entry.continuous_space`)."""
 
 
 class ExperimentConfig(Strict):
@@ -365,8 +365,10 @@ class ExperimentConfig(Strict):
                                  "remove termination (record the table without it)")
             self._check_replay()
             return self
-        if self.replay.model_fields_set:
-            field = sorted(self.replay.model_fields_set)[0]
+        changed = [k for k, v in ReplayConfig().model_dump().items()
+                   if getattr(self.replay, k) != v]  # a stored config holds the defaults
+        if changed:
+            field = changed[0]
             raise ValueError(f"replay.{field}: only the replay backend reads the replay "
                              f"section; give backend: replay (or --backend replay), or remove "
                              f"replay")

@@ -39,6 +39,30 @@ PLAN_KINDS = {"searcher": SearcherPlan, "population": PopulationPlan,
                "controller": ControllerPlan}
 
 
+REPORT_VIEWS: dict[str, str] = {
+    "table2": "Table 2 of the DRL optimizer-selection report (DQN / PPO choosing the "
+              "optimizer per epoch): test scores and convergence per method",
+    "table5": "Table V of Iranfar et al. (layer-wise Q-learning): the chosen network's "
+              "accuracy, size and speed",
+    "fig7": "EMERALD-O Fig. 7: validation accuracy epoch after epoch with the agents' steps",
+}
+"""The report views an entry may feed (`Entry.feeds`)."""
+
+
+def feeding(view: str) -> list[str]:
+    """The entries whose cells feed report view `view` (a key of `REPORT_VIEWS`)."""
+    if view not in REPORT_VIEWS:
+        raise KeyError(view)
+    return [name for name, e in entries().items() if view in e.feeds]
+
+
+def feeds(label: str, view: str) -> bool:
+    """Whether searcher `label` (an entry name, maybe with a `:label`) feeds `view`;
+    False for a name no entry has."""
+    found = entries().get(entry_name(str(label)))
+    return found is not None and view in found.feeds
+
+
 class RegistryError(ValueError):
     """An unknown method name, a bad label or a bad option; `str()` is one line."""
 
@@ -118,6 +142,13 @@ class Entry:
     """Its own compute per replayed cell, seconds (`searcher_s` in docs/results/replay: 20
     trials x 12 epochs on 2 cores): a replay starts the costliest cells first, so its
     workers end together."""
+    feeds: tuple[str, ...] = ()
+    """The method-specific report views its cells feed (`REPORT_VIEWS`): an experiment that
+    runs the entry gets them, so reports name no entry."""
+    continuous_space: bool = False
+    """It searches the table's continuous ranges even where a replay gives every other
+    entry the recorded values as choices (PB2's GP needs ranges; its suggestions are
+    snapped to the grid and counted)."""
 
     @property
     def replays_schedule(self) -> bool:

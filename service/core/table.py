@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from service.core.api import ConfigError, plain
-from service.core.registry import entry_name
+from service.core.registry import entry
 from service.core.space import Dim, SearchSpace, SpaceError
 
 META_KEY = "emerald_tune"
@@ -486,10 +486,6 @@ def cached_table(path: str | Path) -> ReplayTable:
 
 SPACES: tuple[str, ...] = ("grid", "continuous")
 """What a replayed plan searches: the table's recorded values as choices, or its ranges."""
-CONTINUOUS_ONLY: tuple[str, ...] = ("pb2",)
-"""Entries that keep the table's continuous space in grid mode: PB2 fits a GP over
-continuous bounds (`SearchSpace.to_pb2_bounds` ignores choices, and the entry refuses a
-space without a range), so its suggestions are snapped to the grid instead (counted)."""
 
 
 class ReplayError(RuntimeError):
@@ -500,10 +496,11 @@ class ReplayError(RuntimeError):
 def plan_space(name: str, table: ReplayTable, space: str = "grid") -> SearchSpace:
     """The space entry `name` searches on `table`: the recorded values as choices, numbers
     in order ("grid"), or the table's ranges ("continuous", and PB2 in either mode: see
-    `CONTINUOUS_ONLY`)."""
+    `Entry.continuous_space`: PB2 fits a GP over continuous bounds, so its suggestions are
+    snapped to the grid instead, counted)."""
     if space not in SPACES:
         raise ReplayError(f"replay.space: unknown space {space!r}; use one of "
                           f"{', '.join(SPACES)}")
-    if space == "continuous" or entry_name(name) in CONTINUOUS_ONLY:
+    if space == "continuous" or entry(name).continuous_space:
         return table.space
     return table.grid_space()

@@ -32,7 +32,6 @@ from service.reports.render import (
 )
 from service.reports.table2 import (
     CONVERGENCE_DEFINITION,
-    TABLE2_ENTRIES,
     convergence_epoch,
     is_table2_method,
     load_final_metrics,
@@ -51,7 +50,7 @@ from service.reports.tables import (
 )
 
 __all__ = [
-    "ANALYSIS_HP", "CONVERGENCE_DEFINITION", "TABLE2_ENTRIES", "convergence_epoch",
+    "ANALYSIS_HP", "CONVERGENCE_DEFINITION", "convergence_epoch",
     "is_table2_method", "load_final_metrics", "plot_optimizer_schedule", "table2",
     "write_table2", "AUGMENT_HP", "ERROR_FILE", "GENERALIZATION_NOTE", "SEARCHERS_NOTE",
     "SEARCHER_COLUMNS", "TRIAL_FILES", "best_so_far", "find_experiments", "generalization",

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from service.core import registry
 from service.reports.plots import FLIP, LR, OPTIMIZER, ROTATION
 
 PAIR_DIMS = ((LR, "log10 lr"), (ROTATION, "rotation"), (FLIP, "flip"),
@@ -77,7 +78,7 @@ def fig7_episode(epochs: pd.DataFrame, out: Path) -> list[Path]:
     ep = _finite(epochs)
     if ep.empty:
         return []
-    names = [s for s in dict.fromkeys(ep.searcher) if "emerald" in str(s)]
+    names = [s for s in dict.fromkeys(ep.searcher) if registry.feeds(s, "fig7")]
     if not names:
         return []
     plt = _plt()

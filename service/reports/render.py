@@ -133,7 +133,7 @@ def write_report(storage: str | Path, out_dir: str | Path | None = None,
                  fmt: str = "csv", *, live: bool = False) -> dict[str, Path]:
     """Write trials.csv (or .parquet), table9.md/.csv, table8.md/.csv, generalization,
     searchers.md/.csv, plots, table2.md/.csv and optimizer_schedule.png (when an experiment
-    runs an optimizer-selection or fixed-optimizer method, `table2.TABLE2_ENTRIES`) and
+    runs an optimizer-selection or fixed-optimizer method, `Entry.feeds`) and
     index.html (default into <storage>/report) for one
     experiment folder, or for every experiment under a storage root: then trials.csv,
     table8 and searchers gain an `experiment` column and Table 9 rows follow `row_labels`.

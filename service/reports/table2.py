@@ -35,11 +35,6 @@ from service.reports.load import (
 )
 from service.reports.tables import _ordered, _relabel, mean_ci95
 
-TABLE2_ENTRIES: tuple[str, ...] = ("optsel-", "fixed")
-"""Registry entry-name prefixes whose presence in an experiment makes the report write
-Table 2: the in-trial optimizer-selection controllers (`optsel-dqn`, `optsel-ppo`) and the
-fixed-optimizer baseline (`fixed`). Matched on names, so entries not yet registered count."""
-
 CONVERGENCE_TOL = 0.005
 """Within this much (0.5 points of accuracy) of the best trial's best val_acc counts as
 converged."""
@@ -72,12 +67,13 @@ CELL_KEYS = ["dataset", "backbone", "method", "seed"]
 
 
 def is_table2_method(label: str) -> bool:
-    """Whether searcher `label` runs an optimizer-selection or fixed-optimizer entry."""
-    return registry.entry_name(str(label)).startswith(TABLE2_ENTRIES)
+    """Whether searcher `label` runs an entry that feeds Table 2 (`Entry.feeds`: the
+    optimizer-selection controllers and the fixed-optimizer baseline)."""
+    return registry.feeds(label, "table2")
 
 
 def table2_folders(folders: Sequence[Path]) -> list[Path]:
-    """The experiment folders whose config lists a `TABLE2_ENTRIES` method."""
+    """The experiment folders whose config lists a method that feeds Table 2."""
     return [f for f in folders if any(is_table2_method(s) for s in _config_lists(f)[0])]
 
 

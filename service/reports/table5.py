@@ -40,9 +40,6 @@ from service.reports.load import (
 from service.reports.table2 import dataset_of
 from service.reports.tables import _ordered, mean_ci95
 
-TABLE5_ENTRIES: tuple[str, ...] = ("layerwise",)
-"""Registry entries whose presence in an experiment makes the report write Table V."""
-
 TABLE5_COLUMNS = [
     "dataset", "backbone", "method", "seeds", "test_acc", "test_acc_ci95", "model_mb",
     "model_mb_ci95", "train_ms_per_batch", "train_ms_ci95", "infer_ms_per_batch",
@@ -69,11 +66,12 @@ SETTLED_DEFINITION = (
 
 
 def is_table5_method(label: str) -> bool:
-    return registry.entry_name(str(label)).startswith(TABLE5_ENTRIES)
+    """Whether searcher `label` runs an entry that feeds Table V (`Entry.feeds`)."""
+    return registry.feeds(label, "table5")
 
 
 def table5_folders(folders: Sequence[Path]) -> list[Path]:
-    """The experiment folders whose config lists a `TABLE5_ENTRIES` method."""
+    """The experiment folders whose config lists a method that feeds Table V."""
     return [f for f in folders if any(is_table5_method(s) for s in _config_lists(f)[0])]
 
 
