@@ -23,6 +23,28 @@ class WarmStartError(ValueError):
     """A warm-start path that cannot be used, in one line."""
 
 
+SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset({
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+})
+"""What an agents file may name besides plain containers: numpy arrays and their dtypes
+(the weights). Anything else a pickle names (a function to call, a class to build) is
+refused before it runs: a warm-start path may come from anyone."""
+
+
+class _WeightsUnpickler(pickle.Unpickler):
+    """`pickle.Unpickler` that builds only `SAFE_GLOBALS` (as the Python docs' "Restricting
+    Globals" recipe), so loading a file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in SAFE_GLOBALS or (module == "numpy.dtypes" and
+                                              name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which an agents file "
+                                     "never holds")
+
+
 def layout(actions: Any) -> dict[str, Any]:
     """What an agent's action index means: the augmentation combinations, the optimizers and
     the number of rate bins (the rates themselves follow each space's own range)."""
@@ -49,6 +71,9 @@ def find_agents_file(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if path.is_file():
         return path
+    if path.exists() and not path.is_dir():
+        raise WarmStartError(f"warm_start: {str(path)!r} is not a regular file; give an "
+                             "agents file or the folder of an earlier EMERALD-O experiment")
     if not path.is_dir():
         raise WarmStartError(f"warm_start: {str(path)!r} does not exist; give an agents file "
                              f"or the folder of an earlier EMERALD-O experiment")
@@ -69,10 +94,11 @@ def load_agents(path: str | Path, actions: Any | None = None, *, algo: str | Non
     file = find_agents_file(path)
     try:
         with open(file, "rb") as f:
-            payload = pickle.load(f)  # noqa: S301 - written by this project
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError,
-            TypeError, ImportError, IndexError, KeyError) as err:  # not a pickle of ours
-        raise WarmStartError(f"warm_start: {str(file)!r} cannot be read ({err})") from None
+            payload = _WeightsUnpickler(f).load()
+    except Exception as err:  # noqa: BLE001 - any file that is not an agents pickle of ours
+        text = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise WarmStartError(f"warm_start: {str(file)!r} is not an agents file ({text}); "
+                             "give one that an EMERALD-O run or pretrain wrote") from None
     if not isinstance(payload, dict) or payload.get("kind") != KIND:
         raise WarmStartError(f"warm_start: {str(file)!r} is not an EMERALD-O agents file")
     if algo is not None and payload["algo"] != algo:

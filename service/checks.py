@@ -114,14 +114,15 @@ def check_address(args: argparse.Namespace) -> None:
     address = cluster_address(args)
     if not address or address == "auto" or address.startswith(("ray://", "local")):
         return
+    field = "--address" if getattr(args, "address", None) else "RAY_ADDRESS"
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"--address: {address!r} is not host:port (e.g. 10.0.0.1:6379, "
+        raise ConfigError(f"{field}: {address!r} is not host:port (e.g. 10.0.0.1:6379, "
                           "the head's GCS address `ray start --head` prints)")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except OSError as err:
-        raise ConfigError(f"--address: nothing answers at {address} "
+        raise ConfigError(f"{field}: nothing answers at {address} "
                           f"({err.strerror or type(err).__name__}); start the head with "
                           "`ray start --head` or give its address") from None
 

@@ -328,7 +328,7 @@ def _json_mapping(path: Path) -> bool:
     import json
 
     try:
-        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+        return isinstance(json.loads(path.read_text(encoding="utf-8-sig")), dict)
     except (OSError, UnicodeDecodeError, ValueError):
         return False
 

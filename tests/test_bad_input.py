@@ -679,3 +679,194 @@ def test_a_section_the_backend_does_not_read_is_refused(storage, capsys) -> None
     table = Path(__file__).parents[1] / "docs" / "tables" / "digits-vgg16.parquet"
     config.write_text(f"backend: replay\nreplay: {{tables: [{table}]}}\nreward: {{c_acc: 0.5}}\n")
     _refused(["validate", "--config", str(config)], "reward", storage, capsys)
+
+
+# The third sweep (issue 30): inputs of the same kinds, not in the lists above.
+
+def _table_case(folder: Path, case: str) -> str:
+    rows = [dict(r) for r in GOOD_ROWS]
+    sidecar = None
+    if case == "text_test_acc":
+        rows = [{**r, "test_acc": "abc"} for r in rows]
+    elif case == "huge_epoch_time":
+        rows = [{**r, "epoch_time_s": 1e308} for r in rows]
+    elif case == "one_inf_epoch_time":
+        rows[0]["epoch_time_s"] = math.inf
+    elif case == "huge_int_hp":
+        rows = [{**r, "lr": 2**70 if r["lr"] == 0.001 else 3} for r in rows]
+    elif case == "metric_is_epoch":
+        sidecar = b"metric: epoch\n"
+    elif case == "duplicate_sidecar_key":
+        sidecar = b"metric: val_acc\nmetric: val_loss\n"
+    if case == "pandas_index":
+        path = folder / f"{case}.csv"
+        pd.DataFrame(rows).to_csv(path)  # the row index as an unnamed first column
+        return str(path)
+    return _csv_table(folder, f"{case}.csv", rows, sidecar)
+
+
+@pytest.mark.parametrize("case,said", [
+    ("text_test_acc", "column 'test_acc' must be numeric"),
+    ("huge_epoch_time", "column 'epoch_time_s' must be 0 to"),
+    ("one_inf_epoch_time", "column 'epoch_time_s' must be 0 to"),
+    ("huge_int_hp", "column 'lr' holds 1180591620717411303424"),
+    ("metric_is_epoch", "metadata metric 'epoch'"),
+    ("duplicate_sidecar_key", "key 'metric' given twice"),
+    ("pandas_index", "column 'Unnamed: 0' has no name"),
+])
+def test_tables_of_the_third_sweep_are_refused_by_column(storage, capsys, tmp_path, case,
+                                                         said) -> None:
+    """Each ran the replay (a traceback from the report, an overflow writing rows, a
+    ranking on the epoch column) or blamed the wrong thing; now one line naming it."""
+    table = _table_case(tmp_path, case)
+    err = _refused(["bench", "--backend", "replay", "--table", table, "--searchers",
+                    "random", "--trials", "2", "--epochs", "1", "--storage", str(storage)],
+                   "replay.tables", storage, capsys)
+    assert said in err, err
+
+
+@pytest.mark.parametrize("setting,field", [
+    ('seeds=["1"]', "seeds"),
+    ("max_parallel_experiments=99999999999999999999", "max_parallel_experiments"),
+    ("termination.loss=.inf", "termination.loss"),
+    ("reward.size_ref_mb=.inf", "reward.size_ref_mb"),
+    ("resources.cpus=1e-300", "resources.cpus"),
+    ("resources.cpus=0.00015", "resources.cpus"),
+    ("budget.trials='3'", "budget.trials"),
+])
+def test_numbers_without_bounds_or_of_the_wrong_type(storage, capsys, setting, field) -> None:
+    _refused(["validate", "--set", setting], field, storage, capsys)
+
+
+def test_record_refuses_a_grid_and_samples_together(storage, capsys) -> None:
+    """`points_per` was ignored without a word when `samples` was set too."""
+    _refused(["validate", "--set", "record.samples=5", "--set", "record.points_per={lr: 3}"],
+             "record.points_per", storage, capsys)
+
+
+def test_every_preset_survives_its_own_round_trip() -> None:
+    """A cell rebuilds its config from the stored dump (every field present): a check keyed
+    on which fields were given refused every real run once."""
+    from service.core.config import build_config, load_config
+    from service.core.presets import PRESETS
+
+    for name in PRESETS:
+        cfg = load_config(preset=name)
+        assert build_config(cfg.model_dump()) == cfg, name
+    record = build_config({"record": {"samples": 5}})
+    assert build_config(record.model_dump()) == record
+
+
+def test_ray_address_from_the_environment_is_named_so(storage, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "garbage")
+    err = _refused(["validate"], "RAY_ADDRESS", storage, capsys)
+    assert "--address" not in err, err
+
+
+@pytest.mark.parametrize("module,said", [
+    ("def build(**kw):\n    return (\n", "importing"),
+    ("raise RuntimeError('boom')\n", "boom"),
+    ("import sys\nsys.exit(3)\n", "SystemExit"),
+    ("def build(**kw):\n    raise SystemExit(4)\n", "SystemExit"),
+])
+def test_a_user_model_that_fails_on_import_or_exits_is_one_line(storage, capsys, tmp_path,
+                                                                monkeypatch, module,
+                                                                said) -> None:
+    name = f"usermod_{abs(hash(module)) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    err = _refused(["validate", "--backbones", f"{name}:build", "--dataset", "synthetic"],
+                   "backbones", storage, capsys)
+    assert said in err, err
+
+
+def test_a_warm_start_pickle_cannot_run_code(storage, capsys, tmp_path) -> None:
+    """A warm-start file is read with an unpickler that builds only arrays: a pickle that
+    calls a function is refused before the call (it ran `os.system` during validate)."""
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    bad = tmp_path / "agents.pkl"
+    bad.write_bytes(pickle.dumps(Evil()))
+    err = _refused(["validate", "--searchers", "emerald", "--set",
+                    f"searcher_options.emerald.warm_start={bad}"], "warm_start", storage, capsys)
+    assert not marker.exists(), "the pickle ran its call"
+    assert "not an agents file" in err, err
+    _refused(["validate", "--searchers", "emerald", "--set",
+              "searcher_options.emerald.warm_start=/dev/null"], "not a regular file",
+             storage, capsys)
+    good = Path(__file__).resolve().parents[1] / "docs/agents/emerald-digits-vgg16_w0.0625.pkl"
+    from rllib_policies import load_agents
+
+    assert load_agents(good)["algo"] == "dqn"  # the shipped agents still load
+
+
+def test_a_damaged_image_cache_is_rebuilt_not_refused(storage, tmp_path_factory) -> None:
+    """The cache is the service's own: cut short or overwritten, it is decoded anew."""
+    from service.training.imagefolder import CACHE_DIR, read_image_folder
+    from tests.training.test_imagefolder import write_images
+
+    root = tmp_path_factory.mktemp("data") / "imgs"
+    write_images(root / "train", 2)
+    classes, first = read_image_folder(root, None)
+    for damage in (lambda p: p.write_bytes(p.read_bytes()[:300]),
+                   lambda p: p.write_text("not a tensor file"),
+                   lambda p: __import__("torch").save(__import__("torch").zeros(3), p)):
+        (cache,) = (root / CACHE_DIR).glob("train-*.pt")
+        damage(cache)
+        _, again = read_image_folder(root, None)
+        assert again["train"][0].equal(first["train"][0])
+
+
+def test_class_folders_with_subfolders_are_read_as_torchvision_reads_them(
+        tmp_path_factory) -> None:
+    from service.training.imagefolder import scan
+    from tests.training.test_imagefolder import write_images
+
+    root = tmp_path_factory.mktemp("data") / "nested"
+    write_images(root / "train", 2)
+    for name in ("cat", "dog"):
+        (root / "train" / name / "more").mkdir()
+        for image in list((root / "train" / name).glob("*.png"))[:1]:
+            image.rename(root / "train" / name / "more" / image.name)
+    classes, folders = scan(root)
+    assert len(folders[0].files) == 2 * len(classes)
+
+
+def test_report_warns_of_links_and_pipes_and_reads_a_bom(tmp_path, capsys) -> None:
+    """A dangling link or a pipe where summary.json belongs was left out without a word (a
+    pipe could have hung the reader); an unknown searcher among the cells no longer
+    crashes the report; a config with a UTF-8 BOM is read."""
+    import os
+
+    from service.reports import load
+    from tests.backends.replay.tables import emerald_table
+
+    table = emerald_table(tmp_path / "t.parquet")
+    storage = tmp_path / "results"
+    assert main(["bench", "--backend", "replay", "--table", str(table), "--searchers",
+                 "random,optuna", "--trials", "2", "--epochs", "2", "--seeds", "0,1",
+                 "--storage", str(storage), "--name", "exp"]) == 0
+    folder = storage / "exp"
+    cells = sorted(folder.glob("*__s*"))
+    (cells[0] / "summary.json").unlink()
+    (cells[0] / "summary.json").symlink_to(tmp_path / "nowhere.json")
+    (cells[1] / "summary.json").unlink()
+    os.mkfifo(cells[1] / "summary.json")
+    summary = json.loads((cells[2] / "summary.json").read_text())
+    (cells[2] / "summary.json").write_text(json.dumps({**summary, "searcher": "nosuch"}))
+    config = folder / "experiment_config.json"
+    config.write_bytes(b"\xef\xbb\xbf" + config.read_bytes())
+    capsys.readouterr()
+    load.flush_warnings(say=False)
+    assert main(["report", str(folder), "--out", str(tmp_path / "out")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith("warning: ")]
+    assert any(str(cells[0] / "summary.json") in w for w in warned), warned
+    assert any(str(cells[1] / "summary.json") in w for w in warned), warned
+    assert (tmp_path / "out" / "comparison.md").is_file()

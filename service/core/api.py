@@ -65,10 +65,12 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    """Base of every config model: unknown keys are errors, values are frozen, and a
-    number is never read from true/false (pydantic takes `trials: true` as 1)."""
+    """Base of every config model: unknown keys are errors, values are frozen, a number is
+    never read from true/false or from text (pydantic takes `trials: true` as 1 and
+    `seeds: ["1"]` as 1), and no number is infinite or NaN."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
+                              allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -79,6 +81,9 @@ class Strict(BaseModel):
         values = value if isinstance(value, (list, tuple)) else [value]
         if any(isinstance(v, bool) for v in values):
             raise ValueError(f"give a number, not {str(value).lower()}")
+        text = next((v for v in values if isinstance(v, str)), None)
+        if text is not None:
+            raise ValueError(f"give a number, not the text {text!r}")
         return value
 
 

@@ -77,10 +77,14 @@ BUNDLED_SIZES = {"digits": 1797, "synthetic": 600}
 set), so a split too small to hold one is refused with the config."""
 
 
+RAY_UNIT = 1e-4
+"""Ray schedules resources in steps of 0.0001 (its fixed-point resource quantities)."""
+
+
 class Resources(Strict):
     """Resources of one trial: whole or fractional CPUs and GPUs."""
 
-    cpus: float = Field(default=1.0, gt=0.0, le=512)
+    cpus: float = Field(default=1.0, ge=RAY_UNIT, le=512)
     gpus: float = Field(default=0.0, ge=0.0, le=64)
 
     @field_validator("gpus")
@@ -88,6 +92,14 @@ class Resources(Strict):
     def _fraction_or_whole(cls, value: float) -> float:
         if value > 1 and value != int(value):
             raise ValueError("more than one GPU per trial must be a whole number")
+        return value
+
+    @field_validator("cpus", "gpus")
+    @classmethod
+    def _ray_units(cls, value: float) -> float:
+        if abs(value / RAY_UNIT - round(value / RAY_UNIT)) > 1e-6:
+            raise ValueError(f"{value:g} is finer than Ray schedules; give a multiple of "
+                             f"{RAY_UNIT:g}")
         return value
 
 
@@ -102,6 +114,16 @@ class RecordConfig(Strict):
     out: str | None = None
     tag: str | None = Field(default=None, pattern=r"^[a-z0-9]+(?:[_-][a-z0-9]+)*$")
     """Appended to the table's file name (`digits-resnet18_w0.0625-optsel.parquet`)."""
+
+    @model_validator(mode="after")
+    def _grid_or_samples(self) -> RecordConfig:
+        # compared with the default, not with the keys given: a stored config holds them all
+        grid = self.points != type(self).model_fields["points"].default
+        if self.samples is not None and (self.points_per or grid):
+            knob = "points_per" if self.points_per else "points"
+            raise ValueError(f"record.{knob}: sets the grid, which record.samples replaces "
+                             f"(seeded samples of the space); give one of them")
+        return self
 
     @field_validator("points_per", mode="before")
     @classmethod
@@ -207,7 +229,7 @@ class ExperimentConfig(Strict):
     searcher_options: dict[str, dict[str, Any]] = {}
     budget: Budget = Budget()
     concurrency: int = Field(default=2, ge=1, le=10_000)
-    max_parallel_experiments: int | None = Field(default=None, ge=1)
+    max_parallel_experiments: int | None = Field(default=None, ge=1, le=10_000)
     """Experiments (cells) run side by side; default: as many as trial slots."""
     resources: Resources = Resources()
     seeds: list[int] = [0]
@@ -397,7 +419,7 @@ class ExperimentConfig(Strict):
         if not self.replay.tables:
             raise ValueError("replay.tables: give at least one recorded table "
                              "(e.g. docs/tables/digits-vgg16_w0.0625.parquet)")
-        if "space" in self.model_fields_set:
+        if self.space != DEFAULT_SPACE:  # the default is no choice (a dump holds it)
             raise ValueError("space: a replay reads its space from each table; remove space "
                              "(or put it in the table's metadata or <table>.yaml)")
         try:
@@ -517,7 +539,7 @@ def build_config(raw: Mapping[str, Any]) -> ExperimentConfig:
         raise ConfigError(_first_error(err)) from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
     silently, so a typo'd override would win unseen)."""
 
@@ -539,7 +561,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 # YAML 1.2 reads 1e-5 as a number; PyYAML (YAML 1.1) as the text '1e-5', which a space's
 # bounds then refuse: numbers with an exponent and no dot are floats here too.
-_UniqueKeyLoader.add_implicit_resolver(
+UniqueKeyLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
@@ -559,7 +581,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not file.is_file():
         raise ConfigError(f"--config: file {str(file)!r} not found; give a YAML file")
     try:
-        data = yaml.load(file.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+        data = yaml.load(file.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
     except UnicodeDecodeError:
         raise ConfigError(f"--config: {file} is not UTF-8 text; save it as UTF-8 YAML"
                           ) from None
@@ -666,7 +688,7 @@ def parse_set(items: Sequence[str], flag: str = "--set") -> dict[str, Any]:
             raise ConfigError(f"{flag}: {item!r} needs the form key.path=value")
         key, text = item.split("=", 1)
         try:
-            out[key.strip()] = yaml.load(text, Loader=_UniqueKeyLoader) if text else None
+            out[key.strip()] = yaml.load(text, Loader=UniqueKeyLoader) if text else None
         except (yaml.YAMLError, RecursionError):
             raise ConfigError(f"{flag} {key}: value {text!r} is not valid YAML") from None
     return out

@@ -89,6 +89,12 @@ class TableMeta:
 
 MAX_EPOCHS = 100_000
 """The most epochs a table records (the catalogue's epochs bound, service.core.space)."""
+MAX_EPOCH_S = 1e7
+"""The longest epoch a table may record, seconds (116 days): the simulated clock sums them,
+and an infinite or astronomically long epoch would leave every time-based figure empty."""
+MAX_VALUE = 1e15
+"""The largest magnitude of a numeric hyperparameter (a 64-bit float holds it exactly to
+the integer; a replay writes its rows as 64-bit numbers)."""
 MAX_CELLS = 200_000_000
 """Values a loaded table may hold (configurations x seeds x epochs x metric columns, 1.6 GB
 as float64): a stray epoch of 10**12 allocated terabytes."""
@@ -127,17 +133,25 @@ def read_frame(path: str | Path) -> tuple[Any, TableMeta]:
     except Exception as err:  # a cut or foreign file: one line, not a traceback
         raise TableError(f"{where}: cannot be read ({type(err).__name__}: {err})"[:300]
                          ) from None
+    unnamed = [c for c in frame.columns if str(c).startswith("Unnamed: ")]
+    if unnamed:
+        raise TableError(f"{where}: column {unnamed[0]!r} has no name (pandas' row index, "
+                         "saved by to_csv without index=False?); drop it or name it")
     side = _sidecar(path)
     if side.is_file():
         import yaml
 
+        from service.core.config import UniqueKeyLoader
+
         try:
-            extra = yaml.safe_load(side.read_text(encoding="utf-8")) or {}
+            extra = yaml.load(side.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
         except UnicodeDecodeError:
             raise TableError(f"{where}: {side.name} is not UTF-8 text; save it as UTF-8"
                              ) from None
-        except (yaml.YAMLError, RecursionError):
-            raise TableError(f"{where}: {side.name} is not valid YAML") from None
+        except (yaml.YAMLError, RecursionError) as err:
+            problem = getattr(err, "problem", None) or ""
+            detail = f" ({problem})" if problem.startswith("key ") else ""
+            raise TableError(f"{where}: {side.name} is not valid YAML{detail}") from None
         if not isinstance(extra, dict):
             raise TableError(f"{where}: {side.name} must hold a mapping")
         raw = {**raw, **extra}
@@ -339,16 +353,21 @@ def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:
 
 
 def _check_cells(frame: Any, names: tuple[str, ...], where: str) -> None:
-    """Hyperparameter cells are scalars (a Parquet column may hold lists or mappings)."""
+    """Hyperparameter cells are scalars (a Parquet column may hold lists or mappings), and
+    numbers are finite and within `MAX_VALUE` (results are written as 64-bit numbers)."""
     for n in names:
-        if frame[n].dtype != object:
-            continue
-        odd = next((v for v in frame[n] if not isinstance(v, (str, bool, int, float,
-                                                               np.generic))
-                    and v is not None), None)
-        if odd is not None:
-            raise TableError(f"{where}: column {n!r} holds {type(odd).__name__} values; "
-                             "give one number, text or true/false per cell")
+        if frame[n].dtype == object:
+            odd = next((v for v in frame[n] if not isinstance(v, (str, bool, int, float,
+                                                                   np.generic))
+                        and v is not None), None)
+            if odd is not None:
+                raise TableError(f"{where}: column {n!r} holds {type(odd).__name__} values; "
+                                 "give one number, text or true/false per cell")
+        big = next((v for v in frame[n] if _is_number(plain(v)) and
+                    not abs(float(plain(v))) <= MAX_VALUE), None)
+        if big is not None:
+            raise TableError(f"{where}: column {n!r} holds {plain(big)!r}; a hyperparameter "
+                             f"is a finite number within +-{MAX_VALUE:.0e}")
 
 
 def load_table(path: str | Path, name: str | None = None) -> ReplayTable:
@@ -378,14 +397,19 @@ def load_table(path: str | Path, name: str | None = None) -> ReplayTable:
         raise TableError(f"{where}: column 'epoch' goes to {frame[EPOCH].max():g}; a table "
                          f"records at most {MAX_EPOCHS} epochs (seeds below 2**63)")
 
-    for column in (metric, TIME):
-        if not is_numeric_dtype(frame[column]) or is_bool_dtype(frame[column]):
+    if metric in (EPOCH, SEED, TIME):
+        raise TableError(f"{where}: metadata metric {metric!r} is the table's own "
+                         f"bookkeeping, not a result; name a recorded metric such as val_acc")
+    for column in dict.fromkeys((metric, TIME, *ROW_METRICS, TEST)):
+        if column in frame.columns and (not is_numeric_dtype(frame[column])
+                                        or is_bool_dtype(frame[column])):
             raise TableError(f"{where}: column {column!r} must be numeric")
     if np.isinf(frame[metric].astype(float)).any():
         raise TableError(f"{where}: column {metric!r} holds an infinite value; give finite "
                          "values (NaN ends a diverged curve)")
-    if (frame[TIME] < 0).any() or frame[TIME].isna().any():
-        raise TableError(f"{where}: column 'epoch_time_s' must be >= 0 on every row")
+    if not frame[TIME].between(0, MAX_EPOCH_S).all():  # NaN and inf fail too
+        raise TableError(f"{where}: column 'epoch_time_s' must be 0 to {MAX_EPOCH_S:.0e} "
+                         "seconds on every row (the simulated clock adds them)")
     if meta.space is not None:
         names = tuple(meta.space)
         missing = [n for n in names if n not in frame.columns]

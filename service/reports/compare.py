@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from service.core.layout import CELL_GLOB, ROWS_FILE, SUMMARY_FILE, parse_cell_name
-from service.reports.load import _read_json, unreadable
+from service.reports.load import _read_json, regular_file, unreadable
 
 CURVE_COLUMNS = ("trial_index", "unix_time", "regret", "trials_started", "epochs_total")
 ALPHA = 0.05
@@ -62,9 +62,11 @@ def is_replay(folder: Path) -> bool:
         if (d / ROWS_FILE).is_file():
             return True
         try:
-            if json.loads((d / SUMMARY_FILE).read_text()).get("backend") == "replay":
+            summary = d / SUMMARY_FILE
+            if summary.is_file() and json.loads(summary.read_text(encoding="utf-8-sig")
+                                                ).get("backend") == "replay":
                 return True
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # unreadable, or not a JSON object
             continue
     return False
 
@@ -75,7 +77,7 @@ def load_replay(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     summaries, curves = [], []
     for d in sorted(folder.glob(CELL_GLOB)):
         cell = parse_cell_name(d.name)
-        if cell is None or not (d / SUMMARY_FILE).is_file():
+        if cell is None:
             continue
         summary = _read_json(d / SUMMARY_FILE)
         if summary is None:
@@ -86,7 +88,8 @@ def load_replay(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                        "and worst); left out of the report")
             continue
         summaries.append(summary)
-        if (d / ROWS_FILE).exists():
+        if regular_file(d / ROWS_FILE, "the cell counts in the ranking, its curve is left "
+                        "out"):
             try:
                 rows = pd.read_parquet(d / ROWS_FILE, columns=list(CURVE_COLUMNS))
             except Exception as err:  # pyarrow's errors have no common base
@@ -269,7 +272,8 @@ def summary_table(cells: pd.DataFrame, by: tuple[str, ...] = ("searcher",),
             entry["model_error"] = (_model_error(group, scale)
                                     if trial and not _all_verified(group) else math.nan)
         rows.append(entry)
-    return pd.DataFrame(rows)
+    # no cell (no (table, seed) block every searcher ran): an empty table, not a crash
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*by, "seeds", "failures"])
 
 
 ANYTIME_FRACTIONS = (0.25, 0.5, 1.0)
@@ -601,6 +605,8 @@ def plot_cd(avg: pd.DataFrame, info: dict[str, Any], path: Path) -> Path | None:
 
 
 def _fmt_table(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "(nothing ranked)"
     shown = table.copy()
     shown["regret (95% CI)"] = [
         f"{m:.2f} [{lo:.2f}, {hi:.2f}]" for m, lo, hi in
@@ -653,7 +659,7 @@ def model_error_lines(cells: pd.DataFrame) -> list[str]:
 def _paired_of(folder: Path) -> list[str]:
     """The experiment's `replay.paired` pairs (from its stored config)."""
     try:
-        config = json.loads((folder / "experiment_config.json").read_text())
+        config = json.loads((folder / "experiment_config.json").read_text(encoding="utf-8-sig"))
     except (OSError, ValueError):
         return []
     return list((config.get("replay") or {}).get("paired") or [])
@@ -662,6 +668,9 @@ def _paired_of(folder: Path) -> list[str]:
 def _with_verdicts(table: pd.DataFrame, cells: pd.DataFrame, scale: float
                    ) -> tuple[pd.DataFrame, str]:
     """`table` sorted by mean regret with the paired verdict columns of `cells`."""
+    if table.empty:
+        return table, ("No (table, seed) block holds a result of every searcher (cells are "
+                       "missing or unreadable): nothing is ranked or tested here.")
     judged, note = verdicts(cells, scale=scale)
     table = table.merge(judged, on="searcher", how="left")
     return table.sort_values("regret_mean").reset_index(drop=True), note

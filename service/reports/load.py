@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,12 +73,25 @@ def flush_warnings(say: bool = True) -> None:
     _WARNED.clear()
 
 
+def regular_file(path: Path, left_out: str = "left out of the report") -> bool:
+    """Whether `path` is a regular file to read; something else there (a dangling link, a
+    pipe that would never end, a folder) is warned about, nothing there is not."""
+    if path.is_file():
+        return True
+    if os.path.lexists(path):
+        unreadable(path, f"not a regular file (a dangling link, a pipe, a folder?); "
+                   f"{left_out}")
+    return False
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object from `path`, or None when it is missing, cut or not an object (a run
     that crashed while writing it must not stop the report; one that is there is warned
-    about)."""
+    about). A BOM is read past, as the YAML reader does."""
+    if not regular_file(path):
+        return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError):

@@ -619,12 +619,15 @@ def _user_backbone(spec: BackboneSpec, num_classes: int, in_channels: int,
                             f"put it on PYTHONPATH (a Ray job: its working_dir)") from None
     except AttributeError:
         build = None
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - the user's module fails on import
+        raise BackboneError(f"backbone {spec.name}: importing {module_name!r} fails: "
+                            f"{_first_line(err)}") from None
     if not callable(build):
         raise BackboneError(f"backbone {spec.name}: {module_name} has no callable {attr!r}")
     try:
         model = build(num_classes=num_classes, in_channels=in_channels,
                       image_size=image_size, width=spec.width)
-    except Exception as err:  # noqa: BLE001 - the user's code: report it in one line
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - the user's code: one line
         raise BackboneError(f"backbone {spec.name}: calling it with num_classes, "
                             f"in_channels, image_size, width failed: {_first_line(err)}") from None
     if not isinstance(model, nn.Module):
@@ -644,7 +647,7 @@ def check_backbone(spec: BackboneSpec | str, *, num_classes: int = 10, in_channe
     try:
         with torch.no_grad():
             out = model(torch.zeros(2, in_channels, image_size, image_size))
-    except Exception as err:  # noqa: BLE001 - the user's model: one line
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - the user's model: one line
         raise BackboneError(f"backbone {spec}: a {in_channels}x{image_size}x{image_size} "
                             f"batch fails in forward: {_first_line(err)}") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):

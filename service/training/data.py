@@ -613,12 +613,28 @@ def _download_archive(root: Path, folder: str, files: tuple[str, ...], url: str,
     archive = root / name
     if not archive.is_file():
         _download(url, archive, md5)
-    with tarfile.open(archive, "r:gz") as tar:
-        members = _safe_members(tar, root)
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(root, members=members, filter="data")
-        else:  # pragma: no cover - Python < 3.11.4
-            tar.extractall(root, members=members)
+    elif _md5(archive) != md5:  # one copied there by hand: the published one, or refused
+        raise DataError(f"dataset.root: {archive} is not the published archive (md5 "
+                        f"{_md5(archive)}, expected {md5}); delete it to download again, or "
+                        f"copy the published file there")
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = _safe_members(tar, root)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(root, members=members, filter="data")
+            else:  # pragma: no cover - Python < 3.11.4
+                tar.extractall(root, members=members)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise DataError(f"dataset.root: {archive} cannot be extracted ({err}); delete it "
+                        "to download again") from None
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- Fashion-MNIST

@@ -85,7 +85,8 @@ def scan(root: str | Path) -> tuple[list[str], list[Folder]]:
             if name not in index:
                 raise ImageFolderError(f"dataset.root: class {name!r} in {path} is not a class "
                                        f"of {train} ({', '.join(classes)})")
-            found = sorted(p for p in (path / name).iterdir()
+            # in subfolders too, as torchvision's ImageFolder walks a class folder
+            found = sorted(p for p in (path / name).rglob("*")
                            if p.is_file() and p.suffix.lower() in EXTENSIONS)
             if not found:
                 raise ImageFolderError(f"dataset.root: class {name!r} in {path} has no images "
@@ -189,12 +190,13 @@ def _key(folder: Folder, image_size: int | None) -> str:
 def load_folder(folder: Folder, root: Path, image_size: int | None
                 ) -> tuple[torch.Tensor, np.ndarray, bool]:
     """The split's uint8 images and labels, from the cache when it is current; whether the
-    cache was used. A new cache file replaces the split's older ones (written atomically)."""
+    cache was used. A new cache file replaces the split's older ones (written atomically);
+    one that cannot be read back as this split's (cut short, overwritten) is decoded anew."""
     cache = root / CACHE_DIR
     path = cache / f"{folder.split}-{_key(folder, image_size)}.pt"
-    if path.exists():
-        state = torch.load(path, weights_only=True)
-        return state["images"], state["labels"].numpy(), True
+    cached = _read_cache(path, len(folder.files))
+    if cached is not None:
+        return cached[0], cached[1], True
     images, labels = _decode(folder, image_size)
     try:
         cache.mkdir(exist_ok=True)
@@ -207,6 +209,32 @@ def load_folder(folder: Folder, root: Path, image_size: int | None
     except OSError:
         pass  # a read-only data folder: decode again next time
     return images, labels, False
+
+
+def _read_cache(path: Path, count: int) -> tuple[torch.Tensor, np.ndarray] | None:
+    """A cache file's images and labels if it holds `count` of each (uint8 N x C x H x W,
+    integer labels), else None: the cache is ours to rebuild, never an input to refuse."""
+    if not path.is_file():
+        return None
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, weights_only=True)
+        images, labels = state["images"], state["labels"]
+        ok = (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor)
+              and images.dtype == torch.uint8 and images.dim() == 4
+              and len(images) == len(labels) == count and not labels.is_floating_point())
+    except Exception:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        ok = False
+    if not ok:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only data folder: decoded every time
+        return None
+    return images, labels.numpy()
 
 
 def read_image_folder(root: str | Path, image_size: int | None

@@ -639,4 +639,4 @@ class ReportRefresher:
 
 def stored_config(folder: Path) -> dict[str, Any]:
     """The validated config an experiment folder was started with."""
-    return json.loads((folder / CONFIG_FILE).read_text())
+    return json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8-sig"))
