@@ -96,7 +96,11 @@ class Hypera:
     def __init__(self, space: SearchSpace, settings: HyperaSettings, *, seed: int = 0,
                  metric: str = "val_acc", mode: str = "max",
                  groups: dict[str, list[str]] | None = None) -> None:
-        from rllib_policies._learner import AgentSpec, LearnerSettings, MultiAgentLearner
+        from rllib_policies.agents import (
+            AgentSpec,
+            LearnerSettings,
+            make_learner,
+        )
 
         self.space, self.settings, self.metric = space, settings, metric
         self.sign = 1.0 if mode == "max" else -1.0
@@ -112,7 +116,7 @@ class Hypera:
         self.order = [d.name for d in space.searched]
         self.rng = np.random.default_rng(seed)
         obs_dim = len(self._state({n: 0.0 for n in self.order}, [], 0, 1))
-        self.learner = MultiAgentLearner(
+        self.learner = make_learner(
             {g: AgentSpec(obs_dim=obs_dim, action_dim=len(names),
                           temperature=settings.agents[g].temperature)
              for g, names in self.groups.items()},

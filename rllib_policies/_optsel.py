@@ -8,7 +8,7 @@ with the composite reward of document 004 3.2.2.2 and answers from the state vec
 with its own learning rate. A trial is one multi-step episode: PPO learns from its steps as
 one chain (GAE over it, rollouts of K = 4 steps, bootstrapped where a rollout cuts the chain;
 an update also runs when an episode ends), DQN replays its steps one by one with gamma 0.99.
-The agents are RLlib's DQN and PPO learners (`rllib_policies._learner`).
+The agents are RLlib's DQN and PPO learners (`rllib_policies.agents`).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class OptimizerSelector:
                  w_acc: float = 1.0, w_loss: float = 0.1, w_time: float = 1e-4,
                  w_final: float = 1.0, epsilon_start: float = 1.0,
                  epsilon_decay: float = DQN_EPSILON_DECAY, learning_starts: int = 32) -> None:
-        from rllib_policies._learner import AgentSpec, MultiAgentLearner
+        from rllib_policies.agents import AgentSpec, make_learner
 
         self.algo = algo
         self.optimizers = parse_optimizers(optimizers)
@@ -147,7 +147,7 @@ class OptimizerSelector:
         self.grad_norm = algo == "dqn"
         self.rng = np.random.default_rng(seed)
         obs_dim = len(self._state(_Trial(), epoch=0, max_epochs=1))
-        self.learner = MultiAgentLearner(
+        self.learner = make_learner(
             {self.AGENT: AgentSpec(obs_dim=obs_dim, n_actions=len(self.optimizers))},
             learner_settings(algo, seed, learning_starts))
         self.trials: dict[str, _Trial] = {}
@@ -273,7 +273,7 @@ def learner_settings(algo: str, seed: int, learning_starts: int = 32) -> Any:
     """The RLlib learner settings of document 004 3.2.1.2 (DQN) and 3.2.2.3 (PPO);
     `learning_starts` is DQN's transitions before its first update (the document gives
     none; default one batch)."""
-    from rllib_policies._learner import LearnerSettings
+    from rllib_policies.agents import LearnerSettings
 
     if algo == "dqn":
         # MLP 2 x 64 ReLU, lr 1e-3, gamma 0.99, replay 5000, batch 32, MSE loss, target

@@ -109,7 +109,12 @@ class AgentSteps:
 
     def __init__(self, space: SearchSpace, settings: EmeraldSettings, *, seed: int,
                  gamma: float) -> None:
-        from rllib_policies._learner import AgentSpec, LearnerSettings, MultiAgentLearner
+        from rllib_policies.agents import (
+            AgentSpec,
+            LearnerSettings,
+            MultiAgentLearner,
+            make_learner,
+        )
 
         self.settings = settings
         self.actions = ActionSet.from_space(space, aug_actions=settings.aug_actions)
@@ -118,7 +123,7 @@ class AgentSteps:
         s = settings
 
         def learner(algo: str, specs: dict[str, Any], seed: int) -> MultiAgentLearner:
-            return MultiAgentLearner(specs, LearnerSettings(
+            return make_learner(specs, LearnerSettings(
                 algo=algo, hidden=s.hidden, lr=s.lr, gamma=gamma, batch_size=s.batch_size,
                 learning_starts=s.learning_starts, updates_per_step=s.updates_per_step,
                 seed=seed))

@@ -240,6 +240,21 @@ def test_the_report_counts_failures_and_names_the_paired_test(tmp_path) -> None:
     assert paired["regret_diff"].startswith(f"{diff:+.2f} [")
 
 
+def test_a_report_where_every_row_is_shown_apart_ranks_nothing_and_says_so(tmp_path
+                                                                            ) -> None:
+    """Only unverified in-trial rows (a replay with `replay.verify: false`): nothing is
+    ranked, and the report is written saying so (it raised KeyError before)."""
+    good = _good(4)
+    summaries = [_summary("pbt", s, good[s] / 2, in_trial=True, verified=False,
+                          modelled_regret=good[s] / 2, model_gap=math.nan,
+                          model_mae=math.nan) for s in range(4)]
+    _write(tmp_path / "exp", summaries)
+    written = write_replay_report(tmp_path / "exp", tmp_path / "out")
+    text = written["comparison"].read_text()
+    assert "nothing is ranked or tested here" in text
+    assert "## In-trial rows not verified (shown apart)" in text
+
+
 def test_in_trial_rows_come_with_the_continuation_models_measured_error() -> None:
     """A report with in-trial rows on a shipped table shows every model's error against
     the switch curves kept beside it; a table that is not here adds nothing."""

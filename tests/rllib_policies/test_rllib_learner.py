@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from rllib_policies._learner import AgentSpec, Decision, LearnerSettings, MultiAgentLearner
+from rllib_policies.agents import (
+    AgentSpec,
+    Decision,
+    LearnerSettings,
+    MultiAgentLearner,
+    make_learner,
+)
 
 OBS_DIM = 4
 AGENTS = {"aug": AgentSpec(OBS_DIM, 4), "opt": AgentSpec(OBS_DIM, 6)}
@@ -58,7 +64,7 @@ def _accuracy(learner: MultiAgentLearner, n: int = 400) -> dict[str, float]:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_learns_contextual_bandit(algo: str, seed: int) -> None:
     # Checked over 24 seeds: greedy accuracy of aug >= 0.88 (DQN) / 0.90 (PPO), opt ~1.0.
-    learner = MultiAgentLearner(AGENTS, LearnerSettings(algo=algo, seed=seed))
+    learner = make_learner(AGENTS, LearnerSettings(algo=algo, seed=seed))
     try:
         _train(learner, np.random.default_rng(seed + 100), steps=300)
         acc = _accuracy(learner)
@@ -70,8 +76,8 @@ def test_learns_contextual_bandit(algo: str, seed: int) -> None:
 @pytest.mark.parametrize("algo", ALGOS)
 def test_state_round_trip_keeps_policy_and_learning(algo: str) -> None:
     settings = LearnerSettings(algo=algo, seed=3, gamma=0.5)
-    a = MultiAgentLearner(AGENTS, settings)
-    b = MultiAgentLearner(AGENTS, settings)
+    a = make_learner(AGENTS, settings)
+    b = make_learner(AGENTS, settings)
     try:
         _train(a, np.random.default_rng(7), steps=70)  # PPO: 2 updates, 6 steps pending
         # Pickled, as a Tune searcher checkpoint would store it.
@@ -105,7 +111,7 @@ def test_state_round_trip_keeps_policy_and_learning(algo: str) -> None:
 @pytest.mark.parametrize(("terminated", "expected_q"), [(True, 1.0), (False, 2.0)])
 def test_dqn_bootstraps_only_unterminated_steps(terminated: bool, expected_q: float) -> None:
     # Reward 1 every step, gamma 0.5: Q = 1 for terminal steps, 1 / (1 - 0.5) = 2 for chained ones.
-    learner = MultiAgentLearner(AGENTS, LearnerSettings(algo="dqn", gamma=0.5, seed=4))
+    learner = make_learner(AGENTS, LearnerSettings(algo="dqn", gamma=0.5, seed=4))
     rng = np.random.default_rng(0)
     try:
         for _ in range(250):
@@ -129,7 +135,7 @@ def test_same_seed_same_learner_and_caller_rng_untouched() -> None:
     before = np.random.get_state()[1].copy()
     runs = []
     for _ in range(2):
-        learner = MultiAgentLearner(AGENTS, LearnerSettings(algo="dqn", seed=9))
+        learner = make_learner(AGENTS, LearnerSettings(algo="dqn", seed=9))
         _train(learner, np.random.default_rng(1), steps=40)
         probe = np.random.default_rng(2)
         runs.append([learner.greedy(_obs(probe)) for _ in range(50)])
@@ -142,7 +148,7 @@ def test_same_seed_same_learner_and_caller_rng_untouched() -> None:
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_act_returns_valid_actions_and_distributions(algo: str) -> None:
-    learner = MultiAgentLearner(AGENTS, LearnerSettings(algo=algo))
+    learner = make_learner(AGENTS, LearnerSettings(algo=algo))
     rng = np.random.default_rng(0)
     try:
         for epsilon in (0.0, 0.3, 1.0):
@@ -180,7 +186,7 @@ def test_restore_before_replay_sampling_started_then_learn() -> None:
     come back able to sample and update: RLlib's buffer set_state alone cannot, and a
     LearnerGroup unpickled whole raises on its first update (metrics tags)."""
     settings = LearnerSettings(algo="dqn", seed=4, learning_starts=8)
-    a = MultiAgentLearner(AGENTS, settings)
+    a = make_learner(AGENTS, settings)
     try:
         _train(a, np.random.default_rng(2), steps=3)
         # Pickled whole, as Tune pickles a searcher into tuner.pkl.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rllib_policies._learner import AgentSpec, LearnerSettings, MultiAgentLearner
+from rllib_policies.agents import AgentSpec, LearnerSettings, MultiAgentLearner, make_learner
 
 OBS = np.zeros(2, np.float32)
 TARGET = 0.4
@@ -17,7 +17,7 @@ def sac(seed: int = 0, **agents: AgentSpec) -> MultiAgentLearner:
     settings = LearnerSettings(algo="sac", hidden=(64, 64), lr=1e-3, gamma=0.99,
                                batch_size=64, learning_starts=64, target_tau=0.005,
                                initial_alpha=0.05, seed=seed)
-    return MultiAgentLearner(agents or {"a": AgentSpec(obs_dim=2, action_dim=1)}, settings)
+    return make_learner(agents or {"a": AgentSpec(obs_dim=2, action_dim=1)}, settings)
 
 
 def bandit(learner: MultiAgentLearner, steps: int, seed: int) -> None:
