@@ -363,8 +363,8 @@ def _check_cells(frame: Any, names: tuple[str, ...], where: str) -> None:
             if odd is not None:
                 raise TableError(f"{where}: column {n!r} holds {type(odd).__name__} values; "
                                  "give one number, text or true/false per cell")
-        big = next((v for v in frame[n] if _is_number(plain(v)) and
-                    not abs(float(plain(v))) <= MAX_VALUE), None)
+        big = next((v for v in frame[n] if _is_number(plain(v)) and  # NaN: an empty cell
+                    abs(float(plain(v))) > MAX_VALUE), None)
         if big is not None:
             raise TableError(f"{where}: column {n!r} holds {plain(big)!r}; a hyperparameter "
                              f"is a finite number within +-{MAX_VALUE:.0e}")

@@ -18,7 +18,7 @@ INVALID: list[tuple[dict, str]] = [
     ({"epocs": 3}, "epocs: unknown key"),
     ({"budget": {"trails": 3}}, "budget.trails: unknown key (did you mean 'trials'?)"),
     ({"budget": {"trials": 0}}, "budget.trials: Input should be greater than or equal to 1"),
-    ({"budget": {"epochs": "many"}}, "budget.epochs: Input should be a valid integer"),
+    ({"budget": {"epochs": "many"}}, "budget.epochs: give a number, not the text 'many'"),
     ({"dataset": {"name": "cifar1000"}}, "did you mean 'cifar100'?"),
     ({"dataset": {"name": "cifar100"}}, "set dataset.root to the folder"),
     ({"dataset": {"name": "cifar10"}}, "set dataset.root"),

@@ -74,7 +74,7 @@ def _good(n_seeds: int = 2) -> pd.DataFrame:
                                                "the seconds"),
     (lambda f: f.assign(epoch=f.epoch + 0.5), "column 'epoch' must hold integers"),
     (lambda f: f.assign(epoch=f.epoch - 1), "column 'epoch' must start at 1"),
-    (lambda f: f.assign(epoch_time_s=-1.0), "'epoch_time_s' must be >= 0"),
+    (lambda f: f.assign(epoch_time_s=-1.0), "'epoch_time_s' must be 0 to"),
     (lambda f: f[f.epoch != 2], "without gaps"),
     (lambda f: pd.concat([f, f.iloc[:1]]), "has epoch 1 twice"),
     (lambda f: f[~((f.depth == 2) & (f.seed == 1))], "has no curve for seed 1"),

@@ -40,12 +40,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from unittest import mock
 
 import numpy as np
 
 from service.backends import plans
 from service.backends.replay.continuation import DEFAULT_MODEL, MODELS, position_after_switch, read
+from service.backends.tune import ray_compat
 from service.core.api import (
     HP_PREFIX,
     Budget,
@@ -101,20 +101,6 @@ class _TrialState:
     """The trial's epochs: the plan's, or fewer where its config sets `epochs`."""
 
 
-def _saved(checkpoint: SimCheckpoint, metrics: dict[str, Any]) -> Any:
-    """A resolved save, as PBT expects from `TuneController._schedule_trial_save`."""
-    from ray.train._internal.session import _FutureTrainingResult, _TrainingResult
-
-    class _Resolved(_FutureTrainingResult):
-        def __init__(self, result: Any) -> None:
-            self.result = result
-
-        def resolve(self, block: bool = True) -> Any:
-            return self.result
-
-    return _Resolved(_TrainingResult(checkpoint=checkpoint, metrics=metrics))
-
-
 MAX_PENDING_VARIANTS = 200
 """Tune's pending trials for its variant generator (`_get_max_pending_trials`' minimum)."""
 
@@ -144,20 +130,10 @@ class SimController:
         self._sim.pause(trial)
 
     def _schedule_trial_save(self, trial: Any, result: dict | None = None) -> Any:
-        saved = _saved(self._sim.checkpoint(trial), result or trial.last_result)
+        saved = ray_compat.resolved_save(self._sim.checkpoint(trial),
+                                         result or trial.last_result)
         trial.temporary_state.saving_to = None
         return saved
-
-
-@contextlib.contextmanager
-def numbered_trial_ids(prefix: str) -> Iterator[None]:
-    """Tune's trial ids are random; a replay numbers them so it is reproducible."""
-    from ray.tune.experiment import Trial
-
-    counter = itertools.count()
-    with mock.patch.object(Trial, "generate_id",
-                           staticmethod(lambda: f"{prefix}{next(counter):05d}")):
-        yield
 
 
 def _noop_trainable(config: dict[str, Any]) -> None:
@@ -344,7 +320,7 @@ class Simulation:
                 self.clock += spent
 
     def run(self) -> Simulation:
-        with numbered_trial_ids(f"{self.seed}_"):
+        with ray_compat.numbered_trial_ids(f"{self.seed}_"):
             self._fill()
             while self._events:
                 if self.stopper is not None and self.stopper.stop_all():
@@ -472,7 +448,6 @@ class Simulation:
                              tuple(st.history), st.config, st.position)
 
     def _epoch_done(self, trial: Any) -> None:
-        from ray.train._internal.session import _TrainingResult
         from ray.tune.schedulers import TrialScheduler
 
         st = self.state[trial.trial_id]
@@ -493,8 +468,7 @@ class Simulation:
                           "recorded_seed": self.table.seeds[st.seed], "config": config,
                           **result})
         if not row["diverged"]:
-            trial.run_metadata.checkpoint_manager._latest_checkpoint_result = _TrainingResult(
-                checkpoint=self.checkpoint(trial), metrics=result)
+            ray_compat.set_latest_checkpoint(trial, self.checkpoint(trial), result)
         if (self.stopper is not None and self.stopper(trial.trial_id, result)) or \
                 trial.should_stop(result):
             decision = TrialScheduler.STOP

@@ -22,9 +22,9 @@ def bind_loopback() -> None:
     turns a given 127.0.0.1 into the machine's address), so set Ray's own single-node switch,
     in this process and for every process Ray starts. A cluster (`--address`) is unaffected."""
     os.environ[LOOPBACK_ONLY_ENV] = "0"
-    from ray._private import ray_constants
+    from service.backends.tune.ray_compat import single_node_ray
 
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    single_node_ray()
 
 
 def cluster_address(args: argparse.Namespace) -> str | None:

@@ -418,9 +418,9 @@ def write_pending(token: str, fs: Any, fs_path: str, local_path: str) -> int:
     whole folder, as Tune's own sync does."""
     files = _PENDING.pop(token, None)
     if files is None:
-        from ray.train._internal.storage import _upload_to_fs_path
+        from service.backends.tune.ray_compat import upload_to_fs_path
 
-        _upload_to_fs_path(local_path=local_path, fs=fs, fs_path=fs_path)
+        upload_to_fs_path(local_path=local_path, fs=fs, fs_path=fs_path)
         return -1
     return write_files(files, fs, fs_path, local_path)
 
@@ -432,9 +432,10 @@ def install_incremental_sync() -> bool:
     whole staging folder at every experiment snapshot (every 2 s, and after every
     `keep_checkpoints` checkpoints of a trial): for a shared driver's 120 trials that was
     600 files each time, CPU the trials lost. The result on storage is the same."""
-    try:
-        from ray.train._internal.storage import _FilesystemSyncer
-    except ImportError:
+    from service.backends.tune.ray_compat import filesystem_syncer
+
+    _FilesystemSyncer = filesystem_syncer()  # noqa: N806 - Ray's class, named as Ray names it
+    if _FilesystemSyncer is None:
         return False
     if getattr(_FilesystemSyncer, "_incremental", False):
         return True
