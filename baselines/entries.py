@@ -66,7 +66,7 @@ ENTRIES: list[Entry] = [
           kind="population", check=_needs_numeric_range, replay_s=0.18,
           continuous_space=True),
     Entry("fixed", "no search: one optimizer for the whole run at its own rate, the space's "
-          "constants for the rest (document 004 Table 2's SGD, SAM and Adam rows)",
+          "constants for the rest (Pham 2024 Table 2's SGD, SAM and Adam rows)",
           _F + "fixed",
           {"optimizer": Option(str, "sgd", "the optimizer", choices=OPTIMIZERS),
            "lr": Option(float, None, "its learning rate (default: the optimizer's own, as "

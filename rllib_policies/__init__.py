@@ -1,7 +1,7 @@
 """Decisions by RL agents: EMERALD-O's two agents on RLlib learners, as a Tune searcher
 (`emerald`, one step per trial) and as an in-trial `Controller` (`emerald-dynamic`, one step
-every k epochs); documents 001 and 003's tabular Q-learning searchers (`LayerwiseSearch`,
-`AdaptiveQSearch`) and document 002's `HyperaSearch` (and `HyperaController`), which also
+every k epochs); Iranfar et al.'s and Vashishtha's tabular Q-learning searchers (`LayerwiseSearch`,
+`AdaptiveQSearch`) and HYPERA's `HyperaSearch` (and `HyperaController`), which also
 work as drop-in searchers of a user's own `tune.Tuner` (built without a space, they take
 Tune's param_space). Their registry entries are in `rllib_policies.entries`.
 

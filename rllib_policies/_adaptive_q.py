@@ -1,17 +1,17 @@
-"""Document 003: tabular Q-learning over the configuration grid with an exploration rate
+"""Vashishtha 2025: tabular Q-learning over the configuration grid with an exploration rate
 that adapts to the spread of the Q-values, as a Tune searcher (`adaptive-q`).
 
 The state is a grid point of the space (continuous ranges at `points` values, log-spaced on
 log ranges); an action moves one hyperparameter one step up or down, or stays; the reward is
 the evaluated configuration's final metric (val_acc; the negative for a metric to minimise);
-Q(s, a) += alpha [r + gamma max_a' Q(s', a') - Q(s, a)] (document 003 3.2). The walk
+Q(s, a) += alpha [r + gamma max_a' Q(s', a') - Q(s, a)] (Vashishtha 2025 3.2). The walk
 continues from the configuration just proposed, so with several trials in flight each
 proposal starts where the previous one went (pending steps are updated when their result
 arrives). A step onto a configuration already evaluated (a seeded run repeats exactly) is
 learned from its known result at once instead of spending a trial on it; a trial is spent
 on the first new configuration, or after `MAX_KNOWN_STEPS` known ones.
 
-Epsilon (document 003 3.3): eps_min + (eps_max - eps_min) exp(-K_t), with K_t the sum over
+Epsilon (Vashishtha 2025 3.3): eps_min + (eps_max - eps_min) exp(-K_t), with K_t the sum over
 decisions of k_i = max(0, k0 + lambda Var(Q(s_i, .))). The document's formula writes
 exp(-k t) with a k that moves, which is not monotone; the cumulative form is, and it equals
 exp(-k t) when k is constant. Its prose says high variance (uncertainty) should slow the
@@ -41,7 +41,7 @@ from service.core.space import SearchSpace
 
 
 class AdaptiveQSearch(StateSearcher):
-    """Document 003's agent: a Q-table over grid points, actions that step one dimension."""
+    """Vashishtha's agent: a Q-table over grid points, actions that step one dimension."""
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, points: int = 5,
                  alpha: float = ALPHA, gamma: float = GAMMA, k0: float = K0,

@@ -276,7 +276,7 @@ class EmeraldSettings:
     epsilon_end: float = 0.05
     epsilon_decay: float = EPSILON_DECAY
     epsilon_lambda: float | None = None
-    """None: EMERALD-O's schedule (5.1.1). A number: document 003's adaptive one, each
+    """None: EMERALD-O's schedule (5.1.1). A number: Vashishtha's adaptive one, each
     decision's decay epsilon_decay + lambda Var(Q(s, .)) (never below 0), summed."""
     epsilon_horizon: int | None = None
     """With a number: the budget schedule, epsilon falling linearly from start to end over

@@ -114,7 +114,7 @@ def optsel(*, space, metric, mode, seed, budget, algo: str, optimizers: str, lr_
            lr_sam: float, lr_adam: float, w_acc: float, w_loss: float, w_time: float,
            w_final: float, step_epochs: int, patience: int, epsilon_decay: float = 0.995,
            learning_starts: int = 32) -> ControllerPlan:
-    """Document 004's per-epoch optimizer choice: `budget.trials` trials (episodes) of
+    """Pham's per-epoch optimizer choice: `budget.trials` trials (episodes) of
     `budget.epochs` epochs; the controller sets the optimizer and its own rate."""
     from rllib_policies._optsel import DEFAULT_LR, parse_optimizers
 
@@ -143,7 +143,7 @@ def optsel_ppo(**kwargs) -> ControllerPlan:
 
 def adaptive_q(*, space, metric, mode, seed, budget, points: int, alpha: float, gamma: float,
                k0: float, lam: float, eps_max: float, eps_min: float) -> SearcherPlan:
-    """Document 003's tabular Q-learning walk over the grid, one configuration per trial."""
+    """Vashishtha's tabular Q-learning walk over the grid, one configuration per trial."""
     from rllib_policies._adaptive_q import AdaptiveQSearch
 
     searcher = AdaptiveQSearch(space, seed=seed, points=points, alpha=alpha, gamma=gamma,
@@ -156,7 +156,7 @@ def layerwise(*, space, metric, mode, seed, budget, points: int, c_acc: float,
               size_ref_mb: float, gamma: float, epsilon_decay: float,
               exploration_episodes: int, compound_alpha: bool, auto_epochs: bool,
               min_epochs: int, update: str) -> SearcherPlan:
-    """Document 001's layer-wise agents, one trial per episode."""
+    """Iranfar et al.'s layer-wise agents, one trial per episode."""
     from rllib_policies._layerwise import LayerwiseSearch
 
     plan_searcher = LayerwiseSearch(space, seed=seed, points=points, c_acc=c_acc,
@@ -181,7 +181,7 @@ def _random_starts(budget, options: dict) -> dict:
 
 def hypera(*, space, metric, mode, seed, budget, step_epochs: int, **options
            ) -> ControllerPlan:
-    """Document 002's agents inside running trials (`budget.trials` trials)."""
+    """HYPERA's agents inside running trials (`budget.trials` trials)."""
     return ControllerPlan("hypera", budget.trials, budget.epochs,
                           controller="rllib_policies._hypera:HyperaController",
                           controller_options=_random_starts(budget, options),
@@ -189,7 +189,7 @@ def hypera(*, space, metric, mode, seed, budget, step_epochs: int, **options
 
 
 def hypera_search(*, space, metric, mode, seed, budget, **options) -> SearcherPlan:
-    """Document 002's agents as a searcher: one decision per agent per trial."""
+    """HYPERA's agents as a searcher: one decision per agent per trial."""
     from rllib_policies._hypera import HyperaSearch
 
     searcher = HyperaSearch(space, seed=seed, max_epochs=budget.epochs, metric=metric,

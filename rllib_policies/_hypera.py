@@ -1,4 +1,4 @@
-"""Document 002, HYPERA: one RLlib SAC agent per hyperparameter group (architecture,
+"""HYPERA, HYPERA: one RLlib SAC agent per hyperparameter group (architecture,
 optimization, regularization, data, loss) proposing continuous deltas, and a coordinator
 that merges them (`rllib_policies._hypera_core`).
 
@@ -8,12 +8,12 @@ Two views of one `Hypera` core:
   incumbent (the best finished trial's final hyperparameters; a random point for the first
   `random_starts` trials), the architecture agent's proposal seeds the new trial's config
   (a running model cannot change), and every other agent moves its group inside the running
-  trial every N epochs (document 002's "update frequency": data 3, optimization 5, loss 5,
+  trial every N epochs (HYPERA's "update frequency": data 3, optimization 5, loss 5,
   regularization 7; architecture 10, at the next trial start).
 - `HyperaSearch` (entry `hypera-search`), a plain searcher: each trial is the incumbent plus
   every agent's delta, one decision per trial.
 
-Reward (document 002 gives none; our choice, as the issue asks): the validation-accuracy
+Reward (HYPERA gives none; our choice, as the issue asks): the validation-accuracy
 gain between an agent's decision and its next one (or the trial's end), in points
 (`reward_scale` 100 per unit accuracy). A decision at a trial's start is measured against
 the incumbent at the same epoch, the architecture agent's against the incumbent's final
@@ -386,7 +386,7 @@ def hypera_settings(*, strategy: str, conflict: str, scales: str, temperatures: 
 
 
 class HyperaController:
-    """Entry `hypera`: document 002's agents inside running trials (a `Controller`)."""
+    """Entry `hypera`: HYPERA's agents inside running trials (a `Controller`)."""
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, groups: str = "",
                  **options: Any) -> None:

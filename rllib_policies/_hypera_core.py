@@ -1,4 +1,4 @@
-"""Document 002 (HYPERA), the parts without a learner: hyperparameter groups, continuous
+"""HYPERA (HYPERA), the parts without a learner: hyperparameter groups, continuous
 deltas on normalised positions, and the coordinator's merge and conflict rules. Pure numpy,
 so every rule is tested on hand-made proposals.
 
@@ -23,14 +23,14 @@ import numpy as np
 from service.core.space import LAYER_HPARAMS, Dim, SearchSpace
 
 GROUPS: tuple[str, ...] = ("architecture", "optimization", "regularization", "data", "loss")
-"""Document 002's five agents, in its order (also the sequential strategy's order)."""
+"""HYPERA's five agents, in its order (also the sequential strategy's order)."""
 
 GROUP_HPARAMS: dict[str, tuple[str, ...]] = {
     # Width, and the per-layer sizes of a layered backbone ("depth where a backbone allows").
     "architecture": ("width", *LAYER_HPARAMS),
-    # Document 002: learning rate, momentum, weight decay, batch size; the optimizer itself.
+    # HYPERA: learning rate, momentum, weight decay, batch size; the optimizer itself.
     "optimization": ("lr", "momentum", "batch_size", "optimizer", "weight_decay"),
-    # Document 002: dropout, L1/L2 strengths (weight decay), and label smoothing.
+    # HYPERA: dropout, L1/L2 strengths (weight decay), and label smoothing.
     "regularization": ("weight_decay", "dropout", "label_smoothing"),
     # Augmentation magnitudes and probabilities; the flags of EMERALD-O's tables as choices.
     "data": ("rotation", "shift_frac", "zoom_frac", "flip_prob", "flip", "shift", "zoom",
@@ -54,7 +54,7 @@ OTHER_WEIGHT = 0.5
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """One agent's settings from document 002 ("Agent-Specific Hyperparameters")."""
+    """One agent's settings from HYPERA ("Agent-Specific Hyperparameters")."""
 
     scale: float  # action scale: the largest move per decision, in normalised position
     temperature: float  # SAC's initial entropy coefficient alpha ("exploration temperature")
@@ -69,7 +69,7 @@ DOCUMENT_AGENTS: dict[str, AgentConfig] = {
     "data": AgentConfig(0.15, 0.8, 3),
     "loss": AgentConfig(0.05, 0.6, 5),
 }
-"""Document 002, per agent: action scale / exploration temperature / update frequency."""
+"""HYPERA, per agent: action scale / exploration temperature / update frequency."""
 
 SCALE_FACTOR = 4.0
 """Our default action scales are the document's x 4: at its own (at most 0.05 of the
@@ -80,7 +80,7 @@ x 4 tied or beat random search on the replay tables, the document's scales lost 
 DEFAULT_AGENTS: dict[str, AgentConfig] = {
     g: AgentConfig(min(1.0, c.scale * SCALE_FACTOR), c.temperature, c.every)
     for g, c in DOCUMENT_AGENTS.items()}
-"""The entries' defaults: document 002's temperatures and cadences, scales x 4."""
+"""The entries' defaults: HYPERA's temperatures and cadences, scales x 4."""
 
 
 def groups_of(space: SearchSpace, groups: Mapping[str, Sequence[str]] | None = None
@@ -122,7 +122,7 @@ def parse_groups(text: str) -> dict[str, tuple[str, ...]] | None:
 
 
 def check_groups(groups: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
-    """A user's group -> names mapping, its groups among document 002's five."""
+    """A user's group -> names mapping, its groups among HYPERA's five."""
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
         raise ValueError(f"groups: {', '.join(map(str, unknown))} is not a HYPERA group; "
@@ -287,7 +287,7 @@ def best_combination(scores: np.ndarray, weights: Sequence[float]) -> int:
 
 @dataclass(frozen=True)
 class HyperaSettings:
-    """The coordinator's and the agents' settings (document 002's by default)."""
+    """The coordinator's and the agents' settings (HYPERA's by default)."""
 
     strategy: str = "independent"
     conflict: str = "value"
@@ -295,7 +295,7 @@ class HyperaSettings:
     candidates: int = 8  # cooperative: candidate combinations scored by the critics
     random_starts: int = 5  # the document starts from one point; 5 won on the replay tables
     reward_scale: float = 100.0
-    # SAC, document 002: lr 3e-4, gamma 0.99, replay 1e6, tau 0.005, batch 256.
+    # SAC, HYPERA: lr 3e-4, gamma 0.99, replay 1e6, tau 0.005, batch 256.
     lr: float = 3e-4
     gamma: float = 0.99
     replay_capacity: int = 100_000
@@ -314,7 +314,7 @@ class HyperaSettings:
 
 
 def parse_agent_list(text: str, name: str, kind: type) -> tuple[Any, ...]:
-    """Five comma-separated values, one per group in document 002's order."""
+    """Five comma-separated values, one per group in HYPERA's order."""
     parts = [p.strip() for p in str(text).split(",")]
     if len(parts) != len(GROUPS):
         raise ValueError(f"option {name!r}: give {len(GROUPS)} values joined by commas, one "

@@ -1,4 +1,4 @@
-"""Document 001 (Iranfar et al.): one tabular Q-learning agent per layer, Q-tables shared by
+"""Iranfar et al. (Iranfar et al.): one tabular Q-learning agent per layer, Q-tables shared by
 consecutive agents, as written in its Algorithms 1-3 (plain numpy, no RLlib).
 
 Agent i chooses layer i's action (a tuple of that layer's hyperparameters); its state is
@@ -39,11 +39,11 @@ from service.backends.tune.searching import StateSearcher, is_failure
 from service.core.api import eq2_reward
 
 ALPHA0 = 0.95
-"""Learning rate during exploration and at the start of exploitation (document 001 VI-B)."""
+"""Learning rate during exploration and at the start of exploitation (Iranfar et al. VI-B)."""
 ALPHA_DECAY = 0.999
-"""alpha = 0.95 * 0.999^n in exploitation (document 001 eq. 3)."""
+"""alpha = 0.95 * 0.999^n in exploitation (Iranfar et al. eq. 3)."""
 EPSILON_DECAYS = (0.99, 0.98)
-"""epsilon = decay^n (document 001 VI-C, compared in VIII-G)."""
+"""epsilon = decay^n (Iranfar et al. VI-C, compared in VIII-G)."""
 GAMMA = 0.9
 """Discount from one table to the next (the document gives none)."""
 
@@ -119,7 +119,7 @@ class LayerwiseQ:
 
     def greedy(self) -> list[int]:
         """Algorithm 3's set without drawing from the RNG (ties: the first), for logging
-        whether the agents have settled on one set (document 001 Figs 9 and 11)."""
+        whether the agents have settled on one set (Iranfar et al. Figs 9 and 11)."""
         actions = [int(v) for v in np.unravel_index(int(np.argmax(self.tables[0])),
                                                     self.tables[0].shape)]
         for i in range(1, len(self.tables)):
@@ -184,7 +184,7 @@ size term on the accuracy's scale."""
 
 def layer_agents(space: Any, points: int) -> list[tuple[str, tuple[Any, ...],
                                                          list[tuple[Any, ...]]]]:
-    """Document 001's agents over a space: one per layer of the searchable VGG-16 (its
+    """Iranfar et al.'s agents over a space: one per layer of the searchable VGG-16 (its
     per-layer dimensions together, in layer order, an action being a tuple of their
     values, section V-B), then one per other searched dimension in the space's order.
     Each is (name, its dimensions, its actions)."""
@@ -201,7 +201,7 @@ def layer_agents(space: Any, points: int) -> list[tuple[str, tuple[Any, ...],
 
 
 class LayerwiseSearch(StateSearcher):
-    """Document 001 as a Tune searcher: one agent per layer (`layer_agents`), one trial
+    """Iranfar et al. as a Tune searcher: one agent per layer (`layer_agents`), one trial
     one episode. Its reward is the trial's `reward` metric where the experiment optimises
     eq. 2 itself, else eq. 2 from the final metric and `model_size_mb`; a failed or
     terminated trial gets -1. With `auto_epochs`, episodes get shorter as in section VI-A:
@@ -285,7 +285,7 @@ class LayerwiseSearch(StateSearcher):
 
     def save(self, checkpoint_path: str) -> None:
         """The searcher state, and its episode log as agent_steps.csv beside it (the
-        experiment folder): document 001 Table V's overhead and Fig. 11's convergence."""
+        experiment folder): Iranfar et al. Table V's overhead and Fig. 11's convergence."""
         from service.backends.tune.searching import write_log
         from service.core.layout import STEP_LOG
 

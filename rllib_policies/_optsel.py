@@ -1,9 +1,9 @@
-"""Document 004: an RL agent chooses the optimizer of every epoch of a running trial (SGD vs
+"""Pham 2024: an RL agent chooses the optimizer of every epoch of a running trial (SGD vs
 SAM for DQN; SGD / SAM / Adam, "3-opt", or SGD / SAM, "2-opt", for PPO), as a `Controller`
 (service.core.api) on the generic host (service.backends.tune.searching).
 
 Each epoch (`step_epochs`) the trial asks; the controller closes the trial's previous step
-with the composite reward of document 004 3.2.2.2 and answers from the state vector of
+with the composite reward of Pham 2024 3.2.2.2 and answers from the state vector of
 3.2.2.1. The trainer switches the optimizer in place on the same weights, each optimizer
 with its own learning rate. A trial is one multi-step episode: PPO learns from its steps as
 one chain (GAE over it, rollouts of K = 4 steps, bootstrapped where a rollout cuts the chain;
@@ -25,24 +25,24 @@ from service.core.space import OPTIMIZER_LR as DEFAULT_LR
 from service.core.space import SearchSpace
 
 LOSS_SCALE = 2.0
-"""val_loss / LOSS_SCALE in the state (document 004 3.2.2.3, "for stability")."""
+"""val_loss / LOSS_SCALE in the state (Pham 2024 3.2.2.3, "for stability")."""
 
 OPTIMIZER_SETS: dict[str, tuple[str, ...]] = {"2opt": ("sgd", "sam"),
                                               "3opt": ("sgd", "sam", "adam")}
-"""Document 004's action sets: DQN and PPO 2-opt choose SGD or SAM; PPO 3-opt adds Adam."""
+"""Pham's action sets: DQN and PPO 2-opt choose SGD or SAM; PPO 3-opt adds Adam."""
 
 FAIL_REWARD = -1.0
 """Reward of a diverged or failed epoch (ends the episode)."""
 
 DQN_EPSILON_MIN = 0.05
 DQN_EPSILON_DECAY = 0.995
-"""epsilon <- max(epsilon_min, 0.995 epsilon) per decision (document 004 3.2.1.2)."""
+"""epsilon <- max(epsilon_min, 0.995 epsilon) per decision (Pham 2024 3.2.1.2)."""
 
 
 @dataclass(frozen=True)
 class RewardWeights:
     """r_t = acc * delta val_acc + loss * (previous - current val_loss) - time * epoch
-    seconds, plus final * val_acc at the trial's last epoch (document 004 3.2.2.2; it gives
+    seconds, plus final * val_acc at the trial's last epoch (Pham 2024 3.2.2.2; it gives
     no weights).
 
     Defaults: the accuracy gains telescope to the final accuracy (acc 1.0), and the final
@@ -85,7 +85,7 @@ def state_vector(last: dict[str, Any] | None, prev: dict[str, Any] | None, *, ep
                  max_epochs: int, prev_action: int | None, n_actions: int,
                  grad_norm: bool = False) -> np.ndarray:
     """[val_acc, val_loss / LOSS_SCALE, delta acc, delta loss (previous - current), epoch /
-    n_epochs, one-hot(previous optimizer)] (document 004 3.2.2.1: 8 numbers for three
+    n_epochs, one-hot(previous optimizer)] (Pham 2024 3.2.2.1: 8 numbers for three
     optimizers), then log10(1 + grad norm) with `grad_norm` (DQN's state, 1.3). Zeros where
     nothing is known yet (before the first epoch, no previous optimizer)."""
     acc = float(last["val_acc"]) if last else 0.0
@@ -125,7 +125,7 @@ _ROW_KEYS = ("val_acc", "val_loss", "grad_norm", "epoch_time_s", "diverged")
 
 
 class OptimizerSelector:
-    """Document 004's agent, shared by all trials of an experiment: one RLlib learner ("opt")
+    """Pham's agent, shared by all trials of an experiment: one RLlib learner ("opt")
     whose action is the optimizer of the next step."""
 
     AGENT = "opt"
@@ -270,7 +270,7 @@ class OptimizerSelector:
 
 
 def learner_settings(algo: str, seed: int, learning_starts: int = 32) -> Any:
-    """The RLlib learner settings of document 004 3.2.1.2 (DQN) and 3.2.2.3 (PPO);
+    """The RLlib learner settings of Pham 2024 3.2.1.2 (DQN) and 3.2.2.3 (PPO);
     `learning_starts` is DQN's transitions before its first update (the document gives
     none; default one batch)."""
     from rllib_policies.agents import LearnerSettings

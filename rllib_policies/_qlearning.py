@@ -1,5 +1,5 @@
 """Tabular Q-learning pieces without Ray or torch (cheap to import for the registry):
-document 003's adaptive exploration schedule and its defaults."""
+Vashishtha's adaptive exploration schedule and its defaults."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 EPS_MAX, EPS_MIN = 1.0, 0.05
 K0, LAMBDA = 0.1, -1.0
 ALPHA, GAMMA = 0.5, 0.9
-"""Defaults (document 003 gives no values): exploration from 1.0 down to 0.05, k0 0.1 per
+"""Defaults (Vashishtha 2025 gives no values): exploration from 1.0 down to 0.05, k0 0.1 per
 decision (epsilon near its minimum after about 30 decisions at zero variance), lambda -1 (the
 prose's reading), learning rate 0.5 and discount 0.9 for a short walk."""
 
@@ -21,7 +21,7 @@ spent on a known one anyway."""
 
 def adaptive_epsilon(cumulative_k: float, eps_max: float = EPS_MAX,
                      eps_min: float = EPS_MIN) -> float:
-    """eps_min + (eps_max - eps_min) exp(-K) for the cumulative decay K (document 003)."""
+    """eps_min + (eps_max - eps_min) exp(-K) for the cumulative decay K (Vashishtha 2025)."""
     return eps_min + (eps_max - eps_min) * math.exp(-max(0.0, cumulative_k))
 
 

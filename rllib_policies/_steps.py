@@ -150,7 +150,7 @@ class AgentSteps:
             self.warm_source = {**{k: v for k, v in payload["source"].items()
                                    if k != "warm_from"}, "file": settings.warm_start}
         self.steps = 0
-        self.cumulative_k = 0.0  # document 003's summed decay (adaptive epsilon only)
+        self.cumulative_k = 0.0  # Vashishtha's summed decay (adaptive epsilon only)
         self.pending: dict[str, dict[str, Any]] = {}
         self.log: list[dict[str, Any]] = []
         self.unlearned = 0  # the last `unlearned` rows of the log still owe an update

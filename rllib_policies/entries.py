@@ -28,12 +28,12 @@ _EMERALD_OPTIONS = {
     "epsilon": Option(str, "budget", "exploration schedule: budget (linear from 1 to 0.05 "
                       "over epsilon_fraction of the decisions the trial budget affords), "
                       "decay (EMERALD-O 5.1.1's exp(-epsilon_decay t)) or adaptive "
-                      "(document 003: each decision's decay + lambda Var(Q))",
+                      "(Vashishtha 2025: each decision's decay + lambda Var(Q))",
                       choices=("budget", "decay", "adaptive")),
     "epsilon_fraction": Option(float, 0.5, "budget schedule: the fraction of the budget's "
                                "decisions after which epsilon stays at its end", above=0.0,
                                high=1.0),
-    "epsilon_lambda": Option(float, -1.0, "document 003's lambda for epsilon: adaptive "
+    "epsilon_lambda": Option(float, -1.0, "Vashishtha's lambda for epsilon: adaptive "
                              "(< 0: uncertainty slows the decay)", low=-1e6, high=1e6),
     "epsilon_start": Option(float, -1.0, "exploration at the first decision (-1: 1 for fresh "
                             f"agents, {WARM_EPSILON_START:g} warm-started)", low=-1.0,
@@ -139,7 +139,7 @@ def _optimizer_set(space: SearchSpace, options: dict[str, Any]) -> str | None:
 
 
 def _rate(name: str, default: float) -> Option:
-    return Option(float, default, f"{name}'s own learning rate (document 004 gives none)",
+    return Option(float, default, f"{name}'s own learning rate (Pham 2024 gives none)",
                   low=HPARAMS["lr"].low, high=HPARAMS["lr"].high)
 
 
@@ -158,7 +158,7 @@ def _optsel_options(optimizers: str) -> dict[str, Option]:
         "w_time": Option(float, w.time, "reward cost per epoch second", low=0.0),
         "w_final": Option(float, w.final, "reward weight of the last epoch's val_acc",
                           low=0.0),
-        "step_epochs": Option(int, 1, "epochs per decision (document 004: 1)", low=1,
+        "step_epochs": Option(int, 1, "epochs per decision (Pham 2024: 1)", low=1,
                               high=100_000),
         "patience": Option(int, 10, "early stopping: end a trial after this many epochs "
                            "without a better metric (0: never)", low=0, high=100_000),
@@ -166,15 +166,15 @@ def _optsel_options(optimizers: str) -> dict[str, Option]:
 
 
 ENTRIES += [
-    Entry("optsel-dqn", "document 004: a DQN agent picks the optimizer of every epoch "
+    Entry("optsel-dqn", "Pham 2024: a DQN agent picks the optimizer of every epoch "
           "(SGD vs SAM), each at its own rate", _F + "optsel_dqn",
           {**_optsel_options("2opt"),
            "epsilon_decay": Option(float, 0.995, "epsilon <- max(0.05, decay * epsilon) per "
-                                   "decision (document 004 3.2.1.2)", above=0.0, high=1.0),
+                                   "decision (Pham 2024 3.2.1.2)", above=0.0, high=1.0),
            "learning_starts": Option(int, 32, "transitions before the first DQN update (the "
                                      "document gives none)", low=1, high=1_000_000)},
           kind="controller", needs_space=False, check=_optimizer_set, feeds=("table2",)),
-    Entry("optsel-ppo", "document 004: a PPO agent picks the optimizer of every epoch "
+    Entry("optsel-ppo", "Pham 2024: a PPO agent picks the optimizer of every epoch "
           "(3opt: SGD / SAM / Adam; 2opt: SGD / SAM), each at its own rate",
           _F + "optsel_ppo", _optsel_options("3opt"),
           kind="controller", needs_space=False, check=_optimizer_set, feeds=("table2",)),
@@ -197,7 +197,7 @@ def _adaptive_q_options() -> dict[str, Option]:
         "alpha": Option(float, aq.ALPHA, "Q-learning rate", above=0.0, high=1.0),
         "gamma": Option(float, aq.GAMMA, "discount between steps of the walk", low=0.0,
                         high=0.999),
-        "k0": Option(float, aq.K0, "base epsilon decay per decision (document 003)",
+        "k0": Option(float, aq.K0, "base epsilon decay per decision (Vashishtha 2025)",
                      low=0.0, high=100.0),
         "lam": Option(float, aq.LAMBDA, "decay per unit of Var(Q(s, .)); < 0: uncertainty "
                       "slows the decay (the document's prose), > 0 speeds it (its formula)",
@@ -208,7 +208,7 @@ def _adaptive_q_options() -> dict[str, Option]:
 
 
 ENTRIES += [
-    Entry("adaptive-q", "document 003: tabular Q-learning walk over the grid, epsilon "
+    Entry("adaptive-q", "Vashishtha 2025: tabular Q-learning walk over the grid, epsilon "
           "adapting to Var(Q)", _F + "adaptive_q", _adaptive_q_options(),
           check=_epsilon_range),
 ]
@@ -224,7 +224,7 @@ def _two_agents(space: SearchSpace, options: dict[str, Any]) -> str | None:
 
 
 ENTRIES += [
-    Entry("layerwise", "document 001: one tabular Q-learning agent per layer (or dimension), "
+    Entry("layerwise", "Iranfar et al.: one tabular Q-learning agent per layer (or dimension), "
           "Q-tables shared by consecutive agents", _F + "layerwise",
           {"points": Option(int, 3, "values per continuous range (each agent's actions)",
                             low=2, high=1000),
@@ -235,17 +235,17 @@ ENTRIES += [
            "gamma": Option(float, 0.9, "discount from one Q-table to the next (the document "
                            "gives none)", low=0.0, high=1.0),
            "epsilon_decay": Option(float, 0.99, "epsilon = decay^n after exploration "
-                                   "(document 001: 0.99 or 0.98)", above=0.0, high=1.0),
+                                   "(Iranfar et al.: 0.99 or 0.98)", above=0.0, high=1.0),
            "exploration_episodes": Option(int, 0, "episodes of Algorithm 1 (0: the largest "
                                           "Q-table's size, the document's minimum)", low=0,
                                           high=1_000_000),
            "compound_alpha": Option(bool, False, "read eq. 3 as alpha_old x 0.999^n "
                                     "(default: 0.95 x 0.999^n)"),
            "auto_epochs": Option(bool, False, "shorten episodes to the earliest epoch a "
-                                 "trial met termination.loss (document 001 VI-A); the "
+                                 "trial met termination.loss (Iranfar et al. VI-A); the "
                                  "search then runs episodes until the budget's total epochs "
                                  "are spent"),
-           "min_epochs": Option(int, 3, "auto_epochs never goes below this (document 001: "
+           "min_epochs": Option(int, 3, "auto_epochs never goes below this (Iranfar et al.: "
                                 "3)", low=1, high=100_000),
            "update": Option(str, "literal", "Algorithm 2 lines 3 and 6: literal (Q += alpha "
                             "R, as written) or terminal ((1 - alpha) Q + alpha R)",
@@ -261,7 +261,7 @@ def _hypera_options() -> dict[str, Option]:
     s = h.HyperaSettings()
     groups = "architecture, optimization, regularization, data, loss"
     return {
-        "strategy": Option(str, s.strategy, "coordination (document 002): independent (union "
+        "strategy": Option(str, s.strategy, "coordination (HYPERA): independent (union "
                            "of the proposals), sequential (each agent acts on the previous "
                            "one's result, in the document's agent order) or cooperative (the "
                            "candidate combination with the highest sum of critic values)",
@@ -273,7 +273,7 @@ def _hypera_options() -> dict[str, Option]:
         "scales": Option(str, h.DEFAULT_SCALES, f"action scale per agent ({groups}): the "
                          "largest move per decision, as a fraction of the normalised range"),
         "temperatures": Option(str, h.DEFAULT_TEMPERATURES, "SAC's initial temperature per "
-                               "agent (document 002's exploration temperatures)"),
+                               "agent (HYPERA's exploration temperatures)"),
         "every": Option(str, h.DEFAULT_EVERY, "epochs between an agent's decisions in a "
                         "trial (the architecture agent: at the next trial start)"),
         "candidates": Option(int, s.candidates, "cooperative: joint candidates scored",
@@ -284,10 +284,10 @@ def _hypera_options() -> dict[str, Option]:
         "reward_scale": Option(float, s.reward_scale, "reward per unit of validation "
                                "accuracy gained (100: points)", above=0.0, high=1e6),
         "lr": Option(float, s.lr, "SAC's actor, critic and temperature learning rate "
-                     "(document 002: 3e-4)", above=0.0, high=1.0),
-        "batch_size": Option(int, s.batch_size, "SAC batch (document 002: 256)", low=1,
+                     "(HYPERA: 3e-4)", above=0.0, high=1.0),
+        "batch_size": Option(int, s.batch_size, "SAC batch (HYPERA: 256)", low=1,
                              high=1_000_000),
-        "replay_capacity": Option(int, s.replay_capacity, "replay buffer (document 002: "
+        "replay_capacity": Option(int, s.replay_capacity, "replay buffer (HYPERA: "
                                   "1e6; smaller on CPU)", low=1, high=10_000_000),
         "learning_starts": Option(int, s.learning_starts, "decisions before SAC's first "
                                   "update (the document gives none)", low=1,
@@ -329,7 +329,7 @@ def _hypera_space(space: SearchSpace, options: dict[str, Any]) -> str | None:
 
 
 ENTRIES += [
-    Entry("hypera", "document 002: five SAC agents (architecture, optimization, "
+    Entry("hypera", "HYPERA: five SAC agents (architecture, optimization, "
           "regularization, data, loss) move their groups inside running trials; the "
           "architecture agent seeds the next trial", _F + "hypera",
           {**_hypera_options(),
@@ -337,7 +337,7 @@ ENTRIES += [
                                  "agent acts on its own every N of them)", low=1,
                                  high=100_000)},
           kind="controller", check=_hypera_space),
-    Entry("hypera-search", "document 002's agents as a searcher: each trial is the "
+    Entry("hypera-search", "HYPERA's agents as a searcher: each trial is the "
           "incumbent plus every agent's delta", _F + "hypera_search", _hypera_options(),
           check=_hypera_space),
 ]

@@ -62,7 +62,7 @@ _STATE_VERSION = 1
 class AgentSpec:
     """One agent's interface: a flat float observation and a discrete action set, or for
     SAC a Box action in [-1, 1]^action_dim (`n_actions` unused) with its own initial
-    temperature (document 002: each agent's "exploration temperature")."""
+    temperature (HYPERA: each agent's "exploration temperature")."""
 
     obs_dim: int
     n_actions: int = 0
@@ -89,13 +89,13 @@ class LearnerSettings:
     ppo_clip: float = 0.2  # PPO: surrogate clip range
     target_tau: float = 0.05  # DQN: Polyak factor of the target-net update after each step
     torch_threads: int | None = 1  # `torch.set_num_threads` for the host process; None: keep
-    # Settings document 004 needs (defaults keep EMERALD-O's behaviour):
-    activation: str = "relu"  # hidden activation ("tanh": document 004's PPO nets)
+    # Settings Pham 2024 needs (defaults keep EMERALD-O's behaviour):
+    activation: str = "relu"  # hidden activation ("tanh": Pham's PPO nets)
     lr_vf: float | None = None  # PPO: own Adam rate for the critic (None: one optimizer, `lr`)
-    td_loss: str = "huber"  # DQN: "huber" (RLlib's default) or "mse" (document 004)
-    double_q: bool = True  # DQN: double-Q targets (document 004: plain max over the target)
+    td_loss: str = "huber"  # DQN: "huber" (RLlib's default) or "mse" (Pham 2024)
+    double_q: bool = True  # DQN: double-Q targets (Pham 2024: plain max over the target)
     target_update_freq: int = 1  # DQN: env steps between target updates (1 with Polyak tau)
-    # SAC (document 002; `lr` is the actor's, critic's and temperature's rate, `target_tau`
+    # SAC (HYPERA; `lr` is the actor's, critic's and temperature's rate, `target_tau`
     # the Polyak factor, `batch_size` / `replay_capacity` / `learning_starts` /
     # `updates_per_step` as for DQN):
     initial_alpha: float = 1.0

@@ -1,4 +1,4 @@
-"""DQN agents (EMERALD-O sections 4.3 and 4.4; document 004's DQN optimizer selector): RLlib's
+"""DQN agents (EMERALD-O sections 4.3 and 4.4; Pham's DQN optimizer selector): RLlib's
 DQN loss on a plain MLP Q-network, epsilon-greedy actions with the caller's epsilon, one-step
 decisions replayed from a buffer."""
 

@@ -1,4 +1,4 @@
-"""PPO agents (EMERALD-O's PPO variant; document 004's PPO optimizer selector): RLlib's PPO
+"""PPO agents (EMERALD-O's PPO variant; Pham's PPO optimizer selector): RLlib's PPO
 loss on categorical policies, actions sampled from the policy, learning on-policy from the
 steps pending since the last update (a trial's steps as one episode).
 
@@ -62,7 +62,7 @@ class _OneStepPPOLearner(PPOTorchLearner):
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         """One Adam for the policy's parameters at `lr`, one for the critic's at `lr_vf`
-        (document 004 3.2.2.3: LR_pi 3e-4, LR_v 1e-3); RLlib's default is one for both."""
+        (Pham 2024 3.2.2.3: LR_pi 3e-4, LR_v 1e-3); RLlib's default is one for both."""
         lr_vf = (config.learner_config_dict or {}).get("lr_vf") if config else None
         if lr_vf is None:
             super().configure_optimizers_for_module(module_id, config)

@@ -1,4 +1,4 @@
-"""SAC agents (document 002's five HYPERA agents): RLlib's SAC on Box actions in
+"""SAC agents (HYPERA's five HYPERA agents): RLlib's SAC on Box actions in
 [-1, 1]^action_dim, one actor, twin critics and a learned temperature per agent, each agent
 starting from its own temperature; decisions replayed from a uniform buffer.
 
@@ -32,7 +32,7 @@ class SACLearner(ReplayLearner):
 
         s = self.settings
         config = SACConfig().training(
-            # SACConfig's own actor rate is 3e-5: every rate is set (document 002: 3e-4).
+            # SACConfig's own actor rate is 3e-5: every rate is set (HYPERA: 3e-4).
             actor_lr=s.lr, critic_lr=s.lr, alpha_lr=s.lr,
             gamma=s.gamma, tau=s.target_tau,
             target_network_update_freq=0,  # a soft update after every gradient step

@@ -51,7 +51,7 @@ def import_path(path: str) -> Any:
 
 def eq2_reward(val_acc: float, size: float, c_acc: float, *,
                terminated: bool = False) -> float:
-    """Document 001 eq. 2: -1 on early termination (or without a finite accuracy), else
+    """Iranfar et al. eq. 2: -1 on early termination (or without a finite accuracy), else
     c_A A_val - c_S S_model with c_S = 1 - c_A; `size` is the model size in the caller's
     unit (MB over a reference size: our reading, which keeps both terms on one scale)."""
     if terminated or not math.isfinite(val_acc):
@@ -133,7 +133,7 @@ class Plan:
     seed: int = 0
     patience: int = 0
     """Early stopping inside a trial: it ends once its metric has not improved for this many
-    epochs (0: never; document 004 checks after each checkpoint). See `plateaued`."""
+    epochs (0: never; Pham 2024 checks after each checkpoint). See `plateaued`."""
 
     replays_schedule: ClassVar[bool] = False
     """Whether hyperparameters change inside a trial, so the final test replays the chosen
@@ -176,7 +176,7 @@ class ControllerPlan(Plan):
     step_epochs: int = 1
     controls: dict[str, Any] | None = None
     """The dimensions the controller sets, as a space mapping (`SearchSpace.from_dict`), when
-    they are its own rather than the experiment's (document 004's optimizer set with one
+    they are its own rather than the experiment's (Pham's optimizer set with one
     rate each): answers are checked against them, and the host samples the space's other
     searched dimensions once per trial. None: the controller sets the searched space."""
     replays_schedule: ClassVar[bool] = True
@@ -225,7 +225,7 @@ class Controller(Protocol):
     `get_state`/`set_state` (the host saves it with Tune's experiment checkpoints).
 
     A controller may also offer `propose(trial_id, max_epochs) -> dict`: a new trial's
-    starting values of searched dimensions a running trial cannot change (document 002's
+    starting values of searched dimensions a running trial cannot change (HYPERA's
     architecture agent); the host puts them in the trial's config."""
 
     def decide(self, obs: Observation) -> dict[str, Any]:
@@ -305,5 +305,6 @@ controller waits; carried over a resume), which reports plot against; `unix_time
 the epoch ended (Tune's `timestamp` has whole seconds only); `schedule` is the trial's
 `Schedule` through this epoch as JSON; `controller_wait_s` is how long the trial waited for
 its controller's answer before this epoch (0 without one). `terminated` ('' or why) and the
-rest after it are document 001's early termination (`service.backends.tune.trainable._Termination`);
-`reward` joins them when the experiment reports eq. 2."""
+rest after it are Iranfar et al.'s early termination
+(`service.backends.tune.trainable._Termination`); `reward` joins them when the experiment
+reports eq. 2."""

@@ -16,7 +16,7 @@ BACKBONES: tuple[str, ...] = (
     "efficientnetv2_b0", "vgg16", "vgg19", "resnet18", "resnet18_imagenet", "vgg16_layers"
 )
 LAYERED: tuple[str, ...] = ("vgg16_layers",)
-"""Backbones whose every layer's hyperparameters come from the trial config (document 001)."""
+"""Backbones whose every layer's hyperparameters come from the trial config (Iranfar et al.)."""
 
 MAX_WIDTH = 4.0
 

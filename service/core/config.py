@@ -22,7 +22,7 @@ from service.core.space import DEFAULT_SPACE, SearchSpace, SpaceError
 __all__ = ["Budget", "ConfigError", "ExperimentConfig", "build_config", "load_config"]
 
 METRICS: dict[str, str] = {"val_acc": "max", "val_loss": "min", "reward": "max"}
-"""Metrics a searcher can optimise; `reward` is document 001's eq. 2 (needs `reward:`)."""
+"""Metrics a searcher can optimise; `reward` is Iranfar et al.'s eq. 2 (needs `reward:`)."""
 
 
 DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
@@ -156,7 +156,7 @@ class PerfConfig(Strict):
 
 
 class TerminationConfig(Strict):
-    """Document 001 section V-E's early termination, applied to every searcher's trials
+    """Iranfar et al. section V-E's early termination, applied to every searcher's trials
     alike: batches slower than `batch_time_s` (t_th) for `batch_patience` (N_th,t)
     consecutive batches end a trial at once; training loss above `loss` (l_th) for
     `loss_patience` (N_th,l) consecutive epochs restarts it from fresh initial weights
@@ -181,7 +181,7 @@ class TerminationConfig(Strict):
 
 
 class RewardConfig(Strict):
-    """Document 001 eq. 2 as the reported metric `reward`: c_acc x val_acc - (1 - c_acc) x
+    """Iranfar et al. eq. 2 as the reported metric `reward`: c_acc x val_acc - (1 - c_acc) x
     model MB / size_ref_mb, -1 when terminated. The document gives no coefficients; the size
     reference is our reading (its rewards cannot fit its range with raw MB)."""
 
@@ -375,7 +375,7 @@ class ExperimentConfig(Strict):
                     f"searcher_options.{name}: {name!r} is not in searchers {self.searchers}"
                     f"{did_you_mean(name, self.searchers)}")
         if self.metric == "reward" and self.reward is None:
-            raise ValueError("metric: 'reward' is document 001's eq. 2; add a reward section "
+            raise ValueError("metric: 'reward' is Iranfar et al.'s eq. 2; add a reward section "
                              "(e.g. reward: {c_acc: 0.5, size_ref_mb: 100})")
         if self.backend == "replay":
             if self.reward is not None:

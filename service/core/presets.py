@@ -12,13 +12,13 @@ EVERY_ENTRY: tuple[str, ...] = (
     "emerald", "emerald-dynamic", "optuna", "hyperopt", "skopt", "ax", "spearmint",
     "hyperband", "grid", "random", "bohb", "asha", "pbt", "pb2", "trivialaugment")
 """The entries the Table 9 presets compare, in EMERALD-O Table 9's order then the others:
-every entry but document 004's (`fixed`, `optsel-*`), which have their own presets."""
+every entry but Pham's (`fixed`, `optsel-*`), which have their own presets."""
 
 SHIPPED_TABLES: tuple[str, ...] = (
     "docs/tables/digits-vgg16_w0.0625.parquet", "docs/tables/digits-resnet18_w0.0625.parquet",
     "docs/tables/digits-vgg16.parquet")
 OPTSEL_TABLE = "docs/tables/digits-resnet18_w0.0625-optsel.parquet"
-"""Replay table (c): document 004's optimizers at three rates (record-optsel)."""
+"""Replay table (c): Pham's optimizers at three rates (record-optsel)."""
 """The recorded tables in the repository (docs/tables/README.md says how each was made)."""
 
 
@@ -26,17 +26,17 @@ OPTSEL_METHODS: dict[str, dict[str, Any]] = {
     "fixed:sgd": {"optimizer": "sgd"}, "fixed:sam": {"optimizer": "sam"},
     "fixed:adam": {"optimizer": "adam"}, "optsel-dqn": {},
     "optsel-ppo:2opt": {"optimizers": "2opt"}, "optsel-ppo:3opt": {"optimizers": "3opt"}}
-"""Document 004 Table 2's rows: the three fixed optimizers, DQN (SGD vs SAM), PPO 2-opt and
+"""Pham 2024 Table 2's rows: the three fixed optimizers, DQN (SGD vs SAM), PPO 2-opt and
 3-opt, with their options."""
 
 OPTSEL_SPACE: dict[str, Any] = {"batch_size": 64, "momentum": 0.9, "weight_decay": 0.0005}
-"""Document 004's constants: weight decay 5e-4 (3.2.2.3); momentum and batch size are ours
+"""Pham's constants: weight decay 5e-4 (3.2.2.3); momentum and batch size are ours
 (it gives none). Each optimizer runs at its own rate (service.core.space.OPTIMIZER_LR)."""
 
 
 def optsel_preset(name: str, dataset: dict[str, Any], backbone: str, epochs: int,
                   seeds: int, gpu: bool) -> dict[str, Any]:
-    """Table 2 of document 004: one training run per method and seed (the agent learns
+    """Table 2 of Pham 2024: one training run per method and seed (the agent learns
     within the run, as in the document), with early stopping after 10 epochs without a
     better val_acc; the final test scores the best checkpoint's schedule."""
     return {
@@ -61,7 +61,7 @@ def layerwise_preset(name: str, *, dataset: dict[str, Any], backbone: str,
                      space: dict[str, Any], trials: int, epochs: int, seeds: int,
                      termination: dict[str, Any], size_ref_mb: float,
                      layerwise: dict[str, Any], gpu: bool) -> dict[str, Any]:
-    """Table V of document 001: the layer-wise agents against random search at the same
+    """Table V of Iranfar et al.: the layer-wise agents against random search at the same
     number of episodes, both optimising eq. 2 (`metric: reward`) under the same early
     termination, and the original network (`fixed:original`, no layer set)."""
     return {
@@ -80,7 +80,7 @@ def layerwise_preset(name: str, *, dataset: dict[str, Any], backbone: str,
 
 HYPERA_PAPER: dict[str, Any] = {"scales": "0.1,0.05,0.2,0.15,0.05", "random_starts": 1}
 # (rllib_policies._hypera_core.DOCUMENT_SCALES; not imported: presets load without RLlib)
-"""Document 002's own action scales, and one random start before the incumbent seeds every
+"""HYPERA's own action scales, and one random start before the incumbent seeds every
 trial: the `:paper` variant of the HYPERA entries (their defaults won on the replay
 tables)."""
 
@@ -108,7 +108,7 @@ AGREEMENT_SEEDS = 10
 def agreement_preset(name: str, table: str, *, replay: bool) -> dict[str, Any]:
     """One side of the agreement study: 12 trials x 12 epochs, 10 seeds, two slots, on the
     exact recording settings of table (a) (EMERALD-O's space, its 9 recorded rates as
-    choices, vgg16@0.0625, digits at 16 px) or of table (c) (document 004's optimizers,
+    choices, vgg16@0.0625, digits at 16 px) or of table (c) (Pham's optimizers,
     resnet18@0.0625) for optsel-ppo: run for real (`replay=False`) or replayed on the table
     with the same space, slots and budget."""
     if table == "a":
@@ -266,7 +266,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "resources": {"cpus": 1},
     },
     # Replay table (b): architecture and regularisation (width, batch size, weight decay,
-    # learning rate) for the methods of documents 001-003.
+    # learning rate) for the methods of Iranfar et al.-003.
     "record-arch": {
         "name": "record-arch",
         "dataset": {"name": "digits", "image_size": 16},
@@ -286,7 +286,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The README main job's trustworthy part: every entry replayed over 20 seeds on one
     # shipped table, beside the small real run (cpu-small), in minutes.
     "replay-demo": replay_preset("replay-demo", SHIPPED_TABLES[:1], trials=10),
-    # Replay table (c): document 004's per-epoch decision, SGD / SAM / Adam at three rates
+    # Replay table (c): Pham's per-epoch decision, SGD / SAM / Adam at three rates
     # (each optimizer's own rate among them), its constants, 3 seeds of 12 epochs.
     "record-optsel": {
         "name": "record-optsel",
@@ -300,10 +300,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "resources": {"cpus": 1},
     },
-    # Document 004 Table 2 on the CPU: bundled digits, ResNet-18 width-scaled, 5 seeds.
+    # Pham 2024 Table 2 on the CPU: bundled digits, ResNet-18 width-scaled, 5 seeds.
     "optsel-cpu": optsel_preset("optsel-cpu", {"name": "digits", "image_size": 16},
                                 "resnet18@0.125", epochs=20, seeds=5, gpu=False),
-    # Document 004's full setting on a GPU cluster: ResNet-18 with the ImageNet stem, 100
+    # Pham's full setting on a GPU cluster: ResNet-18 with the ImageNet stem, 100
     # epochs (Table 2's runs converge after up to 82), CIFAR-10 and Fashion-MNIST.
     "optsel-gpu-cifar10": optsel_preset(
         "optsel-gpu-cifar10", {"name": "cifar10", "root": "data/cifar10"},
@@ -311,7 +311,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "optsel-gpu-fashion": optsel_preset(
         "optsel-gpu-fashion", {"name": "fashion_mnist", "root": "data/fashion_mnist"},
         "resnet18_imagenet", epochs=100, seeds=5, gpu=True),
-    # Table (c) replayed: document 004's methods beside the baselines that can search its
+    # Table (c) replayed: Pham's methods beside the baselines that can search its
     # space, 20 seeds of 10 trials x 12 epochs. A fixed optimizer repeats its config for the
     # same total epochs (each trial replays a drawn recorded seed).
     "replay-optsel": {
@@ -325,7 +325,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "budget": {"trials": 10, "epochs": 12}, "concurrency": 1,
         "seeds": list(range(20)),
     },
-    # Documents 001 and 003's tabular Q-learning against the baselines issue 11 names, on
+    # Iranfar et al.'s and Vashishtha's tabular Q-learning against the baselines issue 11 names, on
     # the shipped tables (a) and (b), 20 seeds of 20 trials x 12 epochs; layerwise with
     # Algorithm 2 as written and in its terminal reading.
     "replay-qlearning": {
@@ -337,7 +337,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "budget": {"trials": 20, "epochs": 12}, "concurrency": 1,
         "seeds": list(range(20)),
     },
-    # Document 002 (HYPERA) replayed on the shipped tables against the baselines its issue
+    # HYPERA (HYPERA) replayed on the shipped tables against the baselines its issue
     # names: its two entries with our defaults and with the document's settings
     # (`:paper`), Optuna and scikit-optimize (the Bayesian optimisers of its claim),
     # HyperOpt, random, PBT and EMERALD-O; 20 seeds of 20 trials x 12 epochs.
@@ -376,7 +376,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 45 min for its 40 cells on 2 cores).
     "replay-emerald-100": emerald_replay_preset(
         "replay-emerald-100", 100, ["emerald", "optuna", "hyperopt", "random", "asha"]),
-    # Document 001 Table V on the CPU: bundled digits at 16 px, VGG-16 at width 0.125 (1 MB
+    # Iranfar et al. Table V on the CPU: bundled digits at 16 px, VGG-16 at width 0.125 (1 MB
     # where the original has 57 MB; the size reference shrinks with it), six agents, 5
     # seeds, 320 epochs per search: random search 40 trials of 8 epochs, the agents as many
     # episodes as their shortened ones afford. Adam at 1e-3, batch 64 are ours (Table II's
@@ -390,7 +390,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         termination={"loss": 1.0, "loss_patience": 4, "restarts": 1, "batch_time_s": 0.5,
                      "batch_patience": 5},
         layerwise={"auto_epochs": True, "epsilon_decay": 0.98}, gpu=False),
-    # Document 001 Table V at the paper's scale: VGG-16 on CIFAR-100, all 19 layers over
+    # Iranfar et al. Table V at the paper's scale: VGG-16 on CIFAR-100, all 19 layers over
     # Table III's sets (conv 5 x 2 x 2 = 20 actions: the largest table has 400 cells; the
     # paper explores 500 episodes), Table II's SGD at batch 128, augmentation as section
     # VII (rotation, shift, flip), episodes of at most 10 epochs found automatically, the

@@ -75,23 +75,23 @@ HPARAMS: dict[str, HParam] = {
     "width": HParam(float, 1.0, 0.01, 4.0, in_trial=False,
                     help="backbone width multiplier (architecture)"),
     "label_smoothing": HParam(float, 0.0, 0.0, 0.5, help="cross-entropy label smoothing"),
-    # Continuous magnitudes for document 002's regularization, data and loss agents.
+    # Continuous magnitudes for HYPERA's regularization, data and loss agents.
     "dropout": HParam(float, 0.0, 0.0, 0.9, help="dropout on the classifier's input, on top "
-                      "of the backbone's own (document 002, regularization)"),
+                      "of the backbone's own (HYPERA, regularization)"),
     "flip_prob": HParam(float, 0.0, 0.0, 1.0, help="horizontal flip probability; above 0 it "
-                        "replaces flip's 0.5 (document 002, data)"),
+                        "replaces flip's 0.5 (HYPERA, data)"),
     "shift_frac": HParam(float, 0.0, 0.0, 0.5, help="max shift as a fraction of the side; "
-                         "above 0 it replaces shift's 0.1 (document 002, data)"),
+                         "above 0 it replaces shift's 0.1 (HYPERA, data)"),
     "zoom_frac": HParam(float, 0.0, 0.0, 0.5, help="zoom factors in [1 - z, 1 + z]; above 0 "
-                        "it replaces zoom's 0.1 (document 002, data)"),
+                        "it replaces zoom's 0.1 (HYPERA, data)"),
     "focal_gamma": HParam(float, 0.0, 0.0, 5.0, help="focal loss gamma (Lin et al.; 0: plain "
-                          "cross-entropy; document 002, loss)"),
+                          "cross-entropy; HYPERA, loss)"),
     "epochs": HParam(int, None, 1, 100_000, filled=False, in_trial=False,
                      help="this trial's epoch budget, at most the run's (Syne Tune's "
-                          "max_resource_attr; document 001's epochs per episode)"),
+                          "max_resource_attr; Iranfar et al.'s epochs per episode)"),
 }
 
-# Per-layer architecture names of the searchable VGG-16 (document 001 sections V-A/B and
+# Per-layer architecture names of the searchable VGG-16 (Iranfar et al. sections V-A/B and
 # Table III): conv<i>_filters / conv<i>_kernel / conv<i>_stride for its 13 convolutions,
 # pool<j>_size for its 5 max-pools, dense_units for its one hidden dense layer.
 
@@ -101,18 +101,18 @@ VGG16_FILTERS: tuple[int, ...] = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512
 VGG16_LAYERS: tuple[str, ...] = (
     "conv1", "conv2", "pool1", "conv3", "conv4", "pool2", "conv5", "conv6", "conv7", "pool3",
     "conv8", "conv9", "conv10", "pool4", "conv11", "conv12", "conv13", "pool5", "dense")
-"""The searchable VGG-16's layers from input to output: document 001's agents, in order."""
+"""The searchable VGG-16's layers from input to output: Iranfar et al.'s agents, in order."""
 LAYER_FIELDS: dict[str, tuple[str, ...]] = {"conv": ("filters", "kernel", "stride"),
                                             "pool": ("size",), "dense": ("units",)}
-"""Each layer type's hyperparameters: one agent chooses a tuple of them (document 001 V-B)."""
+"""Each layer type's hyperparameters: one agent chooses a tuple of them (Iranfar et al. V-B)."""
 VGG16_ORIGINAL: dict[str, int] = {"kernel": 3, "stride": 1, "size": 2, "units": 512}
 """The original hyperparameters besides the filters: 3x3 stride-1 convolutions, 2x2 pools,
 and the 512-unit dense layer of the usual CIFAR VGG-16 (about 60 MB with 100 classes, the
-size document 001 Table V gives the original)."""
+size Iranfar et al. Table V gives the original)."""
 TABLE_III_VGG16: dict[str, tuple[int, ...]] = {
     "filters": (16, 32, 64, 128, 256), "kernel": (3, 5), "stride": (1, 2), "size": (2, 3),
     "units": (128, 256, 512, 1024, 2048, 4096)}
-"""Document 001 Table III, row VGG-16: the values each per-layer hyperparameter takes."""
+"""Iranfar et al. Table III, row VGG-16: the values each per-layer hyperparameter takes."""
 _LAYER_BOUNDS: dict[str, tuple[int, int]] = {"filters": (1, 4096), "kernel": (1, 11),
                                              "stride": (1, 4), "size": (1, 8),
                                              "units": (1, 65536)}

@@ -5,7 +5,7 @@ and best-so-far plots.
 `load` reads a storage path (each result file once per report), `tables` builds the tables,
 `plots` the PNGs and `render` writes them: `write_report` takes one experiment folder
 (<storage>/<name>) or a whole storage root (its sub-folders are experiment folders) and
-gathers every experiment under it into one report. `table2` is document 004's Table 2 (and
+gathers every experiment under it into one report. `table2` is Pham's Table 2 (and
 the optimizer-schedule plot), written for experiments that select optimizers.
 """
 

@@ -275,8 +275,8 @@ def _schedule_text(schedule: Any) -> str:
 FINAL_SCORES: tuple[str, ...] = ("test_loss", "test_precision_macro", "test_recall_macro",
                                  "test_f1_macro", "epochs", "model_size_mb",
                                  "train_ms_per_batch", "infer_ms_per_batch")
-"""final_test.json's other numbers (NaN where an older file lacks them): document 004's
-Table 2 reads the macro metrics, document 001's Table V the size and timings."""
+"""final_test.json's other numbers (NaN where an older file lacks them): Pham's
+Table 2 reads the macro metrics, Iranfar et al.'s Table V the size and timings."""
 
 
 def load_final_tests(storage: str | Path) -> pd.DataFrame:

@@ -210,11 +210,11 @@ def _write_report(storage: Path, out_dir: str | Path | None, fmt: str, *, live: 
         + ("" if phases is None else "\n## Where the time went\n\n" + breakdown_markdown(
             phases) + "\n" + OVERHEAD_NOTE + "\n"))
     written["searchers"] = out / "searchers.md"
-    table2_from = table2_folders(views.folders)  # document 004's optimizer-selection runs
+    table2_from = table2_folders(views.folders)  # Pham's optimizer-selection runs
     if table2_from:
         written.update(write_table2(table2_from, out, epochs=views.labelled_epochs,
                                     labels=views.labels))
-    table5_from = table5_folders(views.folders)  # document 001's layer-wise agents
+    table5_from = table5_folders(views.folders)  # Iranfar et al.'s layer-wise agents
     if table5_from:
         written.update(write_table5(table5_from, out))
     written["index"] = write_index(out, storage, views, gen, written)
@@ -284,11 +284,11 @@ def write_index(out: Path, storage: Path, views: _Views, gen: pd.DataFrame,
     if "table5_csv" in written:
         sections.insert(1, (
             "Table V: the agents' network against random search and the original "
-            "(document 001)", _html_table(table5_display(pd.read_csv(written["table5_csv"]))),
+            "(Iranfar et al.)", _html_table(table5_display(pd.read_csv(written["table5_csv"]))),
             f"{TABLE5_NOTE} {SETTLED_DEFINITION}"))
     if "table2_csv" in written:
         sections.insert(1, (
-            "Table 2: test metrics, convergence and time per epoch (document 004)",
+            "Table 2: test metrics, convergence and time per epoch (Pham 2024)",
             _html_table(table2_display(pd.read_csv(written["table2_csv"]))),
             f"{CONVERGENCE_DEFINITION} {TABLE2_NOTE}"))
     sections += [

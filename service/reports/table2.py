@@ -1,13 +1,13 @@
-"""Table 2 of document 004 (per-epoch optimizer selection): per dataset and method, the test
+"""Table 2 of Pham 2024 (per-epoch optimizer selection): per dataset and method, the test
 accuracy, macro F1, precision and recall of each cell's final test, the epoch a run converges
 after and the seconds one epoch takes; plus a plot of the optimizer each trial ran per epoch.
 
 Rows are (dataset, backbone, method), the method being the searcher as the config spells it
 (`fixed:sgd` and `optsel-ppo:3opt` are two methods), in the order the config lists them; one
-backbone per experiment, as in document 004, gives one row per (dataset, method). Metrics
+backbone per experiment, as in Pham 2024, gives one row per (dataset, method). Metrics
 are in %, mean and half-width of a t-based 95% interval over seeds (`tables.mean_ci95`).
 
-"Converges after" (document 004 Table 2 gives no definition; this one is ours): for each
+"Converges after" (Pham 2024 Table 2 gives no definition; this one is ours): for each
 cell (method x backbone x seed), take its best trial (the trial holding the cell's best
 val_acc) and the first epoch whose val_acc is within 0.5 points (0.005) of that trial's best
 val_acc; the table shows the mean of that epoch over seeds.
@@ -58,7 +58,7 @@ FINAL_KEYS = ("test_acc", "test_loss", *MACRO_KEYS.values())
 TABLE2_COLUMNS = ["dataset", "backbone", "method", "seeds", "test_acc", "test_acc_ci95",
                   "f1", "f1_ci95", "precision", "precision_ci95", "recall", "recall_ci95",
                   "macro_seeds", "converges_after", "epoch_time_min_s", "epoch_time_max_s"]
-"""The columns of document 004 Table 2 (Acc %, F1 %, Precision %, Recall %, Converges
+"""The columns of Pham 2024 Table 2 (Acc %, F1 %, Precision %, Recall %, Converges
 after, Time for one epoch (s)) with their intervals and counts."""
 
 OPTIMIZER = "hp_optimizer"
@@ -136,7 +136,7 @@ def _rows_of(df: pd.DataFrame, dataset: Any, backbone: Any, method: Any) -> pd.D
 
 def table2(epochs: pd.DataFrame, tests: pd.DataFrame, *,
            datasets: Mapping[str, str] | str = "", order: Sequence[str] = ()) -> pd.DataFrame:
-    """Document 004 Table 2 from the epochs frame (`load_epochs`) and final tests
+    """Pham 2024 Table 2 from the epochs frame (`load_epochs`) and final tests
     (`load_final_metrics`): one row per (dataset, backbone, method), methods in `order`.
     `datasets` names the dataset of every row, or of each `experiment` when the frames
     carry that column; a `dataset` column of theirs wins."""
@@ -179,7 +179,7 @@ def _interval(mean: float, half: float) -> str:
 
 
 def table2_display(table: pd.DataFrame) -> pd.DataFrame:
-    """Table 2 as the Markdown/HTML shows it: one text per document 004 column."""
+    """Table 2 as the Markdown/HTML shows it: one text per Pham 2024 column."""
     rows = []
     for r in table.itertuples(index=False):
         lo, hi = r.epoch_time_min_s, r.epoch_time_max_s
@@ -201,7 +201,7 @@ def table2_markdown(table: pd.DataFrame) -> str:
     """table2.md: the table, the convergence definition and what the intervals are."""
     body = table2_display(table).to_markdown(index=False) if not table.empty \
         else "_no cells_"
-    return ("# Table 2: test metrics, convergence and time per epoch (document 004 Table 2)"
+    return ("# Table 2: test metrics, convergence and time per epoch (Pham 2024 Table 2)"
             f"\n\n{body}\n\n{CONVERGENCE_DEFINITION}\n\n{TABLE2_NOTE}\n")
 
 

@@ -1,4 +1,4 @@
-"""Table V of document 001 (layer-wise Q-learning agents): per dataset, backbone and method,
+"""Table V of Iranfar et al. (layer-wise Q-learning agents): per dataset, backbone and method,
 the chosen network's test accuracy, model size, training and inference milliseconds per
 batch (each cell's final test: the chosen trial's architecture retrained for the run's
 epochs), the search's work (episodes, epochs) and best eq. 2 reward; for the agents also
@@ -9,7 +9,7 @@ Rows are (dataset, backbone, method), the method being the searcher as the confi
 set) are Table V's "original". Numbers are mean and half-width of a t-based 95% interval
 over seeds (`tables.mean_ci95`).
 
-"Settled at" (document 001 calls the agents converged when they pick the same set for a
+"Settled at" (Iranfar et al. calls the agents converged when they pick the same set for a
 couple of consecutive episodes; this definition is ours): the first episode from which
 Algorithm 3's greedy set, logged after every update, no longer changes up to the run's last
 episode; "settled for" is how many episodes that is. Both come from each cell's
@@ -54,7 +54,7 @@ TABLE5_NOTE = (
     "(the test split, batch size of the trial), test reward = eq. 2 of that network (its test "
     "accuracy and MB, the experiment's reward coefficients), each mean +- half-width of a "
     "t-based 95% interval over seeds; episodes = trials per cell, epochs = epochs trained per cell "
-    "(restarts included), terminated = trials per cell ended by document 001's slow-batch "
+    "(restarts included), terminated = trials per cell ended by Iranfar et al.'s slow-batch "
     "or loss rule, best reward = the cell's best eq. 2 reward during the search (column "
     "`reward`, at each trial's own epochs: shortened episodes score lower), all means over "
     "seeds. overhead ms = the agents' own time per episode (suggest and Q-table "
@@ -134,7 +134,7 @@ def _numbers(df: pd.DataFrame, column: str) -> pd.Series:
 
 
 def table5(folder: Path) -> pd.DataFrame:
-    """Document 001 Table V of one experiment folder, methods in the config's order."""
+    """Iranfar et al. Table V of one experiment folder, methods in the config's order."""
     tests = load_final_tests(folder)
     work = _cell_work(load_epochs(folder))
     logs = load_agent_logs(folder)

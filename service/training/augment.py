@@ -43,7 +43,7 @@ class AugmentSpec:
     shift: bool = False  # random translation up to 0.1 of width/height (Keras-style)
     zoom: bool = False  # random zoom, x and y factors independently in [0.9, 1.1] (Keras-style)
     trivialaugment: bool = False  # torchvision TrivialAugmentWide instead of the above
-    # Continuous magnitudes (document 002's data agent); above 0 each replaces its flag's
+    # Continuous magnitudes (HYPERA's data agent); above 0 each replaces its flag's
     # fixed setting: flip probability, shift fraction, zoom half-range.
     flip_prob: float = 0.0
     shift_frac: float = 0.0

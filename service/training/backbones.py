@@ -27,14 +27,14 @@ Design choices, documented once here:
 * ResNet-18 comes twice, sharing one implementation with torchvision's ``BasicBlock`` and
   differing only in the stem.  ``resnet18`` uses the CIFAR stem (3x3 conv, stride 1, no
   max-pool); full width with 10 classes has 11,173,962 parameters.  ``resnet18_imagenet`` uses
-  the ImageNet stem of document 004, section 3.1 (7x7 conv, stride 2, BN, ReLU, 3x3 max-pool
+  the ImageNet stem of Pham 2024, section 3.1 (7x7 conv, stride 2, BN, ReLU, 3x3 max-pool
   with stride 2), i.e. torchvision's ``resnet18`` layer for layer: 11,181,642 parameters with 10
   classes.  Its stem downsamples by 4 and the whole net by 32, so small images (8x8 digits,
   28x28 Fashion-MNIST) end as 1x1 maps; adaptive pooling keeps every size >= 1 working.
-* ``vgg16_layers`` is VGG-16 with every layer set by the trial config (document 001: per
+* ``vgg16_layers`` is VGG-16 with every layer set by the trial config (Iranfar et al.: per
   conv filters, kernel, stride; per pool its size; the dense layer's units), the original's
   values where a layer is not searched: 15,037,092 parameters and 57.4 MB with 100 classes
-  on 32x32 inputs, the "60 MB" document 001 Table V gives the original. Its head flattens
+  on 32x32 inputs, the "60 MB" Iranfar et al. Table V gives the original. Its head flattens
   the last map (sized from ``image_size``) into the dense layer, as the CIFAR VGG-16 does.
 """
 
@@ -398,7 +398,7 @@ class VGG(nn.Module):
 
 
 class LayeredVGG16(nn.Module):
-    """VGG-16 whose every layer is set by the trial (document 001, Table III): 13 convolutions
+    """VGG-16 whose every layer is set by the trial (Iranfar et al., Table III): 13 convolutions
     (filters, kernel, stride; "same" padding k//2, BatchNorm, ReLU), 5 max-pools (size =
     stride; skipped where the map is smaller than the pool), then flatten, one hidden dense
     layer (units, ReLU, dropout 0.5) and the classifier. Unset layers keep the original
@@ -529,7 +529,7 @@ class CifarResNet18(_ResNet18):
 class ImageNetResNet18(_ResNet18):
     """ResNet-18 with the ImageNet stem (7x7 stride-2 conv, BN, ReLU, 3x3 stride-2 max-pool).
 
-    Source: document 004, section 3.1 ("Initial Stem"); torchvision's ``resnet18`` structure and
+    Source: Pham 2024, section 3.1 ("Initial Stem"); torchvision's ``resnet18`` structure and
     parameter count at width 1.
     """
 
@@ -565,7 +565,7 @@ def build_backbone(
     ``image_size`` is only validated for the fixed backbones: every one ends in adaptive
     pooling and VGG skips pools on 1-pixel maps, so any input size >= 1 works with the
     reference strides. ``vgg16_layers`` sizes its dense layer from it and takes ``layers``
-    (per-layer hyperparameters, document 001); the others refuse them.
+    (per-layer hyperparameters, Iranfar et al.); the others refuse them.
     """
     if not isinstance(spec, BackboneSpec):
         spec = BackboneSpec.parse(spec)

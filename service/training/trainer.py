@@ -140,7 +140,7 @@ def make_optimizer(hp: HParams, params: Any) -> torch.optim.Optimizer:
 
 class FocalLoss(nn.Module):
     """Focal loss (Lin et al. 2017): cross-entropy (with label smoothing) weighted by
-    (1 - p_t)^gamma per sample, so that easy examples count less (document 002's loss
+    (1 - p_t)^gamma per sample, so that easy examples count less (HYPERA's loss
     agent tunes gamma)."""
 
     def __init__(self, gamma: float, label_smoothing: float = 0.0) -> None:
@@ -189,11 +189,11 @@ class EpochMetrics:
     images_per_s: float
     ms_per_batch: float = math.nan
     grad_norm_std: float = math.nan
-    """Standard deviation of the per-batch gradient norms over the epoch (document 002's
+    """Standard deviation of the per-batch gradient norms over the epoch (HYPERA's
     state: gradient variance); summed on the device, no extra sync per step."""
     slow_batches: bool = False
     """The epoch stopped early: `batch_time_patience` consecutive batches each took longer
-    than `batch_time_limit_s` (document 001 section V-E's early termination)."""
+    than `batch_time_limit_s` (Iranfar et al. section V-E's early termination)."""
 
     @property
     def diverged(self) -> bool:
@@ -510,7 +510,7 @@ class Trainer:
     @torch.no_grad()
     def inference_ms_per_batch(self, x: torch.Tensor, batch_size: int | None = None) -> float:
         """Mean milliseconds of one forward pass over a batch of `x` (the trial's batch size),
-        synchronised on a GPU; one warm-up batch is not counted (document 001 Table V)."""
+        synchronised on a GPU; one warm-up batch is not counted (Iranfar et al. Table V)."""
         with self._inference():
             batches = list(self._eval_batches(x, batch_size or self.hp.batch_size))
             if not batches:

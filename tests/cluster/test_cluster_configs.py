@@ -282,7 +282,7 @@ def test_kuberay_rayjob_shares_the_storage_path() -> None:
 
 @pytest.mark.parametrize("name", ["cifar10", "fashion"])
 def test_optsel_gpu_experiment_files_are_their_presets(name: str) -> None:
-    """Document 004's GPU setting for the RayJob: the preset, with the volume's paths."""
+    """Pham's GPU setting for the RayJob: the preset, with the volume's paths."""
     from service.core.config import load_config
     from service.core.presets import get_preset
 
@@ -298,7 +298,7 @@ def test_optsel_gpu_experiment_files_are_their_presets(name: str) -> None:
 
 
 def test_layerwise_gpu_experiment_file_is_its_preset() -> None:
-    """Document 001's GPU setting for the RayJob: the preset, with the volume's paths."""
+    """Iranfar et al.'s GPU setting for the RayJob: the preset, with the volume's paths."""
     from service.core.config import load_config
 
     cfg = load_config(ROOT / "cluster" / "experiments" / "gpu-layerwise-cifar100.yaml")

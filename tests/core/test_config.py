@@ -57,14 +57,14 @@ INVALID: list[tuple[dict, str]] = [
     ({"resources": {"gpus": 1.5}}, "whole number"),
     ({"resources": {"cpus": 0}}, "resources.cpus"),
     ({"concurrency": 0}, "concurrency"),
-    # document 001: per-layer names, eq. 2 as the metric, early termination
+    # Iranfar et al.: per-layer names, eq. 2 as the metric, early termination
     ({"space": {"conv1_filters": [16, 32], "conv2_filters": [16, 32]}},
      "space.conv1_filters: per-layer hyperparameters need backbone vgg16_layers, not "
      "resnet18@0.25"),
     ({"backbones": ["vgg16_layers"], "space": {"conv1_kernel": {"choice": [3, 13]}}},
      "space.conv1_kernel: 13 is outside [1, 11]"),
     ({"space": {"conv14_filters": [16, 32]}}, "per layer conv<1-13>_filters|kernel|stride"),
-    ({"metric": "reward"}, "metric: 'reward' is document 001's eq. 2; add a reward section"),
+    ({"metric": "reward"}, "metric: 'reward' is Iranfar et al.'s eq. 2; add a reward section"),
     ({"metric": "reward", "reward": {"c_acc": 1.5}}, "reward.c_acc"),
     ({"termination": {"loss": -1}}, "termination.loss"),
     ({"termination": {"batch_patience": 0}}, "termination.batch_patience"),

@@ -1,4 +1,4 @@
-"""Document 004 Table 2 and the optimizer-schedule plot, from experiment folders shaped like
+"""Pham 2024 Table 2 and the optimizer-schedule plot, from experiment folders shaped like
 Tune's (result.json per trial, final_test.json and summary.json per cell), without Ray."""
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def test_write_table2_files(experiment: Path, tmp_path: Path) -> None:
     csv = pd.read_csv(written["table2_csv"])
     assert list(csv.method) == [PPO, FIXED] and list(csv.dataset) == ["cifar10"] * 2
     md = written["table2"].read_text()
-    assert md.startswith("# Table 2") and "document 004 Table 2" in md
+    assert md.startswith("# Table 2") and "Pham 2024 Table 2" in md
     assert CONVERGENCE_DEFINITION in md and "95% interval over seeds" in md
     rows = {cells[3]: cells for line in md.splitlines() if line.startswith("| cifar10")
             for cells in [[c.strip() for c in line.split("|")]]}

@@ -1,4 +1,4 @@
-"""Document 001 Table V from experiment folders shaped like Tune's (result.json per trial,
+"""Iranfar et al. Table V from experiment folders shaped like Tune's (result.json per trial,
 final_test.json and the layerwise agents' agent_steps.csv per cell), without Ray."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Document 003's adaptive-epsilon Q-learning searcher: the epsilon schedule in both readings,
+"""Vashishtha's adaptive-epsilon Q-learning searcher: the epsilon schedule in both readings,
 moves on the grid, the exact update, pending trials, failures, save/restore, and learning
 that concentrates the proposals on the best configuration. Without Ray."""
 

@@ -1,4 +1,4 @@
-"""Document 002's agents as a controller and as a searcher, on hand-fed epoch rows: who
+"""HYPERA's agents as a controller and as a searcher, on hand-fed epoch rows: who
 acts when, what each decision earns, the architecture agent only at trial starts, every
 coordination strategy inside the space, the entries' checks, and a restore in the middle of
 a trial that gives the identical next decision."""

@@ -1,4 +1,4 @@
-"""Document 002's pure parts: positions and deltas on log, linear, integer and choice
+"""HYPERA's pure parts: positions and deltas on log, linear, integer and choice
 ranges, the groups a space gives, and each coordination strategy and conflict rule on
 hand-made proposals with known answers."""
 

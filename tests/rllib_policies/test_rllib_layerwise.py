@@ -1,4 +1,4 @@
-"""Document 001's layer-wise Q-learning, step by step on hand-made 3-layer problems: the
+"""Iranfar et al.'s layer-wise Q-learning, step by step on hand-made 3-layer problems: the
 shared-table layout, the visited mask, Algorithms 1-3, the schedules and eq. 2. No Ray."""
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def test_auto_epochs_shorten_episodes_to_the_loss_threshold_epoch_not_below_min(
     space = SearchSpace.from_dict({"conv1_filters": [16, 32], "conv2_filters": [16, 32]})
     s = LayerwiseSearch(space, seed=0, auto_epochs=True, min_epochs=3, metric="val_acc",
                         mode="max")
-    assert "epochs" not in s.suggest("a")  # the run's budget (document 001: 10)
+    assert "epochs" not in s.suggest("a")  # the run's budget (Iranfar et al.: 10)
     s.on_trial_complete("a", {"val_acc": 0.5, "loss_met_epoch": 0})  # threshold never met
     assert s.episode_epochs is None
     s.suggest("b")
@@ -205,7 +205,7 @@ def _greedy_after(seed: int, literal: bool, noise: float = 0.02) -> tuple[float,
 
 
 def test_literal_algorithm_2_greedy_set_does_not_beat_random_search_median() -> None:
-    """Document 001's claim, not reproduced (one-sided sign test, alpha 0.01, 25 seeded
+    """Iranfar et al.'s claim, not reproduced (one-sided sign test, alpha 0.01, 25 seeded
     objectives): as written (lines 3 and 6: Q += alpha R), the last table sums rewards by
     visit count, and after N episodes random search's median best-of-N (101 replicates,
     picked by the noisy reward it saw) beats Algorithm 3's set in nearly every instance,

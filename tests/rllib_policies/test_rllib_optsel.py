@@ -1,4 +1,4 @@
-"""Document 004's optimizer selection: the reward's terms, the state's layout, multi-step
+"""Pham's optimizer selection: the reward's terms, the state's layout, multi-step
 episodes, learning on a seeded problem, and restore mid-trial. Without Ray."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def test_each_reward_term_moves_the_reward_the_right_way() -> None:
 def test_state_vector_layout() -> None:
     prev = {**ROW, "val_acc": 0.4, "val_loss": 1.5}
     s = state_vector(ROW, prev, epoch=3, max_epochs=12, prev_action=2, n_actions=3)
-    assert s.shape == (8,)  # document 004: 8 numbers for three optimizers
+    assert s.shape == (8,)  # Pham 2024: 8 numbers for three optimizers
     assert s.tolist() == pytest.approx([0.5, 1.0 / LOSS_SCALE, 0.1, 0.5, 0.25, 0, 0, 1])
     first = state_vector(None, None, epoch=0, max_epochs=12, prev_action=None, n_actions=2)
     assert first.tolist() == [0.0] * 7

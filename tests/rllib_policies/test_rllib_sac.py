@@ -1,4 +1,4 @@
-"""RLlib's SAC on Box actions through `MultiAgentLearner` (document 002's learner): a 1-D
+"""RLlib's SAC on Box actions through `MultiAgentLearner` (HYPERA's learner): a 1-D
 continuous bandit is learned to within a tolerance, per-agent temperatures are honoured,
 critics score actions, and a restored learner acts and updates identically."""
 

@@ -165,7 +165,7 @@ def test_trivialaugment_rejects_other_channel_counts() -> None:
         augment_batch(_batch(c=2), AugmentSpec(trivialaugment=True), _gen(0))
 
 
-# Continuous magnitudes (document 002's data agent).
+# Continuous magnitudes (HYPERA's data agent).
 
 
 @pytest.mark.parametrize(("flags", "magnitudes"), [

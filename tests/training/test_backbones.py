@@ -180,7 +180,7 @@ def test_resnet18_imagenet_matches_torchvision() -> None:
     reference = torchvision.models.resnet18(num_classes=10)
     assert isinstance(model, ImageNetResNet18)
     assert count_parameters(model) == count_parameters(reference) == 11_181_642
-    assert abs(count_parameters(model) - 11e6) / 11e6 < 0.03  # "about 11 M" (document 004)
+    assert abs(count_parameters(model) - 11e6) / 11e6 < 0.03  # "about 11 M" (Pham 2024)
     ours, theirs = model.state_dict(), reference.state_dict()
     assert [(k, v.shape) for k, v in ours.items()] == [(k, v.shape) for k, v in theirs.items()]
     # Layer for layer the same function: torchvision's weights give torchvision's outputs.
@@ -490,7 +490,7 @@ def test_load_empty_file(tmp_path: Path) -> None:
 def test_vgg16_layers_defaults_are_the_original_cifar_vgg16() -> None:
     model = build_backbone("vgg16_layers", num_classes=100, image_size=32)
     assert count_parameters(model) == 15_037_092  # 13 convs + BN, 512 -> 512 -> 100 head
-    assert 57.0 < model_size_mb(model) < 58.0  # document 001 Table V: "60 MB"
+    assert 57.0 < model_size_mb(model) < 58.0  # Iranfar et al. Table V: "60 MB"
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 256, 512, 512,
                                                512, 512, 512, 512]

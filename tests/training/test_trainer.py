@@ -216,7 +216,7 @@ def test_apply_other_settings_same_optimizer(small: Splits) -> None:
                                                  ("adam", "rmsprop"), ("sam", "adam"),
                                                  ("sgd", "sam")])
 def test_apply_new_optimizer_same_parameters(small: Splits, source: str, target: str) -> None:
-    """Document 004's per-epoch switch: same weights, a fresh optimizer of the new kind."""
+    """Pham's per-epoch switch: same weights, a fresh optimizer of the new kind."""
     hp = _hp(optimizer=source, lr=1e-3)
     tr = Trainer.build(BACKBONE, small, hp, seed=0)
     tr.train_epoch()
@@ -428,7 +428,7 @@ def test_init_seed_draws_other_weights_with_the_same_batches(small: Splits) -> N
                        b._generator(0).initial_seed() * torch.ones(1))
 
 
-# Document 002's regularization and loss hyperparameters, and the gradient statistics.
+# HYPERA's regularization and loss hyperparameters, and the gradient statistics.
 
 
 def test_focal_loss_known_value_and_gamma_zero_is_cross_entropy() -> None:

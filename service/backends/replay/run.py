@@ -36,7 +36,7 @@ from service.core.progress import LOG_DIR
 from service.core.table import ReplayTable, cached_table
 
 TARGET_QUANTILE = 0.95
-"""Evaluations to reach a target (document 003 section 4.2 counts model evaluations to 85%
+"""Evaluations to reach a target (Vashishtha 2025 section 4.2 counts model evaluations to 85%
 validation accuracy on CIFAR-10): a table's target is the value the best 5% of its
 configurations reach, since a fixed 85% means nothing on another table."""
 """Cells started first, so the pool does not end waiting on one slow searcher."""

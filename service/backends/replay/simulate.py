@@ -197,7 +197,7 @@ class Simulation:
 
     @staticmethod
     def _check_controls(plan: Any, table: ReplayTable) -> None:
-        """A controller with its own dimensions (document 004's optimizer set) must choose
+        """A controller with its own dimensions (Pham's optimizer set) must choose
         among values the table recorded: refuse before anything runs, naming the option."""
         if not isinstance(plan, ControllerPlan) or not plan.controls:
             return

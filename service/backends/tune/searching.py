@@ -32,7 +32,7 @@ from service.core.space import Dim, SearchSpace
 
 def is_failure(result: dict | None, metric: str | None) -> bool:
     """Whether a final result carries no usable finite metric (or the trial diverged, or
-    was terminated early by document 001's slow-batch or loss rule)."""
+    was terminated early by Iranfar et al.'s slow-batch or loss rule)."""
     if not result or metric is None or result.get("diverged") or result.get("terminated"):
         return True
     value = result.get(metric)

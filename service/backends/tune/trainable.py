@@ -95,17 +95,17 @@ class RunSettings:
     metric: str = "val_acc"
     mode: str = "max"
     batch_time_limit_s: float = 0.0
-    """Document 001 V-E: a trial whose batches take longer than this (t_th) for
+    """Iranfar et al. V-E: a trial whose batches take longer than this (t_th) for
     `batch_time_patience` (N_th,t) consecutive batches ends at once, terminated (0: off)."""
     batch_time_patience: int = 3
     loss_limit: float = 0.0
-    """Document 001 V-E: training loss above this (l_th) for `loss_patience` (N_th,l)
+    """Iranfar et al. V-E: training loss above this (l_th) for `loss_patience` (N_th,l)
     consecutive epochs restarts the trial with fresh initial weights, `restarts` times;
     the next violation ends it, terminated (0: off)."""
     loss_patience: int = 3
     restarts: int = 1
     reward_c_acc: float | None = None
-    """With a value, every row carries `reward`, document 001 eq. 2: -1 when terminated,
+    """With a value, every row carries `reward`, Iranfar et al. eq. 2: -1 when terminated,
     else c_A val_acc - (1 - c_A) model_size_mb / `reward_size_ref_mb`."""
     reward_size_ref_mb: float = 100.0
     searcher: str = ""
@@ -197,7 +197,7 @@ def epoch_report(trainer: Trainer, metrics: Any, splits: Splits) -> dict[str, An
 
 
 def row_reward(row: dict[str, Any], c_acc: float, size_ref_mb: float) -> float:
-    """Document 001 eq. 2 of one epoch row (`service.core.api.eq2_reward`): -1 when terminated
+    """Iranfar et al. eq. 2 of one epoch row (`service.core.api.eq2_reward`): -1 when terminated
     or diverged, the size taken as model_size_mb / size_ref_mb."""
     acc = row.get("val_acc")
     return eq2_reward(math.nan if acc is None else float(acc),
@@ -206,7 +206,7 @@ def row_reward(row: dict[str, Any], c_acc: float, size_ref_mb: float) -> float:
 
 
 class _Termination:
-    """Document 001 section V-E's two counters (Fig. 7): slow batches end the trial at
+    """Iranfar et al. section V-E's two counters (Fig. 7): slow batches end the trial at
     once; training loss above the threshold for N consecutive epochs restarts it with a
     fresh initialisation, `restarts` times, and ends it the next time. Also notes the first
     epoch whose loss met the threshold (the episode length of section VI-A)."""
@@ -525,11 +525,11 @@ def final_test(config: dict[str, Any], schedule: str | None = None,
                ) -> dict[str, Any]:
     """Train the chosen configuration (or replay the chosen trial's schedule, given as
     JSON) once more from scratch (from the trial's initial weights) and score it on the
-    test split no searcher saw; also the timings of document 001 Table V. With `state`
+    test split no searcher saw; also the timings of Iranfar et al. Table V. With `state`
     (service.backends.tune.experiment.trained_weights: the trial's own final checkpoint, which the
     retraining would reproduce, and its last row) those weights are scored instead."""
     plan = Schedule.from_json(schedule) if schedule else None
-    # A trial's own shorter budget (document 001's short episodes) is a search economy:
+    # A trial's own shorter budget (Iranfar et al.'s short episodes) is a search economy:
     # the chosen network is trained for the run's epochs.
     config = {k: v for k, v in config.items() if k != "epochs"}
     if state is not None:

@@ -164,7 +164,7 @@ def test_every_entry_runs_on_a_small_table(table) -> None:
             assert figures["normalised_regret"] == 1.0, name
             failed.append(name)
         ran.append(name)
-    # TrivialAugment trains a fixed policy the table never recorded; document 004's agents
+    # TrivialAugment trains a fixed policy the table never recorded; Pham's agents
     # choose SAM, which it did not record either
     assert set(refused) == {"trivialaugment", "optsel-dqn", "optsel-ppo"}, refused
     assert "not a column" in refused["trivialaugment"]
@@ -200,7 +200,7 @@ def test_early_stopping_ends_replayed_trials_as_the_trainable_does(table) -> Non
 
 
 def test_a_config_epochs_budget_shortens_the_replayed_trial(table) -> None:
-    """`epochs` in a suggestion (document 001's shorter episodes) ends the trial there, as
+    """`epochs` in a suggestion (Iranfar et al.'s shorter episodes) ends the trial there, as
     `service.backends.tune.trainable.trial_epochs` does; more than the plan's is capped."""
     for wanted, expected in ((2, 2), (99, 6)):
         plan = SearcherPlan("fixed", 2, 6, searcher=Fixed({**FIXED, "epochs": wanted}))

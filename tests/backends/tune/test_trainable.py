@@ -111,7 +111,7 @@ def test_a_schedule_that_changes_the_width_is_refused_before_training() -> None:
 def test_final_test_scores_the_test_split() -> None:
     result = final_test(config())
     assert 0.0 <= result["test_acc"] <= 1.0 and result["diverged"] is False
-    # document 001 Table V's columns of the chosen network
+    # Iranfar et al. Table V's columns of the chosen network
     assert result["model_size_mb"] > 0 and result["num_parameters"] > 0
     assert result["train_ms_per_batch"] > 0 and result["infer_ms_per_batch"] > 0
     for key in ("test_precision_macro", "test_recall_macro", "test_f1_macro"):
@@ -266,7 +266,7 @@ def test_fractional_gpus_pack_two_trials_per_logical_gpu(ray_session, tmp_path) 
     assert {r.metrics["device"] for r in results} == {"cpu"}
 
 
-# ------------------------------------------------ document 001 V-E: early termination, budget
+# ------------------------------------------------ Iranfar et al. V-E: early termination, budget
 
 
 def _run(**changes: Any) -> RunSettings:
@@ -317,7 +317,7 @@ def test_loss_met_epoch_and_a_config_epoch_budget(monkeypatch, tmp_path) -> None
     run = _run(epochs=3, loss_limit=100.0, loss_patience=1, reward_c_acc=1.0)
     session = FakeSession(tmp_path)
     session.install(monkeypatch)
-    train_trial({**config(run), "epochs": 2})  # document 001 VI-A: a shorter episode
+    train_trial({**config(run), "epochs": 2})  # Iranfar et al. VI-A: a shorter episode
     assert [r["epoch"] for r in session.reports] == [1, 2]
     assert all(r["loss_met_epoch"] == 1 and r["terminated"] == "" for r in session.reports)
     assert session.reports[-1]["reward"] == pytest.approx(session.reports[-1]["val_acc"])
