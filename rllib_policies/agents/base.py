@@ -298,7 +298,17 @@ class MultiAgentLearner:
         return {aid: self._decide(aid, obs[aid], epsilon, rng, greedy) for aid in obs}
 
     def greedy(self, obs: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Each agent's best action."""
+        """Each agent's best action (discrete: the largest score, `_scores`)."""
+        return {aid: int(np.argmax(self._scores(aid, o))) for aid, o in obs.items()}
+
+    @torch.no_grad()
+    def _scores(self, aid: str, obs: np.ndarray) -> np.ndarray:
+        """The acting module's action scores for one observation (`_module_scores`)."""
+        batch = {Columns.OBS: self._obs_tensor(aid, obs)}
+        return self._module_scores(self._module[aid], batch)[0].numpy().astype(np.float64)
+
+    def _module_scores(self, module: Any, batch: dict[str, Any]) -> torch.Tensor:
+        """A discrete algorithm's scores per action (Q-values, logits) for `batch`."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ learning

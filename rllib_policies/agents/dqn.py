@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from ray.rllib.core.columns import Columns
 
 from rllib_policies.agents.base import Decision, ReplayLearner, module_config
 
@@ -47,12 +46,9 @@ class DQNLearner(ReplayLearner):
                              {"fcnet_hiddens": list(s.hidden),
                               "fcnet_activation": s.activation})
 
-    @torch.no_grad()
-    def _scores(self, aid: str, obs: np.ndarray) -> np.ndarray:
-        """The acting module's Q-values for one observation."""
-        batch = {Columns.OBS: self._obs_tensor(aid, obs)}
-        out = self._module[aid].compute_q_values(batch)["qf_preds"]
-        return out[0].numpy().astype(np.float64)
+    def _module_scores(self, module: Any, batch: dict[str, Any]) -> torch.Tensor:
+        """Q-values."""
+        return module.compute_q_values(batch)["qf_preds"]
 
     def _decide(self, aid: str, obs: np.ndarray, epsilon: float, rng: np.random.Generator,
                 greedy: bool) -> Decision:
@@ -66,7 +62,3 @@ class DQNLearner(ReplayLearner):
         probs[best] += 1.0 - eps
         action = int(rng.integers(n)) if eps > 0 and rng.random() < eps else best
         return Decision(action, probs, {"q_values": scores})
-
-    def greedy(self, obs: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Each agent's action of the largest Q-value."""
-        return {aid: int(np.argmax(self._scores(aid, o))) for aid, o in obs.items()}

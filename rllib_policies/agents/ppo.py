@@ -110,12 +110,9 @@ class PPOLearner(MultiAgentLearner):
                              {"fcnet_hiddens": list(s.hidden),
                               "fcnet_activation": s.activation})
 
-    @torch.no_grad()
-    def _scores(self, aid: str, obs: np.ndarray) -> np.ndarray:
-        """The acting module's action logits for one observation."""
-        batch = {Columns.OBS: self._obs_tensor(aid, obs)}
-        out = self._module[aid].forward_exploration(batch)[Columns.ACTION_DIST_INPUTS]
-        return out[0].numpy().astype(np.float64)
+    def _module_scores(self, module: Any, batch: dict[str, Any]) -> torch.Tensor:
+        """Action logits."""
+        return module.forward_exploration(batch)[Columns.ACTION_DIST_INPUTS]
 
     def _decide(self, aid: str, obs: np.ndarray, epsilon: float, rng: np.random.Generator,
                 greedy: bool) -> Decision:
@@ -133,10 +130,6 @@ class PPOLearner(MultiAgentLearner):
             Columns.ACTION_DIST_INPUTS: scores.astype(np.float32),
         }
         return Decision(action, probs, extra)
-
-    def greedy(self, obs: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Each agent's most likely action."""
-        return {aid: int(np.argmax(self._scores(aid, o))) for aid, o in obs.items()}
 
     def _check_step(self, step: _Transition) -> None:
         missing = [a for a in step.actions if len(step.extra[a]) != len(PPO_EXTRA_KEYS)]

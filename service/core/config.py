@@ -47,12 +47,7 @@ class DatasetConfig(Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in DATASETS:
-            raise ValueError(
-                f"unknown dataset {value!r}{did_you_mean(value, DATASETS)}; "
-                f"accepted: {', '.join(DATASETS)}"
-            )
-        return value
+        return one_of(value, list(DATASETS), "dataset")
 
     @model_validator(mode="after")
     def _root_for_files(self) -> DatasetConfig:
@@ -70,6 +65,14 @@ class DatasetConfig(Strict):
                 raise ValueError(f"{field}: {fraction:g} of {self.name}'s {n} images is none; "
                                  f"give at least {1 / n:.2g}")
         return self
+
+
+def one_of(value: str, accepted: list[str], what: str) -> str:
+    """`value` if it is one of `accepted`, else the one-line error with a suggestion."""
+    if value not in accepted:
+        raise ValueError(f"unknown {what} {value!r}{did_you_mean(value, accepted)}; "
+                         f"accepted: {', '.join(accepted)}")
+    return value
 
 
 BUNDLED_SIZES = {"digits": 1797, "synthetic": 600}
@@ -360,12 +363,7 @@ class ExperimentConfig(Strict):
     @field_validator("metric")
     @classmethod
     def _metric(cls, value: str) -> str:
-        if value not in METRICS:
-            raise ValueError(
-                f"unknown metric {value!r}{did_you_mean(value, list(METRICS))}; "
-                f"accepted: {', '.join(METRICS)}"
-            )
-        return value
+        return one_of(value, list(METRICS), "metric")
 
     @model_validator(mode="after")
     def _options_and_space(self) -> ExperimentConfig:
