@@ -182,6 +182,13 @@ class ControllerPlan(Plan):
     replays_schedule: ClassVar[bool] = True
 
 
+def trial_budget(max_epochs: int, config: Mapping[str, Any] | None) -> int:
+    """A trial's epoch budget, in both backends: the plan's, or less where the trial's
+    config sets `epochs` (Iranfar et al.'s short episodes), never below one."""
+    wanted = (config or {}).get("epochs")
+    return max_epochs if wanted is None else max(1, min(max_epochs, int(wanted)))
+
+
 def plateaued(values: Sequence[float], patience: int, mode: str = "max") -> bool:
     """Whether a trial's metric (one value per epoch, NaN for none) has not improved on its
     best for `patience` epochs: early stopping (0 turns it off)."""

@@ -56,6 +56,7 @@ from service.core.api import (
     SearcherPlan,
     plain,
     plateaued,
+    trial_budget,
 )
 from service.core.space import HPARAMS, LOG10_PREFIX, SearchSpace, resolve_config
 from service.core.table import (
@@ -385,9 +386,7 @@ class Simulation:
             st.epoch, st.elapsed, st.schedule, st.history = 0, 0.0, Schedule(), []
             st.config, st.position = -1, 0
         config_hp = self._config_hp(trial.config)
-        wanted = (trial.config or {}).get("epochs")
-        st.budget = self.plan.max_epochs if wanted is None else max(
-            1, min(self.plan.max_epochs, int(wanted)))  # as tune.trainable.trial_epochs
+        st.budget = trial_budget(self.plan.max_epochs, trial.config)
         if not isinstance(self.plan, ControllerPlan) or not st.hp:
             st.hp = config_hp  # a PBT clone's new config; a fresh trial's config
         trial.set_status("RUNNING")
@@ -480,7 +479,7 @@ class Simulation:
                 self.search_alg.on_trial_result(trial.trial_id, result)
         trial.update_last_result(result)
         last = row["diverged"] or st.epoch >= st.budget or plateaued(
-            st.history, self.plan.patience, self.mode)  # as the trainable's early stopping
+            st.history, self.plan.patience, self.mode)  # the trainable's early stopping too
         if decision == TrialScheduler.CONTINUE and trial.status == "RUNNING":
             if last:  # the trainable returns: Tune's done result stops the trial
                 if self.client is not None:

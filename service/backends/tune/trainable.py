@@ -31,7 +31,14 @@ from typing import Any
 
 import torch
 
-from service.core.api import HP_PREFIX, Observation, Schedule, eq2_reward, plateaued
+from service.core.api import (
+    HP_PREFIX,
+    Observation,
+    Schedule,
+    eq2_reward,
+    plateaued,
+    trial_budget,
+)
 from service.core.space import HPARAMS, layer_values, resolve_config
 from service.training.data import Splits, load_splits
 from service.training.trainer import EpochCancelled, HParams, Perf, Trainer
@@ -247,9 +254,8 @@ class _Termination:
 
 
 def trial_epochs(run: RunSettings, hp_config: dict[str, Any]) -> int:
-    """The trial's epoch budget: the run's, or less where the config sets `epochs`."""
-    wanted = hp_config.get("epochs")
-    return run.epochs if wanted is None else max(1, min(run.epochs, int(wanted)))
+    """The trial's epoch budget (`trial_budget`, the rule the replay backend follows too)."""
+    return trial_budget(run.epochs, hp_config)
 
 
 def build_trainer(run: RunSettings, splits: Splits, hp: HParams, hp_config: dict[str, Any],
