@@ -199,107 +199,47 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay(cfg: ExperimentConfig, verbose: bool = False, restore: bool = False) -> int:
-    """A replay needs no Ray: cells run in a process pool on the simulated clock. When no
-    cell of a new replay can run (an entry that needs columns the tables lack), its folder
-    goes again and the reason is the one error line (exit 2)."""
-    import shutil
-
-    from service.backends.replay.run import run_replay
-    from service.reports import write_report
-
-    start = time.time()
-    summaries = run_replay(cfg, quiet=not verbose)
-    ran = [s for s in summaries if "skipped" not in s]
-    if not ran and summaries and not restore:
-        shutil.rmtree(cfg.experiment_dir, ignore_errors=True)
-        why = str(summaries[0]["skipped"])
-        print(f"error: {one_line(f'replay.tables: no entry can run on them ({why})')}",
-              file=sys.stderr)
-        return EXIT_CONFIG
-    written = write_report(cfg.experiment_dir)
-    print(f"\n{len(ran)} replayed cells ({len(summaries) - len(ran)} could not run) in "
-          f"{time.time() - start:.0f} s under {cfg.experiment_dir}")
-    print(Path(written["comparison"]).read_text().split("\n## Table")[0])
-    for name, path in written.items():
-        print(f"  {name}: {path}")
-    return 0 if ran else 1
-
-
-def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = False) -> int:
-    import ray
-
-    if cfg.backend == "replay":
-        return _replay(cfg, verbose=bool(getattr(args, "verbose", False)), restore=restore)
-    from service.backends.tune.experiment import ReportRefresher, run_all
-    from service.reports import write_report
-
-    try:
-        init_ray(args, cfg)
-    except ConfigError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return EXIT_CONFIG
-    start = time.time()
-    try:
-        refresher = ReportRefresher(cfg.experiment_dir, writer=live_report)
-        summaries = run_all(cfg, restore=restore, quiet=not getattr(args, "verbose", False),
-                            refresher=refresher)
-    finally:
-        ray.shutdown()
-    written = write_report(cfg.experiment_dir)
-    failed = [s for s in summaries if "failed" in s]
-    print(f"\n{len(summaries)} experiments in {time.time() - start:.0f} s under "
-          f"{cfg.experiment_dir}")
-    print(Path(written["table9"]).read_text())
-    from service.reports.overhead import breakdown, breakdown_markdown
-
-    phases = breakdown(cfg.experiment_dir)
-    if phases is not None:
-        print("Where the time went:\n" + breakdown_markdown(phases))
-    for name, path in written.items():
-        print(f"  {name}: {path}")
-    print(f"TensorBoard: tensorboard --logdir {cfg.experiment_dir}")
-    return 1 if failed else failed_trials_exit(cfg.experiment_dir, summaries)
-
-
 def live_report(folder: Path) -> None:
     """The report rewritten while a run goes on (without the paper's figures, which come at
-    the end): the writer the CLI gives the Tune backend's `ReportRefresher`."""
+    the end): the writer the CLI gives a backend that can refresh it."""
     from service.reports import write_report
 
     write_report(folder, live=True)
 
 
-def failed_trials_exit(folder: Path, summaries: Sequence[dict[str, Any]]) -> int:
-    """1 when every trial of the run failed (the first error's line and where its log is
-    printed), else 0; some failed trials are counted and located."""
-    trials = sum(int(s.get("trials", 0)) for s in summaries)
-    errors = sum(int(s.get("errors", 0)) for s in summaries)
-    if not errors:
-        return 0
-    first = next(s for s in summaries if s.get("errors"))
-    from service.core.layout import Cell, cell_name
+def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = False) -> int:
+    """Run the config's cells on its backend (service.backends.base), write the report and
+    print how it went; a backend that cannot start is one error line (exit 2)."""
+    from service.backends.base import backend_for
+    from service.reports import write_report
 
-    cell = folder / cell_name(Cell(first["searcher"], first["backbone"], first["seed"]))
-    line = _first_error_line(cell)
-    from service.core.progress import LOG_DIR
+    backend = backend_for(cfg)
+    start = time.time()
+    try:
+        backend.start(cfg, args)
+        try:
+            summaries = backend.run(cfg, restore=restore,
+                                    verbose=bool(getattr(args, "verbose", False)),
+                                    live_report=live_report)
+        finally:
+            backend.stop()
+    except ConfigError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return EXIT_CONFIG
+    written = write_report(cfg.experiment_dir)
+    headline, after, status = backend.outcome(cfg, summaries, time.time() - start)
+    print(headline)
+    print(Path(written[backend.summary]).read_text().split("\n## Table ")[0])
+    from service.reports.overhead import breakdown, breakdown_markdown
 
-    where = folder / LOG_DIR / f"{cell.name}.log"
-    if errors >= trials:
-        print(f"error: every trial failed ({errors} of {trials}); first: {line} "
-              f"(log: {where})", file=sys.stderr)
-        return 1
-    print(f"{errors} of {trials} trials failed; first: {line} (log: {where})")
-    return 0
-
-
-def _first_error_line(cell: Path) -> str:
-    """The last line of the first `error.txt` Tune wrote under a cell (the exception)."""
-    for path in sorted(cell.rglob("error.txt")):
-        lines = [x.strip() for x in path.read_text(errors="replace").splitlines() if x.strip()]
-        if lines:
-            return lines[-1][:300]
-    return "no error.txt found"
+    phases = breakdown(cfg.experiment_dir)  # a run's slot time; None for a replay
+    if phases is not None:
+        print("Where the time went:\n" + breakdown_markdown(phases))
+    for name, path in written.items():
+        print(f"  {name}: {path}")
+    for line in after:
+        print(line)
+    return status
 
 
 def _record(cfg: ExperimentConfig, args: argparse.Namespace) -> int:

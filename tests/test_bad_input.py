@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from service import checks
-from service.cli import EXIT_CONFIG, failed_trials_exit, main
+from service.backends.base import failed_trials_exit
+from service.cli import EXIT_CONFIG, main
 from service.core.layout import Cell, cell_name
 
 
