@@ -31,12 +31,12 @@ chromium:
 	  echo "Chromium could not be installed: tests/reports/test_report_browser.py will be skipped"
 
 test: $(STAMP) chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # The developer's loop: unit and contract tests that need no Ray instance (tests/conftest.py
 # marks the others slow).
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=25
 
 # The GPU check: torch and the project only (no Ray), at most 5 minutes on one GPU; without
 # a GPU it runs its reduced form on the CPU.
