@@ -10,12 +10,13 @@ before Ray starts. Entries are declared beside their methods (`baselines/entries
 from __future__ import annotations
 
 import importlib
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from service.core.api import (
     ControllerPlan,
@@ -93,27 +94,18 @@ class Option:
             parts.append(f"<= {self.high:g}")
         return " ".join(parts)
 
-    def check(self, where: str, value: Any) -> Any:
-        """`value` in its canonical type, or RegistryError naming `where`, the value and
+    def field(self) -> tuple[Any, Any]:
+        """The pydantic field this option is (`options_model`): its type (a Literal of the
+        choices), default and bounds."""
+        annotation: Any = Literal[self.choices] if self.choices is not None else self.type
+        return annotation, Field(self.default, ge=self.low, le=self.high, gt=self.above)
+
+    def refusal(self, where: str, value: Any) -> str:
+        """The one line for a value the option does not accept: the value, a suggestion,
         what is accepted."""
-        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        ok = isinstance(value, self.type) and not (
-            self.type in (int, float) and isinstance(value, bool))
-        if ok and self.type is float and not math.isfinite(value):
-            ok = False
-        if ok and self.choices is not None:
-            ok = value in self.choices
-        if ok and self.type in (int, float):
-            ok = ((self.low is None or value >= self.low)
-                  and (self.high is None or value <= self.high)
-                  and (self.above is None or value > self.above))
-        if not ok:
-            hint = did_you_mean(value, [str(c) for c in self.choices]) if (
-                self.choices and isinstance(value, str)) else ""
-            raise RegistryError(f"{where}: {value!r} is not accepted{hint}; "
-                                f"give {self.accepted()}")
-        return value
+        hint = did_you_mean(value, [str(c) for c in self.choices]) if (
+            self.choices and isinstance(value, str)) else ""
+        return f"{where}: {value!r} is not accepted{hint}; give {self.accepted()}"
 
 
 @dataclass(frozen=True)
@@ -210,6 +202,20 @@ def check_name(name: Any) -> str:
     return name
 
 
+OPTIONS_CONFIG = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+"""Entry options are validated as the config is (service.core.config): pydantic, strict
+types (no number from true/false or text, an int where a float goes), finite numbers."""
+
+
+@cache
+def options_model(name: str) -> type[BaseModel]:
+    """Entry `name`'s options as a pydantic model, from its `Option` declarations."""
+    found = entries()[name]
+    fields = {key: opt.field() for key, opt in found.options.items()}
+    return create_model(f"{name.replace('-', '_')}_options", __config__=OPTIONS_CONFIG,
+                        **fields)
+
+
 def check_options(name: str, options: Mapping[str, Any],
                   space: SearchSpace | None = None) -> dict[str, Any]:
     """Validate an entry's options (against `space` too, when given); return them complete
@@ -217,13 +223,18 @@ def check_options(name: str, options: Mapping[str, Any],
     found = entry(name)
     if not isinstance(options, Mapping):
         raise RegistryError(f"options of {name!r} must be a mapping of option: value")
-    out = {key: opt.default for key, opt in found.options.items()}
-    for key, value in options.items():
-        if key not in found.options:
+    try:
+        out = options_model(found.name).model_validate(dict(options)).model_dump()
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        key = str(first["loc"][0]) if first["loc"] else ""
+        if first["type"] == "extra_forbidden" or key not in found.options:
             accepted = ", ".join(found.options) or "none"
             raise RegistryError(f"unknown option {key!r} for {name!r}"
-                                f"{did_you_mean(key, found.options)}; accepted: {accepted}")
-        out[key] = found.options[key].check(f"option {key!r} of {name!r}", value)
+                                f"{did_you_mean(key, found.options)}; accepted: {accepted}"
+                                ) from None
+        raise RegistryError(found.options[key].refusal(f"option {key!r} of {name!r}",
+                                                       options[key])) from None
     if space is not None and found.check is not None:
         problem = found.check(space, out)
         if problem:
