@@ -13,16 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
-    "EmeraldController": "rllib_policies._controller",
-    "EmeraldSearch": "rllib_policies._search",
-    "EmeraldSettings": "rllib_policies._encoding",
-    "RewardSettings": "rllib_policies._encoding",
-    "AdaptiveQSearch": "rllib_policies._adaptive_q",
-    "LayerwiseSearch": "rllib_policies._layerwise",
-    "HyperaSearch": "rllib_policies._hypera",
-    "HyperaController": "rllib_policies._hypera",
-    "WarmStartError": "rllib_policies._warm",
-    "load_agents": "rllib_policies._warm",
+    "EmeraldController": "rllib_policies.emerald._controller",
+    "EmeraldSearch": "rllib_policies.emerald._search",
+    "EmeraldSettings": "rllib_policies.emerald._encoding",
+    "RewardSettings": "rllib_policies.emerald._encoding",
+    "AdaptiveQSearch": "rllib_policies.tabular._adaptive_q",
+    "LayerwiseSearch": "rllib_policies.tabular._layerwise",
+    "HyperaSearch": "rllib_policies.hypera._agents",
+    "HyperaController": "rllib_policies.hypera._agents",
+    "WarmStartError": "rllib_policies.emerald._warm",
+    "load_agents": "rllib_policies.emerald._warm",
 }
 
 __all__ = sorted(_EXPORTS)

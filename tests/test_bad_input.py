@@ -797,7 +797,7 @@ def test_a_warm_start_pickle_cannot_run_code(storage, capsys, tmp_path) -> None:
     err = _refused(["validate", "--searchers", "emerald", "--set",
                     f"searcher_options.emerald.warm_start={bad}"], "warm_start", storage, capsys)
     assert not marker.exists(), "the pickle ran its call"
-    assert "not an agents file" in err, err
+    assert "cannot be read as an agents file" in err, err
     _refused(["validate", "--searchers", "emerald", "--set",
               "searcher_options.emerald.warm_start=/dev/null"], "not a regular file",
              storage, capsys)

@@ -79,7 +79,7 @@ def layerwise_preset(name: str, *, dataset: dict[str, Any], backbone: str,
 
 
 HYPERA_PAPER: dict[str, Any] = {"scales": "0.1,0.05,0.2,0.15,0.05", "random_starts": 1}
-# (rllib_policies._hypera_core.DOCUMENT_SCALES; not imported: presets load without RLlib)
+# (rllib_policies.hypera._core.DOCUMENT_SCALES; not imported: presets load without RLlib)
 """HYPERA's own action scales, and one random start before the incumbent seeds every
 trial: the `:paper` variant of the HYPERA entries (their defaults won on the replay
 tables)."""

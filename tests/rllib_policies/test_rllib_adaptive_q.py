@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rllib_policies._adaptive_q import AdaptiveQSearch
-from rllib_policies._qlearning import adaptive_epsilon, decay_step
+from rllib_policies.tabular._adaptive_q import AdaptiveQSearch
+from rllib_policies.tabular._qlearning import adaptive_epsilon, decay_step
 from service.core.space import SearchSpace
 
 SPACE = SearchSpace.from_dict({"lr": {"loguniform": [1e-4, 1e-0]},
@@ -129,8 +129,8 @@ def test_learning_concentrates_proposals_on_the_best_configuration() -> None:
 def test_emerald_agents_offer_the_adaptive_schedule() -> None:
     """`epsilon: adaptive` on EMERALD-O's agents: with lambda 0 it is EMERALD-O's own decay
     exactly; with a large negative lambda the Q-values' spread holds epsilon at its start."""
-    from rllib_policies._encoding import EmeraldSettings
-    from rllib_policies._steps import AgentSteps
+    from rllib_policies.emerald._encoding import EmeraldSettings
+    from rllib_policies.emerald._steps import AgentSteps
     from service.core.space import default_space
 
     space = default_space()

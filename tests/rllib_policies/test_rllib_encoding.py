@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from rllib_policies._encoding import (
+from rllib_policies.emerald._encoding import (
     FAILURE_REWARD,
     ActionSet,
     RewardSettings,
@@ -177,7 +177,7 @@ def test_moving_averages_advance() -> None:
 def test_an_augmentation_given_as_a_range_offers_points_of_it() -> None:
     """rotation {int: [0, 30]} (a user table's integer column read as a range): the
     augmentation agent chooses among 0, 10, 20, 30 instead of finding no action at all."""
-    from rllib_policies._encoding import ActionSet, table4_actions
+    from rllib_policies.emerald._encoding import ActionSet, table4_actions
     from service.core.space import SearchSpace
 
     space = SearchSpace.from_dict({"flip": [False, True], "rotation": {"int": [0, 30]},

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from rllib_policies._hypera import HyperaController
-from rllib_policies._hypera_core import GROUPS
+from rllib_policies.hypera._agents import HyperaController
+from rllib_policies.hypera._core import GROUPS
 from service.backends import plans
 from service.core.api import Budget, Observation
 from service.core.registry import RegistryError

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from rllib_policies._hypera_core import (
+from rllib_policies.hypera._core import (
     Proposal,
     apply_in_sequence,
     best_combination,

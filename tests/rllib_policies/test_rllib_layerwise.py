@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rllib_policies._layerwise import LayerwiseQ, layer_reward
+from rllib_policies.tabular._layerwise import LayerwiseQ, layer_reward
 
 
 def test_shared_tables_are_consecutive_action_sets() -> None:
@@ -100,7 +100,7 @@ def test_state_round_trip_continues_identically() -> None:
 
 
 def test_searcher_rewards_episodes_with_eq_2_and_keeps_sets_in_flight_apart() -> None:
-    from rllib_policies._layerwise import LayerwiseSearch
+    from rllib_policies.tabular._layerwise import LayerwiseSearch
     from service.core.space import SearchSpace
 
     space = SearchSpace.from_dict({"width": {"uniform": [0.25, 1.0]},
@@ -119,7 +119,7 @@ def test_searcher_rewards_episodes_with_eq_2_and_keeps_sets_in_flight_apart() ->
 
 
 def test_agents_are_layers_in_architecture_order_with_tuple_actions() -> None:
-    from rllib_policies._layerwise import LayerwiseSearch, layer_agents
+    from rllib_policies.tabular._layerwise import LayerwiseSearch, layer_agents
     from service.core.space import SearchSpace
 
     space = SearchSpace.from_dict({
@@ -144,7 +144,7 @@ def test_agents_are_layers_in_architecture_order_with_tuple_actions() -> None:
 
 
 def test_auto_epochs_shorten_episodes_to_the_loss_threshold_epoch_not_below_min() -> None:
-    from rllib_policies._layerwise import LayerwiseSearch
+    from rllib_policies.tabular._layerwise import LayerwiseSearch
     from service.core.space import SearchSpace
 
     space = SearchSpace.from_dict({"conv1_filters": [16, 32], "conv2_filters": [16, 32]})

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rllib_policies._optsel import (
+from rllib_policies.optsel._selector import (
     FAIL_REWARD,
     LOSS_SCALE,
     OptimizerSelector,
@@ -92,7 +92,7 @@ def run_episode(agent: OptimizerSelector, trial: str, rng: np.random.Generator,
 
 def greedy_schedule(agent: OptimizerSelector, rng: np.random.Generator) -> list[str]:
     """The agent's argmax choice every epoch of a fresh episode (no learning)."""
-    from rllib_policies._optsel import _Trial
+    from rllib_policies.optsel._selector import _Trial
 
     trial, acc, picks = _Trial(), 0.1, []
     for epoch in range(EPOCHS):

@@ -87,7 +87,7 @@ def test_failures_get_the_penalty_reward() -> None:
 
 def _host(seed: int) -> ControllerHost:
     plan = ControllerPlan("emerald-dynamic", 2, 3, seed=seed,
-                          controller="rllib_policies._controller:EmeraldController",
+                          controller="rllib_policies.emerald._controller:EmeraldController",
                           controller_options={"epsilon_decay": 0.03})
     return ControllerHost(plan, SPACE, in_process=True)
 
@@ -148,7 +148,7 @@ def test_dynamic_mode_switches_settings_inside_real_trials(ray_session, tmp_path
 
 
 def test_budget_epsilon_reaches_its_end_at_the_stated_fraction() -> None:
-    from rllib_policies._encoding import budget_epsilon
+    from rllib_policies.emerald._encoding import budget_epsilon
 
     values = [budget_epsilon(t, 10) for t in (0, 5, 10, 20)]
     assert values == pytest.approx([1.0, 0.525, 0.05, 0.05])
@@ -165,7 +165,7 @@ def test_emerald_plans_fit_the_schedule_to_their_budget() -> None:
         return plans.build(name, space=SPACE, metric="val_acc", mode="max", seed=0,
                               budget=Budget(trials=12, epochs=4), options=options)
 
-    from rllib_policies._factories import asha_mean_epochs
+    from rllib_policies.emerald._factories import asha_mean_epochs
 
     # ASHA (rungs 1, 3, 9 of 12 epochs, a third going on): 1 + 2/3 + 6/9 + 3/27 epochs.
     assert asha_mean_epochs(12, 1, 3) == pytest.approx(22 / 9)

@@ -1,4 +1,4 @@
-"""Warm start of EMERALD-O's agents (rllib_policies/_warm.py) and `python -m service
+"""Warm start of EMERALD-O's agents (rllib_policies/emerald/_warm.py) and `python -m service
 pretrain`: the file carries the weights and nothing else, a warm-started search starts its
 own exploration with a fresh buffer, and every unusable file is refused in one line."""
 
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from rllib_policies import EmeraldSearch, EmeraldSettings
-from rllib_policies._encoding import WARM_EPSILON_START, ActionSet
-from rllib_policies._warm import AGENTS_FILE, WarmStartError, find_agents_file, load_agents
+from rllib_policies.emerald._encoding import WARM_EPSILON_START, ActionSet
+from rllib_policies.emerald._warm import AGENTS_FILE, WarmStartError, find_agents_file, load_agents
 from service.core.config import ConfigError, build_config
 from service.core.space import SearchSpace
 from tests.backends.replay.tables import emerald_table

@@ -1,4 +1,4 @@
-"""Factories of the RL entries (declared in `rllib_policies/entries.py`)."""
+"""Factories of EMERALD-O's entries (`emerald`, `emerald-dynamic`; declared in `entries.py`)."""
 
 from __future__ import annotations
 
@@ -62,8 +62,8 @@ SETTINGS_KEYS = ("algo", "combine", "epsilon_decay", "epsilon", "epsilon_lambda"
 def emerald(*, space, metric, mode, seed, budget, **options) -> SearcherPlan:
     from ray.tune.schedulers import ASHAScheduler
 
-    from rllib_policies._encoding import EmeraldSettings
-    from rllib_policies._search import EmeraldSearch
+    from rllib_policies.emerald._encoding import EmeraldSettings
+    from rllib_policies.emerald._search import EmeraldSearch
 
     options = resolve_variant("emerald", options)
     stopping = options["early_stopping"] and budget.epochs > 1
@@ -100,98 +100,11 @@ def emerald_dynamic(*, space, metric, mode, seed, budget, step_epochs: int,
     if not stopping:
         return ControllerPlan(
             "emerald-dynamic", budget.trials, budget.epochs,
-            controller="rllib_policies._controller:EmeraldController",
+            controller="rllib_policies.emerald._controller:EmeraldController",
             controller_options=controller_options, step_epochs=step_epochs)
     # EMERALD-O 5.1.2 inside trials: one that stopped improving ends; the epoch budget
     # stopper ends the experiment once the budget's epochs are spent.
     return ControllerPlan(
         "emerald-dynamic", budget.fidelity_trials, budget.epochs, None, budget.epoch_budget,
-        patience=patience, controller="rllib_policies._controller:EmeraldController",
+        patience=patience, controller="rllib_policies.emerald._controller:EmeraldController",
         controller_options=controller_options, step_epochs=step_epochs)
-
-
-def optsel(*, space, metric, mode, seed, budget, algo: str, optimizers: str, lr_sgd: float,
-           lr_sam: float, lr_adam: float, w_acc: float, w_loss: float, w_time: float,
-           w_final: float, step_epochs: int, patience: int, epsilon_decay: float = 0.995,
-           learning_starts: int = 32) -> ControllerPlan:
-    """Pham's per-epoch optimizer choice: `budget.trials` trials (episodes) of
-    `budget.epochs` epochs; the controller sets the optimizer and its own rate."""
-    from rllib_policies._optsel import DEFAULT_LR, parse_optimizers
-
-    names = parse_optimizers(optimizers)
-    rates = {**DEFAULT_LR, "sgd": lr_sgd, "sam": lr_sam, "adam": lr_adam}
-    options = {"algo": algo, "optimizers": optimizers, "lr_sgd": lr_sgd, "lr_sam": lr_sam,
-               "lr_adam": lr_adam, "w_acc": w_acc, "w_loss": w_loss, "w_time": w_time,
-               "w_final": w_final}
-    if algo == "dqn":
-        options.update(epsilon_decay=epsilon_decay, learning_starts=learning_starts)
-    controls = {"optimizer": {"choice": list(names)},
-                "lr": {"choice": sorted({float(rates[n]) for n in names})}}
-    return ControllerPlan(
-        f"optsel-{algo}", budget.trials, budget.epochs, patience=patience,
-        controller="rllib_policies._optsel:OptimizerSelector", controller_options=options,
-        step_epochs=step_epochs, controls=controls)
-
-
-def optsel_dqn(**kwargs) -> ControllerPlan:
-    return optsel(algo="dqn", **kwargs)
-
-
-def optsel_ppo(**kwargs) -> ControllerPlan:
-    return optsel(algo="ppo", **kwargs)
-
-
-def adaptive_q(*, space, metric, mode, seed, budget, points: int, alpha: float, gamma: float,
-               k0: float, lam: float, eps_max: float, eps_min: float) -> SearcherPlan:
-    """Vashishtha's tabular Q-learning walk over the grid, one configuration per trial."""
-    from rllib_policies._adaptive_q import AdaptiveQSearch
-
-    searcher = AdaptiveQSearch(space, seed=seed, points=points, alpha=alpha, gamma=gamma,
-                               k0=k0, lam=lam, eps_max=eps_max, eps_min=eps_min,
-                               metric=metric, mode=mode)
-    return SearcherPlan("adaptive-q", budget.trials, budget.epochs, searcher=searcher)
-
-
-def layerwise(*, space, metric, mode, seed, budget, points: int, c_acc: float,
-              size_ref_mb: float, gamma: float, epsilon_decay: float,
-              exploration_episodes: int, compound_alpha: bool, auto_epochs: bool,
-              min_epochs: int, update: str) -> SearcherPlan:
-    """Iranfar et al.'s layer-wise agents, one trial per episode."""
-    from rllib_policies._layerwise import LayerwiseSearch
-
-    plan_searcher = LayerwiseSearch(space, seed=seed, points=points, c_acc=c_acc,
-                                    size_ref_mb=size_ref_mb, gamma=gamma,
-                                    epsilon_decay=epsilon_decay,
-                                    exploration_episodes=exploration_episodes or None,
-                                    compound=compound_alpha, auto_epochs=auto_epochs,
-                                    min_epochs=min_epochs, literal=update == "literal",
-                                    metric=metric, mode=mode)
-    if auto_epochs:  # shorter episodes: as many as the same total epochs afford
-        return SearcherPlan("layerwise", budget.fidelity_trials, budget.epochs, None,
-                            budget.epoch_budget, searcher=plan_searcher)
-    return SearcherPlan("layerwise", budget.trials, budget.epochs, searcher=plan_searcher)
-
-
-def _random_starts(budget, options: dict) -> dict:
-    """At most a quarter of the trial budget starts from random points (5 of 20 by
-    default), at least one, so the agents act in short runs too."""
-    return {**options, "random_starts": min(options["random_starts"],
-                                            max(1, budget.trials // 4))}
-
-
-def hypera(*, space, metric, mode, seed, budget, step_epochs: int, **options
-           ) -> ControllerPlan:
-    """HYPERA's agents inside running trials (`budget.trials` trials)."""
-    return ControllerPlan("hypera", budget.trials, budget.epochs,
-                          controller="rllib_policies._hypera:HyperaController",
-                          controller_options=_random_starts(budget, options),
-                          step_epochs=step_epochs)
-
-
-def hypera_search(*, space, metric, mode, seed, budget, **options) -> SearcherPlan:
-    """HYPERA's agents as a searcher: one decision per agent per trial."""
-    from rllib_policies._hypera import HyperaSearch
-
-    searcher = HyperaSearch(space, seed=seed, max_epochs=budget.epochs, metric=metric,
-                            mode=mode, **_random_starts(budget, options))
-    return SearcherPlan("hypera-search", budget.trials, budget.epochs, searcher=searcher)

@@ -97,8 +97,9 @@ def load_agents(path: str | Path, actions: Any | None = None, *, algo: str | Non
             payload = _WeightsUnpickler(f).load()
     except Exception as err:  # noqa: BLE001 - any file that is not an agents pickle of ours
         text = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise WarmStartError(f"warm_start: {str(file)!r} is not an agents file ({text}); "
-                             "give one that an EMERALD-O run or pretrain wrote") from None
+        raise WarmStartError(f"warm_start: {str(file)!r} cannot be read as an agents file "
+                             f"({text}); give one that an EMERALD-O run or pretrain wrote"
+                             ) from None
     if not isinstance(payload, dict) or payload.get("kind") != KIND:
         raise WarmStartError(f"warm_start: {str(file)!r} is not an EMERALD-O agents file")
     if algo is not None and payload["algo"] != algo:

@@ -1,5 +1,7 @@
-"""Tabular Q-learning pieces without Ray or torch (cheap to import for the registry):
-Vashishtha's adaptive exploration schedule and its defaults."""
+"""What several RL methods share besides the agents: Vashishtha 2025's adaptive exploration
+schedule (the tabular walk's, and EMERALD-O's `epsilon: adaptive`) and EMERALD-O's failure
+penalties (HYPERA's agents take them too). No Ray or torch: cheap to import for the registry.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +11,16 @@ import numpy as np
 
 EPS_MAX, EPS_MIN = 1.0, 0.05
 K0, LAMBDA = 0.1, -1.0
-ALPHA, GAMMA = 0.5, 0.9
 """Defaults (Vashishtha 2025 gives no values): exploration from 1.0 down to 0.05, k0 0.1 per
 decision (epsilon near its minimum after about 30 decisions at zero variance), lambda -1 (the
-prose's reading), learning rate 0.5 and discount 0.9 for a short walk."""
+prose's reading)."""
 
-MAX_KNOWN_STEPS = 100
-"""Steps onto already evaluated configurations learned from (at no cost) before a trial is
-spent on a known one anyway."""
+FAILURE_REWARD = -1.0
+"""Reward of a failed, diverged or pruned step (Iranfar et al.: -1 on early termination;
+EMERALD-O's penalty)."""
+EARLY_STOP_PENALTY = 0.5
+"""What a step whose trial was stopped early loses (EMERALD-O 5.1.2; the paper gives no
+number: ours)."""
 
 
 def adaptive_epsilon(cumulative_k: float, eps_max: float = EPS_MAX,

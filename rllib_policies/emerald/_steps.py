@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rllib_policies._encoding import (
+from rllib_policies.emerald._encoding import (
     ActionSet,
     EmeraldSettings,
     TrainingState,
@@ -24,7 +24,7 @@ from rllib_policies._encoding import (
     epsilon,
     shared_reward,
 )
-from rllib_policies._qlearning import adaptive_epsilon
+from rllib_policies.exploration import adaptive_epsilon
 from service.core.space import SearchSpace
 
 
@@ -140,7 +140,7 @@ class AgentSteps:
                                             for name, n in self.actions.sizes.items()}, seed)
         self.warm_source: dict[str, Any] | None = None
         if settings.warm_start:
-            from rllib_policies._warm import load_agents
+            from rllib_policies.emerald._warm import load_agents
 
             payload = load_agents(settings.warm_start, self.actions,
                                   algo=agents_label(s.algo, s.lr_head),
@@ -247,9 +247,9 @@ class AgentSteps:
         return self.actions.decode(self.learner.greedy(self.encode(state)))
 
     def save_agents(self, path: Any, source: dict[str, Any]) -> Any:
-        """The agents' weights as a warm-start file (`rllib_policies._warm`); `source` says
+        """The agents' weights as a warm-start file (`rllib_policies.emerald._warm`); `source` says
         where they learned (a warm start's own source is kept under `warm_from`)."""
-        from rllib_policies._warm import save_agents
+        from rllib_policies.emerald._warm import save_agents
 
         if self.warm_source is not None:
             source = {**source, "warm_from": self.warm_source}

@@ -1,6 +1,6 @@
 """HYPERA, HYPERA: one RLlib SAC agent per hyperparameter group (architecture,
 optimization, regularization, data, loss) proposing continuous deltas, and a coordinator
-that merges them (`rllib_policies._hypera_core`).
+that merges them (`rllib_policies.hypera._core`).
 
 Two views of one `Hypera` core:
 
@@ -17,8 +17,9 @@ Reward (HYPERA gives none; our choice, as the issue asks): the validation-accura
 gain between an agent's decision and its next one (or the trial's end), in points
 (`reward_scale` 100 per unit accuracy). A decision at a trial's start is measured against
 the incumbent at the same epoch, the architecture agent's against the incumbent's final
-accuracy. EMERALD-O's failure penalties (`_encoding.FAILURE_REWARD` for a diverged or
-failed step, `early_stop_penalty` for a trial stopped before its budget) on the same scale.
+accuracy. EMERALD-O's failure penalties (rllib_policies.exploration: `FAILURE_REWARD` for a
+diverged or failed step, `EARLY_STOP_PENALTY` for a trial stopped before its budget) on the
+same scale.
 
 State of every agent: the normalised positions of all searched dimensions, validation and
 training accuracy and loss over the last three epochs, log gradient norm and its spread
@@ -35,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from rllib_policies._encoding import FAILURE_REWARD, RewardSettings
-from rllib_policies._hypera_core import (
+from rllib_policies.exploration import EARLY_STOP_PENALTY, FAILURE_REWARD
+from rllib_policies.hypera._core import (
     GROUPS,
     HyperaSettings,
     Proposal,
@@ -54,7 +55,6 @@ from service.backends.tune.searching import StateSearcher, is_failure
 from service.core.api import Observation
 from service.core.space import SearchSpace
 
-EARLY_STOP_PENALTY = RewardSettings().early_stop_penalty
 """EMERALD-O 5.1.2's penalty for a stopped trial (accuracy scale)."""
 HISTORY = 3
 """Epochs of metrics in the state."""
@@ -424,7 +424,7 @@ class HyperaController:
 
 def _option_defaults() -> dict[str, Any]:
     """The entries' option defaults (one definition), for a searcher built directly."""
-    from rllib_policies.entries import _hypera_options
+    from rllib_policies.hypera.entries import _hypera_options
 
     return {name: option.default for name, option in _hypera_options().items()}
 

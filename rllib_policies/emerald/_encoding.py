@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rllib_policies.exploration import EARLY_STOP_PENALTY, FAILURE_REWARD
 from service.core.space import SearchSpace
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd", "rmsprop")
@@ -35,8 +36,6 @@ AUG_FLAGS: tuple[str, ...] = ("flip", "rotation", "zoom", "shift")
 EPSILON_DECAY = 0.01
 """Decay rate of the exploration parameter, EMERALD-O section 5.1.1."""
 
-FAILURE_REWARD = -1.0
-"""Reward of a failed, diverged or pruned step (seed 001: -1 on early termination)."""
 
 LR_BINS_PER_DECADE = 2
 """Agent 2's learning-rate head is discretised on the log range (DQN needs a Discrete
@@ -246,7 +245,7 @@ class RewardSettings:
     low_acc_floor: float = 0.0
     low_acc_penalty: float = 0.0
     grad_penalty: float = 0.05
-    early_stop_penalty: float = 0.5
+    early_stop_penalty: float = EARLY_STOP_PENALTY
     acc_scale: float = 1.0
     """Agent 1's reward unit: 1 = accuracy as a fraction; 100 = percentage points, as Fig 6
     counts "+2 for 2% improvement" (Agent 2's loss reduction stays in loss units there)."""

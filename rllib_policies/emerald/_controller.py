@@ -14,8 +14,8 @@ import dataclasses
 import math
 from typing import Any
 
-from rllib_policies._encoding import EmeraldSettings, TrainingState
-from rllib_policies._steps import AgentSteps
+from rllib_policies.emerald._encoding import EmeraldSettings, TrainingState
+from rllib_policies.emerald._steps import AgentSteps
 from service.core.api import Observation
 from service.core.space import SearchSpace
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from rllib_policies._encoding import EmeraldSettings, TrainingState
-from rllib_policies._steps import AgentSteps
-from rllib_policies._warm import AGENTS_FILE
+from rllib_policies.emerald._encoding import EmeraldSettings, TrainingState
+from rllib_policies.emerald._steps import AgentSteps
+from rllib_policies.emerald._warm import AGENTS_FILE
 from service.backends.tune.searching import write_log, write_tensorboard
 from service.core.layout import STEP_LOG, STEP_TB
 from service.core.space import SearchSpace

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from rllib_policies._qlearning import (
+from rllib_policies.tabular._qlearning import (
     ALPHA,
     EPS_MAX,
     EPS_MIN,
