@@ -16,7 +16,8 @@ RAY_ARGS = {"address": "local", "num_cpus": 2, "num_gpus": 2, "include_dashboard
 GPUs let tests check GPU scheduling without hardware."""
 
 
-SLOW_FILES = ("test_cluster_local.py", "test_faults.py", "test_report_browser.py")
+SLOW_FILES = ("test_cluster_local.py", "test_faults.py", "test_report_browser.py",
+              "test_resume.py")
 """Files that start Ray clusters, kill processes or drive a browser: full suite only."""
 
 

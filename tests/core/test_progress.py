@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from service.core.layout import SUMMARY_FILE, Cell
 from service.core.progress import Progress
 
@@ -63,6 +65,7 @@ def test_a_terminal_gets_the_line_redrawn_in_place(tmp_path: Path) -> None:
     assert text.endswith("\n")
 
 
+@pytest.mark.slow  # a real run in its own process (Ray, a kill): full suite only
 def test_a_run_prints_progress_and_sends_library_lines_to_its_logs(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from service.core.table import load_table
@@ -32,6 +33,7 @@ def _finished(folder: Path) -> dict[str, list[dict]]:
             if rows[-1]["training_iteration"] == EPOCHS}
 
 
+@pytest.mark.slow  # a real run in its own process (Ray, a kill): full suite only
 def test_record_resumes_after_kill_without_recording_twice(tmp_path: Path) -> None:
     config = tmp_path / "rec.yaml"
     config.write_text(yaml.safe_dump({**CONFIG, "storage": str(tmp_path),
