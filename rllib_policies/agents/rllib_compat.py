@@ -1,6 +1,6 @@
 """Every reach into RLlib's private API, in one place, for the RLlib this project pins
-(ray 2.60.0, pyproject.toml): a newer RLlib is refused here, where its breakage would show,
-instead of failing somewhere inside an update.
+(the Ray release service.backends.tune.ray_compat checks on import): another RLlib is
+refused here, where its breakage would show, instead of failing somewhere inside an update.
 
 What is reached and why:
 * the local learner of a `LearnerGroup` (``num_learners=0``): SAC's learned temperature
@@ -17,13 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-import ray
-
-TESTED_RAY = "2.60.0"
-"""The Ray release these reaches were written against (pyproject.toml pins it)."""
-if ray.__version__ != TESTED_RAY:  # pragma: no cover - only with another Ray installed
-    raise ImportError(f"rllib_policies.agents reaches into RLlib {TESTED_RAY}'s private API; "
-                      f"Ray {ray.__version__} is installed: install ray=={TESTED_RAY}")
+from service.backends.tune.ray_compat import TESTED_RAY  # noqa: F401 - checks the version
 
 WEIGHTS_SEQ_NO = "weights_seq_no"
 """Learner state entry that makes `Learner.set_state()` skip weights it deems older."""

@@ -1,4 +1,4 @@
-"""HYPERA (HYPERA), the parts without a learner: hyperparameter groups, continuous
+"""HYPERA, the parts without a learner: hyperparameter groups, continuous
 deltas on normalised positions, and the coordinator's merge and conflict rules. Pure numpy,
 so every rule is tested on hand-made proposals.
 

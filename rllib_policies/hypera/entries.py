@@ -15,7 +15,7 @@ def _hypera_options() -> dict[str, Option]:
     s = h.HyperaSettings()
     groups = "architecture, optimization, regularization, data, loss"
     return {
-        "strategy": Option(str, s.strategy, "coordination (HYPERA): independent (union "
+        "strategy": Option(str, s.strategy, "coordination: independent (union "
                            "of the proposals), sequential (each agent acts on the previous "
                            "one's result, in the document's agent order) or cooperative (the "
                            "candidate combination with the highest sum of critic values)",

@@ -19,7 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from service.core.config import ExperimentConfig
+from service.core.config import ConfigError, ExperimentConfig
+from service.core.layout import Cell, cell_name
+from service.core.progress import LOG_DIR
 
 
 class Backend(Protocol):
@@ -98,7 +100,6 @@ class ReplayBackend:
         import shutil
 
         from service.backends.replay.run import run_replay
-        from service.core.config import ConfigError
 
         summaries = run_replay(cfg, quiet=not verbose)
         if summaries and not restore and all("skipped" in s for s in summaries):
@@ -133,12 +134,8 @@ def failed_trials_exit(folder: Path, summaries: Sequence[dict[str, Any]]) -> int
     if not errors:
         return 0
     first = next(s for s in summaries if s.get("errors"))
-    from service.core.layout import Cell, cell_name
-
     cell = folder / cell_name(Cell(first["searcher"], first["backbone"], first["seed"]))
     line = _first_error_line(cell)
-    from service.core.progress import LOG_DIR
-
     where = folder / LOG_DIR / f"{cell.name}.log"
     if errors >= trials:
         print(f"error: every trial failed ({errors} of {trials}); first: {line} "

@@ -266,7 +266,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "resources": {"cpus": 1},
     },
     # Replay table (b): architecture and regularisation (width, batch size, weight decay,
-    # learning rate) for the methods of Iranfar et al.-003.
+    # learning rate) for the methods of Iranfar et al. and Vashishtha 2025.
     "record-arch": {
         "name": "record-arch",
         "dataset": {"name": "digits", "image_size": 16},
@@ -337,7 +337,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "budget": {"trials": 20, "epochs": 12}, "concurrency": 1,
         "seeds": list(range(20)),
     },
-    # HYPERA (HYPERA) replayed on the shipped tables against the baselines its issue
+    # HYPERA replayed on the shipped tables against the baselines its issue
     # names: its two entries with our defaults and with the document's settings
     # (`:paper`), Optuna and scikit-optimize (the Bayesian optimisers of its claim),
     # HyperOpt, random, PBT and EMERALD-O; 20 seeds of 20 trials x 12 epochs.

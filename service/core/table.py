@@ -355,6 +355,8 @@ def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:
 def _check_cells(frame: Any, names: tuple[str, ...], where: str) -> None:
     """Hyperparameter cells are scalars (a Parquet column may hold lists or mappings), and
     numbers are finite and within `MAX_VALUE` (results are written as 64-bit numbers)."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
     for n in names:
         if frame[n].dtype == object:
             odd = next((v for v in frame[n] if not isinstance(v, (str, bool, int, float,
@@ -363,7 +365,10 @@ def _check_cells(frame: Any, names: tuple[str, ...], where: str) -> None:
             if odd is not None:
                 raise TableError(f"{where}: column {n!r} holds {type(odd).__name__} values; "
                                  "give one number, text or true/false per cell")
-        big = next((v for v in frame[n] if _is_number(plain(v)) and  # NaN: an empty cell
+        column = frame[n]
+        if is_numeric_dtype(column) and not is_bool_dtype(column):  # one pass, not per cell
+            column = column[column.abs() > MAX_VALUE]  # NaN (an empty cell) never is
+        big = next((v for v in column if _is_number(plain(v)) and
                     abs(float(plain(v))) > MAX_VALUE), None)
         if big is not None:
             raise TableError(f"{where}: column {n!r} holds {plain(big)!r}; a hyperparameter "
