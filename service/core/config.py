@@ -176,12 +176,6 @@ class TerminationConfig(Strict):
     def active(self) -> bool:
         return self.batch_time_s > 0 or self.loss > 0
 
-    def run_settings(self) -> dict[str, Any]:
-        """The trainable's fields (`service.backends.tune.trainable.RunSettings`)."""
-        return {"batch_time_limit_s": self.batch_time_s,
-                "batch_time_patience": self.batch_patience, "loss_limit": self.loss,
-                "loss_patience": self.loss_patience, "restarts": self.restarts}
-
 
 class RewardConfig(Strict):
     """Iranfar et al. eq. 2 as the reported metric `reward`: c_acc x val_acc - (1 - c_acc) x

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from service.core.config import PerfConfig
 from service.core.space import HPARAMS, OPTIMIZERS, resolve_config
 from service.training.augment import AugmentSpec, augment_batch
 from service.training.backbones import (
@@ -211,18 +212,12 @@ more, were 12-35% faster at 128; VGG-16@0.125, ResNet-18@0.125 and @0.0625 at 16
 and fewer, 15-30% faster at 512). A GPU evaluates 512 a batch."""
 
 
-@dataclass(frozen=True)
-class Perf:
-    """How a trial runs on its device, never what it learns: mixed precision, memory format,
-    compilation. `auto` switches bf16 autocast and channels-last on for CUDA (bf16 where the
-    GPU supports it) and off on the CPU; `on` forces them anywhere (tested on the CPU)."""
-
-    amp: str = "auto"  # auto | bf16 | off
-    channels_last: str = "auto"  # auto | on | off
-    compile: bool = False  # torch.compile the model (inductor; the first epoch compiles)
-    eval_channels_last: str = "auto"  # auto | on | off: the layout of evaluation passes
-    eval_batch_size: int = 0  # 0: 512, or 128 on the CPU for large images (EVAL_SMALL_BATCH_VALUES)
-    report_ahead: bool = True  # train the next epoch while Tune takes the last one's report
+class Perf(PerfConfig):
+    """How a trial runs on its device, never what it learns: the config's `perf` model
+    (`service.core.config.PerfConfig`, its fields and checks) with the rules that resolve
+    `auto` for a device. `auto` switches bf16 autocast and channels-last on for CUDA (bf16
+    where the GPU supports it) and off on the CPU; `on` forces them anywhere (tested on the
+    CPU)."""
 
     def resolve(self, device: torch.device, model: nn.Module) -> tuple[torch.dtype | None,
                                                                       bool]:

@@ -153,10 +153,8 @@ def cell_plan(cfg: ExperimentConfig, cell: Cell, warm_pool: str | None = None
                       controller_every=getattr(plan, "step_epochs", 1),
                       patience=plan.patience, metric=cfg.metric, mode=cfg.mode,
                       weights=str(Path(weights).expanduser().resolve()) if weights else None,
-                      **cfg.termination.run_settings(),
-                      reward_c_acc=cfg.reward.c_acc if cfg.reward else None,
-                      reward_size_ref_mb=cfg.reward.size_ref_mb if cfg.reward else 100.0,
-                      searcher=cell.searcher, perf=cfg.perf.model_dump(),
+                      termination=cfg.termination, reward=cfg.reward,
+                      searcher=cell.searcher, perf=cfg.perf,
                       warm_pool=warm_pool if not cfg.resources.gpus else None)
     return plan, algorithm, run
 

@@ -25,7 +25,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,12 @@ from service.core.api import (
     HP_PREFIX,
     Observation,
     Schedule,
+    Strict,
     eq2_reward,
     plateaued,
     trial_budget,
 )
+from service.core.config import PerfConfig, RewardConfig, TerminationConfig
 from service.core.space import HPARAMS, layer_values, resolve_config
 from service.training.data import Splits, load_splits
 from service.training.trainer import EpochCancelled, HParams, Perf, Trainer
@@ -83,14 +84,16 @@ def sweep_checkpoint_folders(root: str | Path | None = None) -> list[str]:
     return removed
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    """Experiment constants every trial of one Tune experiment shares."""
+class RunSettings(Strict):
+    """Experiment constants every trial of one Tune experiment shares. Its parts that the
+    config defines are the config's own models (`termination`, `reward`, `perf`: their fields,
+    defaults and checks), not copies; the rest is what the experiment decided for the cell.
+    Travels in each trial config as a plain dict (`as_dict`) and is validated again there."""
 
     backbone: str
     epochs: int
     seed: int = 0
-    dataset: dict[str, Any] = field(default_factory=lambda: {"name": "digits"})
+    dataset: dict[str, Any] = {"name": "digits"}
     threads: int = 1
     controller: str | None = None
     controller_every: int = 1
@@ -101,30 +104,24 @@ class RunSettings:
     """End the trial once `metric` has not improved for this many epochs (0: never)."""
     metric: str = "val_acc"
     mode: str = "max"
-    batch_time_limit_s: float = 0.0
-    """Iranfar et al. V-E: a trial whose batches take longer than this (t_th) for
-    `batch_time_patience` (N_th,t) consecutive batches ends at once, terminated (0: off)."""
-    batch_time_patience: int = 3
-    loss_limit: float = 0.0
-    """Iranfar et al. V-E: training loss above this (l_th) for `loss_patience` (N_th,l)
-    consecutive epochs restarts the trial with fresh initial weights, `restarts` times;
-    the next violation ends it, terminated (0: off)."""
-    loss_patience: int = 3
-    restarts: int = 1
-    reward_c_acc: float | None = None
-    """With a value, every row carries `reward`, Iranfar et al. eq. 2: -1 when terminated,
-    else c_A val_acc - (1 - c_A) model_size_mb / `reward_size_ref_mb`."""
-    reward_size_ref_mb: float = 100.0
+    termination: TerminationConfig = TerminationConfig()
+    """Iranfar et al. V-E's early termination (the config's `termination`)."""
+    reward: RewardConfig | None = None
+    """With a value, every row carries `reward`, Iranfar et al. eq. 2 (the config's `reward`)."""
     searcher: str = ""
     """The searcher (as the config spells it) that chose this trial: TensorBoard's HParams
     view shows it beside the searched values (`service.backends.tune.experiment.hparams_logger`)."""
-    perf: dict[str, Any] = field(default_factory=dict)
-    """`service.training.trainer.Perf`'s fields (the config's `perf`)."""
+    perf: PerfConfig = PerfConfig()
+    """How the trial runs on its device (the config's `perf`)."""
     warm_pool: str | None = None
     """The run's pool of warm trial processes (`service.backends.tune.warm`), if it has one."""
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
+
+    def replace(self, **changes: Any) -> RunSettings:
+        """These settings with `changes`, validated again."""
+        return RunSettings(**{**self.as_dict(), **changes})
 
 
 def assigned_gpus() -> list[str]:
@@ -165,7 +162,7 @@ def split_config(config: dict[str, Any]) -> tuple[RunSettings, dict[str, Any]]:
     if "width" in raw:  # an architecture dimension chosen by the searcher
         name = backbone.split("@")[0]
         backbone = f"{name}@{float(hp['width']):g}"
-    return RunSettings(**{**run.as_dict(), "backbone": backbone}), hp
+    return run.replace(backbone=backbone), hp
 
 
 def hp_metrics(hp: HParams) -> dict[str, Any]:
@@ -229,16 +226,17 @@ class _Termination:
         """'' to go on, 'restart', or why the trial is terminated ('batch_time', 'loss')."""
         if metrics.slow_batches:
             return "batch_time"
-        if self.run.loss_limit <= 0:
+        rule = self.run.termination
+        if rule.loss <= 0:
             return ""
-        if metrics.train_loss <= self.run.loss_limit:
+        if metrics.train_loss <= rule.loss:
             self.violations = 0
             self.met_epoch = self.met_epoch or epoch
             return ""
         self.violations += 1
-        if self.violations < max(1, self.run.loss_patience):
+        if self.violations < max(1, rule.loss_patience):
             return ""
-        if self.restarts < self.run.restarts:
+        if self.restarts < rule.restarts:
             self.restarts += 1
             self.violations = 0
             return "restart"
@@ -265,7 +263,7 @@ def build_trainer(run: RunSettings, splits: Splits, hp: HParams, hp_config: dict
     `cancel` ends an epoch in flight (`Trainer.cancel`)."""
     trainer = Trainer.build(run.backbone, splits, hp, device=pick_device(), seed=run.seed,
                             weights=run.weights, layers=layer_values(hp_config),
-                            init_seed=init_seed, perf=Perf(**run.perf))
+                            init_seed=init_seed, perf=Perf(**run.perf.model_dump()))
     trainer.cancel = cancel
     return trainer
 
@@ -325,7 +323,8 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
             if changes:
                 trainer.apply(trainer.hp.replace(changes))
         schedule.append(trainer.hp.as_dict())
-        metrics = trainer.train_epoch(run.batch_time_limit_s, run.batch_time_patience)
+        metrics = trainer.train_epoch(run.termination.batch_time_s,
+                                      run.termination.batch_patience)
         if cancel is not None and cancel.is_set():  # nobody will read this epoch's scores
             raise EpochCancelled(f"epoch {trainer.epoch} cancelled before its evaluation")
         evaluated = time.perf_counter()
@@ -340,8 +339,8 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
                    terminated="" if verdict == "restart" else verdict,
                    **guard.state(), init_seed=init_seed, **phases)
         phases = {"setup_s": 0.0, "report_s": 0.0}  # setup once; report_s: the last call
-        if run.reward_c_acc is not None:
-            row["reward"] = row_reward(row, run.reward_c_acc, run.reward_size_ref_mb)
+        if run.reward is not None:
+            row["reward"] = row_reward(row, run.reward.c_acc, run.reward.size_ref_mb)
         step.append(row)
         if row["diverged"] or row["terminated"]:
             break
@@ -382,7 +381,7 @@ class EpochFeed:
                  trial_id: str = "local", ahead: bool | None = None) -> None:
         if ahead is None:
             run = RunSettings(**config["run"])
-            ahead = bool(run.perf.get("report_ahead", True)) and not run.controller
+            ahead = run.perf.report_ahead and not run.controller
         self.ahead = ahead
         self.folder: str | None = None  # handed out last
         sweep_checkpoint_folders()  # what killed processes on this machine left

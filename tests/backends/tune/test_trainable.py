@@ -274,7 +274,8 @@ def _run(**changes: Any) -> RunSettings:
 
 
 def test_slow_batches_end_the_trial_at_once_with_reward_minus_one(monkeypatch, tmp_path):
-    run = _run(epochs=3, batch_time_limit_s=1e-9, batch_time_patience=2, reward_c_acc=0.5)
+    run = _run(epochs=3, termination={"batch_time_s": 1e-9, "batch_patience": 2},
+               reward={"c_acc": 0.5})
     session = FakeSession(tmp_path)
     session.install(monkeypatch)
     train_trial(config(run))
@@ -291,7 +292,8 @@ def test_loss_above_threshold_restarts_once_from_new_weights_then_terminates(
         monkeypatch, tmp_path) -> None:
     """An unreachable threshold: epoch 1 violates it, the trial restarts with the same
     hyperparameters from fresh weights (checkpointed), the next violation ends it."""
-    run = _run(epochs=4, loss_limit=1e-6, loss_patience=1, restarts=1, reward_c_acc=0.5)
+    run = _run(epochs=4, termination={"loss": 1e-6, "loss_patience": 1, "restarts": 1},
+               reward={"c_acc": 0.5})
     session = FakeSession(tmp_path)
     session.install(monkeypatch)
     train_trial(config(run))
@@ -314,7 +316,7 @@ def test_loss_above_threshold_restarts_once_from_new_weights_then_terminates(
 
 
 def test_loss_met_epoch_and_a_config_epoch_budget(monkeypatch, tmp_path) -> None:
-    run = _run(epochs=3, loss_limit=100.0, loss_patience=1, reward_c_acc=1.0)
+    run = _run(epochs=3, termination={"loss": 100.0, "loss_patience": 1}, reward={"c_acc": 1.0})
     session = FakeSession(tmp_path)
     session.install(monkeypatch)
     train_trial({**config(run), "epochs": 2})  # Iranfar et al. VI-A: a shorter episode
@@ -328,6 +330,27 @@ def test_loss_met_epoch_and_a_config_epoch_budget(monkeypatch, tmp_path) -> None
 
 
 # ------------------------------------------------ your model: import paths and torchvision
+
+
+def test_run_settings_carry_the_configs_own_models_through_a_trial_config() -> None:
+    """The trainable's settings are the config's `termination`, `reward` and `perf` models
+    (one schema, one validator), not copies: a cell's settings equal the config's and
+    survive the plain dict a trial config carries."""
+    from service.backends.tune.experiment import cell_plan
+    from service.core.config import build_config
+    from service.core.layout import Cell
+
+    cfg = build_config({"searchers": ["random"], "backbones": ["resnet18@0.0625"],
+                        "termination": {"loss": 2.5, "restarts": 2},
+                        "reward": {"c_acc": 0.7}, "perf": {"report_ahead": False}})
+    _, _, run = cell_plan(cfg, Cell("random", "resnet18@0.0625", 0))
+    assert run.termination == cfg.termination and run.reward == cfg.reward
+    assert run.perf == cfg.perf
+    assert RunSettings(**run.as_dict()) == run
+    with pytest.raises(ValueError, match="loss_limit"):  # the old copied name is gone
+        RunSettings(**{**RUN.as_dict(), "loss_limit": 1.0})
+    with pytest.raises(ValueError, match="restarts"):  # the config's own bounds apply
+        RUN.replace(termination={"restarts": -1})
 
 
 def test_an_import_path_and_a_torchvision_model_train_an_epoch_as_trials(ray_session,
