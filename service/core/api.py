@@ -315,3 +315,22 @@ its controller's answer before this epoch (0 without one). `terminated` ('' or w
 rest after it are Iranfar et al.'s early termination
 (`service.backends.tune.trainable._Termination`); `reward` joins them when the experiment
 reports eq. 2."""
+
+ROW_OPTIONAL: tuple[str, ...] = ("reward", "test_acc", "test_loss")
+"""Columns a row carries only when the experiment asks: `reward` (Iranfar et al. eq. 2,
+the config's `reward`) and the test scores of a trial's last epoch (`record`)."""
+
+
+def hp_columns(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's `hp_<name>` columns: the hyperparameters in force that epoch, bools as 0/1
+    (scalars TensorBoard plots against epochs), the same for every backend."""
+    return {f"{HP_PREFIX}{name}": int(value) if isinstance(value, bool) else value
+            for name, value in hp.items()}
+
+
+def undeclared_columns(row: Mapping[str, Any]) -> list[str]:
+    """The keys of a backend's epoch row that the schema above does not declare: a backend
+    that reports what the other does not know, or misspells a column, is caught by the
+    contract test both backends run (`tests/backends/test_row_schema.py`)."""
+    return [k for k in row if k not in EPOCH_FIELDS and k not in ROW_OPTIONAL
+            and not k.startswith(HP_PREFIX)]

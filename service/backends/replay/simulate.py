@@ -47,13 +47,13 @@ from service.backends import plans
 from service.backends.replay.continuation import DEFAULT_MODEL, MODELS, position_after_switch, read
 from service.backends.tune import ray_compat
 from service.core.api import (
-    HP_PREFIX,
     Budget,
     ControllerPlan,
     Observation,
     PopulationPlan,
     Schedule,
     SearcherPlan,
+    hp_columns,
     plain,
     plateaued,
     trial_budget,
@@ -437,8 +437,7 @@ class Simulation:
             "unix_time": self.clock, "controller_wait_s": 0.0,
             "schedule": st.schedule.to_json(),
         })
-        for name, v in st.hp.items():
-            row[HP_PREFIX + name] = int(v) if isinstance(v, bool) else v
+        row.update(hp_columns(st.hp))
         return row
 
     def checkpoint(self, trial: Any) -> SimCheckpoint:

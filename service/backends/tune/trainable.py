@@ -31,11 +31,11 @@ from typing import Any
 import torch
 
 from service.core.api import (
-    HP_PREFIX,
     Observation,
     Schedule,
     Strict,
     eq2_reward,
+    hp_columns,
     plateaued,
     trial_budget,
 )
@@ -165,12 +165,6 @@ def split_config(config: dict[str, Any]) -> tuple[RunSettings, dict[str, Any]]:
     return run.replace(backbone=backbone), hp
 
 
-def hp_metrics(hp: HParams) -> dict[str, Any]:
-    """The hyperparameters in force, as scalars TensorBoard can plot against epochs."""
-    return {f"{HP_PREFIX}{key}": int(value) if isinstance(value, bool) else value
-            for key, value in hp.as_dict().items()}
-
-
 def epoch_report(trainer: Trainer, metrics: Any, splits: Splits) -> dict[str, Any]:
     """The trainer's part of the per-epoch row (service.core.api.EPOCH_FIELDS). A diverged
     epoch is not evaluated: NaN metrics plus `diverged` are the failure marker the result
@@ -196,7 +190,7 @@ def epoch_report(trainer: Trainer, metrics: Any, splits: Splits) -> dict[str, An
         "diverged": diverged,
         "device": str(trainer.device),
     }
-    report.update(hp_metrics(trainer.hp))
+    report.update(hp_columns(trainer.hp.as_dict()))
     return report
 
 
