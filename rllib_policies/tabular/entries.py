@@ -27,7 +27,7 @@ def _adaptive_q_options() -> dict[str, Option]:
         "k0": Option(float, aq.K0, "base epsilon decay per decision (Vashishtha 2025)",
                      low=0.0, high=100.0),
         "lam": Option(float, aq.LAMBDA, "decay per unit of Var(Q(s, .)); < 0: uncertainty "
-                      "slows the decay (Vashishtha's prose), > 0 speeds it (her formula)",
+                      "slows the decay (Vashishtha's prose), > 0 speeds it (the formula)",
                       low=-1e6, high=1e6),
         "eps_max": Option(float, aq.EPS_MAX, "initial exploration rate", low=0.0, high=1.0),
         "eps_min": Option(float, aq.EPS_MIN, "final exploration rate", low=0.0, high=1.0),
