@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from service.core import registry
 
             for entry in registry.entries().values():
-                row = f"  (Table 9: {entry.table9_row})" if entry.table9_row else ""
+                row = f"  (EMERALD-O Table 9: {entry.table9_row})" if entry.table9_row else ""
                 print(f"{entry.name:15s} {entry.summary}{row}")
                 for key, opt in entry.options.items():
                     print(f"{'':15s}   {key}={opt.default!r}: {opt.help} ({opt.accepted()})")

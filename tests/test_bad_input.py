@@ -1,4 +1,4 @@
-"""Bad input fails as the README promises: one line naming the field and the fix, exit 2,
+"""Bad input fails as docs/experiments.md promises: one line naming the field and the fix, exit 2,
 before Ray starts, nothing written under the storage path; a run whose every trial failed
 exits 1 and says where its log is."""
 

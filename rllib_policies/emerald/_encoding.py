@@ -260,8 +260,8 @@ def agents_label(algo: str, lr_head: str) -> str:
 WARM_EPSILON_START = 0.3
 """Exploration at the first decision of warm-started agents (ours: the paper has no warm
 start); fresh agents start at 1. On both replay tables, agents pretrained on the other
-table's backbone had a lower regret starting here than at 1, intervals separating (README,
-"EMERALD-O")."""
+table's backbone had a lower regret starting here than at 1, intervals separating
+(docs/emerald-o.md, "Warm start")."""
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ ENTRIES: list[Entry] = [
           _F + "emerald",
           {**_EMERALD_OPTIONS,
            # Table 4's actions won on the replay tables at 30 trials and tied at 12 (issue 13;
-           # README "EMERALD-O"); emerald-dynamic keeps the combinations (no measurement).
+           # docs/emerald-o.md); emerald-dynamic keeps the combinations (no measurement).
            "aug_actions": dataclasses.replace(_EMERALD_OPTIONS["aug_actions"], default="table4"),
            "early_stopping": Option(bool, True, "stop underperformers (EMERALD-O 5.1.2); "
                                     "the epochs they leave go to more trials")},

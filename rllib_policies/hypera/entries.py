@@ -17,7 +17,7 @@ def _hypera_options() -> dict[str, Option]:
     return {
         "strategy": Option(str, s.strategy, "coordination: independent (union "
                            "of the proposals), sequential (each agent acts on the previous "
-                           "one's result, in the document's agent order) or cooperative (the "
+                           "one's result, in the HYPERA note's agent order) or cooperative (the "
                            "candidate combination with the highest sum of critic values)",
                            choices=STRATEGIES),
         "conflict": Option(str, s.conflict, "a hyperparameter two agents move (weight decay, "
@@ -44,7 +44,7 @@ def _hypera_options() -> dict[str, Option]:
         "replay_capacity": Option(int, s.replay_capacity, "replay buffer (HYPERA: "
                                   "1e6; smaller on CPU)", low=1, high=10_000_000),
         "learning_starts": Option(int, s.learning_starts, "decisions before SAC's first "
-                                  "update (the document gives none)", low=1,
+                                  "update (the HYPERA note gives none)", low=1,
                                   high=1_000_000),
         "updates_per_step": Option(int, s.updates_per_step, "SAC updates per closed "
                                    "decision", low=1, high=1000),

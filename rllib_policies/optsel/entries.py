@@ -54,8 +54,8 @@ ENTRIES: list[Entry] = [
           {**_optsel_options("2opt"),
            "epsilon_decay": Option(float, 0.995, "epsilon <- max(0.05, decay * epsilon) per "
                                    "decision (Pham 2024 3.2.1.2)", above=0.0, high=1.0),
-           "learning_starts": Option(int, 32, "transitions before the first DQN update (the "
-                                     "document gives none)", low=1, high=1_000_000)},
+           "learning_starts": Option(int, 32, "transitions before the first DQN update (Pham "
+                                     "2024 gives none)", low=1, high=1_000_000)},
           kind="controller", needs_space=False, check=_optimizer_set, feeds=("table2",)),
     Entry("optsel-ppo", "Pham 2024: a PPO agent picks the optimizer of every epoch "
           "(3opt: SGD / SAM / Adam; 2opt: SGD / SAM), each at its own rate",

@@ -27,7 +27,7 @@ def _adaptive_q_options() -> dict[str, Option]:
         "k0": Option(float, aq.K0, "base epsilon decay per decision (Vashishtha 2025)",
                      low=0.0, high=100.0),
         "lam": Option(float, aq.LAMBDA, "decay per unit of Var(Q(s, .)); < 0: uncertainty "
-                      "slows the decay (the document's prose), > 0 speeds it (its formula)",
+                      "slows the decay (Vashishtha's prose), > 0 speeds it (the formula)",
                       low=-1e6, high=1e6),
         "eps_max": Option(float, aq.EPS_MAX, "initial exploration rate", low=0.0, high=1.0),
         "eps_min": Option(float, aq.EPS_MIN, "final exploration rate", low=0.0, high=1.0),
@@ -59,12 +59,12 @@ ENTRIES += [
                            low=0.0, high=1.0),
            "size_ref_mb": Option(float, 100.0, "eq. 2's model size is divided by this",
                                  above=0.0),
-           "gamma": Option(float, 0.9, "discount from one Q-table to the next (the document "
-                           "gives none)", low=0.0, high=1.0),
+           "gamma": Option(float, 0.9, "discount from one Q-table to the next (Iranfar et "
+                           "al. give none)", low=0.0, high=1.0),
            "epsilon_decay": Option(float, 0.99, "epsilon = decay^n after exploration "
                                    "(Iranfar et al.: 0.99 or 0.98)", above=0.0, high=1.0),
            "exploration_episodes": Option(int, 0, "episodes of Algorithm 1 (0: the largest "
-                                          "Q-table's size, the document's minimum)", low=0,
+                                          "Q-table's size, Iranfar et al.'s minimum)", low=0,
                                           high=1_000_000),
            "compound_alpha": Option(bool, False, "read eq. 3 as alpha_old x 0.999^n "
                                     "(default: 0.95 x 0.999^n)"),

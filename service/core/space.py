@@ -133,8 +133,8 @@ def _layer_hparams() -> dict[str, HParam]:
             low, high = _LAYER_BOUNDS[part]
             out[f"{layer}_{part}"] = HParam(int, default, low, high, filled=False,
                                             in_trial=False,
-                                            help=f"{layer}'s {part} (architecture, document "
-                                                 f"001; backbone vgg16_layers)")
+                                            help=f"{layer}'s {part} (architecture, Iranfar "
+                                                 f"et al.; backbone vgg16_layers)")
     return out
 
 

@@ -204,6 +204,6 @@ def write_table5(folders: Sequence[Path], out: Path) -> dict[str, Path]:
     table.to_csv(out / "table5.csv", index=False)
     body = table5_display(table).to_markdown(index=False) if not table.empty else "_no cells_"
     (out / "table5.md").write_text(
-        "# Table V: the agents' network against random search and the original (document "
-        f"001 Table V)\n\n{body}\n\n{TABLE5_NOTE}\n\n{SETTLED_DEFINITION}\n")
+        "# Table V: the agents' network against random search and the original (Iranfar "
+        f"et al. Table V)\n\n{body}\n\n{TABLE5_NOTE}\n\n{SETTLED_DEFINITION}\n")
     return {"table5": out / "table5.md", "table5_csv": out / "table5.csv"}

@@ -81,7 +81,7 @@ def test_jobs_api_needs_the_token(cluster: lc.ClusterState) -> None:
 
 def test_cluster_sockets_refuse_callers_without_the_token(cluster: lc.ClusterState) -> None:
     """Nodes of a cluster must reach each other, so Ray binds most ports to every interface
-    (README, security): each gRPC service refuses a call with no token, each HTTP port but the
+    (docs/security.md): each gRPC service refuses a call with no token, each HTTP port but the
     metrics and the dashboard's static page answers 401, and the dashboard binds to loopback."""
     from service.backends.tune.sockets import listening_sockets
 

@@ -1,4 +1,4 @@
-"""Figures behind the README's paragraph on the live report and the command's start
+"""Figures behind docs/benchmarks.md's paragraph on the live report and the command's start
 (issue 14), measured in the checkout this runs from (run it in each checkout to compare):
 
     python docs/results/overhead/measure_start.py [--runs 3]

@@ -2,7 +2,7 @@
 what an unauthenticated request from this machine gets back.
 
 `python -m service sockets` starts the embedded local Ray exactly as `run` does and prints the
-table; the README's security section is written from it.
+table; docs/security.md is written from it.
 """
 
 from __future__ import annotations
