@@ -254,6 +254,10 @@ class ExperimentConfig(Strict):
     """CPU trials train in warm processes, one per trial slot and node, kept for the whole
     run (service.backends.tune.warm); false: each experiment's trials start their own processes."""
     keep_checkpoints: int = Field(default=2, ge=1, le=1000)
+    dashboard: bool = True
+    """Every cell's trials go into `<experiment>/optuna.journal` while the run goes on (on
+    the driver, off the trials' path), for `python -m service dashboard <experiment>`
+    (optuna-dashboard); false: no journal."""
     backend: Literal["tune", "replay"] = "tune"
     record: RecordConfig = RecordConfig()
     replay: ReplayConfig = ReplayConfig()

@@ -128,7 +128,7 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None,
             stop=stopper,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-            callbacks=[hparams_logger()],
+            callbacks=[hparams_logger(), *journal_logger(cfg)],
             verbose=0,
         ),
     )
@@ -183,6 +183,16 @@ def hparams_logger() -> Any:
                 trial.evaluated_params = searched
 
     return HParamsLogger()
+
+
+def journal_logger(cfg: ExperimentConfig) -> list[Any]:
+    """The callback that streams the trials into `<experiment>/optuna.journal` for
+    optuna-dashboard (service.backends.tune.journal), or none with `dashboard: false`."""
+    if not cfg.dashboard:
+        return []
+    from service.backends.tune.journal import JournalCallback
+
+    return [JournalCallback(str(cfg.experiment_dir), cfg.space, cfg.metric, cfg.mode)]
 
 
 def best_trial(results: Any, metric: str, mode: str) -> dict[str, Any] | None:
