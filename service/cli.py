@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dashboard", help="optuna-dashboard on a run's trials (its "
                        "optuna.journal), live while it runs; bound to 127.0.0.1")
     d.add_argument("path", help="<storage>/<name> of a run, or its optuna.journal")
-    d.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    d.add_argument("--port", type=int, default=8080,
+                   help="port on 127.0.0.1 (default 8080; 0: any free port)")
     pre = sub.add_parser("pretrain", help="train EMERALD-O's agents on replay tables, for "
                          "searcher_options.emerald.warm_start")
     pre.add_argument("--table", dest="tables", action="append", default=[], required=True,

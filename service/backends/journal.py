@@ -241,6 +241,8 @@ class JournalWriter:
             for key, value in {"searcher": cell.searcher, "backbone": cell.backbone,
                                "seed": cell.seed, "metric": metric, **attrs}.items():
                 storage.set_study_user_attr(study_id, key, plain(value))
+            # the objective's name in the dashboard's plots (optuna's Study.set_metric_names)
+            storage.set_study_system_attr(study_id, "study:metric_names", [metric])
         self._studies[name] = study_id
         return study_id
 

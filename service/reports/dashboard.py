@@ -57,8 +57,10 @@ def _journal_line(line: bytes) -> bool:
 
 def check_port(port: int) -> None:
     """Refuse a port out of range or taken on 127.0.0.1 (one line naming --port)."""
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"--port: {port}; give 1 to 65535")
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port: {port}; give 1 to 65535 (0: any free port)")
+    if port == 0:
+        return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
             probe.bind((HOST, port))
@@ -96,10 +98,14 @@ def make(journal: Path, port: int) -> WSGIServer:
                        handler_class=_QuietHandler)
 
 
-def serve(journal: Path, port: int, say: Any = print) -> None:
+def serve(journal: Path, port: int) -> None:
     """Serve the dashboard until interrupted, after printing where and how to reach it."""
     server = make(journal, port)
     port = server.server_address[1]
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
     say(f"optuna-dashboard on {journal}: http://{HOST}:{port}/ (Ctrl-C stops it)")
     say(f"from another machine (a cluster's head node): {tunnel_line(port)}, then open "
         f"http://{HOST}:{port}/")
