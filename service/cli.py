@@ -220,10 +220,11 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = Fal
 
     backend = backend_for(cfg)
     start = time.time()
-    if cfg.dashboard:
-        print(f"live trials: python -m service dashboard {cfg.experiment_dir}", flush=True)
     try:
         backend.start(cfg, args)
+        if cfg.dashboard:
+            print(f"live trials: python -m service dashboard {cfg.experiment_dir}",
+                  flush=True)
         try:
             summaries = backend.run(cfg, restore=restore,
                                     verbose=bool(getattr(args, "verbose", False)),
