@@ -153,13 +153,13 @@ def frozen_trial(log: TrialLog, space: SearchSpace, mode: str, *, in_trial: bool
     params: dict[str, Any] = {}
     used: dict[str, BaseDistribution] = {}
     for name, dist in dists.items():
-        value = _value_of(hp, name)
-        if value is None:
+        given = _value_of(hp, name)
+        if given is None:
             continue
-        if space[name].contains(value) and dist._contains(dist.to_internal_repr(value)):
-            params[name], used[name] = value, dist
+        if space[name].contains(given) and dist._contains(dist.to_internal_repr(given)):
+            params[name], used[name] = given, dist
         else:  # outside the space (a PBT perturbation past a bound): kept, not a parameter
-            attrs[f"off_space_{name}"] = value
+            attrs[f"off_space_{name}"] = given
     value: float | None = None
     if log.status == "RUNNING":
         state = TrialState.RUNNING
