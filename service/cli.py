@@ -1,4 +1,4 @@
-"""Command line: `python -m service run|bench|report|resume|validate|searchers`.
+"""Command line: `python -m service run|bench|report|resume|validate|searchers|dashboard`.
 
 The same entrypoint serves a laptop (an embedded local Ray) and a cluster
 (`ray job submit ... -- python -m service run --config x.yaml`, where Ray sets RAY_ADDRESS).
@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("folder", help="<storage>/<name>")
     _ray_args(res)
     sub.add_parser("searchers", help="list the registry")
+    d = sub.add_parser("dashboard", help="optuna-dashboard on a run's trials (its "
+                       "optuna.journal), live while it runs; bound to 127.0.0.1")
+    d.add_argument("path", help="<storage>/<name> of a run, or its optuna.journal")
+    d.add_argument("--port", type=int, default=8080,
+                   help="port on 127.0.0.1 (default 8080; 0: any free port)")
     pre = sub.add_parser("pretrain", help="train EMERALD-O's agents on replay tables, for "
                          "searcher_options.emerald.warm_start")
     pre.add_argument("--table", dest="tables", action="append", default=[], required=True,
@@ -217,6 +222,9 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, *, restore: bool = Fal
     start = time.time()
     try:
         backend.start(cfg, args)
+        if cfg.dashboard:
+            print(f"live trials: python -m service dashboard {cfg.experiment_dir}",
+                  flush=True)
         try:
             summaries = backend.run(cfg, restore=restore,
                                     verbose=bool(getattr(args, "verbose", False)),
@@ -290,6 +298,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "pretrain":
             return _pretrain(args)
+        if args.command == "dashboard":
+            from service.reports.dashboard import check_port, find_journal, serve
+
+            journal = find_journal(args.path)
+            check_port(args.port)
+            serve(journal, args.port)
+            return 0
         if args.command == "sockets":
             from service.backends.tune.sockets import main as sockets_main
 

@@ -248,6 +248,15 @@ class ExperimentConfig(Strict):
     """CPU trials train in warm processes, one per trial slot and node, kept for the whole
     run (service.backends.tune.warm); false: each experiment's trials start their own processes."""
     keep_checkpoints: int = Field(default=2, ge=1, le=1000)
+    dashboard: bool = True
+    """Every cell's trials go into `<experiment>/optuna.journal` while the run goes on (on
+    the driver, off the trials' path), for `python -m service dashboard <experiment>`
+    (optuna-dashboard); false: no journal."""
+    mlflow: bool = False
+    """Ray Tune's MLflowLoggerCallback logs every trial of the Tune backend as an MLflow
+    run, tagged with its searcher, backbone and seed, in `<experiment>/mlflow.db`
+    (MLFLOW_TRACKING_URI when set), MLflow experiment = the config's name. Needs the
+    `mlflow` extra: pip install -e ".[mlflow]"."""
     backend: Literal["tune", "replay"] = "tune"
     record: RecordConfig = RecordConfig()
     replay: ReplayConfig = ReplayConfig()
@@ -304,6 +313,16 @@ class ExperimentConfig(Strict):
                 raise ValueError(f"weights.{backbone}: file {path!r} not found; give a "
                                  "state dict saved with torch.save(model.state_dict(), path)")
         return self
+
+    @field_validator("mlflow")
+    @classmethod
+    def _mlflow_installed(cls, value: bool) -> bool:
+        import importlib.util
+
+        if value and importlib.util.find_spec("mlflow") is None:
+            raise ValueError('MLflow is not installed; pip install -e ".[mlflow]" '
+                             "(mlflow==3.18.0), or set mlflow: false")
+        return value
 
     @field_validator("seeds")
     @classmethod
@@ -374,6 +393,10 @@ class ExperimentConfig(Strict):
                 raise ValueError("reward: a replay scores the tables' recorded metric and "
                                  "computes no reward; remove reward (or record a table that "
                                  "holds a reward column)")
+            if self.mlflow:
+                raise ValueError("mlflow: logs the Tune backend's trials, and a replay runs "
+                                 "none; remove mlflow (its journal is on: python -m service "
+                                 "dashboard)")
             if self.termination.active:
                 raise ValueError("termination: a replay has no batch times or restarts; "
                                  "remove termination (record the table without it)")

@@ -30,6 +30,9 @@ STEP_TB = "agent_tb"
 """Per-step log of an RL method (searcher or controller) in its cell folder, as CSV and as
 TensorBoard scalars."""
 CELL_GLOB = f"*{SEP}*{SEP}s*"
+JOURNAL_FILE = "optuna.journal"
+"""Per experiment folder: every cell's trials as Optuna studies, for optuna-dashboard
+(service.backends.journal)."""
 
 
 def write_json(path: Path, data: Any, **dump: Any) -> None:

@@ -266,11 +266,63 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str) -> dict[str
     folder.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows).drop(columns=["config"], errors="ignore")
     frame.to_parquet(folder / ROWS_FILE, index=False)
-    return {**_write_summary(folder, summary), TRAINED: trained}
+    journal = journal_entries(sim, table, cell) if cfg.dashboard else None
+    return {**_write_summary(folder, summary), TRAINED: trained, JOURNAL: journal}
 
 
 TRAINED = "_trained_curves"
 """The key of a worker's answer holding the switch curves it retrained (not written)."""
+JOURNAL = "_journal"
+"""The key of a worker's answer holding its cell's trials for the Optuna journal, which the
+driver writes (service.backends.journal)."""
+
+
+def journal_entries(sim: Any, table: ReplayTable, cell: Cell) -> dict[str, Any]:
+    """A replayed cell's trials as the journal takes them (plain data, sent to the driver):
+    each trial's rows, how it ended, its simulated times and the offset onto the wall
+    clock; the cell's space, metric and mode."""
+    from dataclasses import asdict
+
+    from service.backends.journal import TrialLog
+    from service.core.api import trial_budget
+
+    by_trial: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(sim.rows, key=lambda r: (r["unix_time"], r["epoch"])):
+        by_trial.setdefault(row["trial_id"], []).append(row)
+    logs = []
+    for trial in sim.trials:
+        rows = by_trial.get(trial.trial_id)
+        if not rows:
+            continue  # never started
+        config = {k: v for k, v in (trial.config or {}).items() if k != "run"}
+        log = TrialLog(trial.trial_id, config, trial_budget(sim.plan.max_epochs, config),
+                       status="ERROR" if trial.status == "ERROR" else "TERMINATED",
+                       started_unix=rows[0]["unix_time"] - rows[0]["epoch_time_s"],
+                       ended_unix=rows[-1]["unix_time"])
+        for row in rows:
+            log.add_row(row, table.metric)
+        logs.append(asdict(log))
+    return {"cell": cell, "logs": logs, "space": sim.space.to_dict(), "metric": table.metric,
+            "mode": table.mode, "in_trial": bool(sim.plan.replays_schedule),
+            "offset_s": time.time() - sim.clock, "table": table.path}
+
+
+def write_journal(folder: Path, entry: dict[str, Any], writer: Any = None) -> Any:
+    """A replayed cell's trials into the experiment's Optuna journal, one study (on the
+    driver, as each cell's results come in); the writer, to pass to the next call."""
+    from service.backends.journal import JournalWriter, TrialLog
+    from service.core.space import SearchSpace
+
+    writer = writer or JournalWriter(folder)
+    space = SearchSpace.from_dict(entry["space"], free=True)
+    cell = entry["cell"]
+    writer.study(cell, mode=entry["mode"], metric=entry["metric"], table=entry["table"],
+                 backend="replay")
+    for log in entry["logs"]:
+        writer.add(cell, TrialLog(**log), in_trial=entry["in_trial"],
+                   offset_s=entry["offset_s"], space=space, mode=entry["mode"],
+                   metric=entry["metric"])
+    return writer
 
 
 def _write_summary(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
@@ -302,18 +354,24 @@ def run_replay(cfg: ExperimentConfig, log: Any = print, quiet: bool = False
         f"{len(cfg.replay.tables)} tables x {len(cfg.seeds)} seeds) in {workers} processes"
         + (f"; library output in {log_dir}" if log_dir else ""))
     trained: dict[str, list[Any]] = {}
+    journal: dict[str, Any] = {}
+
+    def done(summary: dict[str, Any]) -> None:
+        entry = summary.pop(JOURNAL, None)
+        if entry is not None:
+            journal["writer"] = write_journal(folder, entry, journal.get("writer"))
+        summaries.append(_logged(summary, len(summaries), len(todo), start, log, trained))
+
     if workers == 1:
-        results = (run_cell(cfg_dict, cell, path, log_dir) for cell, path in todo)
-        for summary in results:
-            summaries.append(_logged(summary, len(summaries), len(todo), start, log, trained))
+        for cell, path in todo:
+            done(run_cell(cfg_dict, cell, path, log_dir))
     else:
         context = multiprocessing.get_context("spawn")  # no forked Ray or torch state
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             futures = [pool.submit(run_cell, cfg_dict, cell, path, log_dir)
                        for cell, path in todo]
             for future in as_completed(futures):
-                summaries.append(_logged(future.result(), len(summaries), len(todo), start,
-                                         log, trained))
+                done(future.result())
     _store_trained(trained, log)
     return summaries
 

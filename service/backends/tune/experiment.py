@@ -128,7 +128,7 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None,
             stop=stopper,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-            callbacks=[hparams_logger()],
+            callbacks=[hparams_logger(), *journal_logger(cfg), *mlflow_logger(cfg)],
             verbose=0,
         ),
     )
@@ -181,6 +181,66 @@ def hparams_logger() -> Any:
                 trial.evaluated_params = searched
 
     return HParamsLogger()
+
+
+def journal_logger(cfg: ExperimentConfig) -> list[Any]:
+    """The callback that streams the trials into `<experiment>/optuna.journal` for
+    optuna-dashboard (service.backends.tune.journal), or none with `dashboard: false`."""
+    if not cfg.dashboard:
+        return []
+    from service.backends.tune.journal import JournalCallback
+
+    return [JournalCallback(str(cfg.experiment_dir), cfg.space, cfg.metric, cfg.mode)]
+
+
+MLFLOW_DB = "mlflow.db"
+"""Per experiment folder with `mlflow: true`: MLflow's tracking database."""
+
+
+def mlflow_uri(cfg: ExperimentConfig) -> str:
+    """Where MLflow logs: MLFLOW_TRACKING_URI, else a SQLite file in the experiment folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cfg.experiment_dir / MLFLOW_DB}"
+
+
+def prepare_mlflow(cfg: ExperimentConfig) -> None:
+    """Create MLflow's database and experiment once, before the Tune drivers start: two
+    drivers creating them at once would race."""
+    if not cfg.mlflow:
+        return
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri(cfg))
+    if client.get_experiment_by_name(cfg.name) is None:  # artifacts beside the database
+        client.create_experiment(cfg.name, artifact_location=(
+            cfg.experiment_dir / "mlartifacts").as_uri())
+
+
+def mlflow_logger(cfg: ExperimentConfig) -> list[Any]:
+    """Ray Tune's MLflowLoggerCallback (`mlflow: true`), whose run of each trial is also
+    tagged with the trial's searcher, backbone and seed (Tune's own tags are the same for
+    every trial: a shared driver runs several cells)."""
+    if not cfg.mlflow:
+        return []
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    class TaggedMLflowLogger(MLflowLoggerCallback):
+        def log_trial_start(self, trial: Any) -> None:
+            run = (trial.config or {}).get("run") or {}
+            common = self.tags
+            self.tags = {**common, **{k: str(run[k]) for k in HPARAMS_RUN_KEYS
+                                      if run.get(k) not in (None, "")}}
+            try:
+                super().log_trial_start(trial)
+            finally:
+                self.tags = common
+
+        def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+            # Tune also ends trials that never started (pending ones it stops), for which
+            # Ray's logger has no run: its KeyError would break Tune's stop of the trial.
+            if trial in self._trial_runs:
+                super().log_trial_end(trial, failed=failed)
+
+    return [TaggedMLflowLogger(tracking_uri=mlflow_uri(cfg), experiment_name=cfg.name)]
 
 
 def best_trial(results: Any, metric: str, mode: str) -> dict[str, Any] | None:
@@ -416,6 +476,7 @@ def run_all(cfg: ExperimentConfig, *, restore: bool = False, log: Any = None,
     folder.mkdir(parents=True, exist_ok=True)
     stored = {**cfg.model_dump(), "storage": str(Path(cfg.storage).expanduser().resolve())}
     write_json(folder / CONFIG_FILE, stored, indent=1)
+    prepare_mlflow(cfg)
     here = ray.get_runtime_context().get_node_id()
     pinned = NodeAffinitySchedulingStrategy(here, soft=False)
     task = ray.remote(num_cpus=0, max_retries=0)(run_cell).options(scheduling_strategy=pinned)

@@ -651,7 +651,12 @@ def build_shared_tuner(cfg: Any, cells: list[Cell], parallel: int, trainable: An
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from service.backends.tune.experiment import cell_plan, hparams_logger
+    from service.backends.tune.experiment import (
+        cell_plan,
+        hparams_logger,
+        journal_logger,
+        mlflow_logger,
+    )
     from service.backends.tune.warm import train_trial
 
     members, schedulers, budgets = [], {}, {}
@@ -676,6 +681,7 @@ def build_shared_tuner(cfg: Any, cells: list[Cell], parallel: int, trainable: An
             name=cfg.experiment_dir.name, storage_path=str(cfg.experiment_dir.parent),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-            callbacks=[hparams_logger(), FinishCells(str(cfg.experiment_dir))],
+            callbacks=[hparams_logger(), FinishCells(str(cfg.experiment_dir)),
+                       *journal_logger(cfg), *mlflow_logger(cfg)],
             verbose=0),
     )
