@@ -12,7 +12,9 @@ tells it each epoch's metrics. `--method hypera` runs HYPERA's agents the same w
 from __future__ import annotations
 
 import argparse
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -106,7 +108,9 @@ def make_trainable(search: InTrialSearch, epochs: int) -> Callable[[dict[str, An
 
 def main(epochs: int = 4, samples: int = 4, method: str = "emerald-dynamic",
          storage: str | None = None) -> tune.ResultGrid:
-    """Run the Tuner (starting a local Ray of 2 CPUs unless one is running)."""
+    """Run the Tuner (starting a local Ray of 2 CPUs unless one is running); results go to
+    `storage` (default: a new temporary folder)."""
+    storage = storage or tempfile.mkdtemp(prefix="in-trial-")
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False)
     search = InTrialSearch(method, epochs=epochs, num_samples=samples, names=NAMES,
@@ -122,6 +126,8 @@ def main(epochs: int = 4, samples: int = 4, method: str = "emerald-dynamic",
     schedule = best.metrics_dataframe[["lr", "opt", "hflip", "val_acc"]]
     print(f"{method}: best val_acc {best.metrics['val_acc']:.3f}; its epochs:")
     print(schedule.to_string(index=False))
+    print(f"results and the controller's step log (agent_steps.csv): "
+          f"{Path(storage) / f'in-trial-{method}'}")
     return results
 
 
@@ -131,6 +137,7 @@ if __name__ == "__main__":
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--method", default="emerald-dynamic",
                         choices=("emerald-dynamic", "hypera"))
-    parser.add_argument("--storage", default=None, help="Tune's storage_path")
+    parser.add_argument("--storage", default=None,
+                        help="Tune's storage_path (default: a new temporary folder)")
     args = parser.parse_args()
     main(args.epochs, args.samples, args.method, args.storage)
