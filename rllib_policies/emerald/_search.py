@@ -169,10 +169,15 @@ class EmeraldSearch(Searcher):
         self._metric = self._metric or metric
         self._mode = self._mode or mode
         if not hasattr(self, "agents"):  # a user's own Tuner: the space is its param_space
-            space, self._users = roles_space(config, self._names)
-            self._searched = tuple(d.name for d in space.searched)
-            self._build(space)
+            space, users = roles_space(config, self._names)
+            self._drop_in(space, users)
         return True
+
+    def _drop_in(self, space: SearchSpace, users: dict[str, str]) -> None:
+        """The agents on `space` (role names), answering in the user's names `users`."""
+        self._users, self._roles = users, space
+        self._searched = tuple(d.name for d in space.searched)
+        self._build(space)
 
     def _to_user(self, config: dict[str, Any]) -> dict[str, Any]:
         """A suggestion in the user's names, without the constants Tune merges itself."""
@@ -225,9 +230,15 @@ class EmeraldSearch(Searcher):
         return self._to_user(self._built().greedy(self._state))
 
     def get_state(self) -> dict[str, Any]:
-        return {"agents": self._built().get_state(), "state": dataclasses.asdict(self._state)}
+        state = {"agents": self._built().get_state(), "state": dataclasses.asdict(self._state)}
+        if self._users is not None:  # Tune's restore may not give the param_space again
+            state["drop_in"] = {"space": self._roles.to_dict(), "users": dict(self._users)}
+        return state
 
     def set_state(self, state: dict[str, Any]) -> None:
+        if not hasattr(self, "agents") and "drop_in" in state:
+            self._drop_in(SearchSpace.from_dict(state["drop_in"]["space"], free=True),
+                          state["drop_in"]["users"])
         self._built().set_state(state["agents"])
         self._state = TrainingState(**state["state"])
         self._tb_written = len(self.log)  # written to TensorBoard when this state was saved

@@ -123,3 +123,19 @@ def test_a_space_given_to_the_constructor_is_kept() -> None:
     assert (searcher.metric, searcher.mode) == ("val_acc", "max")
     assert set(searcher.suggest("t")) == {"flip", "optimizer", "lr"}
     assert math.isfinite(searcher.epsilon)
+
+
+def test_restored_without_the_param_space_it_goes_on_identically(tmp_path) -> None:
+    """Tune's `Tuner.restore` restores the searcher from its file and gives no param_space
+    again (unless the user re-specifies it): the saved state carries the space."""
+    names = {"learning_rate": "lr", "hflip": "flip"}
+    first = EmeraldSearch(seed=2, settings=FAST, names=names)
+    first.set_search_properties("score", "max", {
+        "learning_rate": tune.loguniform(1e-4, 1e-1), "hflip": tune.choice([False, True]),
+        "alpha": 3})
+    drive(first, 3, rename=names)
+    first.save(str(tmp_path / "searcher.pkl"))
+    again = EmeraldSearch(seed=99, settings=FAST, names=names)
+    again.restore(str(tmp_path / "searcher.pkl"))
+    nxt = first.suggest("n")
+    assert set(nxt) == set(names) and again.suggest("n") == nxt

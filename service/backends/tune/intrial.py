@@ -63,7 +63,9 @@ class InTrialSearch(ControllerHost):
                  in_process: bool = False) -> None:
         """`epochs` and `num_samples`: each trial's epochs and the Tuner's trials (they size
         the method's exploration schedule); `options`: the registry entry's options;
-        `in_process`: the controller lives here, not in an actor (tests without Tune)."""
+        `name`: the controller actor's (give a fixed one to resume with `Tuner.restore` in a
+        new process); `in_process`: the controller lives here, not in an actor (tests
+        without Tune)."""
         registry.check_name(method)
         if method not in _controller_entries():
             raise registry.RegistryError(
@@ -92,9 +94,14 @@ class InTrialSearch(ControllerHost):
         the entry checks it (a space the method cannot use fails here, in one line)."""
         self._metric = self._metric or metric
         self._mode = self._mode or mode
-        if self._space is not None:
-            return True
-        space = catalogue_space(config, self.names)
+        if self._space is None:
+            self._host(catalogue_space(config, self.names),
+                       {self.names.get(u, u): u for u in config})
+        return True
+
+    def _host(self, space: SearchSpace, users: dict[str, str]) -> None:
+        """The entry's plan on `space` (catalogue names) and the host of its controller;
+        `users`: each catalogue name's name in the user's space."""
         plan = plans.build(self.method, space=space, metric="val_acc", mode="max",
                            seed=self.seed, budget=self.budget, options=self.options)
         assert isinstance(plan, ControllerPlan)
@@ -102,9 +109,7 @@ class InTrialSearch(ControllerHost):
         ControllerHost.__init__(self, plan, space, metric=metric or "val_acc",
                                 mode=mode or "max", name=self.name,
                                 in_process=self._in_process)
-        self._space = space
-        self._users = {self.names.get(u, u): u for u in config}
-        return True
+        self._space, self._users = space, users
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The trial's starting values, in the user's names: what the method proposes, the
@@ -120,13 +125,19 @@ class InTrialSearch(ControllerHost):
         return {self._users.get(k, k): v for k, v in config.items()}
 
     def get_state(self) -> dict[str, Any]:
-        return {**super().get_state(), "seed": self.seed}
+        assert self._space is not None, "no controller before Tune's param_space"
+        return {**super().get_state(), "seed": self.seed, "space": self._space.to_dict(),
+                "users": dict(self._users)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """The controller, the count of suggestions and the seed that draws the starting
-        values: a restored search goes on as the saved one would have."""
+        values: a restored search goes on as the saved one would have (Tune's restore
+        gives no param_space again unless the user re-specifies it: the space is saved)."""
+        self.seed = int(state["seed"])
+        if self._space is None:
+            self._host(SearchSpace.from_dict(state["space"], free=True), state["users"])
         super().set_state(state)
-        self.seed = self._seed = int(state["seed"])
+        self._seed = self.seed
 
     def trial(self, config: Mapping[str, Any], *, trial_id: str | None = None) -> TrialClient:
         """This trial's client (in the trainable; the trial id is Tune's)."""
@@ -175,7 +186,13 @@ class TrialClient:
         self._to_catalogue = dict(names or {})
         self._to_user = {v: k for k, v in self._to_catalogue.items()}
         self._rows: list[dict[str, Any]] = []
-        self._client = ControllerClient(controller)
+        try:
+            self._client = ControllerClient(controller)
+        except ValueError as err:  # Ray: no actor of that name
+            raise RuntimeError(
+                f"no in-trial controller {controller!r} is running: after Tuner.restore in a "
+                f"new process, build the InTrialSearch with the original run's name= "
+                f"(default: a fresh one each time)") from err
         self._finished = False
 
     def _catalogue_hp(self) -> dict[str, Any]:

@@ -102,6 +102,22 @@ def test_restore_gives_the_identical_next_decision(method: str, tmp_path: Path) 
     assert answers[0] == answers[1]
 
 
+def test_restored_without_the_param_space_it_goes_on_identically(tmp_path: Path) -> None:
+    """Tune's `Tuner.restore` restores the searcher from its file and gives no param_space
+    again (unless the user re-specifies it): the saved state carries the space."""
+    first = make("emerald-dynamic", seed=3)
+    run_trial(first, "a")
+    first.save(str(tmp_path / "searcher.pkl"))
+    again = InTrialSearch("emerald-dynamic", epochs=EPOCHS, num_samples=2, names=NAMES,
+                          in_process=True)
+    again.restore(str(tmp_path / "searcher.pkl"))
+    configs = [s.suggest("b") for s in (first, again)]
+    assert configs[0] == configs[1] and set(configs[0]) == set(from_tune(PARAM_SPACE).names)
+    answers = [s.trial(c, trial_id="b").decide() for s, c in zip((first, again), configs,
+                                                                  strict=True)]
+    assert answers[0] == answers[1]
+
+
 def test_a_failed_epoch_and_an_errored_trial_close_as_failures() -> None:
     search = make("emerald-dynamic")
     config = search.suggest("nan")
@@ -172,3 +188,11 @@ def test_the_documented_example_runs_in_a_tuner(ray_session, tmp_path: Path) -> 
     # The controller decided every epoch of both trials and closed each step.
     log = (tmp_path / "in-trial-emerald-dynamic" / "agent_steps.csv").read_text()
     assert len(log.strip().splitlines()) == 1 + 2 * 2
+
+
+def test_a_trial_without_its_controller_says_how_to_find_it(ray_session) -> None:
+    search = InTrialSearch("emerald-dynamic", epochs=2, num_samples=1, name="never-started")
+    with pytest.raises(RuntimeError, match="no in-trial controller 'never-started' is "
+                       "running: after Tuner.restore in a new process, build the "
+                       "InTrialSearch with the original run's name="):
+        search.trial({}, trial_id="t")
