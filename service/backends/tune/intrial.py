@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+from ray.tune.search import Searcher
 
 from service.backends import plans
 from service.backends.tune.searching import ControllerClient, ControllerHost
@@ -84,8 +85,6 @@ class InTrialSearch(ControllerHost):
         # this object travels in the trainable's closure with no controller.
         self._handle: Any = None
         self._in_process = in_process
-        from ray.tune.search import Searcher
-
         Searcher.__init__(self, metric=None, mode=None)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
@@ -158,6 +157,13 @@ def catalogue_space(param_space: Mapping[str, Any], names: Mapping[str, str]
     if missing:
         raise SpaceError(f"names: {', '.join(map(repr, missing))} not in the param_space "
                          f"(its keys: {', '.join(map(str, param_space))})")
+    taken: dict[str, str] = {}
+    for user in param_space:
+        name = names.get(user, user)
+        if name in taken:
+            raise SpaceError(f"names: {taken[name]!r} and {user!r} are both {name!r}; give "
+                             f"each name one key")
+        taken[name] = user
     searched = {d.name: d for d in from_tune(param_space)}
     dims = []
     for user, raw in param_space.items():

@@ -158,6 +158,10 @@ def test_unusable_methods_and_spaces_are_refused_in_one_line() -> None:
     with pytest.raises(SpaceError, match="names: 'lr_typo' not in the param_space"):
         InTrialSearch("emerald-dynamic", epochs=2, num_samples=2, names={"lr_typo": "lr"},
                       in_process=True).set_search_properties("val_acc", "max", PARAM_SPACE)
+    with pytest.raises(SpaceError, match="names: 'learning_rate' and 'lr' are both 'lr'"):
+        InTrialSearch("emerald-dynamic", epochs=2, num_samples=2, names=NAMES,
+                      in_process=True).set_search_properties(
+            "val_acc", "max", {**PARAM_SPACE, "lr": 0.1})
     no_aug = {k: v for k, v in PARAM_SPACE.items() if k != "hflip"}
     with pytest.raises(registry.RegistryError, match="augmentation agent needs a searched "
                        "augmentation dimension"):
