@@ -1,9 +1,10 @@
 """Decisions by RL agents: EMERALD-O's two agents on RLlib learners, as a Tune searcher
 (`emerald`, one step per trial) and as an in-trial `Controller` (`emerald-dynamic`, one step
 every k epochs); Iranfar et al.'s and Vashishtha's tabular Q-learning searchers (`LayerwiseSearch`,
-`AdaptiveQSearch`) and HYPERA's `HyperaSearch` (and `HyperaController`), which also
-work as drop-in searchers of a user's own `tune.Tuner` (built without a space, they take
-Tune's param_space). Their registry entries are in `rllib_policies.entries`.
+`AdaptiveQSearch`) and HYPERA's `HyperaSearch` (and `HyperaController`). The searchers
+(`EmeraldSearch` too, with `names` mapping a space's names to its agents' roles) also work as
+drop-in searchers of a user's own `tune.Tuner`: built without a space, they take Tune's
+param_space (docs/drop-in.md). Their registry entries are in `rllib_policies.entries`.
 
 Importing this package is cheap; the classes load RLlib and Ray Tune when first used.
 """

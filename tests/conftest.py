@@ -18,7 +18,7 @@ GPUs let tests check GPU scheduling without hardware."""
 
 SLOW_FILES = ("test_cluster_local.py", "test_faults.py", "test_report_browser.py",
               "test_dashboard_browser.py",
-              "test_resume.py")
+              "test_resume.py", "test_docs_dropin.py")
 """Files that start Ray clusters, kill processes or drive a browser: full suite only."""
 
 

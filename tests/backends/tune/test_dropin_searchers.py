@@ -35,10 +35,17 @@ def _searcher(name: str) -> Any:
             "hypera-search": lambda: rllib_policies.HyperaSearch(
                 seed=1, random_starts=2, batch_size=8, learning_starts=2,
                 groups={"optimization": ["scale", "alpha"], "architecture": ["depth"],
-                        "data": ["kind"]})}[name]()
+                        "data": ["kind"]}),
+            # EMERALD-O's agents choose augmentation, optimizer and rate: the space's names
+            # take those roles (the numeric ones as Table 3's augmentation slots).
+            "emerald": lambda: rllib_policies.EmeraldSearch(
+                seed=1, settings=rllib_policies.EmeraldSettings(batch_size=4,
+                                                                learning_starts=2),
+                names={"scale": "lr", "kind": "optimizer", "alpha": "rotation",
+                       "depth": "shift"})}[name]()
 
 
-NAMES = ["random", "grid", "skopt", "adaptive-q", "layerwise", "hypera-search"]
+NAMES = ["random", "grid", "skopt", "adaptive-q", "layerwise", "hypera-search", "emerald"]
 
 
 def test_param_space_conversion() -> None:
