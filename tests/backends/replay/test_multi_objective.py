@@ -111,3 +111,30 @@ def test_replay_config_refuses_an_objective_the_table_lacks(table_path) -> None:
     raw["reference"] = [0.0, 1.0]
     cfg = build_config(raw)
     assert cfg.objectives_spec.bounds == ((0.0, 1.0), (0.0, 1.0))
+
+
+def test_a_replayed_experiment_reports_its_fronts(table_path, tmp_path) -> None:
+    """The whole path: config, replay, stored config, report section."""
+    from service.backends.replay.run import run_replay
+    from service.reports import write_report
+
+    cfg = build_config({
+        "name": "mo", "storage": str(tmp_path), "backend": "replay",
+        "replay": {"tables": [str(table_path)], "workers": 1, "searcher_time": False},
+        "searchers": ["random", "optuna-nsga2", "asha"],
+        "objectives": [{"metric": "val_acc", "mode": "max"},
+                       {"metric": "epoch_time_s", "mode": "min"}],
+        "reference": [0.0, 1.0], "budget": {"trials": 6, "epochs": 3}, "seeds": [0, 1]})
+    summaries = run_replay(cfg, log=lambda *_: None)
+    assert len(summaries) == 6 and not [s for s in summaries if "skipped" in s]
+    written = write_report(cfg.experiment_dir)
+    assert {"comparison", "pareto", "pareto_csv", "fronts_png"} <= set(written)
+    table = pd.read_csv(written["pareto_csv"])
+    assert set(table["searcher"]) == {"random", "optuna-nsga2", "asha"}
+    assert (table["hypervolume"] > 0).all()
+    assert set(table["verdict"]) <= {"best", "tie"}  # 2 blocks: no ranking claim
+    assert "Reference point [0.0, 1.0] (stated in the config)" in written["pareto"].read_text()
+    rows = pd.read_parquet(next(cfg.experiment_dir.glob("random__*__s0")) / "epochs.parquet")
+    # NaN exactly where the trial diverged (no finite accuracy)
+    assert (rows[OBJECTIVE_COLUMN].isna() == rows["val_acc"].isna()).all()
+    assert rows[OBJECTIVE_COLUMN].notna().any()
