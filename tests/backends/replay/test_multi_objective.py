@@ -138,3 +138,31 @@ def test_a_replayed_experiment_reports_its_fronts(table_path, tmp_path) -> None:
     # NaN exactly where the trial diverged (no finite accuracy)
     assert (rows[OBJECTIVE_COLUMN].isna() == rows["val_acc"].isna()).all()
     assert rows[OBJECTIVE_COLUMN].notna().any()
+
+
+@pytest.mark.parametrize("name", ["emerald", "emerald-dynamic", "adaptive-q", "layerwise",
+                                  "hypera-search", "hyperband", "bohb", "pbt"])
+def test_single_objective_entries_take_part_through_the_scalarisation(table, name) -> None:
+    """EMERALD-O (both modes), the tabular agents, HYPERA, the schedulers and PBT optimise
+    the scalarised `objective`, every row carrying it."""
+    options = {"population": 4} if name == "pbt" else None
+    sim = replay_cell(name, table, seed=0, budget=Budget(trials=4, epochs=3),
+                      options=options, objectives=SPEC)
+    assert sim.target == (OBJECTIVE_COLUMN, "max")
+    rows = pd.DataFrame(sim.rows)
+    assert len(rows) and (rows[OBJECTIVE_COLUMN].isna() == rows["val_acc"].isna()).all()
+
+
+def test_layerwise_takes_the_scalarised_objective_as_its_reward() -> None:
+    """Iranfar et al.'s agents add eq. 2's size term to an accuracy; the scalarised
+    objective already weighs the objectives, so it is their reward as it stands."""
+    options = {"c_acc": 0.5}
+    plan = plans.build("layerwise", space=default_space(), metric="val_acc", mode="max",
+                       seed=0, budget=BUDGET, objectives=SPEC, options=options)
+    result = {"val_acc": 0.9, "epoch_time_s": 0.5, OBJECTIVE_COLUMN: -0.3,
+              "model_size_mb": 40.0}
+    assert plan.searcher.searcher.episode_reward(result, False) == -0.3
+    single = plans.build("layerwise", space=default_space(), metric="val_acc", mode="max",
+                         seed=0, budget=BUDGET, options=options).searcher.searcher
+    # eq. 2 without objectives: 0.5 x 0.9 - 0.5 x 40 / 100
+    assert single.episode_reward(result, False) == pytest.approx(0.25)
