@@ -44,6 +44,44 @@ def optuna(*, space, metric, mode, seed, budget, n_startup_trials: int) -> Searc
     return plain_plan("optuna", searcher, budget)
 
 
+def _optuna_multi(name: str) -> Any:
+    """A native multi-objective Optuna entry: `metric` and `mode` are lists (the
+    experiment's objectives; Ray's `OptunaSearch` then runs a study of several
+    directions). `scheduler: asha` stops trials early on the scalarised `objective`, as a
+    scheduler compares one metric."""
+
+    def factory(*, space, metric, mode, seed, budget, scheduler: str,
+                **sampler_options: int) -> SearcherPlan:
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        from service.backends.tune.spaces import to_tune
+        from service.core.objectives import OBJECTIVE_COLUMN
+
+        if name == "optuna-nsga2":
+            sampler: Any = optuna.samplers.NSGAIISampler(seed=seed, **sampler_options)
+        else:  # Optuna's TPE is MOTPE (Ozaki et al. 2020) on a study of several directions
+            sampler = optuna.samplers.TPESampler(seed=seed, **sampler_options)
+        searcher = OptunaSearch(space=OptunaSearch.convert_search_space(to_tune(space)),
+                                metric=metric, mode=mode, sampler=sampler)
+        if scheduler == "none":
+            return plain_plan(name, searcher, budget)
+        from ray.tune.schedulers import ASHAScheduler
+
+        several = isinstance(metric, list)
+        one_metric, one_mode = (OBJECTIVE_COLUMN, "max") if several else (metric, mode)
+        stopper = ASHAScheduler(time_attr="training_iteration", max_t=budget.epochs,
+                                grace_period=1, metric=one_metric, mode=one_mode)
+        return SearcherPlan(name, budget.fidelity_trials, budget.epochs, stopper,
+                            budget.epoch_budget, searcher=searcher)
+
+    return factory
+
+
+optuna_nsga2 = _optuna_multi("optuna-nsga2")
+optuna_motpe = _optuna_multi("optuna-motpe")
+
+
 def hyperopt(*, space, metric, mode, seed, budget, n_initial_points: int) -> SearcherPlan:
     from ray.tune.search.hyperopt import HyperOptSearch
 

@@ -17,6 +17,8 @@ _N_INIT = Option(int, 5, "random trials before the model is used", low=1, high=1
 _ETA = Option(int, 3, "keep 1/eta of trials at each rung", low=2, high=100)
 _POP = Option(int, 4, "population size", low=2, high=10_000)
 _PERTURB = Option(int, 1, "epochs between exploit/explore steps", low=1, high=100_000)
+_MO_SCHEDULER = Option(str, "none", "early stopping: asha stops trials on the scalarised "
+                       "objective (a scheduler compares one metric)", choices=("none", "asha"))
 
 
 def _needs_numeric_range(space: SearchSpace, options: dict[str, Any]) -> str | None:
@@ -43,6 +45,16 @@ ENTRIES: list[Entry] = [
           table9_row="Ax (Adaptive Experimentation)", table8="bayesian", replay_s=17.3),
     Entry("optuna", "Optuna TPE", _F + "optuna", {"n_startup_trials": _N_INIT},
           table9_row="Optuna", table8="bayesian"),
+    Entry("optuna-nsga2", "Optuna NSGA-II (Deb et al. 2002): searches the objectives' front "
+          "natively (needs objectives)", _F + "optuna_nsga2",
+          {"population_size": Option(int, 8, "individuals per generation", low=2,
+                                     high=10_000),
+           "scheduler": _MO_SCHEDULER},
+          multi_objective=True),
+    Entry("optuna-motpe", "Optuna multi-objective TPE (MOTPE, Ozaki et al. 2020): searches "
+          "the objectives' front natively (needs objectives)", _F + "optuna_motpe",
+          {"n_startup_trials": _N_INIT, "scheduler": _MO_SCHEDULER},
+          multi_objective=True),
     Entry("hyperopt", "HyperOpt TPE", _F + "hyperopt", {"n_initial_points": _N_INIT},
           table9_row="HyperOpt", table8="bayesian", replay_s=0.09),
     Entry("bohb", "BOHB: TuneBOHB + HyperBandForBOHB", _F + "bohb",

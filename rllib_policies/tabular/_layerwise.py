@@ -37,6 +37,7 @@ import numpy as np
 
 from service.backends.tune.searching import StateSearcher, is_failure
 from service.core.api import eq2_reward
+from service.core.objectives import OBJECTIVE_COLUMN
 
 ALPHA0 = 0.95
 """Learning rate during exploration and at the start of exploitation (Iranfar et al. VI-B)."""
@@ -253,7 +254,7 @@ class LayerwiseSearch(StateSearcher):
         if error or is_failure(result, self.metric):
             return -1.0
         value = float(result[self.metric])  # type: ignore[index]
-        if self.metric == "reward":
+        if self.metric in ("reward", OBJECTIVE_COLUMN):  # already a scalarisation with size
             return value
         acc = -value if self.mode == "min" else value
         size = float((result or {}).get("model_size_mb") or 0.0) / self.size_ref_mb

@@ -135,6 +135,12 @@ class Plan:
     """Early stopping inside a trial: it ends once its metric has not improved for this many
     epochs (0: never; Pham 2024 checks after each checkpoint). See `plateaued`."""
 
+    metric: Any = None
+    mode: Any = None
+    """What the searcher optimises (`service.backends.plans.build` sets them): the
+    experiment's metric and mode, or with objectives a list of each (a native
+    multi-objective searcher) or the scalarised `objective`, maximised."""
+
     replays_schedule: ClassVar[bool] = False
     """Whether hyperparameters change inside a trial, so the final test replays the chosen
     trial's schedule epoch by epoch instead of retraining one config."""
@@ -316,9 +322,10 @@ rest after it are Iranfar et al.'s early termination
 (`service.backends.tune.trainable._Termination`); `reward` joins them when the experiment
 reports eq. 2."""
 
-ROW_OPTIONAL: tuple[str, ...] = ("reward", "test_acc", "test_loss")
+ROW_OPTIONAL: tuple[str, ...] = ("reward", "test_acc", "test_loss", "objective")
 """Columns a row carries only when the experiment asks: `reward` (Iranfar et al. eq. 2,
-the config's `reward`) and the test scores of a trial's last epoch (`record`)."""
+the config's `reward`), the test scores of a trial's last epoch (`record`) and `objective`,
+the scalarised objectives (`service.core.objectives.with_objective`)."""
 
 
 def hp_columns(hp: Mapping[str, Any]) -> dict[str, Any]:

@@ -191,6 +191,72 @@ MAX_SEED = 2**32 - 1
 MAX_SEEDS = 10_000
 
 
+class ObjectiveConfig(Strict):
+    """One objective of a multi-objective experiment: a row column (`OBJECTIVE_METRICS`),
+    whether it is maximised or minimised, and optionally the range it is normalised over
+    for the scalarisation (accuracies have one; 0 to the reference point for a minimised
+    quantity otherwise)."""
+
+    metric: str
+    mode: str | None = None
+    bounds: list[float] | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _reported(cls, value: str) -> str:
+        from service.core.objectives import FINAL_ONLY, OBJECTIVE_METRICS
+
+        if value in FINAL_ONLY:
+            raise ValueError(f"{value!r} is measured only by the final test, no trial row "
+                             f"reports it; use {FINAL_ONLY[value]}")
+        return one_of(value, list(OBJECTIVE_METRICS), "metric")
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("max", "min"):
+            raise ValueError(f"{value!r} is not max or min; give mode: max or mode: min")
+        return value
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (len(value) != 2 or value[0] >= value[1]):
+            raise ValueError(f"{value} must be [low, high] with low < high")
+        return value
+
+    @property
+    def direction(self) -> str:
+        """The mode given, else the metric's usual one."""
+        from service.core.objectives import OBJECTIVE_METRICS
+
+        return self.mode or OBJECTIVE_METRICS[self.metric][0]
+
+
+class ScalarisationConfig(Strict):
+    """How single-objective searchers and schedulers see several objectives: `parego`
+    (Knowles 2006 ParEGO: an augmented Chebyshev function with a weight vector from a
+    seeded simplex lattice per trial) or `weights` (the same function, fixed weights, one
+    per objective)."""
+
+    kind: Literal["parego", "weights"] = "parego"
+    weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _weights_for_kind(self) -> ScalarisationConfig:
+        if self.kind == "weights" and not self.weights:
+            raise ValueError("scalarisation.weights: kind weights needs one weight per "
+                             "objective, e.g. weights: [0.7, 0.3]")
+        if self.kind == "parego" and self.weights is not None:
+            raise ValueError("scalarisation.weights: ParEGO draws its weights per trial; "
+                             "give kind: weights to fix them, or remove weights")
+        if self.weights is not None and (any(w < 0 for w in self.weights)
+                                         or sum(self.weights) <= 0):
+            raise ValueError(f"scalarisation.weights: {self.weights} must be >= 0 with a "
+                             "positive sum")
+        return self
+
+
 class ReplayConfig(Strict):
     """The replay backend: recorded tables to run every searcher against, on a simulated
     clock; `time_budget_s` ends each experiment at that simulated wall time."""
@@ -263,6 +329,29 @@ class ExperimentConfig(Strict):
     termination: TerminationConfig = TerminationConfig()
     perf: PerfConfig = PerfConfig()
     reward: RewardConfig | None = None
+    objectives: list[ObjectiveConfig] | None = None
+    """Several metrics to optimise at once (docs/multi-objective.md); `metric` and `mode`
+    are then the first objective's."""
+    reference: list[float] | None = None
+    """The hypervolume reference point, one value per objective (worse than any point
+    counted); without it the report takes the observed worst plus a tenth of the range."""
+    scalarisation: ScalarisationConfig = ScalarisationConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metric_from_objectives(cls, data: Any) -> Any:
+        """With objectives, `metric` is the first objective's (given or not)."""
+        if not isinstance(data, dict) or not isinstance(data.get("objectives"), list):
+            return data
+        first = data["objectives"][0] if data["objectives"] else None
+        if isinstance(first, dict) and isinstance(first.get("metric"), str):
+            given = data.get("metric")
+            if given is not None and given != first["metric"]:
+                raise ValueError(f"metric: with objectives, the metric is the first "
+                                 f"objective's ({first['metric']!r}); remove metric or put "
+                                 f"{given!r} first")
+            data = {**data, "metric": first["metric"]}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -376,6 +465,10 @@ class ExperimentConfig(Strict):
     @field_validator("metric")
     @classmethod
     def _metric(cls, value: str) -> str:
+        from service.core.objectives import OBJECTIVE_METRICS
+
+        if value in OBJECTIVE_METRICS:  # an objective's; alone it is refused below
+            return value
         return one_of(value, list(METRICS), "metric")
 
     @model_validator(mode="after")
@@ -385,6 +478,7 @@ class ExperimentConfig(Strict):
                 raise ValueError(
                     f"searcher_options.{name}: {name!r} is not in searchers {self.searchers}"
                     f"{did_you_mean(name, self.searchers)}")
+        self._check_objectives()
         if self.metric == "reward" and self.reward is None:
             raise ValueError("metric: 'reward' is Iranfar et al.'s eq. 2; add a reward section "
                              "(e.g. reward: {c_acc: 0.5, size_ref_mb: 100})")
@@ -413,6 +507,84 @@ class ExperimentConfig(Strict):
         self._check_layers(space)
         self._check_entries(lambda _: space)
         return self
+
+    def _check_objectives(self) -> None:
+        """Objectives: 2 or 3 distinct metrics, a reference and fixed weights of their
+        length, and what each searcher needs: a native multi-objective entry needs
+        objectives; any other searcher (or scheduler) needs the scalarised objective, so
+        every objective needs normalising bounds."""
+        from service.core.objectives import normalising_bounds
+        from service.core.pareto import MAX_OBJECTIVES
+
+        native = [n for n in self.searchers if registry.entry(n).multi_objective]
+        if self.objectives is None:
+            if self.metric not in METRICS:
+                raise ValueError(f"metric: {self.metric!r} is an objective, not a metric "
+                                 f"searchers optimise alone; give objectives: [...] for "
+                                 f"several, or one of {', '.join(METRICS)}")
+            for key in ("reference",):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: applies to objectives; add objectives: "
+                                     "[{metric: val_acc, mode: max}, ...] or remove it")
+            if self.scalarisation != ScalarisationConfig():
+                raise ValueError("scalarisation: applies to objectives; add objectives: "
+                                 "[...] or remove scalarisation")
+            if native:
+                raise ValueError(f"searchers.{native[0]}: a multi-objective searcher needs "
+                                 "objectives, e.g. objectives: [{metric: val_acc, mode: "
+                                 "max}, {metric: model_size_mb, mode: min}]")
+            return
+        n = len(self.objectives)
+        if not 2 <= n <= MAX_OBJECTIVES:
+            raise ValueError(f"objectives: {n} given; give 2 to {MAX_OBJECTIVES} (for one, "
+                             "use metric: ...; hypervolume and ParEGO's lattice are exact "
+                             "for 2 and 3)")
+        seen: set[str] = set()
+        for i, objective in enumerate(self.objectives):
+            if objective.metric in seen:
+                raise ValueError(f"objectives.{i}.metric: {objective.metric!r} is given "
+                                 "twice; give each metric once")
+            seen.add(objective.metric)
+        if self.reference is not None and len(self.reference) != n:
+            raise ValueError(f"reference: {len(self.reference)} values for {n} objectives; "
+                             "give one per objective, in the objectives' order")
+        weights = self.scalarisation.weights
+        if weights is not None and len(weights) != n:
+            raise ValueError(f"scalarisation.weights: {len(weights)} weights for {n} "
+                             "objectives; give one per objective")
+        scalarised = [name for name in self.searchers if name not in native]
+        scheduled = [name for name in native
+                     if self.searcher_options.get(name, {}).get("scheduler", "none") != "none"]
+        users = scalarised + scheduled
+        if users:
+            for i, objective in enumerate(self.objectives):
+                ref = self.reference[i] if self.reference is not None else None
+                if normalising_bounds(objective.metric, objective.direction,
+                                      objective.bounds, ref) is None:
+                    who = (f"{users[0]} (single-objective)" if scalarised else
+                           f"{users[0]}'s scheduler (one metric)")
+                    raise ValueError(
+                        f"objectives.{i}.bounds: {objective.metric} has no natural range; "
+                        f"give bounds: [low, high] (or a reference point) so {who} can "
+                        "optimise the scalarised objective")
+
+    @property
+    def objectives_spec(self) -> Any:
+        """The objectives resolved for the backends (`service.core.objectives.Objectives`),
+        None without objectives."""
+        from service.core.objectives import Objectives, normalising_bounds
+
+        if self.objectives is None:
+            return None
+        refs = self.reference or [None] * len(self.objectives)
+        return Objectives(
+            tuple(o.metric for o in self.objectives),
+            tuple(o.direction for o in self.objectives),
+            tuple(normalising_bounds(o.metric, o.direction, o.bounds, r)
+                  for o, r in zip(self.objectives, refs, strict=True)),
+            self.scalarisation.kind,
+            tuple(self.scalarisation.weights) if self.scalarisation.weights else None,
+            tuple(self.reference) if self.reference is not None else None)
 
     def _check_layers(self, space: SearchSpace) -> None:
         """Per-layer names need a backbone built from them (vgg16_layers)."""
@@ -463,6 +635,16 @@ class ExperimentConfig(Strict):
             except TableError as err:
                 raise ValueError(f"replay.tables: {err}; give a table with finite values "
                                  "(a NaN row ends a diverged curve)") from None
+            for i, objective in enumerate(self.objectives or []):
+                if objective.metric not in table.metrics:
+                    raise ValueError(
+                        f"objectives.{i}.metric: table {table.name!r} records no "
+                        f"{objective.metric!r} (it records {', '.join(table.metrics)}); "
+                        "docs/multi-objective.md says which tables vary size")
+            if self.objectives and (self.metric, self.mode) != (table.metric, table.mode):
+                raise ValueError(f"objectives.0: table {table.name!r} scores {table.metric} "
+                                 f"({table.mode}); put {{metric: {table.metric}, mode: "
+                                 f"{table.mode}}} first (a replay ranks by it)")
             if "metric" in self.model_fields_set and self.metric != table.metric:
                 raise ValueError(f"metric: table {table.name!r} records {table.metric!r}; "
                                  "remove metric (a replay uses the table's)")
@@ -497,6 +679,8 @@ class ExperimentConfig(Strict):
 
     @property
     def mode(self) -> Literal["max", "min"]:
+        if self.objectives:
+            return self.objectives[0].direction  # type: ignore[return-value]
         return METRICS[self.metric]  # type: ignore[return-value]
 
     @property

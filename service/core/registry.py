@@ -141,6 +141,9 @@ class Entry:
     """It searches the table's continuous ranges even where a replay gives every other
     entry the recorded values as choices (PB2's GP needs ranges; its suggestions are
     snapped to the grid and counted)."""
+    multi_objective: bool = False
+    """Its factory takes lists of metrics and modes (the experiment's `objectives`) and
+    searches the front natively; other entries optimise the scalarised `objective`."""
 
     @property
     def replays_schedule(self) -> bool:

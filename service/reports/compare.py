@@ -831,4 +831,7 @@ def write_replay_report(folder: Path, out: Path) -> dict[str, Path]:
     if not rows.empty:
         for path in plot_curves(rows, out, scale):
             written[path.stem] = path
+    from service.reports.pareto import write_pareto_section  # it reuses this module
+
+    written.update(write_pareto_section(folder, out))  # with objectives only
     return written

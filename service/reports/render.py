@@ -22,6 +22,7 @@ from service.reports.load import (
     find_experiments,
 )
 from service.reports.overhead import breakdown, breakdown_markdown
+from service.reports.pareto import write_pareto_section
 from service.reports.plots import best_so_far, plot_analysis, plot_best_so_far
 from service.reports.table2 import (
     CONVERGENCE_DEFINITION,
@@ -217,6 +218,8 @@ def _write_report(storage: Path, out_dir: str | Path | None, fmt: str, *, live: 
     table5_from = table5_folders(views.folders)  # Iranfar et al.'s layer-wise agents
     if table5_from:
         written.update(write_table5(table5_from, out))
+    if folders == [storage]:
+        written.update(write_pareto_section(storage, out))  # with objectives only
     written["index"] = write_index(out, storage, views, gen, written)
     return written
 
@@ -291,6 +294,11 @@ def write_index(out: Path, storage: Path, views: _Views, gen: pd.DataFrame,
             "Table 2: test metrics, convergence and time per epoch (Pham 2024)",
             _html_table(table2_display(pd.read_csv(written["table2_csv"]))),
             f"{CONVERGENCE_DEFINITION} {TABLE2_NOTE}"))
+    if "pareto_csv" in written:
+        sections.insert(1, ("Multi-objective: hypervolume of each searcher's fronts",
+                            _html_table(pd.read_csv(written["pareto_csv"])),
+                            "Larger is better; the reference point, verdicts and fronts: "
+                            "pareto.md."))
     sections += [
         ("Generalization (EMERALD-O section 6.4)", _html_table(gen), GENERALIZATION_NOTE),
         ("Cells (summary.json)", _html_table(views.summaries), ""),

@@ -247,7 +247,8 @@ def _run_cell(cfg_dict: dict[str, Any], cell: Cell, table_path: str) -> dict[str
                           options=cfg.searcher_options.get(cell.searcher),
                           concurrency=cfg.concurrency, time_budget_s=cfg.replay.time_budget_s,
                           continuation=cfg.replay.continuation,
-                          searcher_time=cfg.replay.searcher_time, space=cfg.replay.space)
+                          searcher_time=cfg.replay.searcher_time, space=cfg.replay.space,
+                          objectives=cfg.objectives_spec)
         rows, figures = score(sim, table)
     except ReplayError as err:  # the entry cannot search this table at all: not ranked
         return _write_summary(folder, {**meta, "skipped": str(err)[:300]})

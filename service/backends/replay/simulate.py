@@ -58,6 +58,7 @@ from service.core.api import (
     plateaued,
     trial_budget,
 )
+from service.core.objectives import Objectives, with_objective
 from service.core.space import HPARAMS, LOG10_PREFIX, SearchSpace, resolve_config
 from service.core.table import (
     ROW_METRICS,
@@ -148,8 +149,11 @@ class Simulation:
     def __init__(self, plan: Any, table: ReplayTable, *, seed: int, slots: int,
                  time_budget_s: float | None = None, epoch_budget: int | None = None,
                  continuation: str = DEFAULT_MODEL, searcher_time: bool = True,
-                 space: SearchSpace | None = None, space_mode: str = "continuous") -> None:
+                 space: SearchSpace | None = None, space_mode: str = "continuous",
+                 objectives: Objectives | None = None) -> None:
         self.plan, self.table, self.seed = plan, table, seed
+        self.objectives = objectives
+        """The experiment's objectives: each row gets its scalarised `objective`."""
         self.space = table.space if space is None else space
         """The space the plan was built on (a controller is hosted over it)."""
         self.space_mode = space_mode
@@ -172,6 +176,9 @@ class Simulation:
             raise ReplayError(f"{plan.name} trains {plan.max_epochs} epochs per trial, table "
                               f"{table.name!r} records {table.epochs}{hint}")
         self.metric, self.mode = table.metric, table.mode
+        # what the searcher, scheduler and controller optimise: the table's metric, or
+        # with objectives their lists or the scalarised `objective` (plans.build)
+        self.target = (plan.metric or self.metric, plan.mode or self.mode)
         self._check_controls(plan, table)
         self.slots = max(1, slots)
         self.time_budget_s = time_budget_s
@@ -233,8 +240,8 @@ class Simulation:
         elif isinstance(plan, ControllerPlan):
             from service.backends.tune.searching import ControllerHost
 
-            searcher = self.host = ControllerHost(plan, self.space, metric=self.metric,
-                                                  mode=self.mode, in_process=True)
+            searcher = self.host = ControllerHost(plan, self.space, metric=self.target[0],
+                                                  mode=self.target[1], in_process=True)
         else:
             raise TypeError(f"unknown plan kind {type(plan).__name__}")
         from ray.tune.search import Searcher
@@ -251,7 +258,7 @@ class Simulation:
         experiment = Experiment(f"replay_{plan.name}".replace(":", "_"), _noop_trainable,
                                 config=dict(plan.param_space), num_samples=plan.num_samples,
                                 storage_path=self._storage.name)
-        searcher.set_search_properties(self.metric, self.mode, dict(plan.param_space),
+        searcher.set_search_properties(*self.target, dict(plan.param_space),
                                        **experiment.public_spec)
         searcher.add_configurations([experiment])
         return searcher
@@ -260,7 +267,7 @@ class Simulation:
         from ray.tune.schedulers import FIFOScheduler
 
         scheduler = self.plan.scheduler or FIFOScheduler()
-        scheduler.set_search_properties(self.metric, self.mode)
+        scheduler.set_search_properties(*self.target)
         if getattr(scheduler, "_log_config", False):
             scheduler._log_config = False  # PBT's policy files need a Ray session folder
         return scheduler
@@ -438,7 +445,7 @@ class Simulation:
             "schedule": st.schedule.to_json(),
         })
         row.update(hp_columns(st.hp))
-        return row
+        return with_objective(row, self.objectives, self.seed, trial.trial_id)
 
     def checkpoint(self, trial: Any) -> SimCheckpoint:
         st = self.state[trial.trial_id]
@@ -521,17 +528,21 @@ class Simulation:
 
 
 def build_plan(name: str, table: ReplayTable, *, seed: int, budget: Budget,
-               options: dict[str, Any] | None, space: str = "grid") -> Any:
-    """The registry's plan for a table: its metric and mode, over `plan_space`."""
+               options: dict[str, Any] | None, space: str = "grid",
+               objectives: Objectives | None = None) -> Any:
+    """The registry's plan for a table: its metric and mode (or the objectives), over
+    `plan_space`."""
 
     return plans.build(name, space=plan_space(name, table, space), metric=table.metric,
-                          mode=table.mode, seed=seed, budget=budget, options=options)
+                       mode=table.mode, seed=seed, budget=budget, options=options,
+                       objectives=objectives)
 
 
 def replay_cell(name: str, table: ReplayTable, *, seed: int, budget: Budget,
                 options: dict[str, Any] | None = None, concurrency: int = 1,
                 time_budget_s: float | None = None, continuation: str = DEFAULT_MODEL,
-                searcher_time: bool = True, space: str = "grid") -> Simulation:
+                searcher_time: bool = True, space: str = "grid",
+                objectives: Objectives | None = None) -> Simulation:
     """Run one cell (entry x table x seed) and return the finished simulation: `concurrency`
     trials train at once (the experiment's slots) and at most the budget's epochs; `space`
     is "grid" (the recorded values) or "continuous" (the table's ranges, snapped)."""
@@ -539,11 +550,12 @@ def replay_cell(name: str, table: ReplayTable, *, seed: int, budget: Budget,
     np.random.seed(seed % 2 ** 32)
     try:  # refused while it is set up: the entry cannot search this table (not ranked)
         plan = build_plan(name, table, seed=seed, budget=budget, options=options,
-                          space=space)
+                          space=space, objectives=objectives)
         sim = Simulation(plan, table, seed=seed, slots=concurrency,
                          time_budget_s=time_budget_s, epoch_budget=budget.epoch_budget,
                          continuation=continuation, searcher_time=searcher_time,
-                         space=plan_space(name, table, space), space_mode=space)
+                         space=plan_space(name, table, space), space_mode=space,
+                         objectives=objectives)
         if sim.host is not None:
             sim.host.start()
     except ReplayError:

@@ -93,7 +93,7 @@ def search_alg(plan: Any, cfg: ExperimentConfig, cell: Cell) -> tuple[Any, str |
         return BasicVariantGenerator(points_to_evaluate=plan.initial_configs,
                                      random_state=cell.seed), None
     if isinstance(plan, ControllerPlan):
-        host = ControllerHost(plan, cfg.search_space, metric=cfg.metric, mode=cfg.mode)
+        host = ControllerHost(plan, cfg.search_space, metric=plan.metric, mode=plan.mode)
         return host, host.name
     raise TypeError(f"{cell.searcher}: unknown plan kind {type(plan).__name__}")
 
@@ -143,6 +143,7 @@ def cell_plan(cfg: ExperimentConfig, cell: Cell, warm_pool: str | None = None
     plan = plans.build(
         cell.searcher, space=cfg.search_space, metric=cfg.metric, mode=cfg.mode,
         seed=cell.seed, budget=cfg.budget, options=cfg.searcher_options.get(cell.searcher),
+        objectives=cfg.objectives_spec,
     )
     algorithm, controller = search_alg(plan, cfg, cell)
     dataset = cfg.dataset.model_dump(exclude_none=True)
@@ -155,6 +156,7 @@ def cell_plan(cfg: ExperimentConfig, cell: Cell, warm_pool: str | None = None
                       weights=str(Path(weights).expanduser().resolve()) if weights else None,
                       termination=cfg.termination, reward=cfg.reward,
                       searcher=cell.searcher, perf=cfg.perf,
+                      objectives=cfg.objectives_spec.as_dict() if cfg.objectives else None,
                       warm_pool=warm_pool if not cfg.resources.gpus else None)
     return plan, algorithm, run
 

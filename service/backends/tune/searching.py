@@ -35,11 +35,14 @@ def is_failure(result: dict | None, metric: str | None) -> bool:
     was terminated early by Iranfar et al.'s slow-batch or loss rule)."""
     if not result or metric is None or result.get("diverged") or result.get("terminated"):
         return True
-    value = result.get(metric)
-    try:
-        return value is None or not math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return True
+    for name in metric if isinstance(metric, list) else [metric]:  # several: objectives
+        value = result.get(name)
+        try:
+            if value is None or not math.isfinite(float(value)):
+                return True
+        except (TypeError, ValueError):
+            return True
+    return False
 
 
 class ResultGuard(Searcher):
@@ -85,8 +88,10 @@ class ResultGuard(Searcher):
             self.searcher.on_trial_complete(trial_id, result=None, error=True)
             return
         self.searcher.on_trial_complete(trial_id, result=result, error=False)
-        value = float(result[self.metric])  # type: ignore[index]
-        sign = 1.0 if self.mode == "max" else -1.0
+        first = self.metric[0] if isinstance(self.metric, list) else self.metric
+        value = float(result[first])  # type: ignore[index]  # several: the first's best
+        mode = self.mode[0] if isinstance(self.mode, list) else self.mode
+        sign = 1.0 if mode == "max" else -1.0
         if self.best is None or sign * value > sign * self.best[0]:
             self.best = (value, config or {})
 

@@ -40,6 +40,7 @@ from service.core.api import (
     trial_budget,
 )
 from service.core.config import PerfConfig, RewardConfig, TerminationConfig
+from service.core.objectives import Objectives, with_objective
 from service.core.space import HPARAMS, layer_values, resolve_config
 from service.training.data import Splits, load_splits
 from service.training.trainer import EpochCancelled, HParams, Perf, Trainer
@@ -115,6 +116,9 @@ class RunSettings(Strict):
     """How the trial runs on its device (the config's `perf`)."""
     warm_pool: str | None = None
     """The run's pool of warm trial processes (`service.backends.tune.warm`), if it has one."""
+    objectives: dict[str, Any] | None = None
+    """The experiment's objectives (`service.core.objectives.Objectives.as_dict`): with a
+    value, every row carries the scalarised `objective`."""
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump()
@@ -287,6 +291,7 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
                  "pid": os.getpid()}
     splits = load_data(run)
     budget = trial_epochs(run, hp_config)
+    objectives = Objectives.from_dict(run.objectives) if run.objectives else None
     guard = _Termination(run, state)
     trainer = build_trainer(run, splits, HParams.from_config(hp_config), hp_config,
                             guard.init_seed(), cancel)
@@ -335,6 +340,7 @@ def trial_steps(config: dict[str, Any], *, state: dict[str, Any] | None = None,
         phases = {"setup_s": 0.0, "report_s": 0.0}  # setup once; report_s: the last call
         if run.reward is not None:
             row["reward"] = row_reward(row, run.reward.c_acc, run.reward.size_ref_mb)
+        with_objective(row, objectives, run.seed, trial_id)
         step.append(row)
         if row["diverged"] or row["terminated"]:
             break
