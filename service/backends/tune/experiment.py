@@ -128,7 +128,8 @@ def build_tuner(cfg: ExperimentConfig, cell: Cell, trainable: Any = None,
             stop=stopper,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-            callbacks=[hparams_logger(), *journal_logger(cfg), *mlflow_logger(cfg)],
+            callbacks=[hparams_logger(), *journal_logger(cfg), *mlflow_logger(cfg),
+                       race_metrics(cfg)],
             verbose=0,
         ),
     )
@@ -193,6 +194,14 @@ def journal_logger(cfg: ExperimentConfig) -> list[Any]:
     from service.backends.tune.journal import JournalCallback
 
     return [JournalCallback(str(cfg.experiment_dir), cfg.space, cfg.metric, cfg.mode)]
+
+
+def race_metrics(cfg: ExperimentConfig) -> Any:
+    """The callback that exports the searchers' race as Ray metrics (the Ray dashboard's
+    Metrics view, Prometheus): service.backends.tune.race."""
+    from service.backends.tune.race import RaceMetrics
+
+    return RaceMetrics(cfg.name, cfg.metric, cfg.mode)
 
 
 MLFLOW_DB = "mlflow.db"

@@ -656,6 +656,7 @@ def build_shared_tuner(cfg: Any, cells: list[Cell], parallel: int, trainable: An
         hparams_logger,
         journal_logger,
         mlflow_logger,
+        race_metrics,
     )
     from service.backends.tune.warm import train_trial
 
@@ -682,6 +683,6 @@ def build_shared_tuner(cfg: Any, cells: list[Cell], parallel: int, trainable: An
             checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             callbacks=[hparams_logger(), FinishCells(str(cfg.experiment_dir)),
-                       *journal_logger(cfg), *mlflow_logger(cfg)],
+                       *journal_logger(cfg), *mlflow_logger(cfg), race_metrics(cfg)],
             verbose=0),
     )
