@@ -39,11 +39,15 @@ FORMAT_VERSION = 1
 SEED, EPOCH, TIME, TEST = "seed", "epoch", "epoch_time_s", "test_acc"
 METRIC_COLUMNS: tuple[str, ...] = (
     "val_acc", "val_loss", "train_acc", "train_loss", "grad_norm", "epoch_time_s",
-    "images_per_s", "test_acc", "test_loss", "diverged",
+    "images_per_s", "test_acc", "test_loss", "diverged", "model_size_mb", "num_parameters",
+    "infer_ms_per_batch",
 )
 """Columns the recorder writes that are never hyperparameters."""
-ROW_METRICS: tuple[str, ...] = ("val_acc", "val_loss", "train_acc", "train_loss", "grad_norm")
-"""Recorded metrics a replayed trial reports each epoch, where the table has them."""
+ROW_METRICS: tuple[str, ...] = ("val_acc", "val_loss", "train_acc", "train_loss", "grad_norm",
+                                 "model_size_mb", "num_parameters")
+"""Recorded metrics a replayed trial reports each epoch, where the table has them (model
+size and parameters: what the recorder keeps, or `python -m service.backends.replay.extend`
+adds to an older table)."""
 
 
 class TableError(ConfigError):

@@ -166,7 +166,8 @@ def plot_fronts(points: pd.DataFrame, metrics: Sequence[str], modes: Sequence[st
     searchers = list(dict.fromkeys(finite["searcher"]))
     palette = plt.get_cmap("tab10" if len(searchers) <= 10 else "tab20")
     colour = {s: palette(i % palette.N) for i, s in enumerate(searchers)}
-    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(tables), figsize=(max(7, 5 * len(tables)), 4.5),
+                             squeeze=False)
     for ax, table in zip(axes[0], tables, strict=True):
         sub = finite[finite["backbone"] == table]
         for searcher, group in sub.groupby("searcher", sort=False):
@@ -182,9 +183,9 @@ def plot_fronts(points: pd.DataFrame, metrics: Sequence[str], modes: Sequence[st
         ax.set_ylabel(f"{y} ({modes[1]})")
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(6, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
-    fig.savefig(path, dpi=110)
+    fig.legend(handles, labels, loc="upper center", ncol=min(5, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.86))
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # every legend entry inside the file
     plt.close(fig)
     return path
 

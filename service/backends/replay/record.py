@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover
     Callback = object  # type: ignore[misc,assignment]
 
 RECORD_COLUMNS = ("val_acc", "val_loss", "train_acc", "train_loss", "grad_norm",
-                  "epoch_time_s", "images_per_s", "diverged")
+                  "epoch_time_s", "images_per_s", "diverged", "model_size_mb", "num_parameters")
 DESIGN_FILE = "design.json"
 
 
