@@ -453,7 +453,7 @@ def load_table(path: str | Path, name: str | None = None) -> ReplayTable:
     frame = frame.sort_values([*names, SEED, EPOCH], kind="stable")
     seeds = tuple(sorted(int(s) for s in frame[SEED].unique()))
     epochs = int(frame[EPOCH].max())
-    keys = [tuple(plain(v) for v in row) for row in frame[list(names)].itertuples(index=False)]
+    keys = config_keys(frame, names)
     configs = list(dict.fromkeys(keys))
     cindex = {c: i for i, c in enumerate(configs)}
     sindex = {s: i for i, s in enumerate(seeds)}
@@ -502,6 +502,11 @@ def load_table(path: str | Path, name: str | None = None) -> ReplayTable:
 
 
 _CACHE: dict[tuple[str, float, int], ReplayTable] = {}
+
+
+def config_keys(frame: Any, names: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Each row's configuration as the table keys it (`ReplayTable.configs`)."""
+    return [tuple(plain(v) for v in row) for row in frame[list(names)].itertuples(index=False)]
 
 
 def cached_table(path: str | Path) -> ReplayTable:

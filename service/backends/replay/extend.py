@@ -18,7 +18,13 @@ from typing import Any
 from service.backends.replay.verify import recording_run
 from service.backends.tune.trainable import build_trainer, load_data, split_config
 from service.core.space import layer_values
-from service.core.table import TableError, cached_table, read_frame, write_table
+from service.core.table import (
+    TableError,
+    cached_table,
+    config_keys,
+    read_frame,
+    write_table,
+)
 from service.training.trainer import HParams
 
 COLUMNS = ("model_size_mb", "num_parameters", "infer_ms_per_batch")
@@ -55,13 +61,10 @@ def architecture_columns(path: str, repeats: int = REPEATS) -> dict[tuple[Any, .
 
 def extend(path: str, repeats: int = REPEATS) -> int:
     """Add COLUMNS to table `path` in place (atomically); returns the architectures measured."""
-    from service.core.api import plain
-
     table = cached_table(path)
     columns = architecture_columns(path, repeats)
     frame, meta = read_frame(path)
-    keys = [tuple(plain(v) for v in row)
-            for row in frame[list(table.names)].itertuples(index=False)]
+    keys = config_keys(frame, table.names)
     for column in COLUMNS:
         frame[column] = [columns[k][column] for k in keys]
     meta.extra["architecture"] = {
